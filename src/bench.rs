@@ -1,0 +1,174 @@
+//! Throughput measurement on synthetic input: warm-up, then the median of timed iterations.
+//!
+//! FLOPs are counted as 2 per multiply-add of the convolutions and fully connected layers
+//! (what the layer table lists); a training step counts 3× the forward pass (forward, input
+//! gradient, weight gradient), the usual convention.
+
+use crate::kernels::loss::softmax_cross_entropy;
+use crate::matmul::{Operand, Threads, matmul};
+use crate::model::{Mode, ModelConfig, Network};
+use crate::optim::{Sgd, SgdConfig};
+use serde::Serialize;
+use std::time::Instant;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BenchMode {
+    Infer,
+    Train,
+}
+
+#[derive(Clone, Debug)]
+pub struct BenchConfig {
+    pub mode: BenchMode,
+    pub batch: usize,
+    pub iters: usize,
+    pub warmup: usize,
+    pub threads: usize,
+    pub profile: bool,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct LayerProfile {
+    pub name: String,
+    pub forward_ms: f64,
+    pub backward_ms: f64,
+    /// Achieved GFLOP/s of the forward (backward: 2× the forward's FLOPs), for conv and fc.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub forward_gflops: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub backward_gflops: Option<f64>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct BenchReport {
+    pub model: String,
+    pub mode: BenchMode,
+    pub batch: usize,
+    pub threads: usize,
+    pub ms_per_iter: f64,
+    pub img_per_s: f64,
+    pub gflops: f64,
+    /// Every timed iteration, in ms, in order.
+    pub iter_ms: Vec<f64>,
+    /// Peak resident memory of the process so far (Linux VmHWM), MiB.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub peak_rss_mib: Option<f64>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub layers: Vec<LayerProfile>,
+}
+
+fn median(v: &[f64]) -> f64 {
+    let mut s = v.to_vec();
+    s.sort_by(|a, b| a.total_cmp(b));
+    if s.is_empty() { f64::NAN } else { s[s.len() / 2] }
+}
+
+/// Peak resident set size from /proc/self/status, in MiB (None off Linux).
+pub fn peak_rss_mib() -> Option<f64> {
+    let s = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}
+
+fn pool(threads: usize) -> anyhow::Result<rayon::ThreadPool> {
+    Ok(rayon::ThreadPoolBuilder::new().num_threads(threads).build()?)
+}
+
+/// Times the network named by `model` in `cfg.mode`.
+pub fn run(model: &ModelConfig, cfg: &BenchConfig) -> anyhow::Result<BenchReport> {
+    anyhow::ensure!(cfg.batch > 0 && cfg.iters > 0, "batch and iters must be positive");
+    pool(cfg.threads)?.install(|| {
+        let mut net = Network::new(model.clone(), 0)?;
+        let classes = net.classes();
+        let x = crate::rng::uniform_vec(cfg.batch * net.input_len(), 1);
+        let labels: Vec<usize> = (0..cfg.batch).map(|i| i % classes).collect();
+        let mut dlogits = vec![0.0f32; cfg.batch * classes];
+        let mut opt = Sgd::new(SgdConfig::default(), &net.params);
+        let mut times = Vec::with_capacity(cfg.iters);
+        for it in 0..cfg.warmup + cfg.iters {
+            if it == cfg.warmup && cfg.profile {
+                net.profile = Some(Vec::new());
+            }
+            let t0 = Instant::now();
+            match cfg.mode {
+                BenchMode::Infer => {
+                    net.forward(&x, cfg.batch, Mode::Eval);
+                }
+                BenchMode::Train => {
+                    let logits = net.forward(&x, cfg.batch, Mode::Train { seed: 0, step: it as u64 });
+                    softmax_cross_entropy(logits, &labels, classes, &mut dlogits);
+                    net.backward(&dlogits, false);
+                    opt.step(&mut net.params);
+                }
+            }
+            if it >= cfg.warmup {
+                times.push(t0.elapsed().as_secs_f64() * 1e3);
+            }
+        }
+        let ms = median(&times);
+        let passes = if cfg.mode == BenchMode::Train { 3.0 } else { 1.0 };
+        let flops = 2.0 * net.summary.macs as f64 * cfg.batch as f64 * passes;
+        let layers = match &net.profile {
+            Some(prof) => net
+                .layers()
+                .iter()
+                .zip(prof)
+                .map(|(l, t)| {
+                    let calls = t.calls.max(1) as f64;
+                    let (f, b) = (t.forward_s / calls, t.backward_s / calls);
+                    let fl = 2.0 * l.macs as f64 * cfg.batch as f64;
+                    let rate = |secs: f64, mult: f64| (l.macs > 0 && secs > 0.0).then(|| mult * fl / secs / 1e9);
+                    LayerProfile {
+                        name: l.name.clone(),
+                        forward_ms: f * 1e3,
+                        backward_ms: b * 1e3,
+                        forward_gflops: rate(f, 1.0),
+                        backward_gflops: if cfg.mode == BenchMode::Train { rate(b, 2.0) } else { None },
+                    }
+                })
+                .collect(),
+            None => Vec::new(),
+        };
+        Ok(BenchReport {
+            model: model.name.clone(),
+            mode: cfg.mode,
+            batch: cfg.batch,
+            threads: cfg.threads,
+            ms_per_iter: ms,
+            img_per_s: cfg.batch as f64 / (ms / 1e3),
+            gflops: flops / (ms / 1e3) / 1e9,
+            iter_ms: times,
+            peak_rss_mib: peak_rss_mib(),
+            layers,
+        })
+    })
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct GemmReport {
+    pub size: usize,
+    pub threads: usize,
+    pub ms_per_iter: f64,
+    pub gflops: f64,
+}
+
+/// The machine's matrix-multiply peak as the `gemm` crate reaches it: `n×n·n×n`, f32.
+pub fn gemm_peak(n: usize, iters: usize, threads: usize) -> anyhow::Result<GemmReport> {
+    pool(threads)?.install(|| {
+        let a = crate::rng::uniform_vec(n * n, 1);
+        let b = crate::rng::uniform_vec(n * n, 2);
+        let mut c = vec![0.0f32; n * n];
+        let mut times = Vec::new();
+        for it in 0..iters + 2 {
+            let t0 = Instant::now();
+            matmul(n, n, n, Operand::plain(&a), Operand::plain(&b), &mut c, false, Threads::Pool);
+            if it >= 2 {
+                times.push(t0.elapsed().as_secs_f64());
+            }
+        }
+        let s = median(&times);
+        Ok(GemmReport { size: n, threads, ms_per_iter: s * 1e3, gflops: 2.0 * (n as f64).powi(3) / s / 1e9 })
+    })
+}

@@ -1,0 +1,268 @@
+//! 2-D convolution with stride, zero padding and groups (the paper's two-GPU split), NCHW.
+//!
+//! Shapes: `x [B, C, H, W]`, `w [M, C/G, KH, KW]` (PyTorch layout), `b [M]`,
+//! `y [B, M, OH, OW]` with `OH = (H + 2P - KH)/S + 1`, `OW = (W + 2P - KW)/S + 1`.
+//!
+//! Forward, per image and group g (im2col + one matrix product):
+//! `col_g [C/G·KH·KW, OH·OW]`, `y_g [M/G, OH·OW] = w_g [M/G, C/G·KH·KW] · col_g + b_g`.
+//!
+//! Backward: `dw_g += dy_g · col_gᵀ`, `db += Σ_{oh,ow} dy`, `dcol_g = w_gᵀ · dy_g`, then col2im
+//! scatters `dcol` back onto `dx`. The im2col of the forward pass is recomputed rather than
+//! stored: at batch 128 the columns of conv2 alone would take 900 MB.
+//!
+//! Images are split into one contiguous chunk per thread; each thread runs single-threaded
+//! products (small matrices scale better that way than one product split in two) and, in the
+//! backward pass, accumulates its own `dw`, summed at the end in thread order so the result is
+//! deterministic for a given thread count.
+
+use crate::matmul::{Operand, Threads, matmul};
+use rayon::prelude::*;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConvShape {
+    pub in_c: usize,
+    pub in_h: usize,
+    pub in_w: usize,
+    pub out_c: usize,
+    pub kh: usize,
+    pub kw: usize,
+    pub stride: usize,
+    pub pad: usize,
+    pub groups: usize,
+}
+
+impl ConvShape {
+    pub fn out_h(&self) -> usize {
+        (self.in_h + 2 * self.pad - self.kh) / self.stride + 1
+    }
+    pub fn out_w(&self) -> usize {
+        (self.in_w + 2 * self.pad - self.kw) / self.stride + 1
+    }
+    /// Rows of one group's column matrix: `C/G · KH · KW`.
+    pub fn k_group(&self) -> usize {
+        self.in_c / self.groups * self.kh * self.kw
+    }
+    pub fn m_group(&self) -> usize {
+        self.out_c / self.groups
+    }
+    pub fn n(&self) -> usize {
+        self.out_h() * self.out_w()
+    }
+    pub fn in_len(&self) -> usize {
+        self.in_c * self.in_h * self.in_w
+    }
+    pub fn out_len(&self) -> usize {
+        self.out_c * self.n()
+    }
+    pub fn weight_len(&self) -> usize {
+        self.out_c * self.k_group()
+    }
+    /// Multiply-adds for one image.
+    pub fn macs(&self) -> usize {
+        self.out_len() * self.k_group()
+    }
+}
+
+/// Valid output range `[lo, hi)` along one axis for kernel offset `k`: the outputs whose input
+/// coordinate `o*stride - pad + k` falls inside `[0, size)`.
+#[inline]
+fn valid_range(k: usize, pad: usize, stride: usize, size: usize, out: usize) -> (usize, usize) {
+    let lo = if k >= pad { 0 } else { (pad - k).div_ceil(stride) };
+    // o*stride + k - pad <= size - 1  <=>  o <= (size - 1 + pad - k) / stride
+    let hi = if size + pad > k { ((size - 1 + pad - k) / stride + 1).min(out) } else { 0 };
+    (lo.min(hi), hi)
+}
+
+/// Unrolls the channels `[c0, c0 + C/G)` of one image `x [C, H, W]` into `col [C/G·KH·KW, OH·OW]`.
+pub fn im2col(s: &ConvShape, x: &[f32], group: usize, col: &mut [f32]) {
+    let (oh, ow) = (s.out_h(), s.out_w());
+    let cg = s.in_c / s.groups;
+    let plane = s.in_h * s.in_w;
+    let mut row = 0;
+    for c in group * cg..(group + 1) * cg {
+        let xc = &x[c * plane..(c + 1) * plane];
+        for ki in 0..s.kh {
+            let (ylo, yhi) = valid_range(ki, s.pad, s.stride, s.in_h, oh);
+            for kj in 0..s.kw {
+                let (xlo, xhi) = valid_range(kj, s.pad, s.stride, s.in_w, ow);
+                let dst = &mut col[row * oh * ow..(row + 1) * oh * ow];
+                row += 1;
+                dst[..ylo * ow].fill(0.0);
+                dst[yhi * ow..].fill(0.0);
+                for y in ylo..yhi {
+                    let iy = y * s.stride + ki - s.pad;
+                    let d = &mut dst[y * ow..(y + 1) * ow];
+                    d[..xlo].fill(0.0);
+                    d[xhi..].fill(0.0);
+                    let src = &xc[iy * s.in_w..(iy + 1) * s.in_w];
+                    if s.stride == 1 {
+                        let ix0 = xlo + kj - s.pad;
+                        d[xlo..xhi].copy_from_slice(&src[ix0..ix0 + (xhi - xlo)]);
+                    } else {
+                        for (xo, v) in d[xlo..xhi].iter_mut().enumerate() {
+                            *v = src[(xo + xlo) * s.stride + kj - s.pad];
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Adjoint of [`im2col`]: adds `col [C/G·KH·KW, OH·OW]` back onto the group's channels of `dx`.
+pub fn col2im(s: &ConvShape, col: &[f32], group: usize, dx: &mut [f32]) {
+    let (oh, ow) = (s.out_h(), s.out_w());
+    let cg = s.in_c / s.groups;
+    let plane = s.in_h * s.in_w;
+    let mut row = 0;
+    for c in group * cg..(group + 1) * cg {
+        let xc = &mut dx[c * plane..(c + 1) * plane];
+        for ki in 0..s.kh {
+            let (ylo, yhi) = valid_range(ki, s.pad, s.stride, s.in_h, oh);
+            for kj in 0..s.kw {
+                let (xlo, xhi) = valid_range(kj, s.pad, s.stride, s.in_w, ow);
+                let src = &col[row * oh * ow..(row + 1) * oh * ow];
+                row += 1;
+                for y in ylo..yhi {
+                    let iy = y * s.stride + ki - s.pad;
+                    let d = &mut xc[iy * s.in_w..(iy + 1) * s.in_w];
+                    let sr = &src[y * ow..(y + 1) * ow];
+                    if s.stride == 1 {
+                        let ix0 = xlo + kj - s.pad;
+                        for (dv, &sv) in d[ix0..ix0 + (xhi - xlo)].iter_mut().zip(&sr[xlo..xhi]) {
+                            *dv += sv;
+                        }
+                    } else {
+                        for xo in xlo..xhi {
+                            d[xo * s.stride + kj - s.pad] += sr[xo];
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Splits `batch` images into one contiguous run per rayon thread.
+pub(crate) fn image_chunks(batch: usize) -> usize {
+    batch.div_ceil(rayon::current_num_threads().max(1)).max(1)
+}
+
+/// `y = conv(x, w) + b` for a batch. `x.len() = B·in_len`, `y.len() = B·out_len`.
+pub fn forward(s: &ConvShape, x: &[f32], w: &[f32], b: &[f32], y: &mut [f32], batch: usize) {
+    let (kg, mg, n) = (s.k_group(), s.m_group(), s.n());
+    let (il, ol) = (s.in_len(), s.out_len());
+    let per = image_chunks(batch);
+    y[..batch * ol].par_chunks_mut(per * ol).zip(x[..batch * il].par_chunks(per * il)).for_each(|(ys, xs)| {
+        let mut col = vec![0.0f32; kg * n];
+        for (yi, xi) in ys.chunks_mut(ol).zip(xs.chunks(il)) {
+            for (m, row) in yi.chunks_mut(n).enumerate() {
+                row.fill(b[m]);
+            }
+            for g in 0..s.groups {
+                im2col(s, xi, g, &mut col);
+                let wg = &w[g * mg * kg..(g + 1) * mg * kg];
+                let yg = &mut yi[g * mg * n..(g + 1) * mg * n];
+                matmul(mg, n, kg, Operand::plain(wg), Operand::plain(&col), yg, true, Threads::One);
+            }
+        }
+    });
+}
+
+/// Gradients of the convolution. `dw` and `db` are overwritten; `dx`, when asked for, too.
+#[allow(clippy::too_many_arguments)]
+pub fn backward(
+    s: &ConvShape,
+    x: &[f32],
+    w: &[f32],
+    dy: &[f32],
+    dw: &mut [f32],
+    db: &mut [f32],
+    dx: Option<&mut [f32]>,
+    batch: usize,
+) {
+    let (kg, mg, n) = (s.k_group(), s.m_group(), s.n());
+    let (il, ol) = (s.in_len(), s.out_len());
+    let per = image_chunks(batch);
+    let want_dx = dx.is_some();
+    let mut dx_owned: Vec<f32> = Vec::new();
+    let dx: &mut [f32] = match dx {
+        Some(d) => &mut d[..batch * il],
+        None => &mut dx_owned,
+    };
+    // One (dw, db) partial per chunk, reduced in chunk order below.
+    let partials: Vec<(Vec<f32>, Vec<f32>)> = dy[..batch * ol]
+        .par_chunks(per * ol)
+        .zip(x[..batch * il].par_chunks(per * il))
+        .map(|(dys, xs)| {
+            let mut pdw = vec![0.0f32; w.len()];
+            let mut pdb = vec![0.0f32; s.out_c];
+            let mut col = vec![0.0f32; kg * n];
+            for (dyi, xi) in dys.chunks(ol).zip(xs.chunks(il)) {
+                for (m, row) in dyi.chunks(n).enumerate() {
+                    pdb[m] += row.iter().sum::<f32>();
+                }
+                for g in 0..s.groups {
+                    im2col(s, xi, g, &mut col);
+                    let dyg = &dyi[g * mg * n..(g + 1) * mg * n];
+                    let dwg = &mut pdw[g * mg * kg..(g + 1) * mg * kg];
+                    matmul(mg, kg, n, Operand::plain(dyg), Operand::t(&col), dwg, true, Threads::One);
+                }
+            }
+            (pdw, pdb)
+        })
+        .collect();
+    dw.fill(0.0);
+    db.fill(0.0);
+    for (pdw, pdb) in &partials {
+        dw.iter_mut().zip(pdw).for_each(|(a, b)| *a += b);
+        db.iter_mut().zip(pdb).for_each(|(a, b)| *a += b);
+    }
+    if want_dx {
+        dx.par_chunks_mut(per * il).zip(dy[..batch * ol].par_chunks(per * ol)).for_each(|(dxs, dys)| {
+            let mut col = vec![0.0f32; kg * n];
+            for (dxi, dyi) in dxs.chunks_mut(il).zip(dys.chunks(ol)) {
+                dxi.fill(0.0);
+                for g in 0..s.groups {
+                    let wg = &w[g * mg * kg..(g + 1) * mg * kg];
+                    let dyg = &dyi[g * mg * n..(g + 1) * mg * n];
+                    matmul(kg, n, mg, Operand::t(wg), Operand::plain(dyg), &mut col, false, Threads::One);
+                    col2im(s, &col, g, dxi);
+                }
+            }
+        });
+    }
+}
+
+/// Direct 7-loop convolution: the reference the tests hold the fast path to.
+pub fn forward_naive(s: &ConvShape, x: &[f32], w: &[f32], b: &[f32], batch: usize) -> Vec<f32> {
+    let (oh, ow) = (s.out_h(), s.out_w());
+    let (cg, mg) = (s.in_c / s.groups, s.m_group());
+    let mut y = vec![0.0f32; batch * s.out_len()];
+    for bi in 0..batch {
+        for m in 0..s.out_c {
+            let g = m / mg;
+            for yo in 0..oh {
+                for xo in 0..ow {
+                    let mut acc = b[m] as f64;
+                    for c in 0..cg {
+                        for ki in 0..s.kh {
+                            for kj in 0..s.kw {
+                                let iy = (yo * s.stride + ki) as isize - s.pad as isize;
+                                let ix = (xo * s.stride + kj) as isize - s.pad as isize;
+                                if iy < 0 || ix < 0 || iy >= s.in_h as isize || ix >= s.in_w as isize {
+                                    continue;
+                                }
+                                let xv = x[bi * s.in_len() + (g * cg + c) * s.in_h * s.in_w + iy as usize * s.in_w + ix as usize];
+                                let wv = w[((m * cg + c) * s.kh + ki) * s.kw + kj];
+                                acc += xv as f64 * wv as f64;
+                            }
+                        }
+                    }
+                    y[bi * s.out_len() + (m * oh + yo) * ow + xo] = acc as f32;
+                }
+            }
+        }
+    }
+    y
+}

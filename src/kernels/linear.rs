@@ -1,0 +1,36 @@
+//! Fully connected layer: `y [B, O] = x [B, I] · wᵀ + b`, with `w [O, I]` (PyTorch layout).
+//!
+//! Backward: `dw [O, I] = dyᵀ · x`, `db = Σ_b dy`, `dx [B, I] = dy · w`.
+//! These products are large (fc6 is 4096×9216) and are split across the whole thread pool.
+
+use crate::matmul::{Operand, Threads, matmul};
+
+pub fn forward(x: &[f32], w: &[f32], b: &[f32], y: &mut [f32], batch: usize, inp: usize, out: usize) {
+    for row in y[..batch * out].chunks_mut(out) {
+        row.copy_from_slice(b);
+    }
+    matmul(batch, out, inp, Operand::plain(x), Operand::t(w), y, true, Threads::Pool);
+}
+
+/// `dw`, `db` overwritten; `dx` (when asked for) overwritten.
+#[allow(clippy::too_many_arguments)]
+pub fn backward(
+    x: &[f32],
+    w: &[f32],
+    dy: &[f32],
+    dw: &mut [f32],
+    db: &mut [f32],
+    dx: Option<&mut [f32]>,
+    batch: usize,
+    inp: usize,
+    out: usize,
+) {
+    matmul(out, inp, batch, Operand::t(dy), Operand::plain(x), dw, false, Threads::Pool);
+    db.fill(0.0);
+    for row in dy[..batch * out].chunks(out) {
+        db.iter_mut().zip(row).for_each(|(d, &g)| *d += g);
+    }
+    if let Some(dx) = dx {
+        matmul(batch, inp, out, Operand::plain(dy), Operand::plain(w), dx, false, Threads::Pool);
+    }
+}

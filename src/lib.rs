@@ -1,0 +1,34 @@
+//! # alexnet
+//!
+//! AlexNet (Krizhevsky, Sutskever, Hinton, *ImageNet Classification with Deep Convolutional
+//! Neural Networks*, NIPS 2012) on the CPU: the network, its forward and backward passes, and
+//! the paper's SGD.
+//!
+//! ```text
+//! layer   kernel    stride pad groups  output      params       mult-adds
+//! conv1   11x11x3   4      0   1       55x55x96    34,944       105,415,200
+//! lrn, maxpool 3x3/2                   27x27x96
+//! conv2   5x5x48    1      2   2       27x27x256   307,456      223,948,800
+//! lrn, maxpool 3x3/2                   13x13x256
+//! conv3   3x3x256   1      1   1       13x13x384   885,120      149,520,384
+//! conv4   3x3x192   1      1   2       13x13x384   663,936      112,140,288
+//! conv5   3x3x192   1      1   2       13x13x256   442,624       74,760,192
+//! maxpool 3x3/2                        6x6x256
+//! fc6 (dropout 0.5 before)             4096        37,752,832    37,748,736
+//! fc7 (dropout 0.5 before)             4096        16,781,312    16,777,216
+//! fc8                                  1000         4,097,000     4,096,000
+//! total                                            60,965,224   724,406,816
+//! ```
+//!
+//! Data flows one way: `kernels` (one layer kind per file, forward and backward) ←
+//! `model` (configs, shapes, the network) ← `optim` ← `bench` and the CLI.
+
+pub mod bench;
+pub mod kernels;
+pub mod matmul;
+pub mod model;
+pub mod optim;
+pub mod rng;
+pub mod tensor;
+
+pub use model::{Mode, ModelConfig, Network};

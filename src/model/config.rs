@@ -1,0 +1,279 @@
+//! The network as data: an input shape and a list of layer specs. Variants are configs, not code.
+//!
+//! | variant      | what it is |
+//! |--------------|------------|
+//! | `paper`      | Krizhevsky et al. 2012: 227×227 input, conv→ReLU→LRN→pool, groups 2 on conv2/4/5 (the two-GPU split), 60,965,224 parameters |
+//! | `paper-1gpu` | the same without groups, 62,378,344 parameters |
+//! | `caffenet`   | Caffe's CaffeNet: pool before LRN |
+//! | `torchvision`| `torchvision.models.alexnet`: 64/192/384/256/256, conv1 pad 2, 224 input, no LRN, adaptive average pool to 6×6, 61,100,840 parameters |
+//! | `zfnet`      | Zeiler & Fergus 2013: 7×7/2 conv1, 5×5/2 conv2, 512/1024/512 in conv3–5 |
+//! | `cifar`      | a small AlexNet-style net for 32×32 inputs (cuda-convnet's CIFAR-10 nets in spirit) |
+
+use crate::kernels::dropout::DropoutMode;
+use crate::kernels::lrn::LrnParams;
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+#[derive(Debug, Error, PartialEq)]
+pub enum ConfigError {
+    #[error("unknown model '{0}' (known: {known})", known = VARIANTS.join(", "))]
+    UnknownModel(String),
+    #[error("layer {index} ({what}): {problem}")]
+    BadLayer { index: usize, what: String, problem: String },
+    #[error("the network must end in a fully connected layer giving the class scores")]
+    NoClassifier,
+}
+
+/// One layer of the network.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum LayerSpec {
+    /// Convolution; `groups` > 1 splits channels as the paper's two GPUs did.
+    Conv { name: String, out: usize, kernel: usize, stride: usize, pad: usize, groups: usize, bias_init: f32 },
+    Relu,
+    Tanh,
+    Lrn(LrnParams),
+    MaxPool { kernel: usize, stride: usize, #[serde(default)] pad: usize },
+    AdaptiveAvgPool { out_h: usize, out_w: usize },
+    Flatten,
+    Dropout { p: f32 },
+    /// Fully connected layer.
+    Linear { name: String, out: usize, bias_init: f32 },
+}
+
+/// How weights are drawn. Biases always take each layer's `bias_init`.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Init {
+    /// The paper: every weight from N(0, std²), std = 0.01.
+    Gaussian { std: f32 },
+    /// He et al. 2015: N(0, 2/fan_in), fan_in = in/groups·kh·kw (or in, for a linear layer).
+    He,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ModelConfig {
+    pub name: String,
+    /// `[C, H, W]` of one input image.
+    pub input: [usize; 3],
+    pub layers: Vec<LayerSpec>,
+    pub init: Init,
+    #[serde(default)]
+    pub dropout_mode: DropoutMode,
+}
+
+pub const VARIANTS: [&str; 6] = ["paper", "paper-1gpu", "caffenet", "torchvision", "zfnet", "cifar"];
+
+/// Widths of an AlexNet-shaped network, from which the paper-topology variants are built.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AlexNetWidths {
+    pub conv: [usize; 5],
+    pub fc: [usize; 2],
+    pub classes: usize,
+    pub input: usize,
+    /// Groups on conv2, conv4 and conv5 (2 in the paper, 1 on one GPU).
+    pub groups: usize,
+    /// Pool before LRN (CaffeNet) instead of after it (the paper).
+    pub pool_before_norm: bool,
+}
+
+impl AlexNetWidths {
+    pub fn paper() -> Self {
+        Self { conv: [96, 256, 384, 384, 256], fc: [4096, 4096], classes: 1000, input: 227, groups: 2, pool_before_norm: false }
+    }
+}
+
+fn conv(name: &str, out: usize, kernel: usize, stride: usize, pad: usize, groups: usize, bias_init: f32) -> LayerSpec {
+    LayerSpec::Conv { name: name.into(), out, kernel, stride, pad, groups, bias_init }
+}
+fn linear(name: &str, out: usize, bias_init: f32) -> LayerSpec {
+    LayerSpec::Linear { name: name.into(), out, bias_init }
+}
+fn pool(kernel: usize, stride: usize, pad: usize) -> LayerSpec {
+    LayerSpec::MaxPool { kernel, stride, pad }
+}
+
+/// conv1..conv5 and fc6..fc8 in the paper's arrangement, biases 1 in conv2, conv4, conv5, fc6,
+/// fc7 (section 5), paper init, paper dropout.
+pub fn paper_topology(name: &str, w: &AlexNetWidths) -> ModelConfig {
+    use LayerSpec::*;
+    let lrn = Lrn(LrnParams::paper());
+    let norm_pool = |v: &mut Vec<LayerSpec>| {
+        if w.pool_before_norm {
+            v.extend([pool(3, 2, 0), lrn.clone()]);
+        } else {
+            v.extend([lrn.clone(), pool(3, 2, 0)]);
+        }
+    };
+    let mut l = vec![conv("conv1", w.conv[0], 11, 4, 0, 1, 0.0), Relu];
+    norm_pool(&mut l);
+    l.extend([conv("conv2", w.conv[1], 5, 1, 2, w.groups, 1.0), Relu]);
+    norm_pool(&mut l);
+    l.extend([
+        conv("conv3", w.conv[2], 3, 1, 1, 1, 0.0),
+        Relu,
+        conv("conv4", w.conv[3], 3, 1, 1, w.groups, 1.0),
+        Relu,
+        conv("conv5", w.conv[4], 3, 1, 1, w.groups, 1.0),
+        Relu,
+        pool(3, 2, 0),
+        Flatten,
+        Dropout { p: 0.5 },
+        linear("fc6", w.fc[0], 1.0),
+        Relu,
+        Dropout { p: 0.5 },
+        linear("fc7", w.fc[1], 1.0),
+        Relu,
+        linear("fc8", w.classes, 0.0),
+    ]);
+    ModelConfig {
+        name: name.into(),
+        input: [3, w.input, w.input],
+        layers: l,
+        init: Init::Gaussian { std: 0.01 },
+        dropout_mode: DropoutMode::Paper,
+    }
+}
+
+/// `torchvision.models.alexnet` (the "one weird trick" one-tower net) with given widths.
+pub fn torchvision_topology(conv_w: [usize; 5], fc: [usize; 2], classes: usize, input: usize) -> ModelConfig {
+    use LayerSpec::*;
+    ModelConfig {
+        name: "torchvision".into(),
+        input: [3, input, input],
+        layers: vec![
+            conv("conv1", conv_w[0], 11, 4, 2, 1, 0.0),
+            Relu,
+            pool(3, 2, 0),
+            conv("conv2", conv_w[1], 5, 1, 2, 1, 0.0),
+            Relu,
+            pool(3, 2, 0),
+            conv("conv3", conv_w[2], 3, 1, 1, 1, 0.0),
+            Relu,
+            conv("conv4", conv_w[3], 3, 1, 1, 1, 0.0),
+            Relu,
+            conv("conv5", conv_w[4], 3, 1, 1, 1, 0.0),
+            Relu,
+            pool(3, 2, 0),
+            AdaptiveAvgPool { out_h: 6, out_w: 6 },
+            Flatten,
+            Dropout { p: 0.5 },
+            linear("fc6", fc[0], 0.0),
+            Relu,
+            Dropout { p: 0.5 },
+            linear("fc7", fc[1], 0.0),
+            Relu,
+            linear("fc8", classes, 0.0),
+        ],
+        init: Init::He,
+        dropout_mode: DropoutMode::Inverted,
+    }
+}
+
+impl ModelConfig {
+    /// A named variant with the ImageNet head (1000 classes; `cifar`: 10).
+    pub fn variant(name: &str) -> Result<Self, ConfigError> {
+        use LayerSpec::*;
+        Ok(match name {
+            "paper" => paper_topology("paper", &AlexNetWidths::paper()),
+            "paper-1gpu" => paper_topology("paper-1gpu", &AlexNetWidths { groups: 1, ..AlexNetWidths::paper() }),
+            "caffenet" => paper_topology("caffenet", &AlexNetWidths { pool_before_norm: true, ..AlexNetWidths::paper() }),
+            "torchvision" => torchvision_topology([64, 192, 384, 256, 256], [4096, 4096], 1000, 224),
+            "zfnet" => {
+                let lrn = Lrn(LrnParams::paper());
+                ModelConfig {
+                    name: "zfnet".into(),
+                    input: [3, 224, 224],
+                    layers: vec![
+                        conv("conv1", 96, 7, 2, 1, 1, 0.0),
+                        Relu,
+                        pool(3, 2, 1),
+                        lrn.clone(),
+                        conv("conv2", 256, 5, 2, 0, 1, 1.0),
+                        Relu,
+                        pool(3, 2, 1),
+                        lrn,
+                        conv("conv3", 512, 3, 1, 1, 1, 0.0),
+                        Relu,
+                        conv("conv4", 1024, 3, 1, 1, 1, 1.0),
+                        Relu,
+                        conv("conv5", 512, 3, 1, 1, 1, 1.0),
+                        Relu,
+                        pool(3, 2, 0),
+                        Flatten,
+                        Dropout { p: 0.5 },
+                        linear("fc6", 4096, 1.0),
+                        Relu,
+                        Dropout { p: 0.5 },
+                        linear("fc7", 4096, 1.0),
+                        Relu,
+                        linear("fc8", 1000, 0.0),
+                    ],
+                    init: Init::Gaussian { std: 0.01 },
+                    dropout_mode: DropoutMode::Paper,
+                }
+            }
+            "cifar" => {
+                let lrn = Lrn(LrnParams::paper());
+                ModelConfig {
+                    name: "cifar".into(),
+                    input: [3, 32, 32],
+                    layers: vec![
+                        conv("conv1", 64, 5, 1, 2, 1, 0.0),
+                        Relu,
+                        lrn.clone(),
+                        pool(3, 2, 1),
+                        conv("conv2", 128, 5, 1, 2, 2, 0.1),
+                        Relu,
+                        lrn,
+                        pool(3, 2, 1),
+                        conv("conv3", 192, 3, 1, 1, 1, 0.0),
+                        Relu,
+                        conv("conv4", 192, 3, 1, 1, 2, 0.1),
+                        Relu,
+                        conv("conv5", 128, 3, 1, 1, 2, 0.1),
+                        Relu,
+                        pool(3, 2, 1),
+                        Flatten,
+                        Dropout { p: 0.5 },
+                        linear("fc6", 512, 0.1),
+                        Relu,
+                        Dropout { p: 0.5 },
+                        linear("fc7", 512, 0.1),
+                        Relu,
+                        linear("fc8", 10, 0.0),
+                    ],
+                    init: Init::He,
+                    dropout_mode: DropoutMode::Paper,
+                }
+            }
+            other => return Err(ConfigError::UnknownModel(other.into())),
+        })
+    }
+
+    /// Replaces every ReLU by tanh (the paper's Figure 1 comparison) or back.
+    pub fn with_activation(mut self, tanh: bool) -> Self {
+        for l in &mut self.layers {
+            if matches!(l, LayerSpec::Relu | LayerSpec::Tanh) {
+                *l = if tanh { LayerSpec::Tanh } else { LayerSpec::Relu };
+            }
+        }
+        self
+    }
+
+    /// Replaces the last linear layer's width (the class count).
+    pub fn with_classes(mut self, classes: usize) -> Self {
+        if let Some(LayerSpec::Linear { out, .. }) = self.layers.iter_mut().rev().find(|l| matches!(l, LayerSpec::Linear { .. })) {
+            *out = classes;
+        }
+        self
+    }
+
+    /// Number of classes: the width of the last layer, which must be linear.
+    pub fn classes(&self) -> Result<usize, ConfigError> {
+        match self.layers.last() {
+            Some(LayerSpec::Linear { out, .. }) => Ok(*out),
+            _ => Err(ConfigError::NoClassifier),
+        }
+    }
+}
