@@ -37,6 +37,7 @@ pub enum Threads {
 }
 
 /// `c[m×n] (+)= a[m×k] · b[k×n]` with the operands' transpose flags.
+#[allow(clippy::too_many_arguments)]
 ///
 /// # Panics
 /// If a slice is shorter than its declared shape: that is a bug in the caller, not bad input.
@@ -100,15 +101,7 @@ pub fn matmul(
 }
 
 /// Naive triple loop with the same contract as [`matmul`]; the reference the tests compare to.
-pub fn matmul_naive(
-    m: usize,
-    n: usize,
-    k: usize,
-    a: Operand<'_>,
-    b: Operand<'_>,
-    c: &mut [f32],
-    accumulate: bool,
-) {
+pub fn matmul_naive(m: usize, n: usize, k: usize, a: Operand<'_>, b: Operand<'_>, c: &mut [f32], accumulate: bool) {
     let at = |i: usize, p: usize| if a.transposed { a.data[p * m + i] } else { a.data[i * k + p] };
     let bt = |p: usize, j: usize| if b.transposed { b.data[j * k + p] } else { b.data[p * n + j] };
     for i in 0..m {

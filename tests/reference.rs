@@ -17,7 +17,14 @@ const PARAMS: [&str; 8] = ["conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "
 /// The reference's tiny network: paper topology, widths 16/32/48/48/32, fc 64/64, 10 classes,
 /// 99×99 input, and no dropout (the references are deterministic).
 fn tiny_config() -> ModelConfig {
-    let w = AlexNetWidths { conv: [16, 32, 48, 48, 32], fc: [64, 64], classes: 10, input: 99, groups: 2, pool_before_norm: false };
+    let w = AlexNetWidths {
+        conv: [16, 32, 48, 48, 32],
+        fc: [64, 64],
+        classes: 10,
+        input: 99,
+        groups: 2,
+        pool_before_norm: false,
+    };
     let mut cfg = paper_topology("tiny", &w);
     cfg.layers.retain(|l| !matches!(l, LayerSpec::Dropout { .. }));
     cfg
@@ -58,7 +65,12 @@ fn tiny_forward_loss_and_every_gradient() {
     for layer in PARAMS {
         for kind in ["weight", "bias"] {
             let name = format!("{layer}.{kind}");
-            assert_close(&format!("grad {name}"), &net.param(&name).unwrap().grad, &fx.f32(&format!("grad.{name}")), TOL);
+            assert_close(
+                &format!("grad {name}"),
+                &net.param(&name).unwrap().grad,
+                &fx.f32(&format!("grad.{name}")),
+                TOL,
+            );
         }
     }
     assert_close("input_grad", net.input_grad(), &fx.f32("input_grad"), TOL);

@@ -86,7 +86,13 @@ fn run(cli: Cli) -> Result<()> {
                     if json {
                         println!("{}", serde_json::to_string(&r)?);
                     } else {
-                        println!("gemm {n}x{n}x{n} f32, {t} threads: {:.2} ms, {:.1} GFLOP/s", r.ms_per_iter, r.gflops, n = r.size, t = r.threads);
+                        println!(
+                            "gemm {n}x{n}x{n} f32, {t} threads: {:.2} ms, {:.1} GFLOP/s",
+                            r.ms_per_iter,
+                            r.gflops,
+                            n = r.size,
+                            t = r.threads
+                        );
                     }
                     return Ok(());
                 }

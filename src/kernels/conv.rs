@@ -253,7 +253,10 @@ pub fn forward_naive(s: &ConvShape, x: &[f32], w: &[f32], b: &[f32], batch: usiz
                                 if iy < 0 || ix < 0 || iy >= s.in_h as isize || ix >= s.in_w as isize {
                                     continue;
                                 }
-                                let xv = x[bi * s.in_len() + (g * cg + c) * s.in_h * s.in_w + iy as usize * s.in_w + ix as usize];
+                                let xv = x[bi * s.in_len()
+                                    + (g * cg + c) * s.in_h * s.in_w
+                                    + iy as usize * s.in_w
+                                    + ix as usize];
                                 let wv = w[((m * cg + c) * s.kh + ki) * s.kw + kj];
                                 acc += xv as f64 * wv as f64;
                             }

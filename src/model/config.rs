@@ -29,16 +29,38 @@ pub enum ConfigError {
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum LayerSpec {
     /// Convolution; `groups` > 1 splits channels as the paper's two GPUs did.
-    Conv { name: String, out: usize, kernel: usize, stride: usize, pad: usize, groups: usize, bias_init: f32 },
+    Conv {
+        name: String,
+        out: usize,
+        kernel: usize,
+        stride: usize,
+        pad: usize,
+        groups: usize,
+        bias_init: f32,
+    },
     Relu,
     Tanh,
     Lrn(LrnParams),
-    MaxPool { kernel: usize, stride: usize, #[serde(default)] pad: usize },
-    AdaptiveAvgPool { out_h: usize, out_w: usize },
+    MaxPool {
+        kernel: usize,
+        stride: usize,
+        #[serde(default)]
+        pad: usize,
+    },
+    AdaptiveAvgPool {
+        out_h: usize,
+        out_w: usize,
+    },
     Flatten,
-    Dropout { p: f32 },
+    Dropout {
+        p: f32,
+    },
     /// Fully connected layer.
-    Linear { name: String, out: usize, bias_init: f32 },
+    Linear {
+        name: String,
+        out: usize,
+        bias_init: f32,
+    },
 }
 
 /// How weights are drawn. Biases always take each layer's `bias_init`.
@@ -79,7 +101,14 @@ pub struct AlexNetWidths {
 
 impl AlexNetWidths {
     pub fn paper() -> Self {
-        Self { conv: [96, 256, 384, 384, 256], fc: [4096, 4096], classes: 1000, input: 227, groups: 2, pool_before_norm: false }
+        Self {
+            conv: [96, 256, 384, 384, 256],
+            fc: [4096, 4096],
+            classes: 1000,
+            input: 227,
+            groups: 2,
+            pool_before_norm: false,
+        }
     }
 }
 
@@ -177,7 +206,9 @@ impl ModelConfig {
         Ok(match name {
             "paper" => paper_topology("paper", &AlexNetWidths::paper()),
             "paper-1gpu" => paper_topology("paper-1gpu", &AlexNetWidths { groups: 1, ..AlexNetWidths::paper() }),
-            "caffenet" => paper_topology("caffenet", &AlexNetWidths { pool_before_norm: true, ..AlexNetWidths::paper() }),
+            "caffenet" => {
+                paper_topology("caffenet", &AlexNetWidths { pool_before_norm: true, ..AlexNetWidths::paper() })
+            }
             "torchvision" => torchvision_topology([64, 192, 384, 256, 256], [4096, 4096], 1000, 224),
             "zfnet" => {
                 let lrn = Lrn(LrnParams::paper());
@@ -263,7 +294,9 @@ impl ModelConfig {
 
     /// Replaces the last linear layer's width (the class count).
     pub fn with_classes(mut self, classes: usize) -> Self {
-        if let Some(LayerSpec::Linear { out, .. }) = self.layers.iter_mut().rev().find(|l| matches!(l, LayerSpec::Linear { .. })) {
+        if let Some(LayerSpec::Linear { out, .. }) =
+            self.layers.iter_mut().rev().find(|l| matches!(l, LayerSpec::Linear { .. }))
+        {
             *out = classes;
         }
         self

@@ -26,7 +26,10 @@ pub struct Param {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {
     /// Dropout draws its masks from `(seed, step)`.
-    Train { seed: u64, step: u64 },
+    Train {
+        seed: u64,
+        step: u64,
+    },
     Eval,
 }
 

@@ -112,7 +112,11 @@ pub fn plan(cfg: &ModelConfig) -> Result<Summary, ConfigError> {
                     return Err(bad(index, name, "kernel, stride, groups and width must be positive"));
                 }
                 if c % g != 0 || out % g != 0 {
-                    return Err(bad(index, name, format!("{c} input and {out} output channels do not split into {g} groups")));
+                    return Err(bad(
+                        index,
+                        name,
+                        format!("{c} input and {out} output channels do not split into {g} groups"),
+                    ));
                 }
                 if h + 2 * p < k || w + 2 * p < k {
                     return Err(bad(index, name, format!("kernel {k} larger than padded input {h}x{w} (pad {p})")));
@@ -199,7 +203,7 @@ pub fn thousands(n: usize) -> String {
     let s = n.to_string();
     let mut out = String::new();
     for (i, ch) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(ch);
@@ -212,11 +216,23 @@ impl Summary {
     pub fn table(&self) -> String {
         let mut t = format!(
             "model {}   input {}x{}x{} (WxHxC)\n{:<9} {:>6} {:>6} {:>4} {:>6} {:>14} {:>12} {:>15}\n",
-            self.model, self.input[2], self.input[1], self.input[0], "layer", "kernel", "stride", "pad", "groups", "output WxHxC", "params", "mult-adds"
+            self.model,
+            self.input[2],
+            self.input[1],
+            self.input[0],
+            "layer",
+            "kernel",
+            "stride",
+            "pad",
+            "groups",
+            "output WxHxC",
+            "params",
+            "mult-adds"
         );
         let opt = |v: Option<usize>| v.map_or("-".to_string(), |v| v.to_string());
         for l in &self.layers {
-            let k = l.kernel.map_or("-".into(), |k| if l.name == "lrn" { format!("n={k}") } else { format!("{k}x{k}") });
+            let k =
+                l.kernel.map_or("-".into(), |k| if l.name == "lrn" { format!("n={k}") } else { format!("{k}x{k}") });
             t += &format!(
                 "{:<9} {:>6} {:>6} {:>4} {:>6} {:>14} {:>12} {:>15}\n",
                 l.name,

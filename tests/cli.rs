@@ -1,0 +1,76 @@
+//! The `alexnet` binary end to end: its JSON outputs and its errors.
+
+use std::process::Command;
+
+fn alexnet(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_alexnet")).args(args).output().expect("run alexnet");
+    (out.status.success(), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
+}
+
+fn json(args: &[&str]) -> serde_json::Value {
+    let (ok, out, err) = alexnet(args);
+    assert!(ok, "alexnet {args:?} failed: {err}");
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("not one JSON object ({e}): {out}"))
+}
+
+#[test]
+fn summary_json_counts_parameters_exactly() {
+    for (model, params) in [("paper", 60_965_224u64), ("paper-1gpu", 62_378_344), ("torchvision", 61_100_840)] {
+        let v = json(&["summary", "--model", model, "--json"]);
+        assert_eq!(v["model"], model);
+        assert_eq!(v["params"].as_u64(), Some(params), "{model}");
+        let layers = v["layers"].as_array().unwrap();
+        let sum: u64 = layers.iter().map(|l| l["params"].as_u64().unwrap()).sum();
+        assert_eq!(sum, params);
+        let macs: u64 = layers.iter().map(|l| l["macs"].as_u64().unwrap()).sum();
+        assert_eq!(v["macs"].as_u64(), Some(macs));
+        assert!(layers.iter().all(|l| l["name"].is_string() && l["output"].as_array().unwrap().len() == 3));
+    }
+    let v = json(&["summary", "--json"]);
+    let conv1 = v["layers"].as_array().unwrap().iter().find(|l| l["name"] == "conv1").unwrap();
+    assert_eq!(conv1["output"], serde_json::json!([96, 55, 55]));
+    assert_eq!(v["macs"].as_u64(), Some(724_406_816));
+}
+
+#[test]
+fn summary_table_shows_totals() {
+    let (ok, out, _) = alexnet(&["summary", "--model", "paper"]);
+    assert!(ok);
+    assert!(out.contains("60,965,224"), "{out}");
+    assert!(out.contains("55x55x96"));
+}
+
+#[test]
+fn bench_json_has_the_documented_fields() {
+    // A smoke test of the command, not a measurement: no timing is asserted.
+    for mode in ["infer", "train"] {
+        let v = json(&[
+            "bench",
+            "--model",
+            "cifar",
+            "--mode",
+            mode,
+            "--batch",
+            "4",
+            "--iters",
+            "1",
+            "--threads",
+            "1",
+            "--json",
+            "--profile",
+        ]);
+        for field in ["model", "mode", "batch", "threads", "ms_per_iter", "img_per_s", "gflops"] {
+            assert!(!v[field].is_null(), "{mode}: missing {field} in {v}");
+        }
+        assert_eq!(v["mode"], mode);
+        assert_eq!(v["batch"], 4);
+        assert!(v["layers"].as_array().unwrap().iter().any(|l| l["name"] == "conv1"));
+    }
+}
+
+#[test]
+fn unknown_model_is_a_clear_error() {
+    let (ok, _, err) = alexnet(&["summary", "--model", "resnet"]);
+    assert!(!ok);
+    assert!(err.contains("known models"), "{err}");
+}

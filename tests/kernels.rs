@@ -1,0 +1,318 @@
+//! Every kernel against a direct implementation on small random cases, and its backward
+//! against central finite differences of `L = Σ f(x)·r` for a random upstream `r`.
+
+mod common;
+use alexnet::kernels::conv::{self, ConvShape};
+use alexnet::kernels::dropout::{self, DropoutMode};
+use alexnet::kernels::lrn::{self, LrnConvention, LrnParams};
+use alexnet::kernels::pool::{self, PoolShape};
+use alexnet::kernels::{act, linear, loss};
+use alexnet::rng::uniform_vec;
+use common::{assert_close, numeric_grad};
+
+fn conv_cases() -> Vec<ConvShape> {
+    let mk = |in_c, in_h, in_w, out_c, k, stride, pad, groups| ConvShape {
+        in_c,
+        in_h,
+        in_w,
+        out_c,
+        kh: k,
+        kw: k,
+        stride,
+        pad,
+        groups,
+    };
+    vec![
+        mk(3, 19, 19, 4, 11, 4, 0, 1), // conv1-like, stride 4
+        mk(3, 17, 15, 6, 11, 4, 2, 1), // torchvision conv1: stride 4 with padding, non-square
+        mk(4, 9, 9, 6, 5, 1, 2, 2),    // conv2-like: pad 2, two groups
+        mk(6, 7, 7, 6, 3, 1, 1, 3),    // three groups
+        mk(3, 11, 10, 4, 7, 2, 1, 1),  // ZFNet conv1: 7x7 stride 2
+        mk(2, 8, 8, 4, 5, 2, 0, 2),    // stride 2, groups, no pad
+        mk(2, 3, 3, 2, 5, 1, 2, 1),    // kernel larger than the input
+        mk(3, 5, 5, 2, 1, 1, 0, 1),    // 1x1
+    ]
+}
+
+#[test]
+fn conv_forward_matches_direct() {
+    for s in conv_cases() {
+        let b = 3;
+        let x = uniform_vec(b * s.in_len(), 1);
+        let w = uniform_vec(s.weight_len(), 2);
+        let bias = uniform_vec(s.out_c, 3);
+        let mut y = vec![0.0; b * s.out_len()];
+        conv::forward(&s, &x, &w, &bias, &mut y, b);
+        assert_close(&format!("{s:?}"), &y, &conv::forward_naive(&s, &x, &w, &bias, b), 1e-5);
+    }
+}
+
+#[test]
+fn conv_backward_matches_finite_differences() {
+    for s in conv_cases() {
+        let b = 2;
+        let x = uniform_vec(b * s.in_len(), 4);
+        let w = uniform_vec(s.weight_len(), 5);
+        let bias = uniform_vec(s.out_c, 6);
+        let r = uniform_vec(b * s.out_len(), 7);
+        let (mut dw, mut db, mut dx) = (vec![0.0; w.len()], vec![0.0; bias.len()], vec![0.0; x.len()]);
+        conv::backward(&s, &x, &w, &r, &mut dw, &mut db, Some(&mut dx), b);
+        let fwd = |x: &[f32], w: &[f32], bias: &[f32]| {
+            let mut y = vec![0.0; b * s.out_len()];
+            conv::forward(&s, x, w, bias, &mut y, b);
+            y
+        };
+        let eps = 1e-2;
+        assert_close(&format!("dx {s:?}"), &dx, &numeric_grad(&x, &r, eps, |x| fwd(x, &w, &bias)), 1e-3);
+        assert_close(&format!("dw {s:?}"), &dw, &numeric_grad(&w, &r, eps, |w| fwd(&x, w, &bias)), 1e-3);
+        assert_close(&format!("db {s:?}"), &db, &numeric_grad(&bias, &r, eps, |bb| fwd(&x, &w, bb)), 1e-3);
+        // Without dx the weight gradients are the same.
+        let (mut dw2, mut db2) = (vec![0.0; w.len()], vec![0.0; bias.len()]);
+        conv::backward(&s, &x, &w, &r, &mut dw2, &mut db2, None, b);
+        assert_eq!(dw, dw2);
+        assert_eq!(db, db2);
+    }
+}
+
+#[test]
+fn conv_backward_does_not_depend_on_batch_split_beyond_rounding() {
+    let s = ConvShape { in_c: 4, in_h: 9, in_w: 9, out_c: 6, kh: 5, kw: 5, stride: 1, pad: 2, groups: 2 };
+    let b = 7;
+    let x = uniform_vec(b * s.in_len(), 1);
+    let w = uniform_vec(s.weight_len(), 2);
+    let r = uniform_vec(b * s.out_len(), 3);
+    let run = |threads| {
+        rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap().install(|| {
+            let (mut dw, mut db) = (vec![0.0; w.len()], vec![0.0; s.out_c]);
+            conv::backward(&s, &x, &w, &r, &mut dw, &mut db, None, b);
+            dw
+        })
+    };
+    assert_close("1 vs 3 threads", &run(1), &run(3), 1e-6);
+}
+
+fn maxpool_naive(s: &PoolShape, x: &[f32], planes: usize) -> Vec<f32> {
+    let (oh, ow) = (s.out_h(), s.out_w());
+    let mut y = Vec::new();
+    for p in 0..planes {
+        for i in 0..oh {
+            for j in 0..ow {
+                let mut m = f32::NEG_INFINITY;
+                for a in 0..s.kernel {
+                    for b in 0..s.kernel {
+                        let (yy, xx) = (
+                            (i * s.stride + a) as isize - s.pad as isize,
+                            (j * s.stride + b) as isize - s.pad as isize,
+                        );
+                        if yy >= 0 && xx >= 0 && (yy as usize) < s.in_h && (xx as usize) < s.in_w {
+                            m = m.max(x[p * s.in_h * s.in_w + yy as usize * s.in_w + xx as usize]);
+                        }
+                    }
+                }
+                y.push(m);
+            }
+        }
+    }
+    y
+}
+
+#[test]
+fn maxpool_forward_and_backward() {
+    let cases =
+        [(13, 13, 3, 2, 0), (27, 27, 3, 2, 0), (8, 9, 2, 2, 0), (10, 10, 3, 2, 1), (7, 7, 3, 1, 1), (5, 6, 3, 3, 0)];
+    for (h, w, k, st, pad) in cases {
+        let s = PoolShape { c: 3, in_h: h, in_w: w, kernel: k, stride: st, pad };
+        let planes = 2 * s.c;
+        let x = uniform_vec(planes * h * w, 11);
+        let mut y = vec![0.0; planes * s.out_h() * s.out_w()];
+        let mut arg = vec![0u32; y.len()];
+        pool::max_forward(&s, &x, &mut y, &mut arg, planes);
+        assert_eq!(y, maxpool_naive(&s, &x, planes), "{s:?}");
+        let r = uniform_vec(y.len(), 12);
+        let mut dx = vec![0.0; x.len()];
+        pool::max_backward(&s, &r, &arg, &mut dx, planes);
+        let num = numeric_grad(&x, &r, 1e-4, |x| maxpool_naive(&s, x, planes));
+        assert_close(&format!("maxpool dx {s:?}"), &dx, &num, 1e-2);
+    }
+}
+
+#[test]
+fn maxpool_ties_go_to_the_first_maximum_and_nan_propagates() {
+    let s = PoolShape { c: 1, in_h: 3, in_w: 3, kernel: 3, stride: 1, pad: 0 };
+    let x = vec![0.0, 5.0, 1.0, 5.0, 2.0, 5.0, 0.0, 0.0, 0.0];
+    let (mut y, mut arg) = (vec![0.0], vec![0u32]);
+    pool::max_forward(&s, &x, &mut y, &mut arg, 1);
+    assert_eq!((y[0], arg[0]), (5.0, 1));
+    let x = vec![0.0, 5.0, f32::NAN, 5.0, 2.0, 5.0, 0.0, 0.0, 0.0];
+    pool::max_forward(&s, &x, &mut y, &mut arg, 1);
+    assert!(y[0].is_nan());
+}
+
+#[test]
+fn adaptive_avg_pool_forward_and_backward() {
+    for (ih, iw, oh, ow) in [(6, 6, 6, 6), (13, 13, 6, 6), (5, 7, 3, 2), (2, 2, 6, 6)] {
+        let planes = 3;
+        let x = uniform_vec(planes * ih * iw, 21);
+        let f = |x: &[f32]| {
+            let mut y = vec![0.0; planes * oh * ow];
+            pool::adaptive_avg_forward((ih, iw), (oh, ow), x, &mut y, planes);
+            y
+        };
+        // Direct: PyTorch's start = floor(i*H/OH), end = ceil((i+1)*H/OH).
+        let mut naive = Vec::new();
+        for p in 0..planes {
+            for i in 0..oh {
+                for j in 0..ow {
+                    let (y0, y1) = ((i * ih) / oh, ((i + 1) * ih).div_ceil(oh));
+                    let (x0, x1) = ((j * iw) / ow, ((j + 1) * iw).div_ceil(ow));
+                    let mut s = 0.0;
+                    for yy in y0..y1 {
+                        for xx in x0..x1 {
+                            s += x[p * ih * iw + yy * iw + xx];
+                        }
+                    }
+                    naive.push(s / ((y1 - y0) * (x1 - x0)) as f32);
+                }
+            }
+        }
+        assert_close("avgpool forward", &f(&x), &naive, 1e-6);
+        let r = uniform_vec(planes * oh * ow, 22);
+        let mut dx = vec![0.0; x.len()];
+        pool::adaptive_avg_backward((ih, iw), (oh, ow), &r, &mut dx, planes);
+        assert_close("avgpool dx", &dx, &numeric_grad(&x, &r, 1e-2, f), 1e-3);
+    }
+}
+
+#[test]
+fn lrn_forward_and_backward_both_conventions() {
+    for convention in [LrnConvention::AlphaOverN, LrnConvention::Paper] {
+        for (size, alpha, beta, k) in
+            [(5, 1e-4, 0.75, 2.0), (3, 0.05, 0.75, 1.0), (4, 0.02, 0.6, 1.5), (5, 0.1, 0.75, 2.0), (1, 0.1, 0.5, 1.0)]
+        {
+            let p = LrnParams { size, alpha, beta, k, convention };
+            let (b, c, plane) = (2, 7, 6);
+            // Large inputs so the normaliser is far from k and the nonlinearity is exercised.
+            let x: Vec<f32> = uniform_vec(b * c * plane, 31).iter().map(|v| v * 8.0).collect();
+            let f = |x: &[f32]| {
+                let (mut y, mut s) = (vec![0.0; x.len()], vec![0.0; x.len()]);
+                lrn::forward(&p, x, &mut y, &mut s, b, c, plane);
+                y
+            };
+            let y = f(&x);
+            assert_close(&format!("lrn {p:?}"), &y, &lrn::forward_naive(&p, &x, b, c, plane), 1e-6);
+            let mut s = vec![0.0; x.len()];
+            lrn::forward(&p, &x, &mut vec![0.0; x.len()], &mut s, b, c, plane);
+            let r = uniform_vec(x.len(), 32);
+            let mut dx = vec![0.0; x.len()];
+            lrn::backward(&p, &x, &y, &s, &r, &mut dx, b, c, plane);
+            assert_close(&format!("lrn dx {p:?}"), &dx, &numeric_grad(&x, &r, 1e-2, f), 1e-3);
+        }
+    }
+}
+
+#[test]
+fn lrn_conventions_differ_by_n() {
+    let x = uniform_vec(2 * 5 * 3, 1).iter().map(|v| v * 10.0).collect::<Vec<_>>();
+    let a = LrnParams { convention: LrnConvention::Paper, alpha: 1e-3, ..LrnParams::paper() };
+    let b = LrnParams { convention: LrnConvention::AlphaOverN, alpha: 5e-3, ..LrnParams::paper() };
+    assert_close(
+        "alpha vs 5·alpha/5",
+        &lrn::forward_naive(&a, &x, 2, 5, 3),
+        &lrn::forward_naive(&b, &x, 2, 5, 3),
+        1e-6,
+    );
+}
+
+#[test]
+fn activations_backward() {
+    // Kept away from ReLU's kink at 0, where finite differences are meaningless.
+    let x: Vec<f32> = uniform_vec(300, 41).iter().map(|&v| v + 0.05 * v.signum()).collect();
+    let r = uniform_vec(300, 42);
+    let relu = |x: &[f32]| {
+        let mut y = vec![0.0; x.len()];
+        act::relu_forward(x, &mut y);
+        y
+    };
+    let tanh = |x: &[f32]| {
+        let mut y = vec![0.0; x.len()];
+        act::tanh_forward(x, &mut y);
+        y
+    };
+    assert!(relu(&x).iter().zip(&x).all(|(&y, &x)| y == x.max(0.0)));
+    assert!(tanh(&x).iter().zip(&x).all(|(&y, &x)| y == x.tanh()));
+    let mut dx = vec![0.0; 300];
+    act::relu_backward(&relu(&x), &r, &mut dx);
+    assert_close("relu dx", &dx, &numeric_grad(&x, &r, 1e-3, relu), 1e-3);
+    act::tanh_backward(&tanh(&x), &r, &mut dx);
+    assert_close("tanh dx", &dx, &numeric_grad(&x, &r, 1e-3, tanh), 1e-3);
+}
+
+#[test]
+fn linear_forward_and_backward() {
+    let (b, i, o) = (5, 13, 7);
+    let x = uniform_vec(b * i, 51);
+    let w = uniform_vec(o * i, 52);
+    let bias = uniform_vec(o, 53);
+    let f = |x: &[f32], w: &[f32], bias: &[f32]| {
+        let mut y = vec![0.0; b * o];
+        linear::forward(x, w, bias, &mut y, b, i, o);
+        y
+    };
+    let naive: Vec<f32> =
+        (0..b * o).map(|n| bias[n % o] + (0..i).map(|k| x[n / o * i + k] * w[n % o * i + k]).sum::<f32>()).collect();
+    assert_close("linear", &f(&x, &w, &bias), &naive, 1e-6);
+    let r = uniform_vec(b * o, 54);
+    let (mut dw, mut db, mut dx) = (vec![0.0; w.len()], vec![0.0; o], vec![0.0; x.len()]);
+    linear::backward(&x, &w, &r, &mut dw, &mut db, Some(&mut dx), b, i, o);
+    assert_close("linear dx", &dx, &numeric_grad(&x, &r, 1e-2, |x| f(x, &w, &bias)), 1e-3);
+    assert_close("linear dw", &dw, &numeric_grad(&w, &r, 1e-2, |w| f(&x, w, &bias)), 1e-3);
+    assert_close("linear db", &db, &numeric_grad(&bias, &r, 1e-2, |bb| f(&x, &w, bb)), 1e-3);
+}
+
+#[test]
+fn softmax_cross_entropy_value_and_gradient() {
+    let (b, k) = (4, 6);
+    let z: Vec<f32> = uniform_vec(b * k, 61).iter().map(|v| v * 5.0).collect();
+    let y = [0, 5, 2, 2];
+    let mut d = vec![0.0; z.len()];
+    let l = loss::softmax_cross_entropy(&z, &y, k, &mut d);
+    let p = loss::softmax(&z, k);
+    let direct = -(0..b).map(|i| (p[i * k + y[i]] as f64).ln()).sum::<f64>() / b as f64;
+    assert!((l as f64 - direct).abs() < 1e-5, "{l} vs {direct}");
+    let num = numeric_grad(&z, &[1.0], 1e-2, |z| vec![loss::softmax_cross_entropy(z, &y, k, &mut vec![0.0; z.len()])]);
+    assert_close("dlogits", &d, &num, 1e-3);
+    // Huge logits must not overflow.
+    let big = vec![1000.0, -1000.0, 0.0];
+    let l = loss::softmax_cross_entropy(&big, &[1], 3, &mut [0.0; 3]);
+    assert!((l - 2000.0).abs() < 1e-2);
+}
+
+#[test]
+fn dropout_train_and_test_time() {
+    let n = 100_000;
+    let x = vec![1.0f32; n];
+    for mode in [DropoutMode::Paper, DropoutMode::Inverted] {
+        let (mut y, mut m) = (vec![0.0; n], vec![0.0; n]);
+        dropout::forward_train(0.5, mode, 9, &x, &mut y, &mut m);
+        let kept = m.iter().filter(|&&v| v > 0.0).count() as f64 / n as f64;
+        assert!((kept - 0.5).abs() < 0.01, "kept {kept}");
+        let mean = y.iter().map(|&v| v as f64).sum::<f64>() / n as f64;
+        let mut t = vec![0.0; n];
+        dropout::forward_eval(0.5, mode, &x, &mut t);
+        // Test time equals the training expectation; the paper's form multiplies by 0.5.
+        assert!((mean - t[0] as f64).abs() < 0.02, "{mode:?}: train mean {mean} vs test {}", t[0]);
+        if mode == DropoutMode::Paper {
+            assert_eq!(t[0], 0.5);
+        }
+        // Same seed, same mask, whatever the thread count.
+        let m1 = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap().install(|| {
+            let (mut y, mut m) = (vec![0.0; n], vec![0.0; n]);
+            dropout::forward_train(0.5, mode, 9, &x, &mut y, &mut m);
+            m
+        });
+        assert_eq!(m, m1);
+        let mut dx = vec![0.0; n];
+        dropout::backward(Some(&m), 1.0, &x, &mut dx);
+        assert_eq!(dx, m);
+    }
+}

@@ -1,0 +1,202 @@
+//! The assembled network: end-to-end gradients by finite differences over every layer kind,
+//! the variants' parameter counts, and the optimizer's two forms.
+
+mod common;
+use alexnet::kernels::loss::softmax_cross_entropy;
+use alexnet::kernels::lrn::LrnParams;
+use alexnet::model::config::{Init, LayerSpec};
+use alexnet::model::{ModelConfig, Network, plan};
+use alexnet::optim::{Sgd, SgdConfig, SgdForm};
+use alexnet::{Mode, kernels::dropout::DropoutMode};
+use common::assert_close;
+
+/// A small net holding every layer kind: grouped and strided convs, LRN, overlapping pooling,
+/// adaptive average pooling, tanh, dropout and linear layers.
+fn every_layer_config() -> ModelConfig {
+    use LayerSpec::*;
+    let conv = |name: &str, out, kernel, stride, pad, groups| Conv {
+        name: name.into(),
+        out,
+        kernel,
+        stride,
+        pad,
+        groups,
+        bias_init: 0.1,
+    };
+    ModelConfig {
+        name: "every-layer".into(),
+        input: [3, 15, 15],
+        layers: vec![
+            conv("conv1", 4, 5, 2, 1, 1),
+            Relu,
+            Lrn(LrnParams { alpha: 0.1, ..LrnParams::paper() }),
+            MaxPool { kernel: 3, stride: 2, pad: 1 },
+            conv("conv2", 6, 3, 1, 1, 2),
+            Tanh,
+            AdaptiveAvgPool { out_h: 3, out_w: 3 },
+            Flatten,
+            Dropout { p: 0.3 },
+            Linear { name: "fc1".into(), out: 8, bias_init: 0.1 },
+            Relu,
+            Linear { name: "fc2".into(), out: 5, bias_init: 0.0 },
+        ],
+        init: Init::He,
+        dropout_mode: DropoutMode::Paper,
+    }
+}
+
+fn loss_at(net: &mut Network, x: &[f32], y: &[usize], mode: Mode) -> f64 {
+    let logits = net.forward(x, y.len(), mode).to_vec();
+    softmax_cross_entropy(&logits, y, net.classes(), &mut vec![0.0; logits.len()]) as f64
+}
+
+#[test]
+fn whole_network_gradients_match_finite_differences() {
+    let mut net = Network::new(every_layer_config(), 3).unwrap();
+    let x: Vec<f32> = alexnet::rng::uniform_vec(3 * net.input_len(), 5).iter().map(|v| v * 2.0).collect();
+    let y = [1, 4, 0];
+    // Dropout masks are a function of (seed, step): fixed across the perturbed evaluations.
+    let mode = Mode::Train { seed: 17, step: 2 };
+    let logits = net.forward(&x, 3, mode).to_vec();
+    let mut d = vec![0.0; logits.len()];
+    softmax_cross_entropy(&logits, &y, 5, &mut d);
+    net.backward(&d, true);
+    let analytic_dx = net.input_grad().to_vec();
+    let eps = 1e-2f32;
+    for pi in 0..net.params.len() {
+        let analytic = net.params[pi].grad.clone();
+        let numeric: Vec<f32> = (0..analytic.len())
+            .map(|j| {
+                let orig = net.params[pi].data[j];
+                net.params[pi].data[j] = orig + eps;
+                let lp = loss_at(&mut net, &x, &y, mode);
+                net.params[pi].data[j] = orig - eps;
+                let lm = loss_at(&mut net, &x, &y, mode);
+                net.params[pi].data[j] = orig;
+                ((lp - lm) / (2.0 * eps as f64)) as f32
+            })
+            .collect();
+        let name = net.params[pi].name.clone();
+        assert_close(&format!("grad {name}"), &analytic, &numeric, 2e-2);
+    }
+    let cell = std::cell::RefCell::new(net);
+    let numeric =
+        common::numeric_grad(&x, &[1.0], eps, |xp| vec![loss_at(&mut cell.borrow_mut(), xp, &y, mode) as f32]);
+    assert_close("input grad", &analytic_dx, &numeric, 2e-2);
+}
+
+#[test]
+fn variant_parameter_counts() {
+    let count = |name: &str| plan(&ModelConfig::variant(name).unwrap()).unwrap().params;
+    assert_eq!(count("paper"), 60_965_224);
+    assert_eq!(count("paper-1gpu"), 62_378_344);
+    assert_eq!(count("caffenet"), 60_965_224);
+    assert_eq!(count("torchvision"), 61_100_840);
+    for v in alexnet::model::VARIANTS {
+        let s = plan(&ModelConfig::variant(v).unwrap()).unwrap();
+        assert_eq!(s.layers.last().unwrap().output[0], if v == "cifar" { 10 } else { 1000 }, "{v}");
+    }
+}
+
+#[test]
+fn variants_have_the_documented_shapes() {
+    let out = |name: &str, layer: &str| {
+        let s = plan(&ModelConfig::variant(name).unwrap()).unwrap();
+        s.layers.iter().find(|l| l.name == layer).unwrap().output
+    };
+    assert_eq!(out("paper", "conv1"), [96, 55, 55]);
+    assert_eq!(out("paper", "conv5"), [256, 13, 13]);
+    assert_eq!(out("torchvision", "conv1"), [64, 55, 55]);
+    assert_eq!(out("zfnet", "conv1"), [96, 110, 110]);
+    assert_eq!(out("zfnet", "conv2"), [256, 26, 26]);
+    assert_eq!(out("zfnet", "conv4"), [1024, 13, 13]);
+    assert_eq!(out("cifar", "conv1"), [64, 32, 32]);
+    let caffe = plan(&ModelConfig::variant("caffenet").unwrap()).unwrap();
+    let order: Vec<_> = caffe.layers.iter().take(4).map(|l| l.name.as_str()).collect();
+    assert_eq!(order, ["conv1", "relu", "maxpool", "lrn"]);
+}
+
+#[test]
+fn bad_configs_are_errors_not_panics() {
+    let mut cfg = ModelConfig::variant("paper").unwrap();
+    cfg.input = [3, 20, 20];
+    let e = plan(&cfg).unwrap_err().to_string();
+    assert!(e.contains("larger than"), "{e}");
+    let mut cfg = ModelConfig::variant("paper").unwrap();
+    if let LayerSpec::Conv { groups, .. } = &mut cfg.layers[4] {
+        *groups = 5;
+    }
+    let e = plan(&cfg).unwrap_err().to_string();
+    assert!(e.contains("groups"), "{e}");
+    assert!(ModelConfig::variant("vgg").unwrap_err().to_string().contains("known"));
+}
+
+#[test]
+fn paper_init_follows_section_5() {
+    let net = Network::new(ModelConfig::variant("paper").unwrap(), 1).unwrap();
+    for p in &net.params {
+        if p.is_bias {
+            let one = ["conv2", "conv4", "conv5", "fc6", "fc7"].iter().any(|l| p.name.starts_with(l));
+            assert!(p.data.iter().all(|&b| b == if one { 1.0 } else { 0.0 }), "{}", p.name);
+        } else {
+            let n = p.data.len() as f64;
+            let mean = p.data.iter().map(|&v| v as f64).sum::<f64>() / n;
+            let std = (p.data.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / n).sqrt();
+            assert!(mean.abs() < 1e-3 && (std - 0.01).abs() < 5e-4, "{}: mean {mean} std {std}", p.name);
+        }
+    }
+    // He init for the variants that ask for it.
+    let net = Network::new(ModelConfig::variant("cifar").unwrap(), 1).unwrap();
+    let w = &net.param("conv3.weight").unwrap();
+    let fan_in = (w.shape[1] * w.shape[2] * w.shape[3]) as f64;
+    let std = (w.data.iter().map(|&v| (v as f64).powi(2)).sum::<f64>() / w.data.len() as f64).sqrt();
+    assert!((std - (2.0 / fan_in).sqrt()).abs() < 0.05 * (2.0 / fan_in).sqrt(), "{std}");
+}
+
+#[test]
+fn sgd_forms_agree_at_constant_lr_and_differ_after_a_drop() {
+    let cfg = every_layer_config();
+    let x = alexnet::rng::uniform_vec(2 * 3 * 15 * 15, 8);
+    let y = [2, 3];
+    let run = |form: SgdForm, lrs: &[f32]| {
+        let mut net = Network::new(cfg.clone(), 4).unwrap();
+        let mut opt = Sgd::new(SgdConfig { form, ..SgdConfig::default() }, &net.params);
+        for (step, &lr) in lrs.iter().enumerate() {
+            opt.config.lr = lr;
+            let logits = net.forward(&x, 2, Mode::Train { seed: 1, step: step as u64 }).to_vec();
+            let mut d = vec![0.0; logits.len()];
+            softmax_cross_entropy(&logits, &y, 5, &mut d);
+            net.backward(&d, false);
+            opt.step(&mut net.params);
+        }
+        net.params.iter().flat_map(|p| p.data.clone()).collect::<Vec<f32>>()
+    };
+    let constant = [0.05; 4];
+    assert_close(
+        "paper vs pytorch, constant lr",
+        &run(SgdForm::Paper, &constant),
+        &run(SgdForm::Pytorch, &constant),
+        1e-5,
+    );
+    let dropped = [0.05, 0.05, 0.005, 0.005];
+    let e = alexnet::tensor::rel_err(&run(SgdForm::Paper, &dropped), &run(SgdForm::Pytorch, &dropped));
+    assert!(e > 1e-5, "the forms should differ after an lr drop ({e})");
+}
+
+#[test]
+fn training_reduces_the_loss_on_a_fixed_batch() {
+    let mut net = Network::new(every_layer_config(), 7).unwrap();
+    let x = alexnet::rng::uniform_vec(8 * net.input_len(), 9);
+    let y: Vec<usize> = (0..8).map(|i| i % 5).collect();
+    let mut opt = Sgd::new(SgdConfig { lr: 0.05, ..SgdConfig::default() }, &net.params);
+    let first = loss_at(&mut net, &x, &y, Mode::Eval);
+    for step in 0..60 {
+        let logits = net.forward(&x, 8, Mode::Train { seed: 0, step }).to_vec();
+        let mut d = vec![0.0; logits.len()];
+        softmax_cross_entropy(&logits, &y, 5, &mut d);
+        net.backward(&d, false);
+        opt.step(&mut net.params);
+    }
+    let last = loss_at(&mut net, &x, &y, Mode::Eval);
+    assert!(last < 0.5 * first, "loss {first} -> {last}");
+}
