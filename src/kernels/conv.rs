@@ -66,7 +66,7 @@ impl ConvShape {
 /// Valid output range `[lo, hi)` along one axis for kernel offset `k`: the outputs whose input
 /// coordinate `o*stride - pad + k` falls inside `[0, size)`.
 #[inline]
-fn valid_range(k: usize, pad: usize, stride: usize, size: usize, out: usize) -> (usize, usize) {
+pub(crate) fn valid_range(k: usize, pad: usize, stride: usize, size: usize, out: usize) -> (usize, usize) {
     let lo = if k >= pad { 0 } else { (pad - k).div_ceil(stride) };
     // o*stride + k - pad <= size - 1  <=>  o <= (size - 1 + pad - k) / stride
     let hi = if size + pad > k { ((size - 1 + pad - k) / stride + 1).min(out) } else { 0 };

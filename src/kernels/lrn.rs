@@ -63,13 +63,13 @@ fn pow_neg_beta(s: f32, beta: f32) -> f32 {
     if beta == 0.75 { 1.0 / (s.sqrt() * s.sqrt().sqrt()) } else { s.powf(-beta) }
 }
 
-/// `acc = Σ_{q=lo..=hi} src[q]`, plane by plane. Summing the whole window afresh (n adds a
+/// `acc = Σ_{q=lo..=hi} f(src[q])`, plane by plane. Summing the whole window afresh (n adds a
 /// pixel) rather than sliding it keeps the result exact to rounding whatever came before.
-#[inline]
-fn window_sum(src: &[f32], plane: usize, lo: usize, hi: usize, acc: &mut [f32]) {
-    acc.copy_from_slice(&src[lo * plane..(lo + 1) * plane]);
+#[inline(always)]
+fn window_sum(src: &[f32], plane: usize, lo: usize, hi: usize, acc: &mut [f32], f: impl Fn(f32) -> f32) {
+    acc.iter_mut().zip(&src[lo * plane..(lo + 1) * plane]).for_each(|(a, &v)| *a = f(v));
     for q in lo + 1..=hi {
-        acc.iter_mut().zip(&src[q * plane..(q + 1) * plane]).for_each(|(a, &v)| *a += v);
+        acc.iter_mut().zip(&src[q * plane..(q + 1) * plane]).for_each(|(a, &v)| *a += f(v));
     }
 }
 
@@ -83,10 +83,9 @@ pub fn forward(p: &LrnParams, x: &[f32], y: &mut [f32], scale: &mut [f32], batch
         .zip(scale[..batch * il].par_chunks_mut(il))
         .zip(x[..batch * il].par_chunks(il))
         .for_each(|((yi, si), xi)| {
-            let sq: Vec<f32> = xi.iter().map(|v| v * v).collect();
             let mut acc = vec![0.0f32; plane];
             for ch in 0..c {
-                window_sum(&sq, plane, ch.saturating_sub(before), (ch + after).min(c - 1), &mut acc);
+                window_sum(xi, plane, ch.saturating_sub(before), (ch + after).min(c - 1), &mut acc, |v| v * v);
                 let r = ch * plane..(ch + 1) * plane;
                 for (((yv, sv), &xv), &a) in yi[r.clone()].iter_mut().zip(&mut si[r.clone()]).zip(&xi[r]).zip(&acc) {
                     let s = p.k + ae * a;
@@ -113,27 +112,32 @@ pub fn backward(
     let il = c * plane;
     let (before, after) = p.reach();
     let coef = 2.0 * p.alpha_eff() * p.beta;
+    let per = crate::kernels::conv::image_chunks(batch) * il;
     dx[..batch * il]
-        .par_chunks_mut(il)
-        .zip(x[..batch * il].par_chunks(il))
-        .zip(y[..batch * il].par_chunks(il))
-        .zip(scale[..batch * il].par_chunks(il))
-        .zip(dy[..batch * il].par_chunks(il))
-        .for_each(|((((dxi, xi), yi), si), gi)| {
-            // t[i] = g[i]·y[i]/s[i]; channel j collects Σ t[i] over i with j ∈ W(i),
-            // i.e. i ∈ [j - after, j + before].
+        .par_chunks_mut(per)
+        .zip(x[..batch * il].par_chunks(per))
+        .zip(y[..batch * il].par_chunks(per))
+        .zip(scale[..batch * il].par_chunks(per))
+        .zip(dy[..batch * il].par_chunks(per))
+        .for_each(|((((dxs, xs), ys), ss), gs)| {
             let mut t = vec![0.0f32; il];
-            for (((tv, &g), &yv), &s) in t.iter_mut().zip(gi).zip(yi).zip(si) {
-                *tv = g * yv / s;
-            }
             let mut acc = vec![0.0f32; plane];
-            for ch in 0..c {
-                window_sum(&t, plane, ch.saturating_sub(after), (ch + before).min(c - 1), &mut acc);
-                let r = ch * plane..(ch + 1) * plane;
-                for ((((d, &g), &s), &xv), &a) in
-                    dxi[r.clone()].iter_mut().zip(&gi[r.clone()]).zip(&si[r.clone()]).zip(&xi[r]).zip(&acc)
-                {
-                    *d = g * pow_neg_beta(s, p.beta) - coef * xv * a;
+            for ((((dxi, xi), yi), si), gi) in
+                dxs.chunks_mut(il).zip(xs.chunks(il)).zip(ys.chunks(il)).zip(ss.chunks(il)).zip(gs.chunks(il))
+            {
+                // t[i] = g[i]·y[i]/s[i]; channel j collects Σ t[i] over i with j ∈ W(i),
+                // i.e. i ∈ [j - after, j + before].
+                for (((tv, &g), &yv), &s) in t.iter_mut().zip(gi).zip(yi).zip(si) {
+                    *tv = g * yv / s;
+                }
+                for ch in 0..c {
+                    window_sum(&t, plane, ch.saturating_sub(after), (ch + before).min(c - 1), &mut acc, |v| v);
+                    let r = ch * plane..(ch + 1) * plane;
+                    for ((((d, &g), &s), &xv), &a) in
+                        dxi[r.clone()].iter_mut().zip(&gi[r.clone()]).zip(&si[r.clone()]).zip(&xi[r]).zip(&acc)
+                    {
+                        *d = g * pow_neg_beta(s, p.beta) - coef * xv * a;
+                    }
                 }
             }
         });
