@@ -172,3 +172,58 @@ pub fn gemm_peak(n: usize, iters: usize, threads: usize) -> anyhow::Result<GemmR
         Ok(GemmReport { size: n, threads, ms_per_iter: s * 1e3, gflops: 2.0 * (n as f64).powi(3) / s / 1e9 })
     })
 }
+
+#[derive(Clone, Debug, Serialize)]
+pub struct LoaderReport {
+    pub model: String,
+    pub stored: usize,
+    pub crop: usize,
+    pub images: usize,
+    pub seconds: f64,
+    pub images_per_s: f64,
+}
+
+/// The loader alone: augmented batches from a packed set as fast as it can make them (one
+/// background thread, as in training), for at most `batches` batches.
+pub fn loader_throughput(
+    model: &ModelConfig,
+    data: &std::path::Path,
+    batch: usize,
+    batches: usize,
+    _threads: usize,
+) -> anyhow::Result<LoaderReport> {
+    use crate::data::augment::{Augment, Normalizer, train_sample};
+    use crate::data::loader::{Loader, MakeInput};
+    use std::sync::Arc;
+    let stored = model.data.stored;
+    let cache = std::env::temp_dir().join(format!("alexnet-bench-loader-{stored}.bin"));
+    let images = Arc::new(crate::data::source::open(
+        data,
+        stored,
+        None,
+        &cache,
+        crate::data::cache::OnBadImage::Fail,
+        &|_, _| {},
+    )?);
+    let norm = Arc::new(Normalizer::new(&model.data, &images.stats));
+    let aug = Arc::new(Augment::paper(&images.stats));
+    let (crop, pad) = (model.input[1], model.data.pad);
+    let make: Arc<MakeInput> =
+        Arc::new(move |img: &[u8], i: usize, out: &mut [f32]| train_sample(img, &norm, &aug, crop, pad, i as u64, out));
+    let n = (batch * batches).min(images.count - images.count % batch.max(1));
+    let order: Vec<u32> = crate::train::permutation(images.count, 1).into_iter().take(n).collect();
+    let t0 = Instant::now();
+    let mut count = 0;
+    for b in Loader::spawn(images, order, batch, 0, false, 3 * crop * crop, make, 3) {
+        count += b.labels.len();
+    }
+    let s = t0.elapsed().as_secs_f64();
+    Ok(LoaderReport {
+        model: model.name.clone(),
+        stored,
+        crop,
+        images: count,
+        seconds: s,
+        images_per_s: count as f64 / s,
+    })
+}

@@ -24,11 +24,15 @@
 //! `model` (configs, shapes, the network) ← `optim` ← `bench` and the CLI.
 
 pub mod bench;
+pub mod data;
+pub mod eval;
+pub mod io;
 pub mod kernels;
 pub mod matmul;
 pub mod model;
 pub mod optim;
 pub mod rng;
 pub mod tensor;
+pub mod train;
 
 pub use model::{Mode, ModelConfig, Network};

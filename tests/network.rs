@@ -42,6 +42,7 @@ fn every_layer_config() -> ModelConfig {
         ],
         init: Init::He,
         dropout_mode: DropoutMode::Paper,
+        data: Default::default(),
     }
 }
 

@@ -9,6 +9,7 @@
 //! | `zfnet`      | Zeiler & Fergus 2013: 7×7/2 conv1, 5×5/2 conv2, 512/1024/512 in conv3–5 |
 //! | `cifar`      | a small AlexNet-style net for 32×32 inputs (cuda-convnet's CIFAR-10 nets in spirit) |
 
+use crate::data::{DataSpec, Normalize};
 use crate::kernels::dropout::DropoutMode;
 use crate::kernels::lrn::LrnParams;
 use serde::{Deserialize, Serialize};
@@ -82,6 +83,9 @@ pub struct ModelConfig {
     pub init: Init,
     #[serde(default)]
     pub dropout_mode: DropoutMode,
+    /// Stored image size, padding and normalisation of the input pipeline.
+    #[serde(default)]
+    pub data: DataSpec,
 }
 
 pub const VARIANTS: [&str; 6] = ["paper", "paper-1gpu", "caffenet", "torchvision", "zfnet", "cifar"];
@@ -161,6 +165,7 @@ pub fn paper_topology(name: &str, w: &AlexNetWidths) -> ModelConfig {
         layers: l,
         init: Init::Gaussian { std: 0.01 },
         dropout_mode: DropoutMode::Paper,
+        data: DataSpec { stored: 256, pad: 0, normalize: Normalize::PerPixelMean },
     }
 }
 
@@ -196,6 +201,8 @@ pub fn torchvision_topology(conv_w: [usize; 5], fc: [usize; 2], classes: usize, 
         ],
         init: Init::He,
         dropout_mode: DropoutMode::Inverted,
+        // torchvision's preprocessing: resize 256, centre-crop 224, ImageNet mean/std.
+        data: DataSpec { stored: 256, pad: 0, normalize: Normalize::imagenet() },
     }
 }
 
@@ -242,6 +249,7 @@ impl ModelConfig {
                     ],
                     init: Init::Gaussian { std: 0.01 },
                     dropout_mode: DropoutMode::Paper,
+                    data: DataSpec { stored: 256, pad: 0, normalize: Normalize::PerPixelMean },
                 }
             }
             "cifar" => {
@@ -276,6 +284,9 @@ impl ModelConfig {
                     ],
                     init: Init::He,
                     dropout_mode: DropoutMode::Paper,
+                    // CIFAR: images stay 32x32; pad 4 and crop 32, per-channel standardisation
+                    // (He init expects unit-variance inputs).
+                    data: DataSpec { stored: 32, pad: 4, normalize: Normalize::PerChannel },
                 }
             }
             other => return Err(ConfigError::UnknownModel(other.into())),

@@ -1,0 +1,306 @@
+//! The packed image set: every image decoded once and stored as `size × size × 3` bytes, read
+//! back through a memory map so that epochs after the first decode no JPEG.
+//!
+//! File layout (little-endian):
+//! ```text
+//! [0, 16)    magic "ALEXNET-PACKED\0\x01"
+//! [16, 64)   zero
+//! [64, ..)   images, count × size·size·3 bytes, HWC RGB
+//!            labels, count × u32
+//!            mean image, size·size·3 × f32 (HWC, 0-255)
+//!            metadata JSON (count, size, classes, statistics, source)
+//! last 32    u64 JSON offset, u64 JSON length, magic
+//! ```
+//! The metadata sits at the end so images stream straight to disk while statistics accumulate.
+//! A file is written under a temporary name and renamed when complete, so an interrupted
+//! `prepare` never leaves a file that looks valid.
+
+use super::stats::{DataStats, StatsAccumulator};
+use super::{ClassInfo, DataError};
+use memmap2::Mmap;
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+const MAGIC: &[u8; 16] = b"ALEXNET-PACKED\0\x01";
+const DATA_START: usize = 64;
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct Meta {
+    count: usize,
+    size: usize,
+    classes: Vec<ClassInfo>,
+    stats: DataStats,
+    source: String,
+}
+
+enum Storage {
+    Mapped(Mmap),
+    Owned(Vec<u8>),
+}
+
+/// A packed set of equally sized RGB images with labels, classes and statistics.
+pub struct PackedImages {
+    storage: Storage,
+    pub count: usize,
+    pub size: usize,
+    pub labels: Vec<u32>,
+    pub classes: Vec<ClassInfo>,
+    pub stats: DataStats,
+    pub source: String,
+}
+
+impl PackedImages {
+    /// Bytes of one image.
+    pub fn image_len(&self) -> usize {
+        self.size * self.size * 3
+    }
+
+    /// Image `i`, HWC RGB.
+    pub fn image(&self, i: usize) -> &[u8] {
+        let n = self.image_len();
+        let bytes = match &self.storage {
+            Storage::Mapped(m) => &m[..],
+            Storage::Owned(v) => &v[..],
+        };
+        &bytes[DATA_START + i * n..DATA_START + (i + 1) * n]
+    }
+
+    /// Opens a cache file written by [`Packer`].
+    pub fn open(path: &Path) -> Result<Self, DataError> {
+        let file = std::fs::File::open(path).map_err(|e| DataError::io(path, e))?;
+        // SAFETY: the map is read-only; a file changed underneath would give wrong pixels but
+        // not unsafety in Rust terms beyond what every mmap user accepts. Caches are ours.
+        let map = unsafe { Mmap::map(&file) }.map_err(|e| DataError::io(path, e))?;
+        Self::parse(Storage::Mapped(map), path)
+    }
+
+    /// Parses an in-memory packed set (as [`Packer::finish_in_memory`] returns).
+    pub fn from_bytes(bytes: Vec<u8>) -> Result<Self, DataError> {
+        Self::parse(Storage::Owned(bytes), Path::new("<memory>"))
+    }
+
+    fn parse(storage: Storage, path: &Path) -> Result<Self, DataError> {
+        let bad = |p: &str| DataError::Cache { path: path.into(), problem: p.into() };
+        let b: &[u8] = match &storage {
+            Storage::Mapped(m) => m,
+            Storage::Owned(v) => v,
+        };
+        if b.len() < DATA_START + 32 || &b[..16] != MAGIC {
+            return Err(bad("not an alexnet packed image file (bad magic); create it with `alexnet prepare`"));
+        }
+        if &b[b.len() - 16..] != MAGIC {
+            return Err(bad("incomplete file (no trailer); delete it and run `alexnet prepare` again"));
+        }
+        let u64_at = |o: usize| u64::from_le_bytes(b[o..o + 8].try_into().expect("8 bytes")) as usize;
+        let (json_off, json_len) = (u64_at(b.len() - 32), u64_at(b.len() - 24));
+        if json_off.checked_add(json_len).is_none_or(|end| end > b.len() - 32) {
+            return Err(bad("corrupt trailer"));
+        }
+        let meta: Meta = serde_json::from_slice(&b[json_off..json_off + json_len])
+            .map_err(|e| bad(&format!("bad metadata: {e}")))?;
+        let img_len = meta.size * meta.size * 3;
+        let labels_off = DATA_START + meta.count * img_len;
+        let mean_off = labels_off + 4 * meta.count;
+        if mean_off + 4 * img_len != json_off {
+            return Err(bad("sizes in the metadata do not match the file"));
+        }
+        let labels: Vec<u32> =
+            b[labels_off..mean_off].chunks_exact(4).map(|c| u32::from_le_bytes(c.try_into().expect("4"))).collect();
+        if let Some(l) = labels.iter().find(|&&l| l as usize >= meta.classes.len()) {
+            return Err(bad(&format!("label {l} out of range for {} classes", meta.classes.len())));
+        }
+        let mut stats = meta.stats;
+        stats.mean_image =
+            b[mean_off..json_off].chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().expect("4"))).collect();
+        Ok(Self {
+            storage,
+            count: meta.count,
+            size: meta.size,
+            labels,
+            classes: meta.classes,
+            stats,
+            source: meta.source,
+        })
+    }
+
+    /// Statistics over a subset (e.g. the training part of a `--val-split`).
+    pub fn stats_of(&self, indices: &[u32]) -> DataStats {
+        indices
+            .par_chunks(256)
+            .map(|ch| {
+                let mut acc = StatsAccumulator::new(self.size);
+                ch.iter().for_each(|&i| acc.add(self.image(i as usize)));
+                acc
+            })
+            .reduce_with(|a, b| a.merge(&b))
+            .unwrap_or_else(|| StatsAccumulator::new(self.size))
+            .finish()
+    }
+}
+
+/// Streams images into a packed set.
+pub struct Packer<W: Write> {
+    out: W,
+    size: usize,
+    labels: Vec<u32>,
+    acc: StatsAccumulator,
+    written: usize,
+}
+
+impl<W: Write> Packer<W> {
+    pub fn new(mut out: W, size: usize) -> std::io::Result<Self> {
+        out.write_all(MAGIC)?;
+        out.write_all(&[0u8; DATA_START - 16])?;
+        Ok(Self { out, size, labels: Vec::new(), acc: StatsAccumulator::new(size), written: DATA_START })
+    }
+
+    pub fn push(&mut self, image: &[u8], label: u32) -> std::io::Result<()> {
+        assert_eq!(image.len(), self.size * self.size * 3, "image size");
+        self.out.write_all(image)?;
+        self.acc.add(image);
+        self.labels.push(label);
+        self.written += image.len();
+        Ok(())
+    }
+
+    pub fn len(&self) -> usize {
+        self.labels.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.labels.is_empty()
+    }
+
+    /// Writes labels, mean image, metadata and trailer; returns the writer.
+    pub fn finish(mut self, classes: Vec<ClassInfo>, source: &str) -> std::io::Result<(W, DataStats)> {
+        let stats = self.acc.finish();
+        for l in &self.labels {
+            self.out.write_all(&l.to_le_bytes())?;
+        }
+        for m in &stats.mean_image {
+            self.out.write_all(&m.to_le_bytes())?;
+        }
+        let json_off = self.written + 4 * self.labels.len() + 4 * stats.mean_image.len();
+        let meta =
+            Meta { count: self.labels.len(), size: self.size, classes, stats: stats.clone(), source: source.into() };
+        let json = serde_json::to_vec(&meta).map_err(std::io::Error::other)?;
+        self.out.write_all(&json)?;
+        self.out.write_all(&(json_off as u64).to_le_bytes())?;
+        self.out.write_all(&(json.len() as u64).to_le_bytes())?;
+        self.out.write_all(MAGIC)?;
+        self.out.flush()?;
+        Ok((self.out, stats))
+    }
+}
+
+/// What to do with a file that cannot be decoded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OnBadImage {
+    Fail,
+    /// Skip it with a warning on stderr.
+    Skip,
+}
+
+/// Result of packing: how many images went in and which files were skipped.
+#[derive(Debug, Default, Serialize)]
+pub struct PackReport {
+    pub images: usize,
+    pub skipped: Vec<String>,
+    pub seconds: f64,
+    pub images_per_s: f64,
+}
+
+/// Decodes `items` in parallel chunks (order kept) and streams them into `packer`.
+/// `on_progress` is called with the number of files done so far.
+pub fn pack_files<W: Write>(
+    packer: &mut Packer<W>,
+    items: &[(PathBuf, u32)],
+    size: usize,
+    on_bad: OnBadImage,
+    on_progress: &(dyn Fn(usize) + Sync),
+) -> Result<Vec<String>, DataError> {
+    let mut skipped = Vec::new();
+    let mut done = 0;
+    for chunk in items.chunks(256) {
+        let decoded: Vec<Result<Vec<u8>, DataError>> =
+            chunk.par_iter().map(|(p, _)| super::image::load_square(p, size)).collect();
+        for ((path, label), r) in chunk.iter().zip(decoded) {
+            match r {
+                Ok(img) => packer.push(&img, *label).map_err(|e| DataError::io(path, e))?,
+                Err(e) if on_bad == OnBadImage::Skip => {
+                    eprintln!("warning: skipping {e}");
+                    skipped.push(path.display().to_string());
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        done += chunk.len();
+        on_progress(done);
+    }
+    Ok(skipped)
+}
+
+/// Packs labelled images into a cache file at `out`, atomically (temporary name, then rename).
+pub fn write_cache(
+    out: &Path,
+    items: &[(PathBuf, u32)],
+    classes: Vec<ClassInfo>,
+    size: usize,
+    source: &str,
+    on_bad: OnBadImage,
+    on_progress: &(dyn Fn(usize) + Sync),
+) -> Result<PackReport, DataError> {
+    let t0 = std::time::Instant::now();
+    if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| DataError::io(dir, e))?;
+    }
+    let tmp = out.with_extension("partial");
+    let file = std::fs::File::create(&tmp).map_err(|e| DataError::io(&tmp, e))?;
+    let mut packer =
+        Packer::new(std::io::BufWriter::with_capacity(1 << 20, file), size).map_err(|e| DataError::io(&tmp, e))?;
+    let skipped = pack_files(&mut packer, items, size, on_bad, on_progress)?;
+    if packer.is_empty() {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(DataError::layout(out, "no image could be decoded"));
+    }
+    let images = packer.len();
+    packer.finish(classes, source).map_err(|e| DataError::io(&tmp, e))?;
+    std::fs::rename(&tmp, out).map_err(|e| DataError::io(out, e))?;
+    let seconds = t0.elapsed().as_secs_f64();
+    Ok(PackReport { images, skipped, seconds, images_per_s: items.len() as f64 / seconds.max(1e-9) })
+}
+
+/// Packs labelled images into memory (for evaluation sets that need no cache file).
+pub fn pack_in_memory(
+    items: &[(PathBuf, u32)],
+    classes: Vec<ClassInfo>,
+    size: usize,
+    source: &str,
+    on_bad: OnBadImage,
+) -> Result<PackedImages, DataError> {
+    let mut packer = Packer::new(Vec::new(), size).map_err(|e| DataError::io(source, e))?;
+    pack_files(&mut packer, items, size, on_bad, &|_| {})?;
+    if packer.is_empty() {
+        return Err(DataError::layout(source, "no image could be decoded"));
+    }
+    let (bytes, _) = packer.finish(classes, source).map_err(|e| DataError::io(source, e))?;
+    PackedImages::from_bytes(bytes)
+}
+
+/// Packs raw `size × size` RGB images already in memory (IDX sets, tests).
+pub fn pack_raw(
+    images: &[Vec<u8>],
+    labels: &[u32],
+    classes: Vec<ClassInfo>,
+    size: usize,
+    source: &str,
+) -> PackedImages {
+    let mut packer = Packer::new(Vec::new(), size).expect("writing to memory");
+    for (img, &l) in images.iter().zip(labels) {
+        packer.push(img, l).expect("writing to memory");
+    }
+    let (bytes, _) = packer.finish(classes, source).expect("writing to memory");
+    PackedImages::from_bytes(bytes).expect("freshly packed")
+}

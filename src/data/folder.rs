@@ -1,0 +1,82 @@
+//! Image folders: `ROOT/<class>/<image>`, classes in sorted order of their folder names, with
+//! optional human names from a `wnid<TAB>name` file (as ILSVRC's class list).
+
+use super::{ClassInfo, DataError};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+#[derive(Clone, Debug)]
+pub struct ImageFolder {
+    pub root: PathBuf,
+    pub classes: Vec<ClassInfo>,
+    /// Every file under a class folder, with its class index, in (class, file name) order.
+    pub items: Vec<(PathBuf, u32)>,
+}
+
+/// Reads `wnid<TAB>name` lines; blank lines and `#` comments are skipped.
+pub fn read_class_names(path: &Path) -> Result<HashMap<String, String>, DataError> {
+    let text = std::fs::read_to_string(path).map_err(|e| DataError::io(path, e))?;
+    let mut map = HashMap::new();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim_end_matches('\r');
+        if line.trim().is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let (id, name) = line
+            .split_once('\t')
+            .ok_or_else(|| DataError::layout(path, format!("line {}: expected `id<TAB>name`, got {line:?}", i + 1)))?;
+        map.insert(id.trim().to_string(), name.trim().to_string());
+    }
+    Ok(map)
+}
+
+fn hidden(p: &Path) -> bool {
+    p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with('.'))
+}
+
+impl ImageFolder {
+    /// Scans `root`. Hidden entries (`.DS_Store`, ...) are ignored; everything else in a class
+    /// folder is taken as an image and checked when decoded.
+    pub fn scan(root: &Path, class_names: Option<&Path>) -> Result<Self, DataError> {
+        let names = class_names.map(read_class_names).transpose()?;
+        let mut dirs: Vec<PathBuf> = Vec::new();
+        let mut stray = Vec::new();
+        for e in std::fs::read_dir(root).map_err(|e| DataError::io(root, e))? {
+            let p = e.map_err(|e| DataError::io(root, e))?.path();
+            if hidden(&p) {
+                continue;
+            }
+            if p.is_dir() {
+                dirs.push(p);
+            } else {
+                stray.push(p);
+            }
+        }
+        if dirs.is_empty() {
+            let hint = if stray.is_empty() { "it is empty" } else { "it holds files but no class folders" };
+            return Err(DataError::layout(
+                root,
+                format!("expected one folder per class (ROOT/<class>/<image>); {hint}"),
+            ));
+        }
+        dirs.sort();
+        let mut classes = Vec::new();
+        let mut items = Vec::new();
+        for (ci, dir) in dirs.iter().enumerate() {
+            let id = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            let name = names.as_ref().and_then(|m| m.get(&id).cloned()).unwrap_or_else(|| id.clone());
+            classes.push(ClassInfo { id, name });
+            let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+                .map_err(|e| DataError::io(dir, e))?
+                .map(|e| e.map(|e| e.path()).map_err(|e| DataError::io(dir, e)))
+                .collect::<Result<_, _>>()?;
+            files.retain(|p| !hidden(p) && p.is_file());
+            if files.is_empty() {
+                return Err(DataError::layout(dir, "class folder holds no images"));
+            }
+            files.sort();
+            items.extend(files.into_iter().map(|p| (p, ci as u32)));
+        }
+        Ok(Self { root: root.into(), classes, items })
+    }
+}

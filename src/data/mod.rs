@@ -1,0 +1,90 @@
+//! Data: image folders and IDX files in, a packed uint8 cache, augmentation, and a background
+//! loader handing out batches. Nothing here knows about the model beyond a [`DataSpec`].
+
+pub mod augment;
+pub mod cache;
+pub mod folder;
+pub mod idx;
+pub mod image;
+pub mod loader;
+pub mod source;
+pub mod stats;
+
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+use thiserror::Error;
+
+pub use augment::{Augment, Normalizer, ten_crop};
+pub use cache::PackedImages;
+pub use folder::ImageFolder;
+pub use stats::DataStats;
+
+#[derive(Debug, Error)]
+pub enum DataError {
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("{path}: empty file (0 bytes)")]
+    EmptyFile { path: PathBuf },
+    #[error("{path}: not an image (unrecognised content; JPEG and PNG are supported)")]
+    NotImage { path: PathBuf },
+    #[error("{path}: cannot decode image: {reason}")]
+    Decode { path: PathBuf, reason: String },
+    #[error("{path}: {problem}")]
+    Layout { path: PathBuf, problem: String },
+    #[error("{path}: not a valid IDX file: {problem}")]
+    Idx { path: PathBuf, problem: String },
+    #[error("{path}: not a usable cache: {problem}")]
+    Cache { path: PathBuf, problem: String },
+}
+
+impl DataError {
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        DataError::Io { path: path.into(), source }
+    }
+    pub fn layout(path: impl Into<PathBuf>, problem: impl Into<String>) -> Self {
+        DataError::Layout { path: path.into(), problem: problem.into() }
+    }
+}
+
+/// A class: its id (folder name, WordNet id) and a human name.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClassInfo {
+    pub id: String,
+    pub name: String,
+}
+
+/// How the model's input normalisation is computed.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Normalize {
+    /// The paper: subtract the mean image of the training set, pixel by pixel (0-255 units).
+    PerPixelMean,
+    /// Subtract the training set's per-channel mean and divide by its per-channel std.
+    PerChannel,
+    /// Fixed statistics on 0-255 values, e.g. torchvision's ImageNet mean/std.
+    Fixed { mean: [f32; 3], std: [f32; 3] },
+}
+
+impl Normalize {
+    /// torchvision's preset: mean 0.485/0.456/0.406, std 0.229/0.224/0.225 on 0-1 RGB.
+    pub fn imagenet() -> Self {
+        Normalize::Fixed { mean: [123.675, 116.28, 103.53], std: [58.395, 57.12, 57.375] }
+    }
+}
+
+/// Image sizes and normalisation: part of a model's configuration.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DataSpec {
+    /// Images are resized (shorter side) and centre-cropped to `stored × stored` (the paper: 256).
+    pub stored: usize,
+    /// Zero padding (after normalisation) around the stored image before random crops (CIFAR's
+    /// pad-and-crop; 0 for the paper).
+    pub pad: usize,
+    pub normalize: Normalize,
+}
+
+impl Default for DataSpec {
+    fn default() -> Self {
+        Self { stored: 256, pad: 0, normalize: Normalize::PerPixelMean }
+    }
+}

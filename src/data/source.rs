@@ -1,0 +1,112 @@
+//! Turning what the user names (`--data PATH`) into a packed image set: a cache file made by
+//! `alexnet prepare`, an IDX images file, or an image folder (packed into a cache on first use).
+
+use super::cache::{self, OnBadImage, PackedImages};
+use super::{ClassInfo, DataError, folder::ImageFolder, idx};
+use std::path::{Path, PathBuf};
+
+/// How to report packing progress: called with (done, total).
+pub type Progress<'a> = &'a (dyn Fn(usize, usize) + Sync);
+
+/// True when `path` starts with the cache magic.
+pub fn is_cache_file(path: &Path) -> bool {
+    use std::io::Read;
+    let mut magic = [0u8; 14];
+    path.is_file()
+        && std::fs::File::open(path).and_then(|mut f| f.read_exact(&mut magic)).is_ok()
+        && &magic == b"ALEXNET-PACKED"
+}
+
+/// Opens `path` at `size × size`. Folders are packed into `cache_path` (reused while it
+/// matches the folder: same file count, size and source).
+pub fn open(
+    path: &Path,
+    size: usize,
+    class_names: Option<&Path>,
+    cache_path: &Path,
+    on_bad: OnBadImage,
+    progress: Progress<'_>,
+) -> Result<PackedImages, DataError> {
+    if !path.exists() {
+        return Err(DataError::layout(path, "no such file or folder"));
+    }
+    if is_cache_file(path) {
+        let p = PackedImages::open(path)?;
+        if p.size != size {
+            return Err(DataError::Cache {
+                path: path.into(),
+                problem: format!(
+                    "images are {0}x{0}, the model needs {size}x{size}: prepare it with --size {size}",
+                    p.size
+                ),
+            });
+        }
+        return Ok(p);
+    }
+    if idx::is_idx_images(path) {
+        return open_idx(path, size, class_names);
+    }
+    if path.is_file() {
+        return Err(DataError::layout(
+            path,
+            "expected an image folder (ROOT/<class>/<image>), a file made by `alexnet prepare`, or an IDX images file",
+        ));
+    }
+    let folder = ImageFolder::scan(path, class_names)?;
+    let source = std::fs::canonicalize(path).unwrap_or_else(|_| path.into()).display().to_string();
+    if let Ok(c) = PackedImages::open(cache_path)
+        && c.size == size
+        && c.source == source
+        && c.count + count_skipped(cache_path) == folder.items.len()
+        && c.classes == folder.classes
+    {
+        return Ok(c);
+    }
+    let total = folder.items.len();
+    let report = cache::write_cache(cache_path, &folder.items, folder.classes.clone(), size, &source, on_bad, &|d| {
+        progress(d, total)
+    })?;
+    if !report.skipped.is_empty() {
+        let list = report.skipped.join("\n");
+        std::fs::write(skipped_list(cache_path), list).map_err(|e| DataError::io(cache_path, e))?;
+    }
+    PackedImages::open(cache_path)
+}
+
+fn skipped_list(cache_path: &Path) -> PathBuf {
+    cache_path.with_extension("skipped.txt")
+}
+
+fn count_skipped(cache_path: &Path) -> usize {
+    std::fs::read_to_string(skipped_list(cache_path)).map(|s| s.lines().count()).unwrap_or(0)
+}
+
+/// Greyscale IDX images, resized to `size` and replicated to RGB, packed in memory.
+pub fn open_idx(path: &Path, size: usize, class_names: Option<&Path>) -> Result<PackedImages, DataError> {
+    let (n, side, pixels, labels) = idx::read_set(path)?;
+    let classes_n = labels.iter().map(|&l| l as usize + 1).max().unwrap_or(0);
+    let names = class_names.map(super::folder::read_class_names).transpose()?;
+    let fashion = path.to_string_lossy().to_lowercase().contains("fashion");
+    let classes: Vec<ClassInfo> = (0..classes_n)
+        .map(|i| {
+            let id = i.to_string();
+            let name = names
+                .as_ref()
+                .and_then(|m| m.get(&id).cloned())
+                .or_else(|| (fashion && i < 10).then(|| idx::FASHION_MNIST_CLASSES[i].to_string()))
+                .unwrap_or_else(|| id.clone());
+            ClassInfo { id, name }
+        })
+        .collect();
+    let images: Vec<Vec<u8>> = pixels
+        .chunks_exact(side * side)
+        .take(n)
+        .map(|g| {
+            let grey = image::GrayImage::from_raw(side as u32, side as u32, g.to_vec()).expect("sizes checked");
+            let rgb = image::DynamicImage::ImageLuma8(grey).to_rgb8();
+            super::image::resize_center_square(&rgb, size)
+        })
+        .collect();
+    let labels: Vec<u32> = labels.iter().map(|&l| l as u32).collect();
+    Ok(cache::pack_raw(&images, &labels, classes, size, &path.display().to_string()))
+}

@@ -1,0 +1,137 @@
+//! Pictures as PNG: training curves from the metrics, and the learned conv1 kernels (the
+//! paper's Figure 3).
+
+use plotters::prelude::*;
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+use std::sync::Once;
+
+/// DejaVu Sans, embedded so plots have text on machines without fonts (licence in assets/).
+static FONT: &[u8] = include_bytes!("../../assets/DejaVuSans.ttf");
+
+fn register_font() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        // The embedded font is known good; a failure here would only lose the labels.
+        let _ = plotters::style::register_font("sans-serif", FontStyle::Normal, FONT);
+    });
+}
+
+/// One line of `metrics.jsonl`: an epoch's figures.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct EpochMetrics {
+    pub epoch: usize,
+    pub step: u64,
+    pub lr: f32,
+    pub train_loss: f64,
+    pub train_top1_error: f64,
+    pub val_loss: Option<f64>,
+    pub val_top1_error: Option<f64>,
+    pub val_top5_error: Option<f64>,
+    /// Seconds this epoch took, and since the run started.
+    pub epoch_seconds: f64,
+    pub wall_seconds: f64,
+    pub images_per_s: f64,
+}
+
+fn err<E: std::fmt::Display>(e: E) -> std::io::Error {
+    std::io::Error::other(e.to_string())
+}
+
+/// Loss (left) and error (right) against epochs.
+pub fn training_curves(metrics: &[EpochMetrics], title: &str, out: &Path) -> std::io::Result<()> {
+    register_font();
+    let root = BitMapBackend::new(out, (1200, 480)).into_drawing_area();
+    root.fill(&WHITE).map_err(err)?;
+    let root = root.titled(title, ("sans-serif", 22)).map_err(err)?;
+    let (left, right) = root.split_horizontally(600);
+    let x_max = metrics.iter().map(|m| m.epoch + 1).max().unwrap_or(1) as f64;
+    let series = |f: &dyn Fn(&EpochMetrics) -> Option<f64>| -> Vec<(f64, f64)> {
+        metrics.iter().filter_map(|m| f(m).filter(|v| v.is_finite()).map(|v| ((m.epoch + 1) as f64, v))).collect()
+    };
+    let panels: [(&DrawingArea<_, _>, &str, Vec<(&str, RGBColor, Vec<(f64, f64)>)>); 2] = [
+        (
+            &left,
+            "cross-entropy loss",
+            vec![
+                ("train (augmented, dropout)", BLUE, series(&|m| Some(m.train_loss))),
+                ("validation", RED, series(&|m| m.val_loss)),
+            ],
+        ),
+        (
+            &right,
+            "error",
+            vec![
+                ("train top-1", BLUE, series(&|m| Some(m.train_top1_error))),
+                ("val top-1", RED, series(&|m| m.val_top1_error)),
+                ("val top-5", MAGENTA, series(&|m| m.val_top5_error)),
+            ],
+        ),
+    ];
+    for (area, ylabel, lines) in panels {
+        let y_max = lines.iter().flat_map(|(_, _, s)| s.iter().map(|p| p.1)).fold(0.0f64, f64::max).max(1e-3) * 1.05;
+        let mut chart = ChartBuilder::on(area)
+            .margin(12)
+            .x_label_area_size(36)
+            .y_label_area_size(52)
+            .build_cartesian_2d(0.0..x_max.max(1.0), 0.0..y_max)
+            .map_err(err)?;
+        chart.configure_mesh().x_desc("epoch").y_desc(ylabel).label_style(("sans-serif", 13)).draw().map_err(err)?;
+        for (name, color, pts) in lines {
+            if pts.is_empty() {
+                continue;
+            }
+            chart
+                .draw_series(LineSeries::new(pts.clone(), color.stroke_width(2)))
+                .map_err(err)?
+                .label(name)
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2)));
+            chart.draw_series(pts.iter().map(|&p| Circle::new(p, 3, color.filled()))).map_err(err)?;
+        }
+        chart
+            .configure_series_labels()
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK)
+            .label_font(("sans-serif", 13))
+            .position(SeriesLabelPosition::UpperRight)
+            .draw()
+            .map_err(err)?;
+    }
+    root.present().map_err(err)
+}
+
+/// Reads `metrics.jsonl`.
+pub fn read_metrics(path: &Path) -> std::io::Result<Vec<EpochMetrics>> {
+    let text = std::fs::read_to_string(path)?;
+    text.lines().filter(|l| !l.trim().is_empty()).map(|l| serde_json::from_str(l).map_err(err)).collect()
+}
+
+/// conv1's kernels `w [M, 3, K, K]` as a grid, each kernel min-max scaled on its own and
+/// magnified `zoom`×, `towers` rows groups (the paper's two GPUs: one block of rows each).
+pub fn filter_grid(w: &[f32], m: usize, k: usize, towers: usize, zoom: usize, out: &Path) -> image::ImageResult<()> {
+    let towers = towers.max(1);
+    let per_tower = m.div_ceil(towers);
+    // At most 48 kernels a row, as in the paper's figure.
+    let cols = per_tower.min(48);
+    let rows_per_tower = per_tower.div_ceil(cols);
+    let cell = k * zoom + 2;
+    let gap = if towers > 1 { cell / 2 } else { 0 };
+    let (width, height) = (cols * cell + 2, towers * rows_per_tower * cell + (towers - 1) * gap + 2);
+    let mut img = image::RgbImage::from_pixel(width as u32, height as u32, image::Rgb([255, 255, 255]));
+    for f in 0..m {
+        let kern = &w[f * 3 * k * k..(f + 1) * 3 * k * k];
+        let (lo, hi) = kern.iter().fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), &v| (a.min(v), b.max(v)));
+        let scale = if hi > lo { 255.0 / (hi - lo) } else { 0.0 };
+        let (t, i) = (f / per_tower, f % per_tower);
+        let (r, c) = (i / cols, i % cols);
+        let (y0, x0) = (1 + t * (rows_per_tower * cell + gap) + r * cell + 1, 1 + c * cell + 1);
+        for y in 0..k * zoom {
+            for x in 0..k * zoom {
+                let px = (y / zoom) * k + x / zoom;
+                let rgb = [0, 1, 2].map(|ch| ((kern[ch * k * k + px] - lo) * scale).round().clamp(0.0, 255.0) as u8);
+                img.put_pixel((x0 + x) as u32, (y0 + y) as u32, image::Rgb(rgb));
+            }
+        }
+    }
+    img.save(out)
+}
