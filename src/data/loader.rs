@@ -25,6 +25,7 @@ pub struct Loader {
 impl Loader {
     /// Serves `order` (image indices) in batches of `batch`, starting at batch `start`. The
     /// last partial batch is served only if `keep_last`.
+    #[allow(clippy::too_many_arguments)]
     pub fn spawn(
         images: Arc<PackedImages>,
         order: Vec<u32>,

@@ -1,6 +1,9 @@
 //! Training-set statistics: the mean image (the paper subtracts it), per-channel mean and std,
 //! and the eigen-decomposition of the RGB covariance for PCA colour noise (section 4.1).
 
+// 3×3 matrix code reads best with explicit indices.
+#![allow(clippy::needless_range_loop)]
+
 use serde::{Deserialize, Serialize};
 
 /// Statistics of a set of `size × size` RGB images.

@@ -38,6 +38,9 @@ fn err<E: std::fmt::Display>(e: E) -> std::io::Error {
     std::io::Error::other(e.to_string())
 }
 
+/// A named, coloured series of (epoch, value) points.
+type Line = (&'static str, RGBColor, Vec<(f64, f64)>);
+
 /// Loss (left) and error (right) against epochs.
 pub fn training_curves(metrics: &[EpochMetrics], title: &str, out: &Path) -> std::io::Result<()> {
     register_font();
@@ -49,7 +52,7 @@ pub fn training_curves(metrics: &[EpochMetrics], title: &str, out: &Path) -> std
     let series = |f: &dyn Fn(&EpochMetrics) -> Option<f64>| -> Vec<(f64, f64)> {
         metrics.iter().filter_map(|m| f(m).filter(|v| v.is_finite()).map(|v| ((m.epoch + 1) as f64, v))).collect()
     };
-    let panels: [(&DrawingArea<_, _>, &str, Vec<(&str, RGBColor, Vec<(f64, f64)>)>); 2] = [
+    let panels: [(&DrawingArea<_, _>, &str, Vec<Line>); 2] = [
         (
             &left,
             "cross-entropy loss",

@@ -1,0 +1,193 @@
+//! Training on the embedded real data: learning happens, resuming is exact, checkpoints work as
+//! weights, and failures say what went wrong.
+
+use alexnet::data::DataStats;
+use alexnet::io::Checkpoint;
+use alexnet::model::ModelConfig;
+use alexnet::optim::SgdConfig;
+use alexnet::train::{PcaSource, Schedule, TrainConfig, train};
+use std::path::PathBuf;
+use std::process::Command;
+
+fn embedded(split: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("data/cifar10-mini").join(split)
+}
+
+fn out_dir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("alexnet-train-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    d
+}
+
+fn config(name: &str, epochs: usize) -> TrainConfig {
+    TrainConfig {
+        data: embedded("train"),
+        val: Some(embedded("val")),
+        val_split: 0.0,
+        class_names: None,
+        model: ModelConfig::variant("cifar").unwrap(),
+        epochs,
+        batch: 64,
+        sgd: SgdConfig::default(),
+        schedule: Schedule::Plateau { patience: 3, factor: 0.1, max_drops: 3 },
+        seed: 7,
+        threads: 2,
+        out: out_dir(name),
+        random_crop: true,
+        flip: true,
+        pca_std: 0.1,
+        pca: PcaSource::Data,
+        checkpoint_every: 0,
+        time_limit_minutes: None,
+        skip_bad: false,
+        val_ten_crop: false,
+        stop_after_steps: None,
+        quiet: true,
+    }
+}
+
+#[test]
+fn a_few_epochs_learn_real_images() {
+    let cfg = config("learn", 4);
+    let out = train(&cfg, None).unwrap();
+    assert_eq!(out.epochs_done, 4);
+    let m = alexnet::io::plot::read_metrics(&cfg.out.join("metrics.jsonl")).unwrap();
+    assert_eq!(m.len(), 4);
+    assert!(m[3].train_loss < m[0].train_loss - 0.1, "train loss {} -> {}", m[0].train_loss, m[3].train_loss);
+    let err = m[3].val_top1_error.unwrap();
+    // Chance is 90% error on 10 classes.
+    assert!(err < 0.72, "validation top-1 error {err} after 4 epochs");
+    assert!(cfg.out.join("curves.png").exists() && cfg.out.join("config.json").exists());
+
+    // best.safetensors works as --weights and reproduces the validation figures.
+    let bin = env!("CARGO_BIN_EXE_alexnet");
+    let best = cfg.out.join("best.safetensors");
+    let o = Command::new(bin)
+        .args(["eval", "--json", "--weights"])
+        .arg(&best)
+        .arg("--data")
+        .arg(embedded("val"))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let best_err = out.best_val_top1_error.unwrap();
+    assert!((v["top1_error"].as_f64().unwrap() - best_err).abs() < 1e-9, "{v} vs {best_err}");
+    assert_eq!(v["images"], 1000);
+    let o = Command::new(bin)
+        .args(["predict", "--json", "--top", "3", "--weights"])
+        .arg(&best)
+        .arg(embedded("val").join("ship/4950.jpg"))
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    let p: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let top = p["predictions"][0]["top"].as_array().unwrap();
+    assert_eq!(top.len(), 3);
+    assert!(top[0]["probability"].as_f64().unwrap() >= top[1]["probability"].as_f64().unwrap());
+    let png = cfg.out.join("conv1.png");
+    let o = Command::new(bin).args(["filters", "--weights"]).arg(&best).arg("--out").arg(&png).output().unwrap();
+    assert!(o.status.success() && png.exists());
+}
+
+#[test]
+fn resume_equals_uninterrupted() {
+    let mut whole = config("whole", 2);
+    whole.data = embedded("val"); // 1000 images: 15 batches of 64 an epoch
+    whole.val = None;
+    whole.val_split = 0.1;
+    let done = train(&whole, None).unwrap();
+    assert_eq!(done.steps, 28);
+
+    let mut part = whole.clone();
+    part.out = out_dir("part");
+    part.stop_after_steps = Some(9); // mid-epoch 1
+    let stopped = train(&part, None).unwrap();
+    assert!(stopped.interrupted && stopped.steps == 9);
+    let ck = Checkpoint::load(&part.out.join("last.safetensors")).unwrap();
+    assert_eq!(ck.train_state.as_ref().unwrap().batch_in_epoch, 9);
+    part.stop_after_steps = Some(20); // again, in epoch 2
+    let stopped = train(&part, Some(&ck)).unwrap();
+    assert!(stopped.interrupted && stopped.steps == 20);
+    let ck = Checkpoint::load(&part.out.join("last.safetensors")).unwrap();
+    part.stop_after_steps = None;
+    let resumed = train(&part, Some(&ck)).unwrap();
+    assert_eq!(resumed.steps, 28);
+
+    let a = Checkpoint::load(&whole.out.join("last.safetensors")).unwrap();
+    let b = Checkpoint::load(&part.out.join("last.safetensors")).unwrap();
+    for ((name, _, wa), (_, _, wb)) in a.params.iter().zip(&b.params) {
+        assert!(wa == wb, "{name} differs after resuming");
+    }
+    assert_eq!(a.velocity, b.velocity);
+    let (ma, mb) = (
+        alexnet::io::plot::read_metrics(&whole.out.join("metrics.jsonl")).unwrap(),
+        alexnet::io::plot::read_metrics(&part.out.join("metrics.jsonl")).unwrap(),
+    );
+    assert_eq!(ma.len(), 2);
+    assert_eq!(mb.len(), 2);
+    for (x, y) in ma.iter().zip(&mb) {
+        assert_eq!((x.train_loss, x.val_top1_error, x.lr), (y.train_loss, y.val_top1_error, y.lr));
+    }
+}
+
+#[test]
+fn divergence_is_reported() {
+    let mut cfg = config("diverge", 1);
+    cfg.data = embedded("val");
+    cfg.val = None;
+    cfg.val_split = 0.1;
+    cfg.sgd.lr = 1e4;
+    let e = format!("{:#}", train(&cfg, None).unwrap_err());
+    assert!(e.contains("diverged") && e.contains("--lr"), "{e}");
+}
+
+#[test]
+fn cli_names_a_bad_file_and_can_skip_it() {
+    let root = out_dir("badfile-data");
+    for c in ["cat", "dog"] {
+        std::fs::create_dir_all(root.join(c)).unwrap();
+        for f in std::fs::read_dir(embedded("val").join(c)).unwrap().take(40) {
+            let f = f.unwrap().path();
+            std::fs::copy(&f, root.join(c).join(f.file_name().unwrap())).unwrap();
+        }
+    }
+    std::fs::write(root.join("dog/broken.jpg"), b"\xff\xd8\xff\xe0 not really a jpeg").unwrap();
+    let bin = env!("CARGO_BIN_EXE_alexnet");
+    let run = |extra: &[&str]| {
+        let out = out_dir(&format!("badfile-run{}", extra.len()));
+        Command::new(bin)
+            .args(["train", "--model", "cifar", "--epochs", "1", "--batch", "16", "--quiet", "--data"])
+            .arg(&root)
+            .arg("--out")
+            .arg(&out)
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let o = run(&[]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success());
+    assert!(err.contains("broken.jpg") && err.contains("cannot decode"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    let o = run(&["--skip-bad"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(err.contains("warning: skipping") && err.contains("broken.jpg"), "{err}");
+}
+
+#[test]
+fn stats_are_of_the_training_split_only() {
+    // With --val-split the normalisation must not see the held-out images.
+    let mut cfg = config("split-stats", 1);
+    cfg.data = embedded("val");
+    cfg.val = None;
+    cfg.val_split = 0.5;
+    cfg.stop_after_steps = Some(1);
+    train(&cfg, None).unwrap();
+    let ck = Checkpoint::load(&cfg.out.join("last.safetensors")).unwrap();
+    let all = alexnet::data::PackedImages::open(&cfg.out.join("cache/train-32.bin")).unwrap();
+    let s: &DataStats = &ck.stats;
+    assert_eq!(s.count, 500);
+    assert_ne!(s.channel_mean, all.stats.channel_mean);
+}
