@@ -246,6 +246,44 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Read AlexNet weights from PyTorch (.pth zip or legacy, or safetensors) into a checkpoint.
+    Import {
+        /// torchvision state dict (`torch.save`), or safetensors with torchvision or our key names.
+        file: PathBuf,
+        #[arg(long)]
+        to: PathBuf,
+        /// Topology (default: read from the tensors: grouped = paper, torchvision keys = torchvision).
+        #[arg(long, value_parser = model_name)]
+        model: Option<String>,
+        /// Class names, `wnid<TAB>name` per line in output order (default: ImageNet's for 1000 outputs).
+        #[arg(long)]
+        classes: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write a checkpoint as ONNX (opset 17) and/or safetensors with torchvision's key names.
+    Export {
+        #[arg(long)]
+        weights: PathBuf,
+        #[arg(long)]
+        onnx: Option<PathBuf>,
+        #[arg(long)]
+        safetensors: Option<PathBuf>,
+    },
+    /// Run the network on a raw tensor: `input [N, C, H, W]` from a safetensors file, logits out.
+    Forward {
+        #[arg(long)]
+        weights: PathBuf,
+        /// safetensors file holding the input tensor.
+        #[arg(long)]
+        input: PathBuf,
+        /// Name of the input tensor in that file.
+        #[arg(long, default_value = "input")]
+        name: String,
+        /// Where to write `logits [N, classes]` (safetensors).
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// The learned conv1 kernels as an image grid (the paper's Figure 3).
     Filters {
         #[arg(long)]
@@ -469,6 +507,81 @@ fn run(cli: Cli) -> Result<i32> {
                     }
                 }
             }
+        }
+        Command::Import { file, to, model, classes, json } => {
+            let names = match &classes {
+                Some(p) => {
+                    let text = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+                    Some(
+                        text.lines()
+                            .filter(|l| !l.trim().is_empty())
+                            .map(|l| {
+                                let (id, name) = l.split_once('\t').unwrap_or((l, l));
+                                alexnet::data::ClassInfo { id: id.trim().into(), name: name.trim().into() }
+                            })
+                            .collect(),
+                    )
+                }
+                None => None,
+            };
+            let ck = alexnet::io::import::import(&file, model.as_deref(), names)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+            ck.save(&to)?;
+            let params: usize = ck.params.iter().map(|p| p.2.len()).sum();
+            if json {
+                print_json(&serde_json::json!({
+                    "out": to.display().to_string(), "model": ck.config.name, "params": params,
+                    "classes": ck.classes.len(), "input": ck.config.input,
+                }))?;
+            } else {
+                println!(
+                    "imported {} ({} parameters, {} classes, input {}x{}) into {}",
+                    ck.config.name,
+                    alexnet::model::summary::thousands(params),
+                    ck.classes.len(),
+                    ck.config.input[1],
+                    ck.config.input[2],
+                    to.display()
+                );
+            }
+        }
+        Command::Export { weights, onnx, safetensors } => {
+            if onnx.is_none() && safetensors.is_none() {
+                bail!("nothing to do: give --onnx FILE and/or --safetensors FILE");
+            }
+            let ck = Checkpoint::load(&weights)?;
+            if let Some(path) = onnx {
+                let bytes = alexnet::io::onnx::export(&ck).map_err(|e| anyhow::anyhow!("ONNX export: {e}"))?;
+                std::fs::write(&path, bytes).with_context(|| format!("writing {}", path.display()))?;
+                println!(
+                    "wrote {} (ONNX opset 17, input [N, {}, {}, {}])",
+                    path.display(),
+                    ck.config.input[0],
+                    ck.config.input[1],
+                    ck.config.input[2]
+                );
+            }
+            if let Some(path) = safetensors {
+                let named = alexnet::io::import::torchvision_named(&ck).map_err(|e| anyhow::anyhow!(e))?;
+                let meta = [
+                    ("alexnet.config".to_string(), serde_json::to_string(&ck.config)?),
+                    ("alexnet.classes".to_string(), serde_json::to_string(&ck.classes)?),
+                ];
+                alexnet::io::checkpoint::write_plain(&path, &named, meta.into_iter().collect())?;
+                println!("wrote {} (torchvision key names)", path.display());
+            }
+        }
+        Command::Forward { weights, input, name, out } => {
+            let ck = Checkpoint::load(&weights)?;
+            let (shape, x) = alexnet::io::checkpoint::read_plain(&input, &name)?;
+            let mut net = ck.network();
+            let per: usize = net.input_len();
+            if shape.len() != 4 || shape[1..] != ck.config.input[..] {
+                bail!("{}: `{name}` has shape {shape:?}, the model takes [N, {:?}]", input.display(), ck.config.input);
+            }
+            let logits = net.forward(&x, x.len() / per, alexnet::Mode::Eval).to_vec();
+            let named = vec![("logits".to_string(), vec![shape[0], net.classes()], logits)];
+            alexnet::io::checkpoint::write_plain(&out, &named, Default::default())?;
         }
         Command::Filters { weights, out, zoom } => {
             let ck = Checkpoint::load(&weights)?;

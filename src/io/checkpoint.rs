@@ -64,6 +64,18 @@ pub struct Checkpoint {
     pub train_state: Option<TrainState>,
 }
 
+impl std::fmt::Debug for Checkpoint {
+    /// A summary: the tensors themselves would flood any message.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Checkpoint")
+            .field("model", &self.config.name)
+            .field("params", &self.params.iter().map(|p| p.2.len()).sum::<usize>())
+            .field("classes", &self.classes.len())
+            .field("training", &self.train_state.is_some())
+            .finish()
+    }
+}
+
 fn to_bytes(v: &[f32]) -> Vec<u8> {
     v.iter().flat_map(|x| x.to_le_bytes()).collect()
 }
@@ -197,6 +209,34 @@ impl Checkpoint {
         }
         net
     }
+}
+
+/// Writes plain named f32 tensors (with optional metadata) as safetensors.
+pub fn write_plain(
+    path: &Path,
+    tensors: &[(String, Vec<usize>, Vec<f32>)],
+    meta: HashMap<String, String>,
+) -> Result<(), CheckpointError> {
+    let owned: Vec<(String, Vec<usize>, Vec<u8>)> =
+        tensors.iter().map(|(n, s, d)| (n.clone(), s.clone(), to_bytes(d))).collect();
+    let views = owned
+        .iter()
+        .map(|(n, s, b)| Ok((n.clone(), TensorView::new(Dtype::F32, s.clone(), b)?)))
+        .collect::<Result<Vec<_>, safetensors::SafeTensorError>>()
+        .map_err(|e| bad(path, e.to_string()))?;
+    let meta = (!meta.is_empty()).then_some(meta);
+    safetensors::serialize_to_file(views, meta, path).map_err(|e| bad(path, e.to_string()))
+}
+
+/// Reads one f32 tensor from a safetensors file.
+pub fn read_plain(path: &Path, name: &str) -> Result<(Vec<usize>, Vec<f32>), CheckpointError> {
+    let bytes = std::fs::read(path).map_err(|e| CheckpointError::Io { path: path.display().to_string(), source: e })?;
+    let st = SafeTensors::deserialize(&bytes).map_err(|e| bad(path, format!("not a safetensors file: {e}")))?;
+    let t = st.tensor(name).map_err(|_| bad(path, format!("no tensor `{name}`")))?;
+    if t.dtype() != Dtype::F32 {
+        return Err(bad(path, format!("`{name}` is {:?}, expected F32", t.dtype())));
+    }
+    Ok((t.shape().to_vec(), from_bytes(t.data())))
 }
 
 /// Object-safe JSON serialisation for the metadata fields.

@@ -1,0 +1,232 @@
+//! `alexnet import`: AlexNet weights from PyTorch (torchvision's state dicts, `.pth` zip or
+//! legacy, or safetensors with torchvision or our key names) into our checkpoint format.
+//!
+//! The topology is read from the tensors: widths and class count from the shapes, groups from
+//! `in_channels / weight.shape[1]`. Grouped convolutions mean the paper's topology (LRN, pool
+//! after norm); ungrouped ones with torchvision key names mean torchvision's. `--model` overrides
+//! the choice. PyTorch-trained weights expect inverted dropout, so imports use it (identical
+//! at test time to no dropout), and torchvision's preprocessing: resize 256, centre crop 224 (or
+//! the input the shapes imply), ImageNet mean/std.
+
+use super::checkpoint::Checkpoint;
+use super::torch::{self, Named};
+use crate::data::{ClassInfo, DataSpec, DataStats, Normalize};
+use crate::kernels::dropout::DropoutMode;
+use crate::model::config::{AlexNetWidths, paper_topology, torchvision_topology};
+use crate::model::{ModelConfig, Network, plan};
+use std::collections::HashMap;
+use std::path::Path;
+
+/// torchvision's module indices for conv1..conv5 and fc6..fc8.
+pub const TORCHVISION_KEYS: [(&str, &str); 8] = [
+    ("features.0", "conv1"),
+    ("features.3", "conv2"),
+    ("features.6", "conv3"),
+    ("features.8", "conv4"),
+    ("features.10", "conv5"),
+    ("classifier.1", "fc6"),
+    ("classifier.4", "fc7"),
+    ("classifier.6", "fc8"),
+];
+
+const LAYERS: [&str; 8] = ["conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7", "fc8"];
+
+/// The 1000 ILSVRC-2012 classes in torchvision's index order (`wnid<TAB>name`).
+pub const IMAGENET_CLASSES: &str = include_str!("../../assets/imagenet1k_classes.tsv");
+
+pub fn imagenet_classes() -> Vec<ClassInfo> {
+    IMAGENET_CLASSES
+        .lines()
+        .filter_map(|l| l.split_once('\t'))
+        .map(|(id, name)| ClassInfo { id: id.into(), name: name.into() })
+        .collect()
+}
+
+/// Our name (`conv1.weight`) for a file key, or None if the key is not an AlexNet parameter.
+fn our_name(key: &str) -> Option<(String, bool)> {
+    let key = key.strip_prefix("module.").unwrap_or(key);
+    let (layer, kind) = key.rsplit_once('.')?;
+    if kind != "weight" && kind != "bias" {
+        return None;
+    }
+    if let Some((_, ours)) = TORCHVISION_KEYS.iter().find(|(tv, _)| *tv == layer) {
+        return Some((format!("{ours}.{kind}"), true));
+    }
+    LAYERS.contains(&layer).then(|| (format!("{layer}.{kind}"), false))
+}
+
+/// The smallest paper-topology input side whose conv1 stride fits exactly and whose pool5
+/// output is `side × side` (227 for 6, 99 for 2).
+fn paper_input_for(pool5: usize, w: &AlexNetWidths) -> Option<usize> {
+    (67..=1024).step_by(4).find(|&h| {
+        let cfg = paper_topology("probe", &AlexNetWidths { input: h, ..w.clone() });
+        plan(&cfg).ok().and_then(|s| s.layers.iter().rev().find(|l| l.name == "maxpool").map(|l| l.output[1]))
+            == Some(pool5)
+    })
+}
+
+/// Builds the model config the tensors describe.
+fn infer_config(
+    t: &HashMap<String, (Vec<usize>, Vec<f32>)>,
+    model: Option<&str>,
+    tv_keys: bool,
+) -> Result<ModelConfig, String> {
+    let shape = |n: &str| t.get(n).map(|(s, _)| s.clone()).ok_or_else(|| format!("missing key for `{n}`"));
+    let mut conv = [0usize; 5];
+    let mut groups = [1usize; 5];
+    let mut in_c = 3;
+    for i in 0..5 {
+        let s = shape(&format!("conv{}.weight", i + 1))?;
+        if s.len() != 4 || s[1] == 0 || in_c % s[1] != 0 {
+            return Err(format!("conv{}.weight has shape {s:?}, not a convolution over {in_c} channels", i + 1));
+        }
+        conv[i] = s[0];
+        groups[i] = in_c / s[1];
+        in_c = s[0];
+    }
+    let fc6 = shape("fc6.weight")?;
+    let fc = [fc6[0], shape("fc7.weight")?[0]];
+    let classes = shape("fc8.weight")?[0];
+    if fc6.len() != 2 || fc6[1] % conv[4] != 0 {
+        return Err(format!(
+            "fc6.weight has shape {fc6:?}: its input is not a multiple of conv5's {} channels",
+            conv[4]
+        ));
+    }
+    let side = ((fc6[1] / conv[4]) as f64).sqrt().round() as usize;
+    if side * side * conv[4] != fc6[1] {
+        return Err(format!("fc6.weight has shape {fc6:?}: its input is not {} channels of a square map", conv[4]));
+    }
+    if groups[0] != 1 || groups[2] != 1 || groups[3] != groups[1] || groups[4] != groups[1] {
+        return Err(format!("groups {groups:?} per conv: only the paper's (1, g, 1, g, g) pattern is supported"));
+    }
+    let topology = match model {
+        Some(m) => m.to_string(),
+        None if groups[1] > 1 => "paper".into(),
+        None if tv_keys => "torchvision".into(),
+        None => "paper-1gpu".into(),
+    };
+    let mut cfg = match topology.as_str() {
+        "torchvision" => {
+            if groups[1] != 1 {
+                return Err("torchvision's topology has no groups, but conv2 is grouped".into());
+            }
+            torchvision_topology(conv, fc, classes, 224)
+        }
+        "paper" | "paper-1gpu" | "caffenet" => {
+            let w = AlexNetWidths {
+                conv,
+                fc,
+                classes,
+                input: 227,
+                groups: groups[1],
+                pool_before_norm: topology == "caffenet",
+            };
+            let input = paper_input_for(side, &w).ok_or(format!("no input size gives a {side}x{side} pool5 map"))?;
+            let mut c = paper_topology(&topology, &AlexNetWidths { input, ..w });
+            if input != 227 {
+                c.name = format!("{topology}-{}x{}x{}x{}x{}", conv[0], conv[1], conv[2], conv[3], conv[4]);
+            }
+            c
+        }
+        other => {
+            return Err(format!("cannot import into the `{other}` topology (paper, paper-1gpu, caffenet, torchvision)"));
+        }
+    };
+    cfg.dropout_mode = DropoutMode::Inverted;
+    cfg.data = DataSpec { stored: 256.max(cfg.input[1]), pad: 0, normalize: Normalize::imagenet() };
+    Ok(cfg)
+}
+
+/// ImageNet statistics for imported weights (no mean image: torchvision normalises per channel).
+pub fn imagenet_stats(size: usize) -> DataStats {
+    let (eigval, eigvec) = DataStats::imagenet_pca();
+    DataStats {
+        count: 0,
+        size,
+        mean_image: Vec::new(),
+        channel_mean: [123.675, 116.28, 103.53],
+        channel_std: [58.395, 57.12, 57.375],
+        eigval,
+        eigvec,
+    }
+}
+
+/// Reads `path` and builds a checkpoint. `classes` names the outputs (default: ImageNet's for
+/// 1000 outputs, else numbers).
+pub fn import(path: &Path, model: Option<&str>, classes: Option<Vec<ClassInfo>>) -> Result<Checkpoint, String> {
+    let (tensors, meta): (Vec<Named>, _) = torch::read_tensors(path)?;
+    // Our own checkpoints, and files we exported with our config attached, round-trip exactly.
+    if meta.get("format").map(String::as_str) == Some(super::checkpoint::FORMAT) {
+        return Checkpoint::load(path).map_err(|e| e.to_string());
+    }
+    let mut by_name = HashMap::new();
+    let mut unknown = Vec::new();
+    let mut tv_keys = false;
+    for (key, shape, data) in tensors {
+        match our_name(&key) {
+            Some((n, tv)) => {
+                tv_keys |= tv;
+                if by_name.insert(n.clone(), (shape, data)).is_some() {
+                    return Err(format!("two keys map to {n} (one of them `{key}`)"));
+                }
+            }
+            None if key.ends_with("num_batches_tracked") => {}
+            None => unknown.push(key),
+        }
+    }
+    if !unknown.is_empty() {
+        return Err(format!(
+            "unknown keys (not AlexNet parameters): {}; expected torchvision's features.N / classifier.N or conv1..fc8",
+            unknown.join(", ")
+        ));
+    }
+    let mut cfg = match meta.get("alexnet.config") {
+        Some(json) => serde_json::from_str(json).map_err(|e| format!("metadata alexnet.config: {e}"))?,
+        None => infer_config(&by_name, model, tv_keys)?,
+    };
+    let n_out = by_name.get("fc8.weight").map_or(0, |(s, _)| s[0]);
+    let classes = match (classes, meta.get("alexnet.classes")) {
+        (Some(c), _) => c,
+        (None, Some(json)) => serde_json::from_str(json).map_err(|e| format!("metadata alexnet.classes: {e}"))?,
+        (None, None) if n_out == 1000 => imagenet_classes(),
+        (None, None) => (0..n_out).map(|i| ClassInfo { id: i.to_string(), name: i.to_string() }).collect(),
+    };
+    if classes.len() != n_out {
+        return Err(format!("{} class names for {n_out} outputs", classes.len()));
+    }
+    cfg = cfg.with_classes(n_out);
+    let net = Network::new(cfg.clone(), 0).map_err(|e| e.to_string())?;
+    let mut params = Vec::new();
+    for p in &net.params {
+        let (shape, data) = by_name.remove(&p.name).ok_or_else(|| format!("missing key for `{}`", p.name))?;
+        if shape != p.shape {
+            return Err(format!(
+                "`{}`: the file has shape {shape:?}, the {} model needs {:?}",
+                p.name, cfg.name, p.shape
+            ));
+        }
+        params.push((p.name.clone(), shape, data));
+    }
+    if let Some(k) = by_name.keys().next() {
+        return Err(format!("`{k}` has no place in the {} model", cfg.name));
+    }
+    let stats = imagenet_stats(cfg.data.stored);
+    Ok(Checkpoint { config: cfg, classes, stats, params, velocity: None, sgd: None, train_state: None })
+}
+
+/// Tensors under torchvision's key names (`features.0.weight`, ...), for `export --safetensors`.
+pub fn torchvision_named(ck: &Checkpoint) -> Result<Vec<Named>, String> {
+    ck.params
+        .iter()
+        .map(|(name, shape, data)| {
+            let (layer, kind) = name.rsplit_once('.').ok_or("bad parameter name")?;
+            let tv = TORCHVISION_KEYS
+                .iter()
+                .find(|(_, ours)| *ours == layer)
+                .map(|(tv, _)| *tv)
+                .ok_or_else(|| format!("`{layer}` has no torchvision name (conv1..conv5, fc6..fc8 only)"))?;
+            Ok((format!("{tv}.{kind}"), shape.clone(), data.clone()))
+        })
+        .collect()
+}
