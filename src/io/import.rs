@@ -130,7 +130,9 @@ fn infer_config(
             c
         }
         other => {
-            return Err(format!("cannot import into the `{other}` topology (paper, paper-1gpu, caffenet, torchvision)"));
+            return Err(format!(
+                "cannot import into the `{other}` topology (paper, paper-1gpu, caffenet, torchvision)"
+            ));
         }
     };
     cfg.dropout_mode = DropoutMode::Inverted;
