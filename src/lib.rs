@@ -20,6 +20,19 @@
 //! total                                            60,965,224   724,406,816
 //! ```
 //!
+//! ```
+//! use alexnet::model::{ModelConfig, Mode, Network, plan};
+//!
+//! // The paper's network as data: its layer table and parameter count.
+//! let paper = ModelConfig::variant("paper").unwrap();
+//! assert_eq!(plan(&paper).unwrap().params, 60_965_224);
+//!
+//! // A small variant, run forward on one 32x32 image.
+//! let mut net = Network::new(ModelConfig::variant("cifar").unwrap(), 0).unwrap();
+//! let logits = net.forward(&vec![0.0; 3 * 32 * 32], 1, Mode::Eval);
+//! assert_eq!(logits.len(), 10);
+//! ```
+//!
 //! Data flows one way: `kernels` (one layer kind per file, forward and backward) ←
 //! `model` (configs, shapes, the network) ← `optim` ← `bench` and the CLI.
 
