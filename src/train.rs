@@ -436,8 +436,9 @@ fn run(cfg: &TrainConfig, resume: Option<&Checkpoint>) -> Result<TrainOutcome> {
                 &bar,
                 &format!(
                     "warning: the training loss ({train_loss:.3}) is still at ln({classes_n}) = {ln_classes:.3}: the network \
-                     predicts every class alike. With the paper's N(0, 0.01) init this can last several epochs; if it \
-                     persists, try --init he or a different --lr."
+                     predicts every class alike. If the first epochs' loss was far above that, the lr overshot and the \
+                     ReLUs died: try a lower --lr (0.001 worked for the paper model on 10-class Imagenette); with \
+                     the paper's N(0, 0.01) init a slow start can also last several epochs."
                 ),
             );
         }

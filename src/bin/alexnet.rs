@@ -49,6 +49,16 @@ enum InitArg {
     He,
 }
 
+#[derive(Clone, Copy, ValueEnum)]
+enum NormalizeArg {
+    /// Subtract the training set's mean image (the paper).
+    PerPixelMean,
+    /// Subtract the per-channel mean, divide by the per-channel std (unit-variance inputs, for He init).
+    PerChannel,
+    /// torchvision's ImageNet mean and std.
+    Imagenet,
+}
+
 #[derive(Clone, Copy, ValueEnum, PartialEq)]
 enum PcaArg {
     Data,
@@ -131,9 +141,13 @@ struct TrainArgs {
     /// tanh instead of ReLU (the paper's Figure 1).
     #[arg(long)]
     tanh: bool,
-    /// Weight init (default: the model's; paper = N(0, 0.01²)).
+    /// Weight init (default: the model's; paper = N(0, 0.01²)). He init expects unit-variance
+    /// inputs: pair it with --normalize per-channel.
     #[arg(long, value_enum)]
     init: Option<InitArg>,
+    /// Input normalisation (default: the model's; paper = mean image subtracted, 0-255 scale).
+    #[arg(long, value_enum)]
+    normalize: Option<NormalizeArg>,
     /// Also checkpoint every this many steps (default: every epoch only).
     #[arg(long, default_value_t = 0)]
     checkpoint_every: u64,
@@ -670,7 +684,14 @@ fn train_command(a: TrainArgs) -> Result<i32> {
             InitArg::Paper => Init::Gaussian { std: 0.01 },
             InitArg::He => Init::He,
         });
-        let model = train::customise_model(ModelConfig::variant(&model_name)?, a.tanh, a.dropout, init);
+        let mut model = train::customise_model(ModelConfig::variant(&model_name)?, a.tanh, a.dropout, init);
+        if let Some(n) = a.normalize {
+            model.data.normalize = match n {
+                NormalizeArg::PerPixelMean => alexnet::data::Normalize::PerPixelMean,
+                NormalizeArg::PerChannel => alexnet::data::Normalize::PerChannel,
+                NormalizeArg::Imagenet => alexnet::data::Normalize::imagenet(),
+            };
+        }
         let schedule = match a.schedule {
             ScheduleArg::Plateau => {
                 Schedule::Plateau { patience: a.patience, factor: a.lr_factor, max_drops: a.lr_drops }
