@@ -190,7 +190,6 @@ pub fn loader_throughput(
     data: &std::path::Path,
     batch: usize,
     batches: usize,
-    _threads: usize,
 ) -> anyhow::Result<LoaderReport> {
     use crate::data::augment::{Augment, Normalizer, train_sample};
     use crate::data::loader::{Loader, MakeInput};

@@ -369,7 +369,7 @@ fn run(cli: Cli) -> Result<i32> {
                 ModeArg::Loader => {
                     let Some(data) = data else { bail!("--mode loader needs --data (a prepared cache or a folder)") };
                     let cfg = ModelConfig::variant(&model)?;
-                    let r = bench::loader_throughput(&cfg, &data, batch, iters.max(1) * 10, threads)?;
+                    let r = bench::loader_throughput(&cfg, &data, batch, iters.max(1) * 10)?;
                     if json {
                         print_json(&r)?;
                     } else {
