@@ -104,6 +104,19 @@ pub fn evaluate(
     ten: bool,
     batch: usize,
 ) -> EvalResult {
+    evaluate_with_progress(members, images, indices, map, ten, batch, &|_| {})
+}
+
+/// [`evaluate`], calling `progress` with the number of images done after each chunk.
+pub fn evaluate_with_progress(
+    members: &mut [Member],
+    images: &PackedImages,
+    indices: &[u32],
+    map: &[usize],
+    ten: bool,
+    batch: usize,
+    progress: &dyn Fn(usize),
+) -> EvalResult {
     let classes = members[0].net.classes();
     let mut probs = vec![0.0f32; indices.len() * classes];
     let mut labels = Vec::with_capacity(indices.len());
@@ -115,6 +128,7 @@ pub fn evaluate(
             let p = m.probabilities(&imgs, ten, batch);
             probs[offset..offset + p.len()].iter_mut().zip(&p).for_each(|(a, &b)| *a += b);
         }
+        progress(labels.len());
     }
     let k = members.len() as f32;
     probs.iter_mut().for_each(|v| *v /= k);

@@ -3,7 +3,7 @@
 use alexnet::bench::{self, BenchConfig, BenchMode};
 use alexnet::data::cache::{self, OnBadImage};
 use alexnet::data::{ImageFolder, source};
-use alexnet::eval::{Ensemble, Prediction, class_map, evaluate, top_k};
+use alexnet::eval::{Ensemble, Prediction, class_map, evaluate_with_progress, top_k};
 use alexnet::io::Checkpoint;
 use alexnet::model::config::Init;
 use alexnet::model::{ModelConfig, VARIANTS, plan};
@@ -480,7 +480,12 @@ fn run(cli: Cli) -> Result<i32> {
                 let map =
                     class_map(&images.classes, &ens.classes).map_err(|e| anyhow::anyhow!("{}: {e}", data.display()))?;
                 let idx: Vec<u32> = (0..images.count as u32).collect();
-                Ok(evaluate(&mut ens.members, &images, &idx, &map, ten_crop, batch))
+                let bar = progress_bar(idx.len(), "evaluating");
+                let r = evaluate_with_progress(&mut ens.members, &images, &idx, &map, ten_crop, batch, &|d| {
+                    bar.set_position(d as u64)
+                });
+                bar.finish_and_clear();
+                Ok(r)
             })?;
             if json {
                 print_json(&r)?;
@@ -630,14 +635,31 @@ fn run(cli: Cli) -> Result<i32> {
     Ok(0)
 }
 
+fn progress_bar(len: usize, what: &str) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new(len as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(&format!(
+            "{what} [{{bar:30}}] {{pos}}/{{len}} {{per_sec}} ETA {{eta}}"
+        ))
+        .expect("template"),
+    );
+    bar
+}
+
+/// Evaluation data: a folder is packed into a temporary memory-mapped file (removed at once;
+/// the map stays valid), so a 50,000-image validation set does not have to fit in memory.
 fn open_eval_data(data: &Path, stored: usize, skip_bad: bool) -> Result<alexnet::data::PackedImages> {
     let on_bad = if skip_bad { OnBadImage::Skip } else { OnBadImage::Fail };
-    if source::is_cache_file(data) || alexnet::data::idx::is_idx_images(data) {
-        let tmp = std::env::temp_dir().join("alexnet-unused.bin");
-        return Ok(source::open(data, stored, None, &tmp, on_bad, &|_, _| {})?);
-    }
-    let folder = ImageFolder::scan(data, None)?;
-    Ok(cache::pack_in_memory(&folder.items, folder.classes, stored, &data.display().to_string(), on_bad)?)
+    let tmp = std::env::temp_dir().join(format!("alexnet-eval-{}-{stored}.bin", std::process::id()));
+    let bar = progress_bar(0, "decoding");
+    let r = source::open(data, stored, None, &tmp, on_bad, &|d, t| {
+        bar.set_length(t as u64);
+        bar.set_position(d as u64);
+    });
+    bar.finish_and_clear();
+    let _ = std::fs::remove_file(&tmp);
+    let _ = std::fs::remove_file(tmp.with_extension("skipped.txt"));
+    Ok(r?)
 }
 
 fn train_command(a: TrainArgs) -> Result<i32> {
