@@ -96,19 +96,8 @@ pub fn class_map(data: &[ClassInfo], model: &[ClassInfo]) -> Result<Vec<usize>, 
 }
 
 /// Evaluates an ensemble on `indices` of `images`; `map` sends data labels to model outputs.
+/// `progress` is called with the number of images done after each chunk.
 pub fn evaluate(
-    members: &mut [Member],
-    images: &PackedImages,
-    indices: &[u32],
-    map: &[usize],
-    ten: bool,
-    batch: usize,
-) -> EvalResult {
-    evaluate_with_progress(members, images, indices, map, ten, batch, &|_| {})
-}
-
-/// [`evaluate`], calling `progress` with the number of images done after each chunk.
-pub fn evaluate_with_progress(
     members: &mut [Member],
     images: &PackedImages,
     indices: &[u32],

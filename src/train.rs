@@ -380,7 +380,7 @@ fn run(cfg: &TrainConfig, resume: Option<&Checkpoint>) -> Result<TrainOutcome> {
         let val: Option<EvalResult> = match data.val.as_ref() {
             Some((imgs, idx, map)) => {
                 let mut members = [Member { net, norm: (*norm).clone(), crop }];
-                let r = evaluate(&mut members, imgs, idx, map, cfg.val_ten_crop, cfg.batch);
+                let r = evaluate(&mut members, imgs, idx, map, cfg.val_ten_crop, cfg.batch, &|_| {});
                 let [m] = members;
                 net = m.net;
                 Some(r)

@@ -3,7 +3,7 @@
 use alexnet::bench::{self, BenchConfig, BenchMode};
 use alexnet::data::cache::{self, OnBadImage};
 use alexnet::data::{ImageFolder, source};
-use alexnet::eval::{Ensemble, Prediction, class_map, evaluate_with_progress, top_k};
+use alexnet::eval::{Ensemble, Prediction, class_map, evaluate, top_k};
 use alexnet::io::Checkpoint;
 use alexnet::model::config::Init;
 use alexnet::model::{ModelConfig, VARIANTS, plan};
@@ -481,9 +481,8 @@ fn run(cli: Cli) -> Result<i32> {
                     class_map(&images.classes, &ens.classes).map_err(|e| anyhow::anyhow!("{}: {e}", data.display()))?;
                 let idx: Vec<u32> = (0..images.count as u32).collect();
                 let bar = progress_bar(idx.len(), "evaluating");
-                let r = evaluate_with_progress(&mut ens.members, &images, &idx, &map, ten_crop, batch, &|d| {
-                    bar.set_position(d as u64)
-                });
+                let r =
+                    evaluate(&mut ens.members, &images, &idx, &map, ten_crop, batch, &|d| bar.set_position(d as u64));
                 bar.finish_and_clear();
                 Ok(r)
             })?;
