@@ -50,6 +50,14 @@ enum InitArg {
 }
 
 #[derive(Clone, Copy, ValueEnum)]
+enum LrnArg {
+    /// k + α/n·Σa² (cuda-convnet, Caffe, PyTorch; the default).
+    AlphaOverN,
+    /// k + α·Σa², as the paper prints it.
+    Paper,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
 enum NormalizeArg {
     /// Subtract the training set's mean image (the paper).
     PerPixelMean,
@@ -148,6 +156,9 @@ struct TrainArgs {
     /// Input normalisation (default: the model's; paper = mean image subtracted, 0-255 scale).
     #[arg(long, value_enum)]
     normalize: Option<NormalizeArg>,
+    /// Which LRN formula the layers' α means (default: alpha-over-n).
+    #[arg(long, value_enum)]
+    lrn: Option<LrnArg>,
     /// Also checkpoint every this many steps (default: every epoch only).
     #[arg(long, default_value_t = 0)]
     checkpoint_every: u64,
@@ -706,6 +717,16 @@ fn train_command(a: TrainArgs) -> Result<i32> {
             InitArg::He => Init::He,
         });
         let mut model = train::customise_model(ModelConfig::variant(&model_name)?, a.tanh, a.dropout, init);
+        if let Some(c) = a.lrn {
+            for l in &mut model.layers {
+                if let alexnet::model::LayerSpec::Lrn(p) = l {
+                    p.convention = match c {
+                        LrnArg::AlphaOverN => alexnet::kernels::lrn::LrnConvention::AlphaOverN,
+                        LrnArg::Paper => alexnet::kernels::lrn::LrnConvention::Paper,
+                    };
+                }
+            }
+        }
         if let Some(n) = a.normalize {
             model.data.normalize = match n {
                 NormalizeArg::PerPixelMean => alexnet::data::Normalize::PerPixelMean,
