@@ -430,10 +430,7 @@ fn run(cli: Cli) -> Result<i32> {
         Command::Prepare { data, out, size, classes, skip_bad, threads, json } => {
             let folder = ImageFolder::scan(&data, classes.as_deref())?;
             let total = folder.items.len();
-            let bar = indicatif::ProgressBar::new(total as u64);
-            bar.set_style(indicatif::ProgressStyle::with_template(
-                "decoding [{bar:30}] {pos}/{len} {per_sec} ETA {eta}",
-            )?);
+            let bar = progress_bar(total, "decoding");
             let on_bad = if skip_bad { OnBadImage::Skip } else { OnBadImage::Fail };
             let src = std::fs::canonicalize(&data).unwrap_or(data.clone()).display().to_string();
             let report = pool(threads)?.install(|| {
@@ -538,21 +535,7 @@ fn run(cli: Cli) -> Result<i32> {
             }
         }
         Command::Import { file, to, model, classes, json } => {
-            let names = match &classes {
-                Some(p) => {
-                    let text = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
-                    Some(
-                        text.lines()
-                            .filter(|l| !l.trim().is_empty())
-                            .map(|l| {
-                                let (id, name) = l.split_once('\t').unwrap_or((l, l));
-                                alexnet::data::ClassInfo { id: id.trim().into(), name: name.trim().into() }
-                            })
-                            .collect(),
-                    )
-                }
-                None => None,
-            };
+            let names = classes.as_deref().map(alexnet::data::folder::read_class_list).transpose()?;
             let ck = alexnet::io::import::import(&file, model.as_deref(), names)
                 .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
             ck.save(&to)?;

@@ -13,10 +13,10 @@ pub struct ImageFolder {
     pub items: Vec<(PathBuf, u32)>,
 }
 
-/// Reads `wnid<TAB>name` lines; blank lines and `#` comments are skipped.
-pub fn read_class_names(path: &Path) -> Result<HashMap<String, String>, DataError> {
-    let text = std::fs::read_to_string(path).map_err(|e| DataError::io(path, e))?;
-    let mut map = HashMap::new();
+/// Parses `wnid<TAB>name` lines in order; blank lines and `#` comments are skipped. `path`
+/// names the text in errors.
+pub fn parse_class_list(text: &str, path: &Path) -> Result<Vec<ClassInfo>, DataError> {
+    let mut out = Vec::new();
     for (i, line) in text.lines().enumerate() {
         let line = line.trim_end_matches('\r');
         if line.trim().is_empty() || line.starts_with('#') {
@@ -25,9 +25,20 @@ pub fn read_class_names(path: &Path) -> Result<HashMap<String, String>, DataErro
         let (id, name) = line
             .split_once('\t')
             .ok_or_else(|| DataError::layout(path, format!("line {}: expected `id<TAB>name`, got {line:?}", i + 1)))?;
-        map.insert(id.trim().to_string(), name.trim().to_string());
+        out.push(ClassInfo { id: id.trim().to_string(), name: name.trim().to_string() });
     }
-    Ok(map)
+    Ok(out)
+}
+
+/// Reads a class list file (see [`parse_class_list`]), in its line order.
+pub fn read_class_list(path: &Path) -> Result<Vec<ClassInfo>, DataError> {
+    let text = std::fs::read_to_string(path).map_err(|e| DataError::io(path, e))?;
+    parse_class_list(&text, path)
+}
+
+/// A class list file as a map from id to name.
+pub fn read_class_names(path: &Path) -> Result<HashMap<String, String>, DataError> {
+    Ok(read_class_list(path)?.into_iter().map(|c| (c.id, c.name)).collect())
 }
 
 fn hidden(p: &Path) -> bool {

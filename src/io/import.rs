@@ -35,11 +35,8 @@ const LAYERS: [&str; 8] = ["conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "
 pub const IMAGENET_CLASSES: &str = include_str!("../../assets/imagenet1k_classes.tsv");
 
 pub fn imagenet_classes() -> Vec<ClassInfo> {
-    IMAGENET_CLASSES
-        .lines()
-        .filter_map(|l| l.split_once('\t'))
-        .map(|(id, name)| ClassInfo { id: id.into(), name: name.into() })
-        .collect()
+    crate::data::folder::parse_class_list(IMAGENET_CLASSES, Path::new("assets/imagenet1k_classes.tsv"))
+        .expect("the embedded class list is well formed")
 }
 
 /// Our name (`conv1.weight`) for a file key, or None if the key is not an AlexNet parameter.
