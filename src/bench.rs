@@ -4,7 +4,8 @@
 //! (what the layer table lists); a training step counts 3× the forward pass (forward, input
 //! gradient, weight gradient), the usual convention.
 
-use crate::kernels::loss::softmax_cross_entropy;
+use crate::data::{Augment, LoaderOptions, TrainInput, permutation};
+use crate::error::{Error, Result, thread_pool};
 use crate::matmul::{Operand, Threads, matmul};
 use crate::model::{Mode, ModelConfig, Network};
 use crate::optim::{Sgd, SgdConfig};
@@ -12,10 +13,17 @@ use serde::Serialize;
 use std::time::Instant;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 #[serde(rename_all = "snake_case")]
 pub enum BenchMode {
+    /// Forward passes in evaluation mode.
     Infer,
+    /// [`Network::train_step`]: forward, loss, backward, SGD update.
     Train,
+    /// The machine's matrix-multiply peak (square f32 products), not a network: [`gemm_peak`].
+    Gemm,
+    /// The data loader alone (decoded cache -> augmented batches): [`loader_throughput`].
+    Loader,
 }
 
 #[derive(Clone, Debug)]
@@ -72,36 +80,33 @@ pub fn peak_rss_mib() -> Option<f64> {
     Some(kb / 1024.0)
 }
 
-fn pool(threads: usize) -> anyhow::Result<rayon::ThreadPool> {
-    Ok(rayon::ThreadPoolBuilder::new().num_threads(threads).build()?)
-}
-
 /// Times the network named by `model` in `cfg.mode`.
-pub fn run(model: &ModelConfig, cfg: &BenchConfig) -> anyhow::Result<BenchReport> {
-    anyhow::ensure!(cfg.batch > 0 && cfg.iters > 0, "batch and iters must be positive");
-    pool(cfg.threads)?.install(|| {
+pub fn run(model: &ModelConfig, cfg: &BenchConfig) -> Result<BenchReport> {
+    if cfg.batch == 0 || cfg.iters == 0 {
+        return Err(Error::Invalid("batch and iters must be positive".into()));
+    }
+    if !matches!(cfg.mode, BenchMode::Infer | BenchMode::Train) {
+        return Err(Error::Invalid(format!(
+            "{:?} is not a network benchmark: see gemm_peak, loader_throughput",
+            cfg.mode
+        )));
+    }
+    thread_pool(cfg.threads)?.install(|| {
         let mut net = Network::new(model.clone(), 0)?;
         let classes = net.classes();
         let x = crate::rng::uniform_vec(cfg.batch * net.input_len(), 1);
         let labels: Vec<usize> = (0..cfg.batch).map(|i| i % classes).collect();
-        let mut dlogits = vec![0.0f32; cfg.batch * classes];
-        let mut opt = Sgd::new(SgdConfig::default(), &net.params);
+        let mut opt = Sgd::new(SgdConfig::default(), net.params());
         let mut times = Vec::with_capacity(cfg.iters);
         for it in 0..cfg.warmup + cfg.iters {
             if it == cfg.warmup && cfg.profile {
                 net.profile = Some(Vec::new());
             }
             let t0 = Instant::now();
-            match cfg.mode {
-                BenchMode::Infer => {
-                    net.forward(&x, cfg.batch, Mode::Eval);
-                }
-                BenchMode::Train => {
-                    let logits = net.forward(&x, cfg.batch, Mode::Train { seed: 0, step: it as u64 });
-                    softmax_cross_entropy(logits, &labels, classes, &mut dlogits);
-                    net.backward(&dlogits, false);
-                    opt.step(&mut net.params);
-                }
+            if cfg.mode == BenchMode::Train {
+                net.train_step(&x, &labels, 0, it as u64, &mut opt);
+            } else {
+                net.forward(&x, cfg.batch, Mode::Eval);
             }
             if it >= cfg.warmup {
                 times.push(t0.elapsed().as_secs_f64() * 1e3);
@@ -155,8 +160,8 @@ pub struct GemmReport {
 }
 
 /// The machine's matrix-multiply peak as the `gemm` crate reaches it: `n×n·n×n`, f32.
-pub fn gemm_peak(n: usize, iters: usize, threads: usize) -> anyhow::Result<GemmReport> {
-    pool(threads)?.install(|| {
+pub fn gemm_peak(n: usize, iters: usize, threads: usize) -> Result<GemmReport> {
+    thread_pool(threads)?.install(|| {
         let a = crate::rng::uniform_vec(n * n, 1);
         let b = crate::rng::uniform_vec(n * n, 2);
         let mut c = vec![0.0f32; n * n];
@@ -190,30 +195,22 @@ pub fn loader_throughput(
     data: &std::path::Path,
     batch: usize,
     batches: usize,
-) -> anyhow::Result<LoaderReport> {
-    use crate::data::augment::{Augment, Normalizer, train_sample};
-    use crate::data::loader::{Loader, MakeInput};
-    use std::sync::Arc;
+) -> Result<LoaderReport> {
     let stored = model.data.stored;
-    let cache = std::env::temp_dir().join(format!("alexnet-bench-loader-{stored}.bin"));
-    let images = Arc::new(crate::data::source::open(
-        data,
-        stored,
-        None,
-        &cache,
-        crate::data::cache::OnBadImage::Fail,
-        &|_, _| {},
-    )?);
-    let norm = Arc::new(Normalizer::new(&model.data, &images.stats));
-    let aug = Arc::new(Augment::paper(&images.stats));
-    let (crop, pad) = (model.input[1], model.data.pad);
-    let make: Arc<MakeInput> =
-        Arc::new(move |img: &[u8], i: usize, out: &mut [f32]| train_sample(img, &norm, &aug, crop, pad, i as u64, out));
+    // A folder is packed into a private temporary directory, removed when `tmp` drops.
+    let tmp = tempfile::tempdir().map_err(|e| Error::io(std::env::temp_dir(), e))?;
+    let cache = tmp.path().join(format!("loader-{stored}.bin"));
+    let opened =
+        crate::data::source::open(data, stored, None, &cache, crate::data::cache::OnBadImage::Fail, &|_, _| {});
+    let images = std::sync::Arc::new(opened?);
+    let crop = model.input[1];
+    let input =
+        std::sync::Arc::new(TrainInput::new(&model.data, &images.stats, Augment::paper(&images.stats), crop, 1));
     let n = (batch * batches).min(images.count - images.count % batch.max(1));
-    let order: Vec<u32> = crate::train::permutation(images.count, 1).into_iter().take(n).collect();
+    let order: Vec<u32> = permutation(images.count, 1).into_iter().take(n).collect();
     let t0 = Instant::now();
     let mut count = 0;
-    for b in Loader::spawn(images, order, batch, 0, false, 3 * crop * crop, make, 3) {
+    for b in LoaderOptions::new(batch).spawn(images, order, &input, 0) {
         count += b.labels.len();
     }
     let s = t0.elapsed().as_secs_f64();

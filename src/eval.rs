@@ -1,23 +1,28 @@
 //! Evaluation: top-1 and top-5 error from the centre crop or the paper's ten crops, with the
 //! softmax averaged over crops and over the members of an ensemble (section 6 of the paper).
 
+use crate::checkpoint::Checkpoint;
 use crate::data::augment::{Normalizer, center_crop, ten_crop};
 use crate::data::{ClassInfo, PackedImages};
+use crate::error::{Error, Result};
+pub use crate::kernels::loss::in_top_k;
 use crate::kernels::loss::softmax;
 use crate::model::{Mode, Network};
 use rayon::prelude::*;
 use serde::Serialize;
+use std::path::PathBuf;
 
-/// One network of an ensemble with its own input pipeline.
-pub struct Member {
-    pub net: Network,
-    pub norm: Normalizer,
+/// A network with its input pipeline, borrowed for evaluation (the training loop validates its
+/// own network through one).
+pub struct Classifier<'a> {
+    pub net: &'a mut Network,
+    pub norm: &'a Normalizer,
     /// Input side (the network's H = W).
     pub crop: usize,
 }
 
-impl Member {
-    pub fn new(net: Network, norm: Normalizer) -> Self {
+impl<'a> Classifier<'a> {
+    pub fn new(net: &'a mut Network, norm: &'a Normalizer) -> Self {
         let crop = net.config.input[1];
         Self { net, norm, crop }
     }
@@ -32,7 +37,7 @@ impl Member {
         let mut out = Vec::with_capacity(images.len() * classes);
         for chunk in images.chunks(per_call) {
             let mut x = vec![0.0f32; chunk.len() * crops * len];
-            let (norm, crop) = (&self.norm, self.crop);
+            let (norm, crop) = (self.norm, self.crop);
             x.par_chunks_mut(crops * len).zip(chunk.par_iter()).for_each(|(dst, img)| {
                 if ten { ten_crop(img, norm, crop, dst) } else { center_crop(img, norm, crop, dst) }
             });
@@ -50,6 +55,23 @@ impl Member {
     }
 }
 
+/// The members' probabilities for `images`, averaged (section 6: "averaging the predictions of
+/// several CNNs").
+pub fn average_probabilities(members: &mut [Classifier<'_>], images: &[&[u8]], ten: bool, batch: usize) -> Vec<f32> {
+    let mut acc: Vec<f32> = Vec::new();
+    for m in members.iter_mut() {
+        let p = m.probabilities(images, ten, batch);
+        if acc.is_empty() {
+            acc = p;
+        } else {
+            acc.iter_mut().zip(&p).for_each(|(a, b)| *a += b);
+        }
+    }
+    let k = members.len() as f32;
+    acc.iter_mut().for_each(|v| *v /= k);
+    acc
+}
+
 #[derive(Clone, Debug, Serialize, PartialEq)]
 pub struct EvalResult {
     pub images: usize,
@@ -57,14 +79,6 @@ pub struct EvalResult {
     pub top5_error: f64,
     /// Mean cross-entropy of the averaged probabilities.
     pub loss: f64,
-}
-
-/// Whether `label` is among the `k` highest of `p` (ties counted against us: a class scoring
-/// the same as the true one and listed before it takes the slot).
-pub fn in_top_k(p: &[f32], label: usize, k: usize) -> bool {
-    let v = p[label];
-    let above = p.iter().enumerate().filter(|&(i, &q)| q > v || (q == v && i < label)).count();
-    above < k
 }
 
 /// Scores averaged probabilities against labels.
@@ -80,25 +94,10 @@ pub fn score(probs: &[f32], labels: &[usize], classes: usize) -> EvalResult {
     EvalResult { images: n, top1_error: 1.0 - t1 as f64 / d, top5_error: 1.0 - t5 as f64 / d, loss: loss / d }
 }
 
-/// Maps the data's class ids onto the model's output indices; an unknown class is an error.
-pub fn class_map(data: &[ClassInfo], model: &[ClassInfo]) -> Result<Vec<usize>, String> {
-    let mut missing = Vec::new();
-    let map = data
-        .iter()
-        .map(|c| {
-            model.iter().position(|m| m.id == c.id).unwrap_or_else(|| {
-                missing.push(c.id.clone());
-                0
-            })
-        })
-        .collect();
-    if missing.is_empty() { Ok(map) } else { Err(format!("classes not known to the model: {}", missing.join(", "))) }
-}
-
 /// Evaluates an ensemble on `indices` of `images`; `map` sends data labels to model outputs.
 /// `progress` is called with the number of images done after each chunk.
 pub fn evaluate(
-    members: &mut [Member],
+    members: &mut [Classifier<'_>],
     images: &PackedImages,
     indices: &[u32],
     map: &[usize],
@@ -107,21 +106,21 @@ pub fn evaluate(
     progress: &dyn Fn(usize),
 ) -> EvalResult {
     let classes = members[0].net.classes();
-    let mut probs = vec![0.0f32; indices.len() * classes];
+    let mut probs = Vec::with_capacity(indices.len() * classes);
     let mut labels = Vec::with_capacity(indices.len());
     for chunk_ids in indices.chunks(256) {
         let imgs: Vec<&[u8]> = chunk_ids.iter().map(|&i| images.image(i as usize)).collect();
         labels.extend(chunk_ids.iter().map(|&i| map[images.labels[i as usize] as usize]));
-        let offset = (labels.len() - chunk_ids.len()) * classes;
-        for m in members.iter_mut() {
-            let p = m.probabilities(&imgs, ten, batch);
-            probs[offset..offset + p.len()].iter_mut().zip(&p).for_each(|(a, &b)| *a += b);
-        }
+        probs.extend(average_probabilities(members, &imgs, ten, batch));
         progress(labels.len());
     }
-    let k = members.len() as f32;
-    probs.iter_mut().for_each(|v| *v /= k);
     score(&probs, &labels, classes)
+}
+
+/// A network with the input pipeline it was trained with: one member of an ensemble.
+pub struct Member {
+    pub net: Network,
+    pub norm: Normalizer,
 }
 
 /// An ensemble loaded from checkpoint files; all must share one class list and stored size.
@@ -133,50 +132,47 @@ pub struct Ensemble {
 }
 
 impl Ensemble {
-    pub fn load(paths: &[std::path::PathBuf]) -> anyhow::Result<Self> {
-        use anyhow::{Context, bail};
+    pub fn load(paths: &[PathBuf]) -> Result<Self> {
         let mut members = Vec::new();
         let mut classes: Option<Vec<ClassInfo>> = None;
         let mut stored = 0;
         for p in paths {
-            let ck = crate::io::Checkpoint::load(p).with_context(|| format!("loading weights {}", p.display()))?;
+            let ck = Checkpoint::load(p)?;
             let spec = ck.config.data;
             if let Some(c) = &classes {
                 if *c != ck.classes {
-                    bail!("{}: its classes differ from those of {}", p.display(), paths[0].display());
+                    return Err(Error::Invalid(format!(
+                        "{}: its classes differ from those of {}",
+                        p.display(),
+                        paths[0].display()
+                    )));
                 }
                 if spec.stored != stored {
-                    bail!(
+                    return Err(Error::Invalid(format!(
                         "{}: expects {}px images, {} expects {stored}px",
                         p.display(),
                         spec.stored,
                         paths[0].display()
-                    );
+                    )));
                 }
             }
             stored = spec.stored;
-            let norm = crate::data::augment::Normalizer::new(&spec, &ck.stats);
+            let norm = Normalizer::new(&spec, &ck.stats);
             classes = Some(ck.classes.clone());
-            members.push(Member::new(ck.network(), norm));
+            members.push(Member { net: ck.network()?, norm });
         }
-        let Some(classes) = classes else { bail!("no --weights given") };
+        let Some(classes) = classes else { return Err(Error::Invalid("no --weights given".into())) };
         Ok(Self { members, classes, stored })
+    }
+
+    /// The members, borrowed for [`evaluate`] or [`average_probabilities`].
+    pub fn classifiers(&mut self) -> Vec<Classifier<'_>> {
+        self.members.iter_mut().map(|m| Classifier::new(&mut m.net, &m.norm)).collect()
     }
 
     /// Averaged class probabilities of decoded `stored × stored` images.
     pub fn probabilities(&mut self, images: &[&[u8]], ten: bool, batch: usize) -> Vec<f32> {
-        let k = self.members.len() as f32;
-        let mut acc: Vec<f32> = Vec::new();
-        for m in &mut self.members {
-            let p = m.probabilities(images, ten, batch);
-            if acc.is_empty() {
-                acc = p;
-            } else {
-                acc.iter_mut().zip(&p).for_each(|(a, b)| *a += b);
-            }
-        }
-        acc.iter_mut().for_each(|v| *v /= k);
-        acc
+        average_probabilities(&mut self.classifiers(), images, ten, batch)
     }
 }
 

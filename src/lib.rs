@@ -33,19 +33,34 @@
 //! assert_eq!(logits.len(), 10);
 //! ```
 //!
-//! Data flows one way: `kernels` (one layer kind per file, forward and backward) ←
-//! `model` (configs, shapes, the network) ← `optim` ← `bench` and the CLI.
+//! Data flows one way, and the modules below are listed in that order:
+//!
+//! ```text
+//! image files ─ data::folder / data::idx / data::image (decode) ─ data::cache (packed uint8, stats)
+//!   ─ data::pipeline (Splits → permutation → TrainInput: augment → LoaderOptions → Loader batches)
+//!   ─ Network::train_step (model: plan → layers → kernels; kernels::loss) ─ optim (SGD)
+//!   ─ checkpoint (safetensors) and train::metrics (metrics.jsonl) ─ plot (curves.png)
+//! ```
+//!
+//! [`train`] drives that loop in stages; [`eval`] runs the centre or ten crops of a data set
+//! through one network or an ensemble; [`interop`] reads PyTorch's files and writes ONNX;
+//! [`bench`] times it all. Every fallible call returns [`Error`].
 
 pub mod bench;
+pub mod checkpoint;
 pub mod data;
+pub mod error;
 pub mod eval;
-pub mod io;
+pub mod interop;
 pub mod kernels;
 pub mod matmul;
 pub mod model;
 pub mod optim;
+pub mod plot;
 pub mod rng;
 pub mod tensor;
 pub mod train;
 
+pub use checkpoint::Checkpoint;
+pub use error::{Error, Result};
 pub use model::{Mode, ModelConfig, Network};

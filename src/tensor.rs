@@ -1,6 +1,6 @@
-//! Comparing f32 buffers. Activations and parameters are plain `Vec<f32>` in NCHW (or
-//! PyTorch's weight layout), their shapes kept by the layer plan; there is no tensor type and
-//! no autograd: every layer owns its forward and backward explicitly.
+//! Named f32 tensors and their comparison. Activations and parameters are plain `Vec<f32>` in
+//! NCHW (or PyTorch's weight layout), their shapes kept by the layer plan; there is no tensor
+//! type with operations and no autograd: every layer owns its forward and backward explicitly.
 
 /// Relative error `||a - b|| / ||b||` (the plain norm of `a - b` when `b` is zero), in f64.
 pub fn rel_err(a: &[f32], b: &[f32]) -> f64 {
@@ -11,4 +11,19 @@ pub fn rel_err(a: &[f32], b: &[f32]) -> f64 {
         den += (y as f64).powi(2);
     }
     if den == 0.0 { num.sqrt() } else { (num / den).sqrt() }
+}
+
+/// A named f32 tensor: a parameter in a checkpoint, or a tensor of another tool's file.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NamedTensor {
+    /// `conv1.weight`, `features.0.bias`, ...
+    pub name: String,
+    pub shape: Vec<usize>,
+    pub data: Vec<f32>,
+}
+
+impl NamedTensor {
+    pub fn new(name: impl Into<String>, shape: Vec<usize>, data: Vec<f32>) -> Self {
+        Self { name: name.into(), shape, data }
+    }
 }

@@ -6,7 +6,7 @@ use alexnet::data::augment::{Augment, Normalizer, crop_into, five_origins, ten_c
 use alexnet::data::cache::{self, OnBadImage, PackedImages};
 use alexnet::data::image::{load_rgb, load_square};
 use alexnet::data::{DataError, DataSpec, ImageFolder, Normalize, idx, source};
-use alexnet::eval::Member;
+use alexnet::eval::Classifier;
 use alexnet::kernels::loss::softmax;
 use alexnet::model::{Mode, ModelConfig, Network};
 use std::path::{Path, PathBuf};
@@ -255,8 +255,8 @@ fn ten_crop_equals_the_ten_crops_by_hand() {
         (0..3).map(|k| (0..size * size * 3).map(|i| ((i * 13 + k * 71) % 256) as u8).collect()).collect();
     let stats = stats_of(&images, size);
     let norm = Normalizer::new(&cfg.data, &stats);
-    let net = Network::new(cfg, 5).unwrap();
-    let mut member = Member::new(net, norm.clone());
+    let mut net = Network::new(cfg, 5).unwrap();
+    let mut member = Classifier::new(&mut net, &norm);
     let refs: Vec<&[u8]> = images.iter().map(|v| v.as_slice()).collect();
     let got = member.probabilities(&refs, true, 7); // batch 7: crops split across calls
     let n = 3 * 24 * 24;

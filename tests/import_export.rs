@@ -2,11 +2,12 @@
 //! round trips, clear errors, and ONNX cases for scripts/check_onnx.py (run by .ci/run).
 
 mod common;
+use alexnet::Checkpoint;
 use alexnet::Mode;
-use alexnet::io::Checkpoint;
-use alexnet::io::checkpoint::write_plain;
-use alexnet::io::import::{import, torchvision_named};
+use alexnet::interop::plain::write_plain;
+use alexnet::interop::{import, torchvision_named};
 use alexnet::model::{ModelConfig, Network};
+use alexnet::tensor::NamedTensor;
 use common::{Fixture, assert_close};
 use std::path::{Path, PathBuf};
 
@@ -26,14 +27,14 @@ fn torch_save_files_reproduce_the_reference_logits() {
     for file in ["tiny_alexnet_zip.pth", "tiny_alexnet_legacy.pth"] {
         let ck = import(&reference(file), None, None).unwrap_or_else(|e| panic!("{file}: {e}"));
         assert_eq!(ck.config.input, [3, 99, 99], "{file}: input size read from the shapes");
-        assert_eq!(ck.params.iter().map(|p| p.2.len()).sum::<usize>(), 56_554);
-        for (name, _, data) in &ck.params {
-            assert_eq!(data, &fx.f32(&format!("param.{name}")), "{file}: {name}");
+        assert_eq!(ck.param_count(), 56_554);
+        for p in &ck.params {
+            assert_eq!(p.data, fx.f32(&format!("param.{}", p.name)), "{file}: {}", p.name);
         }
         // Saved and loaded as our checkpoint, then run: the reference logits.
         let path = tmp(&format!("{file}.safetensors"));
         ck.save(&path).unwrap();
-        let mut net = Checkpoint::load(&path).unwrap().network();
+        let mut net = Checkpoint::load(&path).unwrap().network().unwrap();
         let logits = net.forward(&fx.f32("input"), 4, Mode::Eval).to_vec();
         assert_close(&format!("{file} logits"), &logits, &fx.f32("logits"), 1e-4);
     }
@@ -70,7 +71,7 @@ fn import_export_import_is_the_identity() {
     assert_eq!(ca.config, cb.config);
 }
 
-fn write_with(path: &Path, edit: impl Fn(&mut Vec<(String, Vec<usize>, Vec<f32>)>)) {
+fn write_with(path: &Path, edit: impl Fn(&mut Vec<NamedTensor>)) {
     let a = import(&reference("tiny_alexnet_zip.pth"), None, None).unwrap();
     let mut named = torchvision_named(&a).unwrap();
     edit(&mut named);
@@ -80,28 +81,28 @@ fn write_with(path: &Path, edit: impl Fn(&mut Vec<(String, Vec<usize>, Vec<f32>)
 #[test]
 fn unknown_missing_and_misshapen_keys_are_named() {
     let p = tmp("bad_unknown.safetensors");
-    write_with(&p, |n| n.push(("features.99.weight".into(), vec![2], vec![0.0, 0.0])));
-    let e = import(&p, None, None).unwrap_err();
+    write_with(&p, |n| n.push(NamedTensor::new("features.99.weight", vec![2], vec![0.0, 0.0])));
+    let e = import(&p, None, None).unwrap_err().to_string();
     assert!(e.contains("features.99.weight") && e.contains("unknown"), "{e}");
 
     let p = tmp("bad_missing.safetensors");
-    write_with(&p, |n| n.retain(|t| t.0 != "classifier.4.bias"));
-    let e = import(&p, None, None).unwrap_err();
+    write_with(&p, |n| n.retain(|t| t.name != "classifier.4.bias"));
+    let e = import(&p, None, None).unwrap_err().to_string();
     assert!(e.contains("fc7.bias") && e.contains("missing"), "{e}");
 
     let p = tmp("bad_shape.safetensors");
     write_with(&p, |n| {
-        let t = n.iter_mut().find(|t| t.0 == "classifier.4.weight").unwrap();
-        t.1 = vec![32, 128];
-        t.2.truncate(32 * 128);
+        let t = n.iter_mut().find(|t| t.name == "classifier.4.weight").unwrap();
+        t.shape = vec![32, 128];
+        t.data.truncate(32 * 128);
     });
-    let e = import(&p, None, None).unwrap_err();
+    let e = import(&p, None, None).unwrap_err().to_string();
     // fc7's width is read from this shape (32), so its input must be fc6's 64.
     assert!(e.contains("fc7.weight") && e.contains("[32, 128]") && e.contains("[32, 64]"), "{e}");
 
     let p = tmp("not_weights.bin");
     std::fs::write(&p, b"hello world").unwrap();
-    assert!(import(&p, None, None).unwrap_err().contains("not a PyTorch"));
+    assert!(import(&p, None, None).unwrap_err().to_string().contains("not a PyTorch"));
 }
 
 /// The full-size torchvision network with the reference formula weights, written under
@@ -112,8 +113,8 @@ fn torchvision_weights_import_as_torchvision_and_match_pytorch() {
     net.init_formula();
     let ours = Checkpoint::capture(
         &net,
-        &alexnet::io::import::imagenet_classes(),
-        &alexnet::io::import::imagenet_stats(256),
+        &alexnet::data::imagenet::classes(),
+        &alexnet::data::imagenet::stats(256),
         None,
         None,
     );
@@ -124,7 +125,7 @@ fn torchvision_weights_import_as_torchvision_and_match_pytorch() {
     assert_eq!(ck.config.input, [3, 224, 224]);
     assert_eq!(ck.classes.len(), 1000);
     assert_eq!(ck.classes[0].name, "tench");
-    let mut net = ck.network();
+    let mut net = ck.network().unwrap();
     let x: Vec<f32> = (0..2 * 3 * 224 * 224).map(|j| 2.0 * alexnet::rng::u24(1000, j as u64) - 1.0).collect();
     let logits = net.forward(&x, 2, Mode::Eval).to_vec();
     assert_close(
@@ -139,14 +140,14 @@ fn torchvision_weights_import_as_torchvision_and_match_pytorch() {
 fn onnx_case(dir: &Path, name: &str, ck: &Checkpoint, batch: usize) {
     let d = dir.join(name);
     std::fs::create_dir_all(&d).unwrap();
-    std::fs::write(d.join("model.onnx"), alexnet::io::onnx::export(ck).unwrap()).unwrap();
-    let mut net = ck.network();
+    std::fs::write(d.join("model.onnx"), alexnet::interop::onnx::export(ck).unwrap()).unwrap();
+    let mut net = ck.network().unwrap();
     let n = batch * net.input_len();
     let x: Vec<f32> = (0..n).map(|j| 2.0 * alexnet::rng::u24(77, j as u64) - 1.0).collect();
     let logits = net.forward(&x, batch, Mode::Eval).to_vec();
     let mut shape = vec![batch];
     shape.extend(ck.config.input);
-    let t = vec![("input".to_string(), shape, x), ("logits".to_string(), vec![batch, net.classes()], logits)];
+    let t = vec![NamedTensor::new("input", shape, x), NamedTensor::new("logits", vec![batch, net.classes()], logits)];
     write_plain(&d.join("io.safetensors"), &t, Default::default()).unwrap();
 }
 
@@ -168,7 +169,7 @@ fn onnx_cases_for_onnxruntime() {
         }
     }
     onnx_case(&dir, "tiny-paper-lrn-convention", &paper_lrn, 2);
-    let stats = alexnet::io::import::imagenet_stats(32);
+    let stats = alexnet::data::imagenet::stats(32);
     let classes: Vec<_> =
         (0..10).map(|i| alexnet::data::ClassInfo { id: i.to_string(), name: i.to_string() }).collect();
     let cifar = Network::new(ModelConfig::variant("cifar").unwrap(), 3).unwrap();

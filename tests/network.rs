@@ -64,20 +64,21 @@ fn whole_network_gradients_match_finite_differences() {
     net.backward(&d, true);
     let analytic_dx = net.input_grad().to_vec();
     let eps = 1e-2f32;
-    for pi in 0..net.params.len() {
-        let analytic = net.params[pi].grad.clone();
+    let names: Vec<String> = net.params().map(|p| p.name.clone()).collect();
+    for name in names {
+        let analytic = net.param(&name).unwrap().grad.clone();
+        let set = |net: &mut Network, j: usize, v: f32| net.param_mut(&name).unwrap().data[j] = v;
         let numeric: Vec<f32> = (0..analytic.len())
             .map(|j| {
-                let orig = net.params[pi].data[j];
-                net.params[pi].data[j] = orig + eps;
+                let orig = net.param(&name).unwrap().data[j];
+                set(&mut net, j, orig + eps);
                 let lp = loss_at(&mut net, &x, &y, mode);
-                net.params[pi].data[j] = orig - eps;
+                set(&mut net, j, orig - eps);
                 let lm = loss_at(&mut net, &x, &y, mode);
-                net.params[pi].data[j] = orig;
+                set(&mut net, j, orig);
                 ((lp - lm) / (2.0 * eps as f64)) as f32
             })
             .collect();
-        let name = net.params[pi].name.clone();
         assert_close(&format!("grad {name}"), &analytic, &numeric, 2e-2);
     }
     let cell = std::cell::RefCell::new(net);
@@ -135,7 +136,7 @@ fn bad_configs_are_errors_not_panics() {
 #[test]
 fn paper_init_follows_section_5() {
     let net = Network::new(ModelConfig::variant("paper").unwrap(), 1).unwrap();
-    for p in &net.params {
+    for p in net.params() {
         if p.is_bias {
             let one = ["conv2", "conv4", "conv5", "fc6", "fc7"].iter().any(|l| p.name.starts_with(l));
             assert!(p.data.iter().all(|&b| b == if one { 1.0 } else { 0.0 }), "{}", p.name);
@@ -161,16 +162,12 @@ fn sgd_forms_agree_at_constant_lr_and_differ_after_a_drop() {
     let y = [2, 3];
     let run = |form: SgdForm, lrs: &[f32]| {
         let mut net = Network::new(cfg.clone(), 4).unwrap();
-        let mut opt = Sgd::new(SgdConfig { form, ..SgdConfig::default() }, &net.params);
+        let mut opt = Sgd::new(SgdConfig { form, ..SgdConfig::default() }, net.params());
         for (step, &lr) in lrs.iter().enumerate() {
             opt.config.lr = lr;
-            let logits = net.forward(&x, 2, Mode::Train { seed: 1, step: step as u64 }).to_vec();
-            let mut d = vec![0.0; logits.len()];
-            softmax_cross_entropy(&logits, &y, 5, &mut d);
-            net.backward(&d, false);
-            opt.step(&mut net.params);
+            net.train_step(&x, &y, 1, step as u64, &mut opt);
         }
-        net.params.iter().flat_map(|p| p.data.clone()).collect::<Vec<f32>>()
+        net.params().flat_map(|p| p.data.clone()).collect::<Vec<f32>>()
     };
     let constant = [0.05; 4];
     assert_close(
@@ -189,14 +186,10 @@ fn training_reduces_the_loss_on_a_fixed_batch() {
     let mut net = Network::new(every_layer_config(), 7).unwrap();
     let x = alexnet::rng::uniform_vec(8 * net.input_len(), 9);
     let y: Vec<usize> = (0..8).map(|i| i % 5).collect();
-    let mut opt = Sgd::new(SgdConfig { lr: 0.05, ..SgdConfig::default() }, &net.params);
+    let mut opt = Sgd::new(SgdConfig { lr: 0.05, ..SgdConfig::default() }, net.params());
     let first = loss_at(&mut net, &x, &y, Mode::Eval);
     for step in 0..60 {
-        let logits = net.forward(&x, 8, Mode::Train { seed: 0, step }).to_vec();
-        let mut d = vec![0.0; logits.len()];
-        softmax_cross_entropy(&logits, &y, 5, &mut d);
-        net.backward(&d, false);
-        opt.step(&mut net.params);
+        net.train_step(&x, &y, 0, step, &mut opt);
     }
     let last = loss_at(&mut net, &x, &y, Mode::Eval);
     assert!(last < 0.5 * first, "loss {first} -> {last}");

@@ -3,17 +3,18 @@
 //! (commit 412437d). The hash depends on the matrix-multiply kernel the CPU dispatches to
 //! (AVX-512 and AVX2 kernels sum in different orders), so each tier has its own pinned value.
 
-use alexnet::io::Checkpoint;
+use alexnet::Checkpoint;
 use alexnet::model::ModelConfig;
 use alexnet::optim::SgdConfig;
-use alexnet::train::{PcaSource, Schedule, TrainConfig, train};
+use alexnet::tensor::NamedTensor;
+use alexnet::train::{PcaSource, RunOptions, Schedule, TrainConfig, train};
 use std::path::PathBuf;
 
 /// FNV-1a over the little-endian bytes of every parameter, in parameter order.
-fn weights_hash(params: &[(String, Vec<usize>, Vec<f32>)]) -> u64 {
+fn weights_hash(params: &[NamedTensor]) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for (_, _, data) in params {
-        for v in data {
+    for p in params {
+        for v in &p.data {
             for b in v.to_le_bytes() {
                 h = (h ^ b as u64).wrapping_mul(0x0100_0000_01b3);
             }
@@ -48,10 +49,8 @@ fn one_epoch_gives_the_pinned_weights() {
         time_limit_minutes: None,
         skip_bad: false,
         val_ten_crop: false,
-        stop_after_steps: None,
-        quiet: true,
     };
-    let done = train(&cfg, None).unwrap();
+    let done = train(&cfg, None, &RunOptions { quiet: true, ..RunOptions::default() }).unwrap();
     assert_eq!(done.steps, 28);
     let ck = Checkpoint::load(&out.join("last.safetensors")).unwrap();
     let h = weights_hash(&ck.params);

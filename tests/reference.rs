@@ -32,7 +32,7 @@ fn tiny_config() -> ModelConfig {
 
 fn tiny_net(fx: &Fixture, prefix: &str) -> Network {
     let mut net = Network::new(tiny_config(), 0).unwrap();
-    for p in &mut net.params {
+    for p in net.params_mut() {
         let (shape, data) = fx.get(&format!("{prefix}.{}", p.name));
         assert_eq!(shape, p.shape, "{}", p.name);
         p.data = data;
@@ -83,14 +83,14 @@ fn tiny_two_paper_sgd_steps() {
     let x = fx.f32("input");
     let y = labels(&fx);
     let cfg = SgdConfig { lr: 0.01, momentum: 0.9, weight_decay: 5e-4, form: SgdForm::Paper, decay_biases: true };
-    let mut opt = Sgd::new(cfg, &net.params);
+    let mut opt = Sgd::new(cfg, net.params());
     for step in ["after_step1", "after_step2"] {
         let logits = net.forward(&x, 4, Mode::Eval).to_vec();
         let mut d = vec![0.0; logits.len()];
         softmax_cross_entropy(&logits, &y, 10, &mut d);
         net.backward(&d, false);
-        opt.step(&mut net.params);
-        for p in &net.params {
+        opt.step(net.params_mut());
+        for p in net.params() {
             assert_close(&format!("{step} {}", p.name), &p.data, &fx.f32(&format!("{step}.{}", p.name)), TOL);
         }
     }

@@ -1,11 +1,11 @@
 //! Training on the embedded real data: learning happens, resuming is exact, checkpoints work as
 //! weights, and failures say what went wrong.
 
+use alexnet::Checkpoint;
 use alexnet::data::DataStats;
-use alexnet::io::Checkpoint;
 use alexnet::model::ModelConfig;
 use alexnet::optim::SgdConfig;
-use alexnet::train::{PcaSource, Schedule, TrainConfig, train};
+use alexnet::train::{PcaSource, RunOptions, Schedule, StopHandle, TrainConfig, train};
 use std::path::PathBuf;
 use std::process::Command;
 
@@ -17,6 +17,15 @@ fn out_dir(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("alexnet-train-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&d);
     d
+}
+
+fn quiet() -> RunOptions {
+    RunOptions { quiet: true, ..RunOptions::default() }
+}
+
+/// Stops the run as an interruption would, once `steps` steps are done.
+fn stop_at(steps: u64) -> RunOptions {
+    RunOptions { stop: StopHandle::at_step(steps), quiet: true }
 }
 
 fn config(name: &str, epochs: usize) -> TrainConfig {
@@ -41,17 +50,15 @@ fn config(name: &str, epochs: usize) -> TrainConfig {
         time_limit_minutes: None,
         skip_bad: false,
         val_ten_crop: false,
-        stop_after_steps: None,
-        quiet: true,
     }
 }
 
 #[test]
 fn a_few_epochs_learn_real_images() {
     let cfg = config("learn", 4);
-    let out = train(&cfg, None).unwrap();
+    let out = train(&cfg, None, &quiet()).unwrap();
     assert_eq!(out.epochs_done, 4);
-    let m = alexnet::io::plot::read_metrics(&cfg.out.join("metrics.jsonl")).unwrap();
+    let m = alexnet::train::read_metrics(&cfg.out.join("metrics.jsonl")).unwrap();
     assert_eq!(m.len(), 4);
     assert!(m[3].train_loss < m[0].train_loss - 0.1, "train loss {} -> {}", m[0].train_loss, m[3].train_loss);
     let err = m[3].val_top1_error.unwrap();
@@ -96,33 +103,30 @@ fn resume_equals_uninterrupted() {
     whole.data = embedded("val"); // 1000 images: 15 batches of 64 an epoch
     whole.val = None;
     whole.val_split = 0.1;
-    let done = train(&whole, None).unwrap();
+    let done = train(&whole, None, &quiet()).unwrap();
     assert_eq!(done.steps, 28);
 
     let mut part = whole.clone();
     part.out = out_dir("part");
-    part.stop_after_steps = Some(9); // mid-epoch 1
-    let stopped = train(&part, None).unwrap();
+    let stopped = train(&part, None, &stop_at(9)).unwrap(); // mid-epoch 1
     assert!(stopped.interrupted && stopped.steps == 9);
     let ck = Checkpoint::load(&part.out.join("last.safetensors")).unwrap();
     assert_eq!(ck.train_state.as_ref().unwrap().batch_in_epoch, 9);
-    part.stop_after_steps = Some(20); // again, in epoch 2
-    let stopped = train(&part, Some(&ck)).unwrap();
+    let stopped = train(&part, Some(&ck), &stop_at(20)).unwrap(); // again, in epoch 2
     assert!(stopped.interrupted && stopped.steps == 20);
     let ck = Checkpoint::load(&part.out.join("last.safetensors")).unwrap();
-    part.stop_after_steps = None;
-    let resumed = train(&part, Some(&ck)).unwrap();
+    let resumed = train(&part, Some(&ck), &quiet()).unwrap();
     assert_eq!(resumed.steps, 28);
 
     let a = Checkpoint::load(&whole.out.join("last.safetensors")).unwrap();
     let b = Checkpoint::load(&part.out.join("last.safetensors")).unwrap();
-    for ((name, _, wa), (_, _, wb)) in a.params.iter().zip(&b.params) {
-        assert!(wa == wb, "{name} differs after resuming");
+    for (pa, pb) in a.params.iter().zip(&b.params) {
+        assert!(pa.data == pb.data, "{} differs after resuming", pa.name);
     }
     assert_eq!(a.velocity, b.velocity);
     let (ma, mb) = (
-        alexnet::io::plot::read_metrics(&whole.out.join("metrics.jsonl")).unwrap(),
-        alexnet::io::plot::read_metrics(&part.out.join("metrics.jsonl")).unwrap(),
+        alexnet::train::read_metrics(&whole.out.join("metrics.jsonl")).unwrap(),
+        alexnet::train::read_metrics(&part.out.join("metrics.jsonl")).unwrap(),
     );
     assert_eq!(ma.len(), 2);
     assert_eq!(mb.len(), 2);
@@ -138,7 +142,7 @@ fn divergence_is_reported() {
     cfg.val = None;
     cfg.val_split = 0.1;
     cfg.sgd.lr = 1e4;
-    let e = format!("{:#}", train(&cfg, None).unwrap_err());
+    let e = format!("{:#}", train(&cfg, None, &quiet()).unwrap_err());
     assert!(e.contains("diverged") && e.contains("--lr"), "{e}");
 }
 
@@ -183,8 +187,7 @@ fn stats_are_of_the_training_split_only() {
     cfg.data = embedded("val");
     cfg.val = None;
     cfg.val_split = 0.5;
-    cfg.stop_after_steps = Some(1);
-    train(&cfg, None).unwrap();
+    train(&cfg, None, &stop_at(1)).unwrap();
     let ck = Checkpoint::load(&cfg.out.join("last.safetensors")).unwrap();
     let all = alexnet::data::PackedImages::open(&cfg.out.join("cache/train-32.bin")).unwrap();
     let s: &DataStats = &ck.stats;

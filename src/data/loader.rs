@@ -2,6 +2,7 @@
 //! batch t, the loader fills batch t+1 (and a few more, up to `prefetch`).
 
 use super::cache::PackedImages;
+use super::pipeline::LoaderOptions;
 use std::sync::Arc;
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::thread::JoinHandle;
@@ -23,41 +24,35 @@ pub struct Loader {
 }
 
 impl Loader {
-    /// Serves `order` (image indices) in batches of `batch`, starting at batch `start`. The
-    /// last partial batch is served only if `keep_last`.
-    #[allow(clippy::too_many_arguments)]
+    /// Serves `order` (image indices) in batches of `opts.batch`, from batch `opts.start_batch`,
+    /// each image made into `input_len` values by `make`. Usually called through
+    /// [`LoaderOptions::spawn`].
     pub fn spawn(
         images: Arc<PackedImages>,
         order: Vec<u32>,
-        batch: usize,
-        start: usize,
-        keep_last: bool,
+        opts: LoaderOptions,
         input_len: usize,
         make: Arc<MakeInput>,
-        prefetch: usize,
     ) -> Self {
-        let (tx, rx) = sync_channel(prefetch.max(1));
+        let (tx, rx) = sync_channel(opts.prefetch.max(1));
         let handle = std::thread::Builder::new()
             .name("alexnet-loader".into())
-            .spawn(move || produce(&images, &order, batch, start, keep_last, input_len, &*make, tx))
+            .spawn(move || produce(&images, &order, opts, input_len, &*make, tx))
             .expect("spawn loader thread");
         Self { rx, handle: Some(handle) }
     }
 }
 
-#[allow(clippy::too_many_arguments)]
 fn produce(
     images: &PackedImages,
     order: &[u32],
-    batch: usize,
-    start: usize,
-    keep_last: bool,
+    opts: LoaderOptions,
     input_len: usize,
     make: &MakeInput,
     tx: SyncSender<Batch>,
 ) {
-    for (index, ids) in order.chunks(batch).enumerate().skip(start) {
-        if ids.len() < batch && !keep_last {
+    for (index, ids) in order.chunks(opts.batch).enumerate().skip(opts.start_batch) {
+        if ids.len() < opts.batch && !opts.keep_last {
             break;
         }
         let mut x = vec![0.0f32; ids.len() * input_len];

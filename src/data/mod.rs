@@ -6,7 +6,9 @@ pub mod cache;
 pub mod folder;
 pub mod idx;
 pub mod image;
+pub mod imagenet;
 pub mod loader;
+pub mod pipeline;
 pub mod source;
 pub mod stats;
 
@@ -17,6 +19,7 @@ use thiserror::Error;
 pub use augment::{Augment, Normalizer, ten_crop};
 pub use cache::PackedImages;
 pub use folder::ImageFolder;
+pub use pipeline::{LoaderOptions, Splits, TrainInput, ValSet, class_map, permutation};
 pub use stats::DataStats;
 
 #[derive(Debug, Error)]
@@ -67,8 +70,24 @@ pub enum Normalize {
 
 impl Normalize {
     /// torchvision's preset: mean 0.485/0.456/0.406, std 0.229/0.224/0.225 on 0-1 RGB.
-    pub fn imagenet() -> Self {
-        Normalize::Fixed { mean: [123.675, 116.28, 103.53], std: [58.395, 57.12, 57.375] }
+    pub const IMAGENET: Normalize = Normalize::Fixed { mean: imagenet::MEAN, std: imagenet::STD };
+}
+
+/// `--normalize per-pixel-mean|per-channel|imagenet`.
+#[cfg(feature = "cli")]
+impl clap::ValueEnum for Normalize {
+    fn value_variants<'a>() -> &'a [Self] {
+        &[Normalize::PerPixelMean, Normalize::PerChannel, Normalize::IMAGENET]
+    }
+    fn to_possible_value(&self) -> Option<clap::builder::PossibleValue> {
+        use clap::builder::PossibleValue;
+        Some(match self {
+            Normalize::PerPixelMean => PossibleValue::new("per-pixel-mean").help("subtract the mean image (the paper)"),
+            Normalize::PerChannel => {
+                PossibleValue::new("per-channel").help("per-channel mean and std: unit-variance inputs, for He init")
+            }
+            Normalize::Fixed { .. } => PossibleValue::new("imagenet").help("torchvision's ImageNet mean and std"),
+        })
     }
 }
 

@@ -23,14 +23,6 @@ pub struct DataStats {
     pub eigvec: [[f32; 3]; 3],
 }
 
-impl DataStats {
-    /// The ImageNet values used with AlexNet-style PCA lighting (fb.resnet.torch, from
-    /// Krizhevsky's), on a 0-1 scale; mean and std are torchvision's.
-    pub fn imagenet_pca() -> ([f32; 3], [[f32; 3]; 3]) {
-        ([0.2175, 0.0188, 0.0045], [[-0.5675, 0.7192, 0.4009], [-0.5808, -0.0045, -0.8140], [-0.5836, -0.6948, 0.4203]])
-    }
-}
-
 /// Exact integer sums over images, mergeable across threads.
 #[derive(Clone, Debug)]
 pub struct StatsAccumulator {

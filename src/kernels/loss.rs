@@ -35,3 +35,11 @@ pub fn softmax_cross_entropy(logits: &[f32], labels: &[usize], classes: usize, d
     }
     (loss / batch as f64) as f32
 }
+
+/// Whether `label` is among the `k` highest of `p` (ties counted against us: a class scoring
+/// the same as the true one and listed before it takes the slot).
+pub fn in_top_k(p: &[f32], label: usize, k: usize) -> bool {
+    let v = p[label];
+    let above = p.iter().enumerate().filter(|&(i, &q)| q > v || (q == v && i < label)).count();
+    above < k
+}

@@ -74,6 +74,22 @@ pub enum Init {
     He,
 }
 
+/// `--init paper|he`: the paper's N(0, 0.01²) or He's N(0, 2/fan_in).
+#[cfg(feature = "cli")]
+impl clap::ValueEnum for Init {
+    fn value_variants<'a>() -> &'a [Self] {
+        &[Init::Gaussian { std: 0.01 }, Init::He]
+    }
+    fn to_possible_value(&self) -> Option<clap::builder::PossibleValue> {
+        Some(match self {
+            Init::Gaussian { .. } => clap::builder::PossibleValue::new("paper").help("N(0, 0.01²), the paper"),
+            Init::He => {
+                clap::builder::PossibleValue::new("he").help("N(0, 2/fan_in); pair with --normalize per-channel")
+            }
+        })
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ModelConfig {
     pub name: String,
@@ -202,11 +218,16 @@ pub fn torchvision_topology(conv_w: [usize; 5], fc: [usize; 2], classes: usize, 
         init: Init::He,
         dropout_mode: DropoutMode::Inverted,
         // torchvision's preprocessing: resize 256, centre-crop 224, ImageNet mean/std.
-        data: DataSpec { stored: 256, pad: 0, normalize: Normalize::imagenet() },
+        data: DataSpec { stored: 256, pad: 0, normalize: Normalize::IMAGENET },
     }
 }
 
 impl ModelConfig {
+    /// The paper's network (`paper`): 227×227 input, two towers, 1000 classes.
+    pub fn paper() -> Self {
+        paper_topology("paper", &AlexNetWidths::paper())
+    }
+
     /// A named variant with the ImageNet head (1000 classes; `cifar`: 10).
     pub fn variant(name: &str) -> Result<Self, ConfigError> {
         use LayerSpec::*;

@@ -1,11 +1,14 @@
-//! The model: configs (the variants as data), shape planning and the layer table, init, and
-//! the run-time network with its forward and backward passes.
+//! The model: configs (the variants as data), the plan (shapes, parameters, multiply-adds, from
+//! the config alone), init, the typed layers and the network with its forward and backward
+//! passes and its training step.
 
 pub mod config;
 pub mod init;
+pub mod layer;
 pub mod net;
-pub mod summary;
+pub mod plan;
 
 pub use config::{AlexNetWidths, ConfigError, Init, LayerSpec, ModelConfig, VARIANTS};
-pub use net::{Mode, Network, Param};
-pub use summary::{LayerInfo, Summary, plan};
+pub use layer::{Layer, Mode, Param};
+pub use net::{LayerTime, Network, StepResult};
+pub use plan::{LayerInfo, LayerKind, ParamSpec, Summary, plan};

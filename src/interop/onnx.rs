@@ -7,11 +7,14 @@
 //! equal), Flatten, Gemm with `transB = 1` for linear layers. Dropout is its test-time form: the
 //! paper's `× (1 − p)` becomes a Mul, inverted dropout nothing.
 
-use super::checkpoint::Checkpoint;
+use super::{InteropError, Result};
+use crate::checkpoint::Checkpoint;
 use crate::kernels::dropout::{DropoutMode, factors};
 use crate::kernels::lrn::LrnConvention;
+use crate::model::LayerInfo;
 use crate::model::LayerSpec;
 use crate::model::plan;
+use crate::tensor::NamedTensor;
 
 /// Protobuf wire encoding, just what ONNX needs.
 #[derive(Default)]
@@ -118,113 +121,124 @@ fn value_info(name: &str, dims: &[usize]) -> Msg {
     m
 }
 
-/// The ONNX model bytes of a checkpoint. Input `input [N, C, H, W]`, output `logits [N, classes]`.
-pub fn export(ck: &Checkpoint) -> Result<Vec<u8>, String> {
-    let summary = plan(&ck.config).map_err(|e| e.to_string())?;
-    let mut graph = Msg::default();
-    let mut cur = "input".to_string();
-    let mut params = ck.params.iter();
-    let mut initializers = Vec::new();
-    let mut flat = false; // whether `cur` is already [N, features]
-    for (i, l) in summary.layers.iter().enumerate() {
-        let out = if i + 1 == summary.layers.len() { "logits".to_string() } else { format!("t{i}") };
-        let name = format!("{}_{i}", l.name);
-        let n = match &l.spec {
+/// The next layer's weight and bias, added to the initializers; returns their names.
+fn take_params<'a>(params: &mut impl Iterator<Item = &'a NamedTensor>, inits: &mut Vec<Msg>) -> Result<[&'a str; 2]> {
+    let w = params.next().ok_or("fewer parameters than layers")?;
+    let b = params.next().ok_or("fewer parameters than layers")?;
+    inits.push(tensor(&w.name, &w.shape, &w.data));
+    inits.push(tensor(&b.name, &b.shape, &b.data));
+    Ok([&w.name, &b.name])
+}
+
+/// What one layer adds to the graph.
+struct Step<'a, 'p, P: Iterator<Item = &'p NamedTensor>> {
+    graph: &'a mut Msg,
+    params: &'a mut P,
+    inits: &'a mut Vec<Msg>,
+    /// Whether the current tensor is already `[N, features]`.
+    flat: bool,
+}
+
+impl<'p, P: Iterator<Item = &'p NamedTensor>> Step<'_, 'p, P> {
+    /// The node of `spec` from `cur` to `out`, or None for a layer ONNX does without.
+    fn node(
+        &mut self,
+        spec: &LayerSpec,
+        info: &LayerInfo,
+        name: &str,
+        cur: &mut String,
+        out: &str,
+        ck: &Checkpoint,
+    ) -> Result<Option<Msg>> {
+        let square = |k: usize| Attr::Ints(vec![k as i64, k as i64]);
+        let pads = |p: usize| Attr::Ints(vec![p as i64; 4]);
+        Ok(Some(match spec {
             LayerSpec::Conv { kernel, stride, pad, groups, .. } => {
-                let (wn, ws, wd) = params.next().ok_or("fewer parameters than layers")?;
-                let (bn, bs, bd) = params.next().ok_or("fewer parameters than layers")?;
-                initializers.push(tensor(wn, ws, wd));
-                initializers.push(tensor(bn, bs, bd));
-                let (k, s, p) = (*kernel as i64, *stride as i64, *pad as i64);
-                node(
-                    "Conv",
-                    &name,
-                    &[&cur, wn, bn],
-                    &out,
-                    &[
-                        ("kernel_shape", Attr::Ints(vec![k, k])),
-                        ("strides", Attr::Ints(vec![s, s])),
-                        ("pads", Attr::Ints(vec![p, p, p, p])),
-                        ("group", Attr::Int(*groups as i64)),
-                    ],
-                )
+                let [w, b] = take_params(self.params, self.inits)?;
+                let attrs = [
+                    ("kernel_shape", square(*kernel)),
+                    ("strides", square(*stride)),
+                    ("pads", pads(*pad)),
+                    ("group", Attr::Int(*groups as i64)),
+                ];
+                node("Conv", name, &[cur, w, b], out, &attrs)
             }
             LayerSpec::Linear { .. } => {
-                if !flat {
+                if !self.flat {
                     let f = format!("{name}_flat");
-                    graph.msg(1, &node("Flatten", &f, &[&cur], &f, &[("axis", Attr::Int(1))]));
-                    cur = f;
+                    self.graph.msg(1, &node("Flatten", &f, &[cur], &f, &[("axis", Attr::Int(1))]));
+                    *cur = f;
                 }
-                let (wn, ws, wd) = params.next().ok_or("fewer parameters than layers")?;
-                let (bn, bs, bd) = params.next().ok_or("fewer parameters than layers")?;
-                initializers.push(tensor(wn, ws, wd));
-                initializers.push(tensor(bn, bs, bd));
-                node("Gemm", &name, &[&cur, wn, bn], &out, &[("transB", Attr::Int(1))])
+                let [w, b] = take_params(self.params, self.inits)?;
+                node("Gemm", name, &[cur, w, b], out, &[("transB", Attr::Int(1))])
             }
-            LayerSpec::Relu => node("Relu", &name, &[&cur], &out, &[]),
-            LayerSpec::Tanh => node("Tanh", &name, &[&cur], &out, &[]),
+            LayerSpec::Relu => node("Relu", name, &[cur], out, &[]),
+            LayerSpec::Tanh => node("Tanh", name, &[cur], out, &[]),
             LayerSpec::Lrn(p) => {
                 if p.size.is_multiple_of(2) {
-                    return Err(format!("LRN of even size {} centres its window differently in ONNX", p.size));
+                    return Err(InteropError::Export(format!(
+                        "LRN of even size {} centres its window differently in ONNX",
+                        p.size
+                    )));
                 }
+                // ONNX's LRN divides α by the window size, as cuda-convnet, Caffe and PyTorch do.
                 let alpha = match p.convention {
                     LrnConvention::AlphaOverN => p.alpha,
                     LrnConvention::Paper => p.alpha * p.size as f32,
                 };
-                node(
-                    "LRN",
-                    &name,
-                    &[&cur],
-                    &out,
-                    &[
-                        ("size", Attr::Int(p.size as i64)),
-                        ("alpha", Attr::Float(alpha)),
-                        ("beta", Attr::Float(p.beta)),
-                        ("bias", Attr::Float(p.k)),
-                    ],
-                )
+                let attrs = [
+                    ("size", Attr::Int(p.size as i64)),
+                    ("alpha", Attr::Float(alpha)),
+                    ("beta", Attr::Float(p.beta)),
+                    ("bias", Attr::Float(p.k)),
+                ];
+                node("LRN", name, &[cur], out, &attrs)
             }
             LayerSpec::MaxPool { kernel, stride, pad } => {
-                let (k, s, p) = (*kernel as i64, *stride as i64, *pad as i64);
-                node(
-                    "MaxPool",
-                    &name,
-                    &[&cur],
-                    &out,
-                    &[
-                        ("kernel_shape", Attr::Ints(vec![k, k])),
-                        ("strides", Attr::Ints(vec![s, s])),
-                        ("pads", Attr::Ints(vec![p, p, p, p])),
-                    ],
-                )
+                let attrs = [("kernel_shape", square(*kernel)), ("strides", square(*stride)), ("pads", pads(*pad))];
+                node("MaxPool", name, &[cur], out, &attrs)
             }
             LayerSpec::AdaptiveAvgPool { out_h, out_w } => {
-                let [_, h, w] = l.input;
+                let [_, h, w] = info.input;
                 if h % out_h != 0 || w % out_w != 0 {
-                    return Err(format!("adaptive average pool {h}x{w} -> {out_h}x{out_w} has uneven windows"));
+                    return Err(InteropError::Export(format!(
+                        "adaptive average pool {h}x{w} -> {out_h}x{out_w} has uneven windows"
+                    )));
                 }
                 let (kh, kw) = ((h / out_h) as i64, (w / out_w) as i64);
-                node(
-                    "AveragePool",
-                    &name,
-                    &[&cur],
-                    &out,
-                    &[("kernel_shape", Attr::Ints(vec![kh, kw])), ("strides", Attr::Ints(vec![kh, kw]))],
-                )
+                let attrs = [("kernel_shape", Attr::Ints(vec![kh, kw])), ("strides", Attr::Ints(vec![kh, kw]))];
+                node("AveragePool", name, &[cur], out, &attrs)
             }
-            LayerSpec::Flatten => node("Flatten", &name, &[&cur], &out, &[("axis", Attr::Int(1))]),
+            LayerSpec::Flatten => node("Flatten", name, &[cur], out, &[("axis", Attr::Int(1))]),
             LayerSpec::Dropout { p } => {
+                // The paper's dropout scales by 1 - p at test time; the inverted form is the identity.
                 let (_, test) = factors(*p, ck.config.dropout_mode);
                 if ck.config.dropout_mode == DropoutMode::Inverted || test == 1.0 {
-                    continue;
+                    return Ok(None);
                 }
                 let c = format!("{name}_scale");
-                initializers.push(tensor(&c, &[], &[test]));
-                node("Mul", &name, &[&cur, &c], &out, &[])
+                self.inits.push(tensor(&c, &[], &[test]));
+                node("Mul", name, &[cur, &c], out, &[])
             }
-        };
+        }))
+    }
+}
+
+/// The ONNX model bytes of a checkpoint. Input `input [N, C, H, W]`, output `logits [N, classes]`.
+pub fn export(ck: &Checkpoint) -> Result<Vec<u8>> {
+    let summary = plan(&ck.config)?;
+    let mut graph = Msg::default();
+    let mut cur = "input".to_string();
+    let mut params = ck.params.iter();
+    let mut inits = Vec::new();
+    let mut flat = false;
+    for (i, (spec, info)) in ck.config.layers.iter().zip(&summary.layers).enumerate() {
+        let out = if i + 1 == summary.layers.len() { "logits".to_string() } else { format!("t{i}") };
+        let name = format!("{}_{i}", info.name);
+        let mut step = Step { graph: &mut graph, params: &mut params, inits: &mut inits, flat };
+        let Some(n) = step.node(spec, info, &name, &mut cur, &out, ck)? else { continue };
         graph.msg(1, &n);
-        flat |= matches!(l.spec, LayerSpec::Flatten | LayerSpec::Linear { .. });
+        flat |= matches!(spec, LayerSpec::Flatten | LayerSpec::Linear { .. });
         cur = out;
     }
     if cur != "logits" {
@@ -232,7 +246,7 @@ pub fn export(ck: &Checkpoint) -> Result<Vec<u8>, String> {
         graph.msg(1, &node("Identity", "output", &[&cur], "logits", &[]));
     }
     graph.str(2, &ck.config.name);
-    for t in &initializers {
+    for t in &inits {
         graph.msg(5, t);
     }
     graph.msg(11, &value_info("input", &ck.config.input));

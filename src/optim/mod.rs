@@ -12,10 +12,13 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 #[serde(rename_all = "snake_case")]
 pub enum SgdForm {
+    /// `v = m·v - wd·lr·w - lr·g; w += v` (the paper, section 5).
     #[default]
     Paper,
+    /// `v = m·v + g + wd·w; w -= lr·v` (`torch.optim.SGD`).
     Pytorch,
 }
 
@@ -43,15 +46,16 @@ pub struct Sgd {
 }
 
 impl Sgd {
-    pub fn new(config: SgdConfig, params: &[Param]) -> Self {
-        Self { config, velocity: params.iter().map(|p| vec![0.0; p.data.len()]).collect() }
+    /// Zero velocities for `params` (a network's [`params`](crate::Network::params)).
+    pub fn new<'a>(config: SgdConfig, params: impl IntoIterator<Item = &'a Param>) -> Self {
+        Self { config, velocity: params.into_iter().map(|p| vec![0.0; p.data.len()]).collect() }
     }
 
-    /// One update of every parameter from its `grad`.
-    pub fn step(&mut self, params: &mut [Param]) {
+    /// One update of every parameter from its `grad`, in the order `new` saw them.
+    pub fn step<'a>(&mut self, params: impl IntoIterator<Item = &'a mut Param>) {
         let SgdConfig { lr, momentum: m, weight_decay, form, decay_biases } = self.config;
         const CHUNK: usize = 1 << 16;
-        for (p, v) in params.iter_mut().zip(&mut self.velocity) {
+        for (p, v) in params.into_iter().zip(&mut self.velocity) {
             let wd = if p.is_bias && !decay_biases { 0.0 } else { weight_decay };
             p.data.par_chunks_mut(CHUNK).zip(v.par_chunks_mut(CHUNK)).zip(p.grad.par_chunks(CHUNK)).for_each(
                 |((w, v), g)| match form {

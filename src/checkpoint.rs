@@ -8,48 +8,31 @@
 //! checkpoints `sgd` and `train_state`.
 
 use crate::data::{ClassInfo, DataStats};
-use crate::model::{ModelConfig, Network};
+use crate::model::{ModelConfig, Network, plan};
 use crate::optim::{Sgd, SgdConfig};
+use crate::tensor::NamedTensor;
+use crate::train::TrainState;
 use safetensors::tensor::TensorView;
 use safetensors::{Dtype, SafeTensors};
-use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 pub const FORMAT: &str = "alexnet-checkpoint-1";
 
 #[derive(Debug, thiserror::Error)]
 pub enum CheckpointError {
-    #[error("{path}: {source}")]
-    Io { path: String, source: std::io::Error },
-    #[error("{path}: {problem}")]
-    Bad { path: String, problem: String },
+    #[error("{}: {source}", path.display())]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("{}: {problem}", path.display())]
+    Bad { path: PathBuf, problem: String },
 }
 
 fn bad(path: &Path, problem: impl Into<String>) -> CheckpointError {
-    CheckpointError::Bad { path: path.display().to_string(), problem: problem.into() }
+    CheckpointError::Bad { path: path.into(), problem: problem.into() }
 }
 
-/// Where a training run stands; enough to resume it exactly.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct TrainState {
-    /// The epoch in progress (0-based) and the next batch of it to run.
-    pub epoch: usize,
-    pub batch_in_epoch: usize,
-    /// Optimizer steps taken so far.
-    pub step: u64,
-    pub lr: f32,
-    pub best_val_top1: Option<f64>,
-    pub best_epoch: Option<usize>,
-    pub epochs_without_improvement: usize,
-    pub lr_drops: usize,
-    /// Running sums of the epoch in progress (for its metrics line).
-    pub epoch_loss_sum: f64,
-    pub epoch_correct: u64,
-    pub epoch_images: u64,
-    pub epoch_seconds: f64,
-    /// Wall time of the whole run so far.
-    pub elapsed_seconds: f64,
+fn io(path: &Path) -> impl Fn(std::io::Error) -> CheckpointError + Copy + '_ {
+    move |source| CheckpointError::Io { path: path.into(), source }
 }
 
 /// A model with what it needs to be used, and optionally its training state.
@@ -57,8 +40,8 @@ pub struct Checkpoint {
     pub config: ModelConfig,
     pub classes: Vec<ClassInfo>,
     pub stats: DataStats,
-    /// `(name, shape, values)` in the network's parameter order.
-    pub params: Vec<(String, Vec<usize>, Vec<f32>)>,
+    /// The network's parameters, in its order.
+    pub params: Vec<NamedTensor>,
     pub velocity: Option<Vec<Vec<f32>>>,
     pub sgd: Option<SgdConfig>,
     pub train_state: Option<TrainState>,
@@ -69,7 +52,7 @@ impl std::fmt::Debug for Checkpoint {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Checkpoint")
             .field("model", &self.config.name)
-            .field("params", &self.params.iter().map(|p| p.2.len()).sum::<usize>())
+            .field("params", &self.param_count())
             .field("classes", &self.classes.len())
             .field("training", &self.train_state.is_some())
             .finish()
@@ -97,7 +80,7 @@ impl Checkpoint {
             config: net.config.clone(),
             classes: classes.to_vec(),
             stats: stats.clone(),
-            params: net.params.iter().map(|p| (p.name.clone(), p.shape.clone(), p.data.clone())).collect(),
+            params: net.params().map(|p| NamedTensor::new(&p.name, p.shape.clone(), p.data.clone())).collect(),
             velocity: opt.map(|o| o.velocity.clone()),
             sgd: opt.map(|o| o.config),
             train_state: state.cloned(),
@@ -107,14 +90,14 @@ impl Checkpoint {
     /// Writes atomically: a temporary file in the same folder, synced, then renamed over `path`,
     /// so a crash mid-write leaves the previous checkpoint intact.
     pub fn save(&self, path: &Path) -> Result<(), CheckpointError> {
-        let io = |e: std::io::Error| CheckpointError::Io { path: path.display().to_string(), source: e };
+        let io = io(path);
         let mut owned: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
-        for (name, shape, data) in &self.params {
-            owned.push((format!("param.{name}"), shape.clone(), to_bytes(data)));
+        for p in &self.params {
+            owned.push((format!("param.{}", p.name), p.shape.clone(), to_bytes(&p.data)));
         }
         if let Some(vel) = &self.velocity {
-            for ((name, shape, _), v) in self.params.iter().zip(vel) {
-                owned.push((format!("velocity.{name}"), shape.clone(), to_bytes(v)));
+            for (p, v) in self.params.iter().zip(vel) {
+                owned.push((format!("velocity.{}", p.name), p.shape.clone(), to_bytes(v)));
             }
         }
         if !self.stats.mean_image.is_empty() {
@@ -150,8 +133,7 @@ impl Checkpoint {
     }
 
     pub fn load(path: &Path) -> Result<Self, CheckpointError> {
-        let bytes =
-            std::fs::read(path).map_err(|e| CheckpointError::Io { path: path.display().to_string(), source: e })?;
+        let bytes = std::fs::read(path).map_err(io(path))?;
         let st = SafeTensors::deserialize(&bytes).map_err(|e| bad(path, format!("not a safetensors file: {e}")))?;
         let (_, metadata) = SafeTensors::read_metadata(&bytes).map_err(|e| bad(path, e.to_string()))?;
         let meta = metadata.metadata().clone().unwrap_or_default();
@@ -174,8 +156,8 @@ impl Checkpoint {
         if let Ok(t) = st.tensor("data.mean_image") {
             stats.mean_image = from_bytes(t.data());
         }
-        // Parameter order and shapes come from the config; the file must hold exactly those.
-        let net = Network::new(config.clone(), 0).map_err(|e| bad(path, e.to_string()))?;
+        // Parameter order and shapes come from the config's plan; the file must hold exactly those.
+        let summary = plan(&config).map_err(|e| bad(path, e.to_string()))?;
         let tensor = |name: &str, shape: &[usize]| -> Result<Vec<f32>, CheckpointError> {
             let t = st.tensor(name).map_err(|_| bad(path, format!("tensor `{name}` missing")))?;
             if t.dtype() != Dtype::F32 {
@@ -189,54 +171,32 @@ impl Checkpoint {
         let mut params = Vec::new();
         let mut velocity = Vec::new();
         let has_velocity = st.names().iter().any(|n| n.starts_with("velocity."));
-        for p in &net.params {
-            params.push((p.name.clone(), p.shape.clone(), tensor(&format!("param.{}", p.name), &p.shape)?));
+        for p in summary.param_specs() {
+            params.push(NamedTensor::new(&p.name, p.shape.clone(), tensor(&format!("param.{}", p.name), &p.shape)?));
             if has_velocity {
                 velocity.push(tensor(&format!("velocity.{}", p.name), &p.shape)?);
             }
         }
-        if classes.len() != net.classes() {
-            return Err(bad(path, format!("{} class names for a {}-way classifier", classes.len(), net.classes())));
+        if classes.len() != summary.classes() {
+            return Err(bad(path, format!("{} class names for a {}-way classifier", classes.len(), summary.classes())));
         }
         Ok(Self { config, classes, stats, params, velocity: has_velocity.then_some(velocity), sgd, train_state })
     }
 
-    /// A network holding these weights.
-    pub fn network(&self) -> Network {
-        let mut net = Network::new(self.config.clone(), 0).expect("config validated on load");
-        for (p, (_, _, data)) in net.params.iter_mut().zip(&self.params) {
-            p.data.clone_from(data);
+    /// Parameters in all.
+    pub fn param_count(&self) -> usize {
+        self.params.iter().map(|p| p.data.len()).sum()
+    }
+
+    /// A network holding these weights. Fails only for a checkpoint built by hand whose config
+    /// does not plan ([`Checkpoint::load`] and the importers check it).
+    pub fn network(&self) -> Result<Network, crate::model::ConfigError> {
+        let mut net = Network::zeroed(self.config.clone())?;
+        for (p, t) in net.params_mut().zip(&self.params) {
+            p.data.clone_from(&t.data);
         }
-        net
+        Ok(net)
     }
-}
-
-/// Writes plain named f32 tensors (with optional metadata) as safetensors.
-pub fn write_plain(
-    path: &Path,
-    tensors: &[(String, Vec<usize>, Vec<f32>)],
-    meta: HashMap<String, String>,
-) -> Result<(), CheckpointError> {
-    let owned: Vec<(String, Vec<usize>, Vec<u8>)> =
-        tensors.iter().map(|(n, s, d)| (n.clone(), s.clone(), to_bytes(d))).collect();
-    let views = owned
-        .iter()
-        .map(|(n, s, b)| Ok((n.clone(), TensorView::new(Dtype::F32, s.clone(), b)?)))
-        .collect::<Result<Vec<_>, safetensors::SafeTensorError>>()
-        .map_err(|e| bad(path, e.to_string()))?;
-    let meta = (!meta.is_empty()).then_some(meta);
-    safetensors::serialize_to_file(views, meta, path).map_err(|e| bad(path, e.to_string()))
-}
-
-/// Reads one f32 tensor from a safetensors file.
-pub fn read_plain(path: &Path, name: &str) -> Result<(Vec<usize>, Vec<f32>), CheckpointError> {
-    let bytes = std::fs::read(path).map_err(|e| CheckpointError::Io { path: path.display().to_string(), source: e })?;
-    let st = SafeTensors::deserialize(&bytes).map_err(|e| bad(path, format!("not a safetensors file: {e}")))?;
-    let t = st.tensor(name).map_err(|_| bad(path, format!("no tensor `{name}`")))?;
-    if t.dtype() != Dtype::F32 {
-        return Err(bad(path, format!("`{name}` is {:?}, expected F32", t.dtype())));
-    }
-    Ok((t.shape().to_vec(), from_bytes(t.data())))
 }
 
 /// Object-safe JSON serialisation for the metadata fields.

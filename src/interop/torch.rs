@@ -3,19 +3,20 @@
 //! published `alexnet-owt-7be5be79.pth` is), and plain safetensors.
 
 use super::pickle::{self, TensorRef, Value};
+use super::{InteropError, Result};
 use std::collections::HashMap;
 use std::io::Read;
 use std::path::Path;
 
 /// A named tensor as f32, in file order.
-pub type Named = (String, Vec<usize>, Vec<f32>);
+pub type Named = crate::tensor::NamedTensor;
 
-fn elem_size(kind: &str) -> Result<usize, String> {
+fn elem_size(kind: &str) -> Result<usize> {
     Ok(match kind {
         "FloatStorage" => 4,
         "DoubleStorage" => 8,
         "HalfStorage" | "BFloat16Storage" => 2,
-        k => return Err(format!("tensors of {k} are not supported (floating point only)")),
+        k => return Err(InteropError::Format(format!("tensors of {k} are not supported (floating point only)"))),
     })
 }
 
@@ -37,7 +38,7 @@ fn f16_to_f32(h: u16) -> f32 {
 }
 
 /// Decodes `numel` elements of storage kind `kind` from little-endian bytes.
-fn decode(kind: &str, bytes: &[u8]) -> Result<Vec<f32>, String> {
+fn decode(kind: &str, bytes: &[u8]) -> Result<Vec<f32>> {
     Ok(match kind {
         "FloatStorage" => bytes.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().expect("4"))).collect(),
         "DoubleStorage" => bytes.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().expect("8")) as f32).collect(),
@@ -45,28 +46,36 @@ fn decode(kind: &str, bytes: &[u8]) -> Result<Vec<f32>, String> {
         "BFloat16Storage" => {
             bytes.chunks_exact(2).map(|c| f32::from_bits((u16::from_le_bytes([c[0], c[1]]) as u32) << 16)).collect()
         }
-        k => return Err(format!("unsupported storage {k}")),
+        k => return Err(InteropError::Format(format!("unsupported storage {k}"))),
     })
 }
 
 /// Materialises a (contiguous) tensor view from its storage's values.
-fn view(t: &TensorRef, storage: &[f32], name: &str) -> Result<Vec<f32>, String> {
+fn view(t: &TensorRef, storage: &[f32], name: &str) -> Result<Vec<f32>> {
     let n: usize = t.shape.iter().product();
     // Row-major strides of this shape; size-1 dimensions may carry any stride.
     let mut expect = 1;
     for (&d, &s) in t.shape.iter().zip(&t.stride).rev() {
         if d != 1 && s != expect {
-            return Err(format!("{name}: non-contiguous tensor (shape {:?}, stride {:?})", t.shape, t.stride));
+            return Err(InteropError::Format(format!(
+                "{name}: non-contiguous tensor (shape {:?}, stride {:?})",
+                t.shape, t.stride
+            )));
         }
         expect *= d;
     }
     storage.get(t.offset..t.offset + n).map(|s| s.to_vec()).ok_or_else(|| {
-        format!("{name}: view [{}, {}) outside its storage of {}", t.offset, t.offset + n, storage.len())
+        InteropError::Format(format!(
+            "{name}: view [{}, {}) outside its storage of {}",
+            t.offset,
+            t.offset + n,
+            storage.len()
+        ))
     })
 }
 
 /// The state dict: the top-level dict, or a `state_dict` / `model` entry of a training checkpoint.
-fn state_dict(v: Value) -> Result<Vec<(String, TensorRef)>, String> {
+fn state_dict(v: Value) -> Result<Vec<(String, TensorRef)>> {
     let Value::Dict(items) = v else { return Err("the file does not hold a dict of tensors".into()) };
     if !items.iter().any(|(_, v)| matches!(v, Value::Tensor(_))) {
         for (k, v) in &items {
@@ -91,7 +100,7 @@ fn state_dict(v: Value) -> Result<Vec<(String, TensorRef)>, String> {
     Ok(out)
 }
 
-fn read_zip(path: &Path, bytes: &[u8]) -> Result<Vec<Named>, String> {
+fn read_zip(path: &Path, bytes: &[u8]) -> Result<Vec<Named>> {
     let mut z = zip::ZipArchive::new(std::io::Cursor::new(bytes)).map_err(|e| format!("bad zip archive: {e}"))?;
     let names: Vec<String> = z
         .file_names()
@@ -101,7 +110,7 @@ fn read_zip(path: &Path, bytes: &[u8]) -> Result<Vec<Named>, String> {
     let pkl =
         names.iter().find(|n| n.ends_with("/data.pkl") || *n == "data.pkl").ok_or("no data.pkl in the archive")?;
     let prefix = pkl.trim_end_matches("data.pkl").to_string();
-    let mut read = |name: &str| -> Result<Vec<u8>, String> {
+    let mut read = |name: &str| -> Result<Vec<u8>> {
         let mut f = z.by_name(name).map_err(|e| format!("{name}: {e}"))?;
         let mut b = Vec::new();
         f.read_to_end(&mut b).map_err(|e| format!("{name}: {e}"))?;
@@ -116,24 +125,24 @@ fn read_zip(path: &Path, bytes: &[u8]) -> Result<Vec<Named>, String> {
             let raw = read(&format!("{prefix}data/{}", t.storage.key))?;
             let need = t.storage.numel * elem_size(&t.storage.kind)?;
             if raw.len() < need {
-                return Err(format!(
+                return Err(InteropError::Format(format!(
                     "{}: storage {} holds {} bytes, needs {need}",
                     path.display(),
                     t.storage.key,
                     raw.len()
-                ));
+                )));
             }
             storages.insert(t.storage.key.clone(), decode(&t.storage.kind, &raw[..need])?);
         }
         let data = view(&t, &storages[&t.storage.key], &k)?;
-        out.push((k, t.shape.clone(), data));
+        out.push(Named::new(k, t.shape.clone(), data));
     }
     Ok(out)
 }
 
-fn read_legacy(bytes: &[u8]) -> Result<Vec<Named>, String> {
+fn read_legacy(bytes: &[u8]) -> Result<Vec<Named>> {
     let mut pos = 0;
-    let mut next = |what: &str| -> Result<Value, String> {
+    let mut next = |what: &str| -> Result<Value> {
         let (v, n) = pickle::load(&bytes[pos..]).map_err(|e| format!("{what}: {e}"))?;
         pos += n;
         Ok(v)
@@ -149,11 +158,11 @@ fn read_legacy(bytes: &[u8]) -> Result<Vec<Named>, String> {
     let keys = match next("storage keys")? {
         Value::List(k) => k.into_iter().map(|k| match k {
             Value::Str(s) => Ok(s),
-            v => Err(format!("storage key {v:?}")),
+            v => Err(InteropError::Format(format!("storage key {v:?}"))),
         }),
-        v => return Err(format!("storage key list expected, got {v:?}")),
+        v => return Err(InteropError::Format(format!("storage key list expected, got {v:?}"))),
     }
-    .collect::<Result<Vec<String>, String>>()?;
+    .collect::<Result<Vec<String>>>()?;
     let kinds: HashMap<&str, &str> =
         dict.iter().map(|(_, t)| (t.storage.key.as_str(), t.storage.kind.as_str())).collect();
     let mut storages: HashMap<String, Vec<f32>> = HashMap::new();
@@ -171,12 +180,12 @@ fn read_legacy(bytes: &[u8]) -> Result<Vec<Named>, String> {
         .map(|(k, t)| {
             let s = storages.get(&t.storage.key).ok_or_else(|| format!("{k}: storage {} missing", t.storage.key))?;
             let data = view(&t, s, &k)?;
-            Ok((k, t.shape, data))
+            Ok(Named::new(k, t.shape, data))
         })
         .collect()
 }
 
-fn read_safetensors(bytes: &[u8]) -> Result<(Vec<Named>, HashMap<String, String>), String> {
+fn read_safetensors(bytes: &[u8]) -> Result<(Vec<Named>, HashMap<String, String>)> {
     use safetensors::{Dtype, SafeTensors};
     let st = SafeTensors::deserialize(bytes).map_err(|e| e.to_string())?;
     let (_, meta) = SafeTensors::read_metadata(bytes).map_err(|e| e.to_string())?;
@@ -191,17 +200,17 @@ fn read_safetensors(bytes: &[u8]) -> Result<(Vec<Named>, HashMap<String, String>
                 Dtype::F64 => "DoubleStorage",
                 Dtype::F16 => "HalfStorage",
                 Dtype::BF16 => "BFloat16Storage",
-                d => return Err(format!("{name}: dtype {d:?} is not floating point")),
+                d => return Err(InteropError::Format(format!("{name}: dtype {d:?} is not floating point"))),
             };
-            Ok((name, t.shape().to_vec(), decode(kind, t.data())?))
+            Ok(Named::new(name, t.shape().to_vec(), decode(kind, t.data())?))
         })
-        .collect::<Result<_, String>>()?;
+        .collect::<Result<_>>()?;
     Ok((out, meta.metadata().clone().unwrap_or_default()))
 }
 
 /// Reads every floating-point tensor of a `.pth` (zip or legacy) or safetensors file, with the
 /// safetensors metadata (empty for `.pth`).
-pub fn read_tensors(path: &Path) -> Result<(Vec<Named>, HashMap<String, String>), String> {
+pub fn read_tensors(path: &Path) -> Result<(Vec<Named>, HashMap<String, String>)> {
     let bytes = std::fs::read(path).map_err(|e| e.to_string())?;
     if bytes.starts_with(b"PK\x03\x04") {
         Ok((read_zip(path, &bytes)?, HashMap::new()))

@@ -1,13 +1,13 @@
 //! Pictures as PNG: training curves from the metrics, and the learned conv1 kernels (the
 //! paper's Figure 3).
 
+use crate::train::EpochMetrics;
 use plotters::prelude::*;
-use serde::{Deserialize, Serialize};
 use std::path::Path;
 use std::sync::Once;
 
 /// DejaVu Sans, embedded so plots have text on machines without fonts (licence in assets/).
-static FONT: &[u8] = include_bytes!("../../assets/DejaVuSans.ttf");
+static FONT: &[u8] = include_bytes!("../assets/DejaVuSans.ttf");
 
 fn register_font() {
     static ONCE: Once = Once::new();
@@ -15,23 +15,6 @@ fn register_font() {
         // The embedded font is known good; a failure here would only lose the labels.
         let _ = plotters::style::register_font("sans-serif", FontStyle::Normal, FONT);
     });
-}
-
-/// One line of `metrics.jsonl`: an epoch's figures.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct EpochMetrics {
-    pub epoch: usize,
-    pub step: u64,
-    pub lr: f32,
-    pub train_loss: f64,
-    pub train_top1_error: f64,
-    pub val_loss: Option<f64>,
-    pub val_top1_error: Option<f64>,
-    pub val_top5_error: Option<f64>,
-    /// Seconds this epoch took, and since the run started.
-    pub epoch_seconds: f64,
-    pub wall_seconds: f64,
-    pub images_per_s: f64,
 }
 
 fn err<E: std::fmt::Display>(e: E) -> std::io::Error {
@@ -101,12 +84,6 @@ pub fn training_curves(metrics: &[EpochMetrics], title: &str, out: &Path) -> std
             .map_err(err)?;
     }
     root.present().map_err(err)
-}
-
-/// Reads `metrics.jsonl`.
-pub fn read_metrics(path: &Path) -> std::io::Result<Vec<EpochMetrics>> {
-    let text = std::fs::read_to_string(path)?;
-    text.lines().filter(|l| !l.trim().is_empty()).map(|l| serde_json::from_str(l).map_err(err)).collect()
 }
 
 /// conv1's kernels `w [M, 3, K, K]` as a grid, each kernel min-max scaled on its own and

@@ -3,6 +3,7 @@
 //! by `torch._utils._rebuild_tensor_v2` from persistent storage ids. Anything else is an error
 //! naming it, never code execution.
 
+use super::{InteropError, Result};
 use std::collections::HashMap;
 
 /// A storage reference from a persistent id: `('storage', torch.FloatStorage, key, location, numel, ...)`.
@@ -45,24 +46,24 @@ pub enum Value {
     Mark,
 }
 
-fn err<T>(msg: impl Into<String>) -> Result<T, String> {
-    Err(msg.into())
+fn err<T>(msg: impl Into<String>) -> Result<T> {
+    Err(InteropError::Format(msg.into()))
 }
 
 impl Value {
-    fn as_usize(&self) -> Result<usize, String> {
+    fn as_usize(&self) -> Result<usize> {
         match self {
             Value::Int(i) if *i >= 0 => Ok(*i as usize),
             v => err(format!("expected a non-negative integer, got {v:?}")),
         }
     }
-    fn as_usizes(&self) -> Result<Vec<usize>, String> {
+    fn as_usizes(&self) -> Result<Vec<usize>> {
         match self {
             Value::Tuple(v) | Value::List(v) => v.iter().map(Value::as_usize).collect(),
             v => err(format!("expected a tuple of integers, got {v:?}")),
         }
     }
-    fn as_str(&self) -> Result<&str, String> {
+    fn as_str(&self) -> Result<&str> {
         match self {
             Value::Str(s) => Ok(s),
             v => err(format!("expected a string, got {v:?}")),
@@ -76,7 +77,7 @@ struct Reader<'a> {
 }
 
 impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Result<&'a [u8], String> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8]> {
         if self.pos + n > self.b.len() {
             return err("pickle ends early");
         }
@@ -84,30 +85,30 @@ impl<'a> Reader<'a> {
         self.pos += n;
         Ok(s)
     }
-    fn u8(&mut self) -> Result<u8, String> {
+    fn u8(&mut self) -> Result<u8> {
         Ok(self.take(1)?[0])
     }
-    fn u16(&mut self) -> Result<u16, String> {
+    fn u16(&mut self) -> Result<u16> {
         Ok(u16::from_le_bytes(self.take(2)?.try_into().expect("2")))
     }
-    fn u32(&mut self) -> Result<u32, String> {
+    fn u32(&mut self) -> Result<u32> {
         Ok(u32::from_le_bytes(self.take(4)?.try_into().expect("4")))
     }
-    fn u64(&mut self) -> Result<u64, String> {
+    fn u64(&mut self) -> Result<u64> {
         Ok(u64::from_le_bytes(self.take(8)?.try_into().expect("8")))
     }
-    fn line(&mut self) -> Result<String, String> {
+    fn line(&mut self) -> Result<String> {
         let start = self.pos;
         while self.u8()? != b'\n' {}
         Ok(String::from_utf8_lossy(&self.b[start..self.pos - 1]).into_owned())
     }
-    fn utf8(&mut self, n: usize) -> Result<String, String> {
-        String::from_utf8(self.take(n)?.to_vec()).map_err(|e| e.to_string())
+    fn utf8(&mut self, n: usize) -> Result<String> {
+        String::from_utf8(self.take(n)?.to_vec()).map_err(|e| InteropError::Format(e.to_string()))
     }
 }
 
 /// Applies a callable from a `GLOBAL` to its arguments (`REDUCE`).
-fn reduce(func: Value, args: Value) -> Result<Value, String> {
+fn reduce(func: Value, args: Value) -> Result<Value> {
     let Value::Global(module, name) = &func else { return err(format!("cannot call {func:?}")) };
     let args = match args {
         Value::Tuple(a) => a,
@@ -135,7 +136,7 @@ fn reduce(func: Value, args: Value) -> Result<Value, String> {
     }
 }
 
-fn persistent(pid: Value) -> Result<Value, String> {
+fn persistent(pid: Value) -> Result<Value> {
     let Value::Tuple(t) = pid else { return err(format!("persistent id is not a tuple: {pid:?}")) };
     if t.first().map(Value::as_str).transpose()? != Some("storage") || t.len() < 5 {
         return err(format!("unsupported persistent id {t:?}"));
@@ -148,12 +149,12 @@ fn persistent(pid: Value) -> Result<Value, String> {
 }
 
 /// Loads one pickle from `bytes`; returns the value and the bytes consumed.
-pub fn load(bytes: &[u8]) -> Result<(Value, usize), String> {
+pub fn load(bytes: &[u8]) -> Result<(Value, usize)> {
     let mut r = Reader { b: bytes, pos: 0 };
     let mut stack: Vec<Value> = Vec::new();
     let mut memo: HashMap<u32, Value> = HashMap::new();
     let pop = |s: &mut Vec<Value>| s.pop().ok_or_else(|| "pickle stack underflow".to_string());
-    let pop_mark = |s: &mut Vec<Value>| -> Result<Vec<Value>, String> {
+    let pop_mark = |s: &mut Vec<Value>| -> Result<Vec<Value>> {
         let m = s.iter().rposition(|v| *v == Value::Mark).ok_or("MARK missing")?;
         let items = s.split_off(m + 1);
         s.pop();

@@ -8,12 +8,14 @@
 //! at test time to no dropout), and torchvision's preprocessing: resize 256, centre crop 224 (or
 //! the input the shapes imply), ImageNet mean/std.
 
-use super::checkpoint::Checkpoint;
 use super::torch::{self, Named};
-use crate::data::{ClassInfo, DataSpec, DataStats, Normalize};
+use super::{InteropError, Result};
+use crate::checkpoint::Checkpoint;
+use crate::data::{ClassInfo, DataSpec, Normalize, imagenet};
 use crate::kernels::dropout::DropoutMode;
 use crate::model::config::{AlexNetWidths, paper_topology, torchvision_topology};
-use crate::model::{ModelConfig, Network, plan};
+use crate::model::{LayerKind, ModelConfig, plan};
+use crate::tensor::NamedTensor;
 use std::collections::HashMap;
 use std::path::Path;
 
@@ -30,14 +32,6 @@ pub const TORCHVISION_KEYS: [(&str, &str); 8] = [
 ];
 
 const LAYERS: [&str; 8] = ["conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7", "fc8"];
-
-/// The 1000 ILSVRC-2012 classes in torchvision's index order (`wnid<TAB>name`).
-pub const IMAGENET_CLASSES: &str = include_str!("../../assets/imagenet1k_classes.tsv");
-
-pub fn imagenet_classes() -> Vec<ClassInfo> {
-    crate::data::folder::parse_class_list(IMAGENET_CLASSES, Path::new("assets/imagenet1k_classes.tsv"))
-        .expect("the embedded class list is well formed")
-}
 
 /// Our name (`conv1.weight`) for a file key, or None if the key is not an AlexNet parameter.
 fn our_name(key: &str) -> Option<(String, bool)> {
@@ -57,7 +51,9 @@ fn our_name(key: &str) -> Option<(String, bool)> {
 fn paper_input_for(pool5: usize, w: &AlexNetWidths) -> Option<usize> {
     (67..=1024).step_by(4).find(|&h| {
         let cfg = paper_topology("probe", &AlexNetWidths { input: h, ..w.clone() });
-        plan(&cfg).ok().and_then(|s| s.layers.iter().rev().find(|l| l.name == "maxpool").map(|l| l.output[1]))
+        plan(&cfg)
+            .ok()
+            .and_then(|s| s.layers.iter().rev().find(|l| matches!(l.kind, LayerKind::MaxPool(_))).map(|l| l.output[1]))
             == Some(pool5)
     })
 }
@@ -67,7 +63,7 @@ fn infer_config(
     t: &HashMap<String, (Vec<usize>, Vec<f32>)>,
     model: Option<&str>,
     tv_keys: bool,
-) -> Result<ModelConfig, String> {
+) -> Result<ModelConfig> {
     let shape = |n: &str| t.get(n).map(|(s, _)| s.clone()).ok_or_else(|| format!("missing key for `{n}`"));
     let mut conv = [0usize; 5];
     let mut groups = [1usize; 5];
@@ -75,7 +71,10 @@ fn infer_config(
     for i in 0..5 {
         let s = shape(&format!("conv{}.weight", i + 1))?;
         if s.len() != 4 || s[1] == 0 || in_c % s[1] != 0 {
-            return Err(format!("conv{}.weight has shape {s:?}, not a convolution over {in_c} channels", i + 1));
+            return Err(InteropError::Weights(format!(
+                "conv{}.weight has shape {s:?}, not a convolution over {in_c} channels",
+                i + 1
+            )));
         }
         conv[i] = s[0];
         groups[i] = in_c / s[1];
@@ -85,17 +84,22 @@ fn infer_config(
     let fc = [fc6[0], shape("fc7.weight")?[0]];
     let classes = shape("fc8.weight")?[0];
     if fc6.len() != 2 || fc6[1] % conv[4] != 0 {
-        return Err(format!(
+        return Err(InteropError::Weights(format!(
             "fc6.weight has shape {fc6:?}: its input is not a multiple of conv5's {} channels",
             conv[4]
-        ));
+        )));
     }
     let side = ((fc6[1] / conv[4]) as f64).sqrt().round() as usize;
     if side * side * conv[4] != fc6[1] {
-        return Err(format!("fc6.weight has shape {fc6:?}: its input is not {} channels of a square map", conv[4]));
+        return Err(InteropError::Weights(format!(
+            "fc6.weight has shape {fc6:?}: its input is not {} channels of a square map",
+            conv[4]
+        )));
     }
     if groups[0] != 1 || groups[2] != 1 || groups[3] != groups[1] || groups[4] != groups[1] {
-        return Err(format!("groups {groups:?} per conv: only the paper's (1, g, 1, g, g) pattern is supported"));
+        return Err(InteropError::Weights(format!(
+            "groups {groups:?} per conv: only the paper's (1, g, 1, g, g) pattern is supported"
+        )));
     }
     let topology = match model {
         Some(m) => m.to_string(),
@@ -127,47 +131,33 @@ fn infer_config(
             c
         }
         other => {
-            return Err(format!(
+            return Err(InteropError::Weights(format!(
                 "cannot import into the `{other}` topology (paper, paper-1gpu, caffenet, torchvision)"
-            ));
+            )));
         }
     };
     cfg.dropout_mode = DropoutMode::Inverted;
-    cfg.data = DataSpec { stored: 256.max(cfg.input[1]), pad: 0, normalize: Normalize::imagenet() };
+    cfg.data = DataSpec { stored: 256.max(cfg.input[1]), pad: 0, normalize: Normalize::IMAGENET };
     Ok(cfg)
-}
-
-/// ImageNet statistics for imported weights (no mean image: torchvision normalises per channel).
-pub fn imagenet_stats(size: usize) -> DataStats {
-    let (eigval, eigvec) = DataStats::imagenet_pca();
-    DataStats {
-        count: 0,
-        size,
-        mean_image: Vec::new(),
-        channel_mean: [123.675, 116.28, 103.53],
-        channel_std: [58.395, 57.12, 57.375],
-        eigval,
-        eigvec,
-    }
 }
 
 /// Reads `path` and builds a checkpoint. `classes` names the outputs (default: ImageNet's for
 /// 1000 outputs, else numbers).
-pub fn import(path: &Path, model: Option<&str>, classes: Option<Vec<ClassInfo>>) -> Result<Checkpoint, String> {
+pub fn import(path: &Path, model: Option<&str>, classes: Option<Vec<ClassInfo>>) -> Result<Checkpoint> {
     let (tensors, meta): (Vec<Named>, _) = torch::read_tensors(path)?;
     // Our own checkpoints, and files we exported with our config attached, round-trip exactly.
-    if meta.get("format").map(String::as_str) == Some(super::checkpoint::FORMAT) {
-        return Checkpoint::load(path).map_err(|e| e.to_string());
+    if meta.get("format").map(String::as_str) == Some(crate::checkpoint::FORMAT) {
+        return Ok(Checkpoint::load(path)?);
     }
     let mut by_name = HashMap::new();
     let mut unknown = Vec::new();
     let mut tv_keys = false;
-    for (key, shape, data) in tensors {
+    for NamedTensor { name: key, shape, data } in tensors {
         match our_name(&key) {
             Some((n, tv)) => {
                 tv_keys |= tv;
                 if by_name.insert(n.clone(), (shape, data)).is_some() {
-                    return Err(format!("two keys map to {n} (one of them `{key}`)"));
+                    return Err(InteropError::Weights(format!("two keys map to {n} (one of them `{key}`)")));
                 }
             }
             None if key.ends_with("num_batches_tracked") => {}
@@ -175,10 +165,10 @@ pub fn import(path: &Path, model: Option<&str>, classes: Option<Vec<ClassInfo>>)
         }
     }
     if !unknown.is_empty() {
-        return Err(format!(
+        return Err(InteropError::Weights(format!(
             "unknown keys (not AlexNet parameters): {}; expected torchvision's features.N / classifier.N or conv1..fc8",
             unknown.join(", ")
-        ));
+        )));
     }
     let mut cfg = match meta.get("alexnet.config") {
         Some(json) => serde_json::from_str(json).map_err(|e| format!("metadata alexnet.config: {e}"))?,
@@ -188,44 +178,44 @@ pub fn import(path: &Path, model: Option<&str>, classes: Option<Vec<ClassInfo>>)
     let classes = match (classes, meta.get("alexnet.classes")) {
         (Some(c), _) => c,
         (None, Some(json)) => serde_json::from_str(json).map_err(|e| format!("metadata alexnet.classes: {e}"))?,
-        (None, None) if n_out == 1000 => imagenet_classes(),
+        (None, None) if n_out == 1000 => imagenet::classes(),
         (None, None) => (0..n_out).map(|i| ClassInfo { id: i.to_string(), name: i.to_string() }).collect(),
     };
     if classes.len() != n_out {
-        return Err(format!("{} class names for {n_out} outputs", classes.len()));
+        return Err(InteropError::Weights(format!("{} class names for {n_out} outputs", classes.len())));
     }
     cfg = cfg.with_classes(n_out);
-    let net = Network::new(cfg.clone(), 0).map_err(|e| e.to_string())?;
+    let summary = plan(&cfg)?;
     let mut params = Vec::new();
-    for p in &net.params {
+    for p in summary.param_specs() {
         let (shape, data) = by_name.remove(&p.name).ok_or_else(|| format!("missing key for `{}`", p.name))?;
         if shape != p.shape {
-            return Err(format!(
+            return Err(InteropError::Weights(format!(
                 "`{}`: the file has shape {shape:?}, the {} model needs {:?}",
                 p.name, cfg.name, p.shape
-            ));
+            )));
         }
-        params.push((p.name.clone(), shape, data));
+        params.push(NamedTensor::new(&p.name, shape, data));
     }
     if let Some(k) = by_name.keys().next() {
-        return Err(format!("`{k}` has no place in the {} model", cfg.name));
+        return Err(InteropError::Weights(format!("`{k}` has no place in the {} model", cfg.name)));
     }
-    let stats = imagenet_stats(cfg.data.stored);
+    let stats = imagenet::stats(cfg.data.stored);
     Ok(Checkpoint { config: cfg, classes, stats, params, velocity: None, sgd: None, train_state: None })
 }
 
 /// Tensors under torchvision's key names (`features.0.weight`, ...), for `export --safetensors`.
-pub fn torchvision_named(ck: &Checkpoint) -> Result<Vec<Named>, String> {
+pub fn torchvision_named(ck: &Checkpoint) -> Result<Vec<Named>> {
     ck.params
         .iter()
-        .map(|(name, shape, data)| {
-            let (layer, kind) = name.rsplit_once('.').ok_or("bad parameter name")?;
+        .map(|p| {
+            let (layer, kind) = p.name.rsplit_once('.').ok_or("bad parameter name")?;
             let tv = TORCHVISION_KEYS
                 .iter()
                 .find(|(_, ours)| *ours == layer)
                 .map(|(tv, _)| *tv)
                 .ok_or_else(|| format!("`{layer}` has no torchvision name (conv1..conv5, fc6..fc8 only)"))?;
-            Ok((format!("{tv}.{kind}"), shape.clone(), data.clone()))
+            Ok(NamedTensor::new(format!("{tv}.{kind}"), p.shape.clone(), p.data.clone()))
         })
         .collect()
 }

@@ -1,0 +1,98 @@
+//! `alexnet bench`: throughput of the network, the matrix multiply or the data loader.
+
+use crate::common::{Common, model_name};
+use alexnet::bench::{self, BenchConfig, BenchMode, BenchReport};
+use alexnet::model::ModelConfig;
+use anyhow::{Result, bail};
+use std::path::PathBuf;
+
+#[derive(clap::Args)]
+pub struct Args {
+    #[arg(long, default_value = "paper", value_parser = model_name)]
+    model: String,
+    #[arg(long, value_enum, default_value = "infer")]
+    mode: BenchMode,
+    #[arg(long, default_value_t = 64)]
+    batch: usize,
+    #[arg(long, default_value_t = 5)]
+    iters: usize,
+    /// Untimed iterations before timing.
+    #[arg(long, default_value_t = 1)]
+    warmup: usize,
+    /// Also report time and GFLOP/s per layer.
+    #[arg(long)]
+    profile: bool,
+    /// Matrix size for `--mode gemm`.
+    #[arg(long, default_value_t = 1024)]
+    size: usize,
+    /// Data for `--mode loader` (a cache from `alexnet prepare`, or a folder).
+    #[arg(long)]
+    data: Option<PathBuf>,
+    #[command(flatten)]
+    common: Common,
+}
+
+pub fn exec(a: Args) -> Result<i32> {
+    let threads = a.common.threads();
+    let model = ModelConfig::variant(&a.model)?;
+    match a.mode {
+        BenchMode::Gemm => a.common.emit(&bench::gemm_peak(a.size, a.iters, threads)?, |r| {
+            println!(
+                "gemm {n}x{n}x{n} f32, {} threads: {:.2} ms, {:.1} GFLOP/s",
+                r.threads,
+                r.ms_per_iter,
+                r.gflops,
+                n = r.size
+            )
+        }),
+        BenchMode::Loader => {
+            let Some(data) = &a.data else { bail!("--mode loader needs --data (a prepared cache or a folder)") };
+            a.common.emit(&bench::loader_throughput(&model, data, a.batch, a.iters.max(1) * 10)?, |r| {
+                println!(
+                    "loader ({} crops of {}px from {}px, paper augmentation): {:.0} images/s over {} images",
+                    r.model, r.crop, r.stored, r.images_per_s, r.images
+                )
+            })
+        }
+        BenchMode::Infer | BenchMode::Train => {
+            let cfg = BenchConfig {
+                mode: a.mode,
+                batch: a.batch,
+                iters: a.iters,
+                warmup: a.warmup,
+                threads,
+                profile: a.profile,
+            };
+            a.common.emit(&bench::run(&model, &cfg)?, print_report)
+        }
+    }
+}
+
+fn print_report(r: &BenchReport) {
+    println!(
+        "{} {:?} batch {} threads {}: {:.1} ms/iter, {:.1} img/s, {:.1} GFLOP/s{}",
+        r.model,
+        r.mode,
+        r.batch,
+        r.threads,
+        r.ms_per_iter,
+        r.img_per_s,
+        r.gflops,
+        r.peak_rss_mib.map_or(String::new(), |m| format!(", peak RSS {m:.0} MiB"))
+    );
+    if r.layers.is_empty() {
+        return;
+    }
+    println!("{:<9} {:>10} {:>10} {:>10} {:>10}", "layer", "fwd ms", "fwd GF/s", "bwd ms", "bwd GF/s");
+    let gf = |g: Option<f64>| g.map_or("-".to_string(), |g| format!("{g:.1}"));
+    for l in &r.layers {
+        println!(
+            "{:<9} {:>10.2} {:>10} {:>10.2} {:>10}",
+            l.name,
+            l.forward_ms,
+            gf(l.forward_gflops),
+            l.backward_ms,
+            gf(l.backward_gflops)
+        );
+    }
+}

@@ -1,0 +1,53 @@
+//! `alexnet filters`: conv1's kernels as a picture (the paper's Figure 3).
+
+use crate::common::Common;
+use alexnet::Checkpoint;
+use alexnet::model::LayerSpec;
+use anyhow::{Context, Result, bail};
+use std::path::PathBuf;
+
+#[derive(clap::Args)]
+pub struct Args {
+    #[arg(long)]
+    weights: PathBuf,
+    #[arg(long, default_value = "conv1.png")]
+    out: PathBuf,
+    /// Pixels per kernel pixel.
+    #[arg(long, default_value_t = 3)]
+    zoom: usize,
+    #[command(flatten)]
+    common: Common,
+}
+
+#[derive(serde::Serialize)]
+struct Drawn {
+    out: String,
+    kernels: usize,
+    size: [usize; 2],
+    towers: usize,
+}
+
+pub fn exec(a: Args) -> Result<i32> {
+    let ck = Checkpoint::load(&a.weights)?;
+    let w = ck.params.first().context("the checkpoint holds no parameters")?;
+    if w.shape.len() != 4 || w.shape[1] != 3 {
+        bail!("{} has shape {:?}; expected a first convolution over RGB [M, 3, K, K]", w.name, w.shape);
+    }
+    // The paper's figure: one block per GPU, i.e. per group of the next convolution.
+    let towers = ck
+        .config
+        .layers
+        .iter()
+        .filter_map(|l| match l {
+            LayerSpec::Conv { groups, .. } => Some(*groups),
+            _ => None,
+        })
+        .nth(1)
+        .unwrap_or(1);
+    alexnet::plot::filter_grid(&w.data, w.shape[0], w.shape[2], towers, a.zoom, &a.out)
+        .with_context(|| format!("writing {}", a.out.display()))?;
+    let o = Drawn { out: a.out.display().to_string(), kernels: w.shape[0], size: [w.shape[2], w.shape[3]], towers };
+    a.common.emit(&o, |o| {
+        println!("wrote {} ({} kernels {}x{}, {} row block(s))", o.out, o.kernels, o.size[0], o.size[1], o.towers)
+    })
+}

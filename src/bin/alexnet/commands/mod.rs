@@ -1,0 +1,12 @@
+//! One module per command: its flags (`Args`) and what it does (`exec`).
+
+pub mod bench;
+pub mod eval;
+pub mod export;
+pub mod filters;
+pub mod forward;
+pub mod import;
+pub mod predict;
+pub mod prepare;
+pub mod summary;
+pub mod train;

@@ -1,0 +1,257 @@
+//! `alexnet train`: the flags, turned once into a [`TrainConfig`] (the library holds the
+//! paper's defaults; a flag given overrides one field), then the run.
+
+use crate::common::{Common, embedded, model_name};
+use alexnet::Checkpoint;
+use alexnet::data::Normalize;
+use alexnet::kernels::lrn::LrnConvention;
+use alexnet::model::{Init, LayerSpec, ModelConfig};
+use alexnet::optim::SgdForm;
+use alexnet::train::{
+    self, PcaSource, RunOptions, Schedule, ScheduleKind, StopHandle, TrainConfig, TrainOutcome, schedule,
+};
+use anyhow::{Context, Result};
+use std::path::PathBuf;
+
+/// Every flag is optional: what is not given keeps [`TrainConfig::default`]'s value (the
+/// paper's), or, when resuming, the run's own.
+#[derive(clap::Args)]
+pub struct Args {
+    /// Training images: an image folder ROOT/<class>/<image>, a file from `alexnet prepare`, or
+    /// an IDX images file. Default: the embedded CIFAR-10 subset (data/cifar10-mini).
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Validation images (same forms as --data). Default: hold out --val-split of --data.
+    #[arg(long)]
+    val: Option<PathBuf>,
+    /// Fraction of --data held out for validation (default 0.1).
+    #[arg(long)]
+    val_split: Option<f32>,
+    /// Class names, `wnid<TAB>name` per line (e.g. imagenet1k_classes.tsv).
+    #[arg(long)]
+    classes: Option<PathBuf>,
+    /// Model variant. Default: paper, or cifar for the embedded data.
+    #[arg(long, value_parser = model_name)]
+    model: Option<String>,
+    /// Default: 90 (the paper), or 30 for the embedded data.
+    #[arg(long)]
+    epochs: Option<usize>,
+    /// Images per step (the paper: 128).
+    #[arg(long)]
+    batch: Option<usize>,
+    /// Initial learning rate (the paper: 0.01).
+    #[arg(long)]
+    lr: Option<f32>,
+    /// The paper: 0.9.
+    #[arg(long)]
+    momentum: Option<f32>,
+    /// The paper: 0.0005.
+    #[arg(long)]
+    weight_decay: Option<f32>,
+    /// The update rule (default: the paper's).
+    #[arg(long, value_enum)]
+    sgd: Option<SgdForm>,
+    /// Exempt biases from weight decay.
+    #[arg(long)]
+    no_bias_decay: bool,
+    /// Learning-rate schedule (default: plateau, the paper's).
+    #[arg(long, value_enum)]
+    schedule: Option<ScheduleKind>,
+    /// Plateau: epochs without a better validation error before the lr drops (default 3).
+    #[arg(long)]
+    patience: Option<usize>,
+    /// Plateau: at most this many drops (the paper: 3).
+    #[arg(long)]
+    lr_drops: Option<usize>,
+    /// The factor of each drop, plateau and step (the paper: 0.1).
+    #[arg(long)]
+    lr_factor: Option<f32>,
+    /// Step: drop every this many epochs (default 30).
+    #[arg(long)]
+    step_every: Option<usize>,
+    /// Run folder: config.json, metrics.jsonl, curves.png, last/best.safetensors. Default: runs/<model>-N.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Continue the run in this folder from its last checkpoint (its config.json is used).
+    #[arg(long)]
+    resume: Option<PathBuf>,
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Centre crops instead of random ones.
+    #[arg(long)]
+    no_random_crop: bool,
+    #[arg(long)]
+    no_flip: bool,
+    /// σ of the PCA colour noise coefficients (the paper: 0.1; 0 turns it off).
+    #[arg(long)]
+    pca_std: Option<f32>,
+    /// Eigenvectors of the colour noise: the training data's (default), or the published ImageNet ones.
+    #[arg(long, value_enum)]
+    pca: Option<PcaSource>,
+    /// Dropout probability (the paper: 0.5).
+    #[arg(long)]
+    dropout: Option<f32>,
+    /// tanh instead of ReLU (the paper's Figure 1).
+    #[arg(long)]
+    tanh: bool,
+    /// Weight init (default: the model's).
+    #[arg(long, value_enum)]
+    init: Option<Init>,
+    /// Input normalisation (default: the model's; paper = mean image subtracted, 0-255 scale).
+    #[arg(long, value_enum)]
+    normalize: Option<Normalize>,
+    /// Which LRN formula the layers' α means (default: alpha-over-n).
+    #[arg(long, value_enum)]
+    lrn: Option<LrnConvention>,
+    /// Also checkpoint every this many steps (default: every epoch only).
+    #[arg(long)]
+    checkpoint_every: Option<u64>,
+    /// Stop after the last whole epoch that fits in this many minutes.
+    #[arg(long)]
+    time_limit: Option<f64>,
+    /// Skip images that cannot be decoded (with a warning) instead of stopping.
+    #[arg(long)]
+    skip_bad: bool,
+    /// Validate with the ten-crop average.
+    #[arg(long)]
+    val_ten_crop: bool,
+    /// No progress bar or messages.
+    #[arg(long)]
+    quiet: bool,
+    #[command(flatten)]
+    common: Common,
+}
+
+impl Args {
+    /// The model of a new run, with the model-level flags applied.
+    fn model(&self, name: &str) -> Result<ModelConfig> {
+        let mut m = train::customise_model(ModelConfig::variant(name)?, self.tanh, self.dropout, self.init);
+        if let Some(c) = self.lrn {
+            for l in &mut m.layers {
+                if let LayerSpec::Lrn(p) = l {
+                    p.convention = c;
+                }
+            }
+        }
+        if let Some(n) = self.normalize {
+            m.data.normalize = n;
+        }
+        Ok(m)
+    }
+
+    /// The configuration of a new run.
+    fn new_config(&self) -> Result<TrainConfig> {
+        let d = TrainConfig::default();
+        let embedded_default = self.data.is_none();
+        let (data, val) = match &self.data {
+            Some(p) => (p.clone(), self.val.clone()),
+            None => (embedded("train"), Some(self.val.clone().unwrap_or_else(|| embedded("val")))),
+        };
+        let model_name = self.model.clone().unwrap_or_else(|| if embedded_default { "cifar" } else { "paper" }.into());
+        let mut sgd = d.sgd;
+        sgd.lr = self.lr.unwrap_or(sgd.lr);
+        sgd.momentum = self.momentum.unwrap_or(sgd.momentum);
+        sgd.weight_decay = self.weight_decay.unwrap_or(sgd.weight_decay);
+        sgd.form = self.sgd.unwrap_or(sgd.form);
+        sgd.decay_biases &= !self.no_bias_decay;
+        let kind = self.schedule.unwrap_or(ScheduleKind::Plateau);
+        let patience = self.patience.unwrap_or(schedule::PAPER_PATIENCE);
+        let (factor, max_drops) =
+            (self.lr_factor.unwrap_or(schedule::PAPER_FACTOR), self.lr_drops.unwrap_or(schedule::PAPER_MAX_DROPS));
+        Ok(TrainConfig {
+            model: self.model(&model_name)?,
+            epochs: self.epochs.unwrap_or(if embedded_default { 30 } else { d.epochs }),
+            batch: self.batch.unwrap_or(d.batch),
+            schedule: Schedule::of_kind(
+                kind,
+                patience,
+                factor,
+                max_drops,
+                self.step_every.unwrap_or(schedule::DEFAULT_STEP_EVERY),
+                sgd.lr,
+            ),
+            sgd,
+            val_split: self.val_split.unwrap_or(d.val_split),
+            class_names: self.classes.clone(),
+            seed: self.seed.unwrap_or(d.seed),
+            threads: self.common.threads(),
+            out: self.out.clone().unwrap_or_else(|| train::default_run_dir(&model_name)),
+            random_crop: d.random_crop && !self.no_random_crop,
+            flip: d.flip && !self.no_flip,
+            pca_std: self.pca_std.unwrap_or(d.pca_std),
+            pca: self.pca.unwrap_or(d.pca),
+            checkpoint_every: self.checkpoint_every.unwrap_or(d.checkpoint_every),
+            time_limit_minutes: self.time_limit,
+            skip_bad: self.skip_bad,
+            val_ten_crop: self.val_ten_crop,
+            data,
+            val,
+        })
+    }
+
+    /// The configuration of the run in `dir`: its own, with what a resumed run may change
+    /// (epochs, time limit, threads) taken from the flags.
+    fn resumed_config(&self, dir: &PathBuf) -> Result<TrainConfig> {
+        let path = dir.join("config.json");
+        let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+        let mut cfg: TrainConfig =
+            serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+        cfg.epochs = self.epochs.unwrap_or(cfg.epochs);
+        cfg.time_limit_minutes = self.time_limit.or(cfg.time_limit_minutes);
+        cfg.out = dir.clone();
+        if let Some(t) = self.common.threads
+            && t != cfg.threads
+        {
+            eprintln!(
+                "warning: the run used {} threads; resuming with {t} changes the order of sums, so the weights \
+                 will not match an uninterrupted run bit for bit",
+                cfg.threads
+            );
+            cfg.threads = t;
+        }
+        Ok(cfg)
+    }
+}
+
+pub fn exec(a: Args) -> Result<i32> {
+    let stop = StopHandle::new();
+    let handle = stop.clone();
+    let _ = ctrlc::set_handler(move || {
+        if handle.stop() {
+            // A second Ctrl-C: the user really wants out now.
+            std::process::exit(130);
+        }
+        eprintln!("\ninterrupted: saving a checkpoint after this step (Ctrl-C again to quit at once)");
+    });
+    let (cfg, resume) = match &a.resume {
+        Some(dir) => {
+            let p = dir.join("last.safetensors");
+            (a.resumed_config(dir)?, Some(Checkpoint::load(&p)?))
+        }
+        None => (a.new_config()?, None),
+    };
+    let outcome =
+        train::train(&cfg, resume.as_ref(), &RunOptions { stop: stop.clone(), quiet: a.quiet || a.common.json })?;
+    a.common.emit(&outcome, |o| {
+        if !o.interrupted {
+            print_outcome(o)
+        }
+    })?;
+    Ok(if stop.interrupted() { 130 } else { 0 })
+}
+
+fn print_outcome(o: &TrainOutcome) {
+    let pct = |e: Option<f64>| e.map_or("-".into(), |e| format!("{:.2}%", 100.0 * e));
+    println!(
+        "done: {} epochs, {} steps; best validation top-1 error {} (epoch {}); accuracy {}",
+        o.epochs_done,
+        o.steps,
+        pct(o.best_val_top1_error),
+        o.best_epoch.map_or("-".into(), |e| e.to_string()),
+        pct(o.best_val_top1_error.map(|e| 1.0 - e))
+    );
+    println!(
+        "run folder {}: metrics.jsonl, curves.png, best.safetensors, last.safetensors, config.json",
+        o.run_dir.display()
+    );
+}

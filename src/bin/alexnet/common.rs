@@ -1,0 +1,53 @@
+//! What every command shares: the `--threads` and `--json` flags, output, progress bars.
+
+use alexnet::model::VARIANTS;
+use anyhow::Result;
+use std::path::{Path, PathBuf};
+
+/// Flags every command takes.
+#[derive(clap::Args, Clone, Copy, Debug)]
+pub struct Common {
+    /// Worker threads (default: every core).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Print one JSON object on stdout instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl Common {
+    pub fn threads(&self) -> usize {
+        self.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+    }
+
+    pub fn pool(&self) -> Result<rayon::ThreadPool> {
+        Ok(alexnet::error::thread_pool(self.threads())?)
+    }
+
+    /// Prints `value` as one JSON object with `--json`, else runs `text`.
+    pub fn emit<T: serde::Serialize>(&self, value: &T, text: impl FnOnce(&T)) -> Result<i32> {
+        if self.json {
+            println!("{}", serde_json::to_string(value)?);
+        } else {
+            text(value);
+        }
+        Ok(0)
+    }
+}
+
+/// `--model`'s value parser: one of the known variants.
+pub fn model_name(s: &str) -> Result<String, String> {
+    if VARIANTS.contains(&s) { Ok(s.to_string()) } else { Err(format!("known models: {}", VARIANTS.join(", "))) }
+}
+
+/// The embedded dataset, found relative to the source tree this binary was built from.
+pub fn embedded(split: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("data/cifar10-mini").join(split)
+}
+
+/// A bar `what [=====] n/N per-s ETA`, hidden under `--json` so stdout stays one object.
+pub fn progress_bar(len: usize, what: &str, hidden: bool) -> indicatif::ProgressBar {
+    let bar = alexnet::train::report::progress_bar(hidden, what);
+    bar.set_length(len as u64);
+    bar
+}

@@ -1,0 +1,148 @@
+//! The named links between a packed image set and the network's batches: which images train
+//! and which validate ([`Splits`]), in what order ([`permutation`]), how one stored image
+//! becomes one input ([`TrainInput`]), and how batches are served ([`LoaderOptions`]). Training
+//! and the loader benchmark both build their batches from these.
+
+use super::augment::{Augment, Normalizer, train_sample};
+use super::cache::PackedImages;
+use super::loader::{Loader, MakeInput};
+use super::{ClassInfo, DataError, DataSpec, DataStats};
+use crate::rng;
+use std::sync::Arc;
+
+/// A permutation of `0..n` (Fisher–Yates driven by the counter RNG).
+pub fn permutation(n: usize, seed: u64) -> Vec<u32> {
+    let mut p: Vec<u32> = (0..n as u32).collect();
+    for i in (1..n).rev() {
+        let j = (rng::splitmix64(seed ^ rng::splitmix64(i as u64)) % (i as u64 + 1)) as usize;
+        p.swap(i, j);
+    }
+    p
+}
+
+/// Maps the data's class ids onto the model's output indices; a class the model does not know
+/// is an error naming it.
+pub fn class_map(data: &[ClassInfo], model: &[ClassInfo]) -> Result<Vec<usize>, String> {
+    let mut missing = Vec::new();
+    let map = data
+        .iter()
+        .map(|c| {
+            model.iter().position(|m| m.id == c.id).unwrap_or_else(|| {
+                missing.push(c.id.clone());
+                0
+            })
+        })
+        .collect();
+    if missing.is_empty() { Ok(map) } else { Err(format!("classes not known to the model: {}", missing.join(", "))) }
+}
+
+/// Images to validate on: which of `images`, and where their labels land among the outputs.
+pub struct ValSet {
+    pub images: Arc<PackedImages>,
+    pub indices: Vec<u32>,
+    /// Data label -> model output index.
+    pub class_map: Vec<usize>,
+}
+
+/// The training images (a subset of `train`) and the validation images, if any.
+pub struct Splits {
+    pub train: Arc<PackedImages>,
+    pub train_indices: Vec<u32>,
+    pub val: Option<ValSet>,
+}
+
+impl Splits {
+    /// `val` when given (its classes mapped onto the training set's), else `val_split` of
+    /// `train` held out by a permutation of `seed`.
+    pub fn new(
+        train: Arc<PackedImages>,
+        val: Option<Arc<PackedImages>>,
+        val_split: f32,
+        seed: u64,
+    ) -> Result<Self, DataError> {
+        let all: Vec<u32> = (0..train.count as u32).collect();
+        if let Some(v) = val {
+            let map = class_map(&v.classes, &train.classes).map_err(|p| DataError::layout(&v.source, p))?;
+            let indices = (0..v.count as u32).collect();
+            return Ok(Splits { train, train_indices: all, val: Some(ValSet { images: v, indices, class_map: map }) });
+        }
+        let n_val = ((train.count as f64) * val_split as f64).round() as usize;
+        if n_val == 0 {
+            return Ok(Splits { train, train_indices: all, val: None });
+        }
+        if n_val >= train.count {
+            return Err(DataError::layout(&train.source, format!("--val-split {val_split} leaves no training images")));
+        }
+        let perm = permutation(train.count, rng::mix(&[seed, 0x5_911]));
+        let (tr, va) = perm.split_at(train.count - n_val);
+        let (mut tr, mut va) = (tr.to_vec(), va.to_vec());
+        tr.sort_unstable();
+        va.sort_unstable();
+        let class_map = (0..train.classes.len()).collect();
+        Ok(Splits { val: Some(ValSet { images: train.clone(), indices: va, class_map }), train, train_indices: tr })
+    }
+
+    /// Statistics of exactly the training images.
+    pub fn train_stats(&self) -> DataStats {
+        if self.train_indices.len() == self.train.count {
+            self.train.stats.clone()
+        } else {
+            self.train.stats_of(&self.train_indices)
+        }
+    }
+}
+
+/// How a stored training image becomes a network input: normalised, augmented, cropped.
+pub struct TrainInput {
+    pub norm: Normalizer,
+    pub augment: Augment,
+    /// Network input side.
+    pub crop: usize,
+    /// Zero padding around the stored image before cropping.
+    pub pad: usize,
+    pub seed: u64,
+}
+
+impl TrainInput {
+    pub fn new(spec: &DataSpec, stats: &DataStats, augment: Augment, crop: usize, seed: u64) -> Self {
+        Self { norm: Normalizer::new(spec, stats), augment, crop, pad: spec.pad, seed }
+    }
+
+    /// Values per input.
+    pub fn input_len(&self) -> usize {
+        3 * self.crop * self.crop
+    }
+
+    /// The loader's per-image function for `epoch`: image `i`'s crop, flip and colour noise
+    /// are a function of `(seed, epoch, i)` alone.
+    pub fn for_epoch(self: &Arc<Self>, epoch: usize) -> Arc<MakeInput> {
+        let t = self.clone();
+        Arc::new(move |img: &[u8], i: usize, out: &mut [f32]| {
+            let s = rng::mix(&[t.seed, epoch as u64, i as u64, 0xa06]);
+            train_sample(img, &t.norm, &t.augment, t.crop, t.pad, s, out)
+        })
+    }
+}
+
+/// How batches are served.
+#[derive(Clone, Copy, Debug)]
+pub struct LoaderOptions {
+    pub batch: usize,
+    /// Skip the first `start_batch` batches (resuming mid-epoch).
+    pub start_batch: usize,
+    /// Serve the last partial batch too.
+    pub keep_last: bool,
+    /// Batches prepared ahead of the network.
+    pub prefetch: usize,
+}
+
+impl LoaderOptions {
+    pub fn new(batch: usize) -> Self {
+        Self { batch, start_batch: 0, keep_last: false, prefetch: 3 }
+    }
+
+    /// Serves `order` of `images`, each made by `input` for `epoch`, on a background thread.
+    pub fn spawn(&self, images: Arc<PackedImages>, order: Vec<u32>, input: &Arc<TrainInput>, epoch: usize) -> Loader {
+        Loader::spawn(images, order, *self, input.input_len(), input.for_epoch(epoch))
+    }
+}

@@ -1,0 +1,42 @@
+//! Plain safetensors files: named f32 tensors with optional string metadata and no model config,
+//! for exchange with other tools (`export --safetensors`, `forward`).
+
+use super::{InteropError, Result};
+use crate::tensor::NamedTensor;
+use safetensors::tensor::TensorView;
+use safetensors::{Dtype, SafeTensors};
+use std::collections::HashMap;
+use std::path::Path;
+
+fn to_bytes(v: &[f32]) -> Vec<u8> {
+    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+fn from_bytes(b: &[u8]) -> Vec<f32> {
+    b.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
+}
+
+/// Writes plain named f32 tensors (with optional metadata) as safetensors.
+pub fn write_plain(path: &Path, tensors: &[NamedTensor], meta: HashMap<String, String>) -> Result<()> {
+    let owned: Vec<(String, Vec<usize>, Vec<u8>)> =
+        tensors.iter().map(|t| (t.name.clone(), t.shape.clone(), to_bytes(&t.data))).collect();
+    let views = owned
+        .iter()
+        .map(|(n, s, b)| Ok((n.clone(), TensorView::new(Dtype::F32, s.clone(), b)?)))
+        .collect::<Result<Vec<_>, safetensors::SafeTensorError>>()
+        .map_err(|e| InteropError::Format(e.to_string()).in_file(path))?;
+    let meta = (!meta.is_empty()).then_some(meta);
+    safetensors::serialize_to_file(views, meta, path).map_err(|e| InteropError::Format(e.to_string()).in_file(path))
+}
+
+/// Reads one f32 tensor from a safetensors file.
+pub fn read_plain(path: &Path, name: &str) -> Result<NamedTensor> {
+    let bytes = std::fs::read(path).map_err(|source| InteropError::Io { path: path.into(), source })?;
+    let st = SafeTensors::deserialize(&bytes)
+        .map_err(|e| InteropError::Format(format!("not a safetensors file: {e}")).in_file(path))?;
+    let t = st.tensor(name).map_err(|_| InteropError::Format(format!("no tensor `{name}`")).in_file(path))?;
+    if t.dtype() != Dtype::F32 {
+        return Err(InteropError::Format(format!("`{name}` is {:?}, expected F32", t.dtype())).in_file(path));
+    }
+    Ok(NamedTensor::new(name, t.shape().to_vec(), from_bytes(t.data())))
+}

@@ -1,0 +1,187 @@
+//! A layer at run time: built once from its row of the plan, owning its parameters and its
+//! scratch (LRN's scale, max-pool's argmax, dropout's mask), with the glue between the network's
+//! activation buffers and its kernel — forward and backward side by side.
+//!
+//! Adding a layer kind means a kernel file in `kernels/`, a [`LayerSpec`](super::LayerSpec)
+//! with its shape rule in `plan.rs`, and one arm in each `match` below.
+
+use super::plan::{LayerInfo, LayerKind, ParamSpec};
+use crate::kernels::conv::ConvShape;
+use crate::kernels::dropout::DropoutMode;
+use crate::kernels::lrn::LrnParams;
+use crate::kernels::pool::PoolShape;
+use crate::kernels::{act, conv, dropout, linear, lrn, pool};
+
+/// A learnable tensor and its gradient, in PyTorch's layout.
+#[derive(Clone, Debug)]
+pub struct Param {
+    /// `conv1.weight`, `fc8.bias`, ...
+    pub name: String,
+    pub shape: Vec<usize>,
+    pub data: Vec<f32>,
+    pub grad: Vec<f32>,
+    /// True for biases (some recipes exempt them from weight decay).
+    pub is_bias: bool,
+}
+
+impl Param {
+    /// Zero gradient, every value at `spec.fill`.
+    pub fn new(spec: &ParamSpec) -> Self {
+        let n = spec.len();
+        Self {
+            name: spec.name.clone(),
+            shape: spec.shape.clone(),
+            data: vec![spec.fill; n],
+            grad: vec![0.0; n],
+            is_bias: spec.is_bias,
+        }
+    }
+}
+
+/// Whether the forward pass trains (dropout masks drawn) or evaluates.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Dropout draws its masks from `(seed, step)`.
+    Train {
+        seed: u64,
+        step: u64,
+    },
+    Eval,
+}
+
+/// One layer with what it needs at run time.
+#[derive(Clone, Debug)]
+pub enum Layer {
+    /// `[weight, bias]`.
+    Conv {
+        shape: ConvShape,
+        params: [Param; 2],
+    },
+    Linear {
+        inp: usize,
+        out: usize,
+        params: [Param; 2],
+    },
+    Relu,
+    Tanh,
+    /// `scale` holds `s = k + α'·Σx²` of the last forward, for the backward.
+    Lrn {
+        p: LrnParams,
+        c: usize,
+        plane: usize,
+        scale: Vec<f32>,
+    },
+    /// `argmax` holds the winner of each window of the last forward.
+    MaxPool {
+        shape: PoolShape,
+        argmax: Vec<u32>,
+    },
+    AdaptiveAvgPool {
+        c: usize,
+        input: (usize, usize),
+        output: (usize, usize),
+    },
+    Flatten,
+    /// `index` (the layer's position) keys its masks: `mix(seed, step, index)`.
+    Dropout {
+        p: f32,
+        form: DropoutMode,
+        index: u64,
+        mask: Vec<f32>,
+    },
+}
+
+impl Layer {
+    /// The layer of `info`, at position `index` of the network, parameters at their fill value.
+    pub fn new(info: &LayerInfo, index: usize, form: DropoutMode) -> Self {
+        let params = || -> [Param; 2] { [Param::new(&info.param_specs[0]), Param::new(&info.param_specs[1])] };
+        let [c, h, w] = info.input;
+        match &info.kind {
+            LayerKind::Conv(shape) => Layer::Conv { shape: *shape, params: params() },
+            LayerKind::Linear { inp, out } => Layer::Linear { inp: *inp, out: *out, params: params() },
+            LayerKind::Relu => Layer::Relu,
+            LayerKind::Tanh => Layer::Tanh,
+            LayerKind::Lrn(p) => Layer::Lrn { p: *p, c, plane: h * w, scale: Vec::new() },
+            LayerKind::MaxPool(shape) => Layer::MaxPool { shape: *shape, argmax: Vec::new() },
+            LayerKind::AdaptiveAvgPool { out_h, out_w } => {
+                Layer::AdaptiveAvgPool { c, input: (h, w), output: (*out_h, *out_w) }
+            }
+            LayerKind::Flatten => Layer::Flatten,
+            LayerKind::Dropout { p } => Layer::Dropout { p: *p, form, index: index as u64, mask: Vec::new() },
+        }
+    }
+
+    /// Weight and bias, for conv and linear layers.
+    pub fn params(&self) -> &[Param] {
+        match self {
+            Layer::Conv { params, .. } | Layer::Linear { params, .. } => params,
+            _ => &[],
+        }
+    }
+
+    pub fn params_mut(&mut self) -> &mut [Param] {
+        match self {
+            Layer::Conv { params, .. } | Layer::Linear { params, .. } => params,
+            _ => &mut [],
+        }
+    }
+
+    /// Grows the scratch to hold `out_len` values (a batch of this layer's outputs).
+    pub fn reserve(&mut self, out_len: usize) {
+        match self {
+            Layer::Lrn { scale: v, .. } | Layer::Dropout { mask: v, .. } if v.len() < out_len => v.resize(out_len, 0.0),
+            Layer::MaxPool { argmax, .. } if argmax.len() < out_len => argmax.resize(out_len, 0),
+            _ => {}
+        }
+    }
+
+    /// `y = f(x)` for `batch` images; `x` and `y` hold exactly one batch.
+    pub fn forward(&mut self, x: &[f32], y: &mut [f32], batch: usize, mode: Mode) {
+        match self {
+            Layer::Conv { shape, params: [w, b] } => conv::forward(shape, x, &w.data, &b.data, y, batch),
+            Layer::Linear { inp, out, params: [w, b] } => linear::forward(x, &w.data, &b.data, y, batch, *inp, *out),
+            Layer::Relu => act::relu_forward(x, y),
+            Layer::Tanh => act::tanh_forward(x, y),
+            Layer::Lrn { p, c, plane, scale } => lrn::forward(p, x, y, scale, batch, *c, *plane),
+            Layer::MaxPool { shape, argmax } => pool::max_forward(shape, x, y, argmax, batch * shape.c),
+            Layer::AdaptiveAvgPool { c, input, output } => {
+                pool::adaptive_avg_forward(*input, *output, x, y, batch * *c)
+            }
+            Layer::Flatten => y.copy_from_slice(x),
+            Layer::Dropout { p, form, index, mask } => match mode {
+                Mode::Train { seed, step } => {
+                    let s = crate::rng::mix(&[seed, step, *index]);
+                    dropout::forward_train(*p, *form, s, x, y, &mut mask[..y.len()]);
+                }
+                Mode::Eval => dropout::forward_eval(*p, *form, x, y),
+            },
+        }
+    }
+
+    /// From `dy = ∂L/∂y` of the last forward (`x`, `y` its input and output): overwrites the
+    /// parameters' gradients and, when given, `dx = ∂L/∂x`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn backward(&mut self, x: &[f32], y: &[f32], dy: &[f32], dx: Option<&mut [f32]>, batch: usize, mode: Mode) {
+        match (self, dx) {
+            (Layer::Conv { shape, params: [w, b] }, dx) => {
+                conv::backward(shape, x, &w.data, dy, &mut w.grad, &mut b.grad, dx, batch)
+            }
+            (Layer::Linear { inp, out, params: [w, b] }, dx) => {
+                linear::backward(x, &w.data, dy, &mut w.grad, &mut b.grad, dx, batch, *inp, *out)
+            }
+            (_, None) => {}
+            (Layer::Relu, Some(dx)) => act::relu_backward(y, dy, dx),
+            (Layer::Tanh, Some(dx)) => act::tanh_backward(y, dy, dx),
+            (Layer::Lrn { p, c, plane, scale }, Some(dx)) => lrn::backward(p, x, y, scale, dy, dx, batch, *c, *plane),
+            (Layer::MaxPool { shape, argmax }, Some(dx)) => pool::max_backward(shape, dy, argmax, dx, batch * shape.c),
+            (Layer::AdaptiveAvgPool { c, input, output }, Some(dx)) => {
+                pool::adaptive_avg_backward(*input, *output, dy, dx, batch * *c)
+            }
+            (Layer::Flatten, Some(dx)) => dx.copy_from_slice(dy),
+            (Layer::Dropout { p, form, mask, .. }, Some(dx)) => match mode {
+                Mode::Train { .. } => dropout::backward(Some(&mask[..dy.len()]), 1.0, dy, dx),
+                Mode::Eval => dropout::backward(None, dropout::factors(*p, *form).1, dy, dx),
+            },
+        }
+    }
+}

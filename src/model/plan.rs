@@ -1,0 +1,312 @@
+//! The plan of a network, from its [`ModelConfig`] alone and without allocating any tensor: each
+//! layer's input and output shape, its parameters (names, shapes), its multiply-adds — the table
+//! of the AlexNet lecture notes, and what [`super::Network`], checkpoints and importers are
+//! built from.
+
+use super::config::{ConfigError, LayerSpec, ModelConfig};
+use crate::kernels::conv::ConvShape;
+use crate::kernels::pool::PoolShape;
+use serde::Serialize;
+
+/// A learnable tensor as the plan knows it: before any value exists.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ParamSpec {
+    /// `conv1.weight`, `fc8.bias`, ...
+    pub name: String,
+    /// PyTorch's layout: `[out, in/groups, kh, kw]` for a convolution, `[out, in]` for a linear
+    /// layer, `[out]` for a bias.
+    pub shape: Vec<usize>,
+    pub is_bias: bool,
+    /// The value every element starts at (biases; weights are drawn by [`super::init`]).
+    pub fill: f32,
+}
+
+impl ParamSpec {
+    pub fn len(&self) -> usize {
+        self.shape.iter().product()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// Inputs per output (`in/groups·kh·kw`, or `in`): what He init scales by.
+    pub fn fan_in(&self) -> usize {
+        self.shape[1..].iter().product()
+    }
+}
+
+/// What a layer computes, with every size resolved against its input.
+#[derive(Clone, Debug, PartialEq)]
+pub enum LayerKind {
+    Conv(ConvShape),
+    /// `inp` inputs (the flattened input) to `out` outputs.
+    Linear {
+        inp: usize,
+        out: usize,
+    },
+    Relu,
+    Tanh,
+    Lrn(crate::kernels::lrn::LrnParams),
+    MaxPool(PoolShape),
+    AdaptiveAvgPool {
+        out_h: usize,
+        out_w: usize,
+    },
+    Flatten,
+    Dropout {
+        p: f32,
+    },
+}
+
+/// One row of the layer table.
+#[derive(Clone, Debug, Serialize)]
+pub struct LayerInfo {
+    /// `conv1`, `relu`, `lrn`, `maxpool`, ...; parametrised layers carry their config name.
+    pub name: String,
+    /// Kernel size, for conv and pooling layers (the window size `n` for LRN).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kernel: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stride: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pad: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub groups: Option<usize>,
+    /// `[C, H, W]` of the input of one image (`[F, 1, 1]` for a linear layer: it flattens).
+    #[serde(skip)]
+    pub input: [usize; 3],
+    /// `[C, H, W]` of the output of one image (`[F, 1, 1]` after flatten).
+    pub output: [usize; 3],
+    pub params: usize,
+    /// Multiply-adds per image (convolutions and fully connected layers only).
+    pub macs: usize,
+    #[serde(skip)]
+    pub kind: LayerKind,
+    /// Weight then bias, for conv and linear layers; empty otherwise.
+    #[serde(skip)]
+    pub param_specs: Vec<ParamSpec>,
+}
+
+impl LayerInfo {
+    pub fn in_len(&self) -> usize {
+        self.input.iter().product()
+    }
+    pub fn out_len(&self) -> usize {
+        self.output.iter().product()
+    }
+
+    /// Resolves layer `index` of spec `spec` against its input `[c, h, w]`, checking that it fits.
+    fn new(index: usize, spec: &LayerSpec, input: [usize; 3]) -> Result<Self, ConfigError> {
+        let mut info = LayerInfo {
+            name: String::new(),
+            kernel: None,
+            stride: None,
+            pad: None,
+            groups: None,
+            input,
+            output: input,
+            params: 0,
+            macs: 0,
+            kind: LayerKind::Flatten,
+            param_specs: Vec::new(),
+        };
+        let [c, h, w] = input;
+        match spec {
+            LayerSpec::Conv { name, out, kernel, stride, pad, groups, bias_init } => {
+                let cs = conv_shape(index, name, input, (*out, *kernel, *stride, *pad, *groups))?;
+                info.name = name.clone();
+                (info.kernel, info.stride, info.pad, info.groups) =
+                    (Some(*kernel), Some(*stride), Some(*pad), Some(*groups));
+                info.output = [*out, cs.out_h(), cs.out_w()];
+                info.macs = cs.macs();
+                let wshape = vec![*out, c / groups, *kernel, *kernel];
+                info.param_specs = weight_and_bias(name, wshape, *out, *bias_init);
+                info.kind = LayerKind::Conv(cs);
+            }
+            LayerSpec::Linear { name, out, bias_init } => {
+                if *out == 0 {
+                    return Err(bad(index, name, "width must be positive"));
+                }
+                let inp = c * h * w;
+                info.name = name.clone();
+                // A linear layer right after a conv flattens implicitly; the table says so.
+                info.input = [inp, 1, 1];
+                info.output = [*out, 1, 1];
+                info.macs = inp * out;
+                info.param_specs = weight_and_bias(name, vec![*out, inp], *out, *bias_init);
+                info.kind = LayerKind::Linear { inp, out: *out };
+            }
+            LayerSpec::Relu => (info.name, info.kind) = ("relu".into(), LayerKind::Relu),
+            LayerSpec::Tanh => (info.name, info.kind) = ("tanh".into(), LayerKind::Tanh),
+            LayerSpec::Lrn(p) => {
+                if p.size == 0 {
+                    return Err(bad(index, "lrn", "size must be positive"));
+                }
+                (info.name, info.kernel, info.kind) = ("lrn".into(), Some(p.size), LayerKind::Lrn(*p));
+            }
+            LayerSpec::MaxPool { kernel, stride, pad } => {
+                let ps = pool_shape(index, input, (*kernel, *stride, *pad))?;
+                info.name = "maxpool".into();
+                (info.kernel, info.stride, info.pad) = (Some(*kernel), Some(*stride), Some(*pad));
+                info.output = [c, ps.out_h(), ps.out_w()];
+                info.kind = LayerKind::MaxPool(ps);
+            }
+            LayerSpec::AdaptiveAvgPool { out_h, out_w } => {
+                if *out_h == 0 || *out_w == 0 {
+                    return Err(bad(index, "avgpool", "output size must be positive"));
+                }
+                info.name = "avgpool".into();
+                info.output = [c, *out_h, *out_w];
+                info.kind = LayerKind::AdaptiveAvgPool { out_h: *out_h, out_w: *out_w };
+            }
+            LayerSpec::Flatten => (info.name, info.output) = ("flatten".into(), [c * h * w, 1, 1]),
+            LayerSpec::Dropout { p } => {
+                if !(0.0..1.0).contains(p) {
+                    return Err(bad(index, "dropout", format!("probability {p} not in [0, 1)")));
+                }
+                (info.name, info.kind) = ("dropout".into(), LayerKind::Dropout { p: *p });
+            }
+        }
+        info.params = info.param_specs.iter().map(ParamSpec::len).sum();
+        Ok(info)
+    }
+}
+
+fn weight_and_bias(layer: &str, wshape: Vec<usize>, out: usize, bias_init: f32) -> Vec<ParamSpec> {
+    vec![
+        ParamSpec { name: format!("{layer}.weight"), shape: wshape, is_bias: false, fill: 0.0 },
+        ParamSpec { name: format!("{layer}.bias"), shape: vec![out], is_bias: true, fill: bias_init },
+    ]
+}
+
+fn conv_shape(
+    index: usize,
+    name: &str,
+    [c, h, w]: [usize; 3],
+    (out, k, s, p, g): (usize, usize, usize, usize, usize),
+) -> Result<ConvShape, ConfigError> {
+    if k == 0 || s == 0 || g == 0 || out == 0 {
+        return Err(bad(index, name, "kernel, stride, groups and width must be positive"));
+    }
+    if c % g != 0 || out % g != 0 {
+        return Err(bad(index, name, format!("{c} input and {out} output channels do not split into {g} groups")));
+    }
+    if h + 2 * p < k || w + 2 * p < k {
+        return Err(bad(index, name, format!("kernel {k} larger than padded input {h}x{w} (pad {p})")));
+    }
+    Ok(ConvShape { in_c: c, in_h: h, in_w: w, out_c: out, kh: k, kw: k, stride: s, pad: p, groups: g })
+}
+
+fn pool_shape(index: usize, [c, h, w]: [usize; 3], (k, s, p): (usize, usize, usize)) -> Result<PoolShape, ConfigError> {
+    if k == 0 || s == 0 {
+        return Err(bad(index, "maxpool", "kernel and stride must be positive"));
+    }
+    if p >= k {
+        return Err(bad(index, "maxpool", format!("pad {p} must be smaller than the kernel {k}")));
+    }
+    if h + 2 * p < k || w + 2 * p < k {
+        return Err(bad(index, "maxpool", format!("window {k} larger than input {h}x{w}")));
+    }
+    Ok(PoolShape { c, in_h: h, in_w: w, kernel: k, stride: s, pad: p })
+}
+
+/// The whole table.
+#[derive(Clone, Debug, Serialize)]
+pub struct Summary {
+    pub model: String,
+    pub input: [usize; 3],
+    pub params: usize,
+    pub macs: usize,
+    pub layers: Vec<LayerInfo>,
+}
+
+fn bad(index: usize, what: &str, problem: impl Into<String>) -> ConfigError {
+    ConfigError::BadLayer { index, what: what.into(), problem: problem.into() }
+}
+
+/// Walks the layers, checking that each fits its input.
+pub fn plan(cfg: &ModelConfig) -> Result<Summary, ConfigError> {
+    let mut shape = cfg.input;
+    if shape.contains(&0) {
+        return Err(bad(0, "input", format!("input shape {shape:?} has a zero")));
+    }
+    let mut layers = Vec::with_capacity(cfg.layers.len());
+    for (index, spec) in cfg.layers.iter().enumerate() {
+        let info = LayerInfo::new(index, spec, shape)?;
+        shape = info.output;
+        layers.push(info);
+    }
+    cfg.classes()?;
+    Ok(Summary {
+        model: cfg.name.clone(),
+        input: cfg.input,
+        params: layers.iter().map(|l| l.params).sum(),
+        macs: layers.iter().map(|l| l.macs).sum(),
+        layers,
+    })
+}
+
+impl Summary {
+    /// Every parameter of the network, in order (each layer's weight, then its bias).
+    pub fn param_specs(&self) -> impl Iterator<Item = &ParamSpec> {
+        self.layers.iter().flat_map(|l| &l.param_specs)
+    }
+
+    /// Outputs of the last layer: the class count.
+    pub fn classes(&self) -> usize {
+        self.layers.last().map_or(0, |l| l.out_len())
+    }
+}
+
+/// Groups digits in threes: 60965224 -> "60,965,224".
+pub fn thousands(n: usize) -> String {
+    let s = n.to_string();
+    let mut out = String::new();
+    for (i, ch) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(ch);
+    }
+    out
+}
+
+impl Summary {
+    /// The table as text.
+    pub fn table(&self) -> String {
+        let mut t = format!(
+            "model {}   input {}x{}x{} (WxHxC)\n{:<9} {:>6} {:>6} {:>4} {:>6} {:>14} {:>12} {:>15}\n",
+            self.model,
+            self.input[2],
+            self.input[1],
+            self.input[0],
+            "layer",
+            "kernel",
+            "stride",
+            "pad",
+            "groups",
+            "output WxHxC",
+            "params",
+            "mult-adds"
+        );
+        let opt = |v: Option<usize>| v.map_or("-".to_string(), |v| v.to_string());
+        for l in &self.layers {
+            let k = l.kernel.map_or("-".into(), |k| match l.kind {
+                LayerKind::Lrn(_) => format!("n={k}"),
+                _ => format!("{k}x{k}"),
+            });
+            t += &format!(
+                "{:<9} {:>6} {:>6} {:>4} {:>6} {:>14} {:>12} {:>15}\n",
+                l.name,
+                k,
+                opt(l.stride),
+                opt(l.pad),
+                opt(l.groups),
+                format!("{}x{}x{}", l.output[2], l.output[1], l.output[0]),
+                thousands(l.params),
+                thousands(l.macs)
+            );
+        }
+        t += &format!("{:<9} {:>69} {:>15}\n", "total", thousands(self.params), thousands(self.macs));
+        t
+    }
+}

@@ -1,0 +1,39 @@
+//! The run's metrics log, `RUN_DIR/metrics.jsonl`: one JSON object per finished epoch, for
+//! plotting (`curves.png` is drawn from it) and for people.
+
+use serde::{Deserialize, Serialize};
+use std::io::Write;
+use std::path::Path;
+
+/// One line of `metrics.jsonl`: an epoch's figures.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct EpochMetrics {
+    pub epoch: usize,
+    pub step: u64,
+    pub lr: f32,
+    pub train_loss: f64,
+    pub train_top1_error: f64,
+    pub val_loss: Option<f64>,
+    pub val_top1_error: Option<f64>,
+    pub val_top5_error: Option<f64>,
+    /// Seconds this epoch took, and since the run started.
+    pub epoch_seconds: f64,
+    pub wall_seconds: f64,
+    pub images_per_s: f64,
+}
+
+/// Reads `metrics.jsonl`.
+pub fn read_metrics(path: &Path) -> std::io::Result<Vec<EpochMetrics>> {
+    let text = std::fs::read_to_string(path)?;
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).map_err(|e| std::io::Error::other(e.to_string())))
+        .collect()
+}
+
+/// Appends one line to `metrics.jsonl`.
+pub fn append_metrics(path: &Path, m: &EpochMetrics) -> std::io::Result<()> {
+    let line = serde_json::to_string(m).map_err(|e| std::io::Error::other(e.to_string()))?;
+    let mut f = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
+    writeln!(f, "{line}")
+}

@@ -1,0 +1,55 @@
+//! Training: a run's configuration (the paper's recipe by default), the loop in stages
+//! ([`Trainer`]), learning-rate schedules, the resumable state, the metrics log, progress
+//! reporting and the stop handle.
+//!
+//! One step is [`Network::train_step`](crate::Network::train_step): forward, loss, backward,
+//! update. The loop around it feeds batches from the data pipeline and, at each epoch's end,
+//! validates, schedules, checkpoints and logs.
+
+pub mod config;
+pub mod metrics;
+pub mod report;
+pub mod schedule;
+pub mod state;
+pub mod stop;
+pub mod trainer;
+
+pub use config::{PcaSource, TrainConfig, customise_model};
+pub use metrics::{EpochMetrics, read_metrics};
+pub use schedule::{Schedule, ScheduleKind};
+pub use state::TrainState;
+pub use stop::StopHandle;
+pub use trainer::{TrainOutcome, Trainer};
+
+use crate::checkpoint::Checkpoint;
+use crate::error::{Error, Result};
+use std::path::PathBuf;
+
+/// Options of one invocation that are not part of the run (not in `config.json`).
+#[derive(Clone, Debug, Default)]
+pub struct RunOptions {
+    pub stop: StopHandle,
+    /// No progress bar, no messages.
+    pub quiet: bool,
+}
+
+/// Trains as `cfg` says; with `resume`, continues the run whose checkpoint that is. Writes
+/// `cfg.out/config.json` first and runs on a pool of `cfg.threads` threads.
+pub fn train(cfg: &TrainConfig, resume: Option<&Checkpoint>, opts: &RunOptions) -> Result<TrainOutcome> {
+    std::fs::create_dir_all(&cfg.out).map_err(|e| Error::io(&cfg.out, e))?;
+    if resume.is_none() && cfg.out.join("last.safetensors").exists() {
+        return Err(Error::Invalid(format!(
+            "{} already holds a run: continue it with --resume {0}, or choose another --out",
+            cfg.out.display()
+        )));
+    }
+    let config_path = cfg.out.join("config.json");
+    let json = serde_json::to_string_pretty(cfg).map_err(|e| Error::Invalid(format!("config: {e}")))?;
+    std::fs::write(&config_path, json).map_err(|e| Error::io(&config_path, e))?;
+    crate::error::thread_pool(cfg.threads)?.install(|| Trainer::new(cfg, resume, opts.stop.clone(), opts.quiet)?.run())
+}
+
+/// The next free `runs/<model>-N`.
+pub fn default_run_dir(model: &str) -> PathBuf {
+    (1..).map(|i| PathBuf::from(format!("runs/{model}-{i}"))).find(|p| !p.exists()).unwrap_or_default()
+}

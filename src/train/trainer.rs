@@ -1,0 +1,310 @@
+//! The training loop in stages: [`Trainer::new`] sets the run up (data, statistics, network,
+//! optimizer, position), [`Trainer::run_epoch`] runs the steps of one epoch, and
+//! [`Trainer::end_epoch`] validates, logs, schedules and checkpoints. [`Trainer::run`] is the
+//! whole loop in a dozen lines.
+//!
+//! Reproducibility: every random choice is a function of the seed and of a position — the
+//! epoch's shuffle of `(seed, epoch)`, an image's crop, flip and colour noise of
+//! `(seed, epoch, image)`, dropout masks of `(seed, step, layer)` — so a run resumed from a
+//! checkpoint ends with the same weights as one never interrupted (same thread count: the
+//! order of floating-point sums in the backward pass depends on it).
+
+use super::config::{PcaSource, TrainConfig};
+use super::metrics::{EpochMetrics, append_metrics, read_metrics};
+use super::report::{Reporter, progress_bar};
+use super::state::TrainState;
+use super::stop::StopHandle;
+use crate::checkpoint::Checkpoint;
+use crate::data::cache::{OnBadImage, PackedImages};
+use crate::data::{Augment, ClassInfo, DataStats, LoaderOptions, Splits, TrainInput, imagenet, permutation, source};
+use crate::error::{Error, Result};
+use crate::eval::{Classifier, EvalResult, evaluate};
+use crate::model::Network;
+use crate::optim::Sgd;
+use crate::rng;
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// How a call to [`super::train`] ended.
+#[derive(Clone, Debug, Serialize)]
+pub struct TrainOutcome {
+    pub run_dir: PathBuf,
+    pub epochs_done: usize,
+    pub steps: u64,
+    pub interrupted: bool,
+    pub best_val_top1_error: Option<f64>,
+    pub best_epoch: Option<usize>,
+    pub last: Option<EpochMetrics>,
+}
+
+/// A run in progress.
+pub struct Trainer<'a> {
+    cfg: &'a TrainConfig,
+    stop: StopHandle,
+    data: Splits,
+    classes: Vec<ClassInfo>,
+    stats: DataStats,
+    input: Arc<TrainInput>,
+    pub net: Network,
+    pub opt: Sgd,
+    pub state: TrainState,
+    batches_per_epoch: usize,
+    history: Vec<EpochMetrics>,
+    report: Reporter,
+    run_start: Instant,
+    epoch_start: Instant,
+}
+
+/// Packs (or reuses the run's cache of) the images at `path`, with a progress bar.
+fn open_images(cfg: &TrainConfig, path: &Path, name: &str, quiet: bool) -> Result<PackedImages> {
+    let size = cfg.model.data.stored;
+    let cache = cfg.out.join("cache").join(format!("{name}-{size}.bin"));
+    let bar = progress_bar(quiet, &format!("packing {name} images"));
+    let on_bad = if cfg.skip_bad { OnBadImage::Skip } else { OnBadImage::Fail };
+    let p = source::open(path, size, cfg.class_names.as_deref(), &cache, on_bad, &|d, t| {
+        bar.set_length(t as u64);
+        bar.set_position(d as u64);
+    })?;
+    bar.finish_and_clear();
+    Ok(p)
+}
+
+impl<'a> Trainer<'a> {
+    /// Opens and splits the data, takes the statistics of the training images, and builds the
+    /// network, optimizer and position: fresh from `cfg.seed`, or those of `resume`.
+    pub fn new(cfg: &'a TrainConfig, resume: Option<&Checkpoint>, stop: StopHandle, quiet: bool) -> Result<Self> {
+        let train = Arc::new(open_images(cfg, &cfg.data, "train", quiet)?);
+        let val = cfg.val.as_deref().map(|v| open_images(cfg, v, "val", quiet).map(Arc::new)).transpose()?;
+        let data = Splits::new(train, val, cfg.val_split, cfg.seed)?;
+        let classes = data.train.classes.clone();
+        let model = cfg.model.clone().with_classes(classes.len());
+        let (crop, spec) = (model.input[1], model.data);
+        if spec.stored + 2 * spec.pad < crop {
+            return Err(Error::Invalid(format!(
+                "model input {crop} is larger than the stored images ({}) plus padding",
+                spec.stored
+            )));
+        }
+        // Statistics of exactly the training images (a resumed run keeps the ones it started with).
+        let stats = resume.map_or_else(|| data.train_stats(), |c| c.stats.clone());
+        let mut augment =
+            Augment { random_crop: cfg.random_crop, flip: cfg.flip, pca_std: cfg.pca_std, ..Augment::paper(&stats) };
+        if cfg.pca == PcaSource::Imagenet {
+            (augment.eigval, augment.eigvec) = (imagenet::PCA_EIGVAL, imagenet::PCA_EIGVEC);
+        }
+        let input = Arc::new(TrainInput::new(&spec, &stats, augment, crop, cfg.seed));
+        let (net, opt, state) = match resume {
+            Some(c) => {
+                let net = c.network()?;
+                let mut opt = Sgd::new(c.sgd.unwrap_or(cfg.sgd), net.params());
+                if let Some(v) = &c.velocity {
+                    opt.velocity.clone_from(v);
+                }
+                (net, opt, c.train_state.clone().unwrap_or_default())
+            }
+            None => {
+                let net = Network::new(model, cfg.seed)?;
+                let opt = Sgd::new(cfg.sgd, net.params());
+                (net, opt, TrainState::start(cfg.sgd.lr))
+            }
+        };
+        let batches_per_epoch = data.train_indices.len() / cfg.batch.max(1);
+        if batches_per_epoch == 0 {
+            return Err(Error::Invalid(format!(
+                "{} training images do not fill one batch of {}",
+                data.train_indices.len(),
+                cfg.batch
+            )));
+        }
+        let mut history = read_metrics(&cfg.out.join("metrics.jsonl")).unwrap_or_default();
+        history.retain(|m| m.epoch < state.epoch);
+        let run_start = Instant::now() - Duration::from_secs_f64(state.elapsed_seconds);
+        let report = Reporter::new(quiet, batches_per_epoch);
+        let t = Self {
+            cfg,
+            stop,
+            data,
+            classes,
+            stats,
+            input,
+            net,
+            opt,
+            state,
+            batches_per_epoch,
+            history,
+            report,
+            run_start,
+            epoch_start: run_start,
+        };
+        t.say_start();
+        Ok(t)
+    }
+
+    fn say_start(&self) {
+        self.report.say(&format!(
+            "training {} ({} parameters) on {} images of {} classes, validating on {}; batch {}, {} batches/epoch, {} threads",
+            self.net.config.name,
+            crate::model::plan::thousands(self.net.param_count()),
+            self.data.train_indices.len(),
+            self.net.classes(),
+            self.data.val.as_ref().map_or(0, |v| v.indices.len()),
+            self.cfg.batch,
+            self.batches_per_epoch,
+            self.cfg.threads
+        ));
+    }
+
+    /// The whole run: epochs until the last, a stop, or the time limit.
+    pub fn run(mut self) -> Result<TrainOutcome> {
+        let mut last = self.history.last().cloned();
+        let mut interrupted = false;
+        while self.state.epoch < self.cfg.epochs {
+            if !self.run_epoch()? {
+                interrupted = true;
+                break;
+            }
+            let (m, out_of_time) = self.end_epoch()?;
+            last = Some(m);
+            if out_of_time {
+                break;
+            }
+        }
+        self.report.finish();
+        let s = &self.state;
+        Ok(TrainOutcome {
+            run_dir: self.cfg.out.clone(),
+            epochs_done: s.epoch,
+            steps: s.step,
+            interrupted,
+            best_val_top1_error: s.best_val_top1,
+            best_epoch: s.best_epoch.map(|e| e + 1),
+            last,
+        })
+    }
+
+    /// The epoch's shuffle of the training images.
+    fn epoch_order(&self, epoch: usize) -> Vec<u32> {
+        let idx = &self.data.train_indices;
+        permutation(idx.len(), rng::mix(&[self.cfg.seed, epoch as u64])).into_iter().map(|i| idx[i as usize]).collect()
+    }
+
+    /// The steps of the current epoch, from where the state stands. Returns false when stopped
+    /// (a checkpoint is saved first).
+    pub fn run_epoch(&mut self) -> Result<bool> {
+        let (cfg, epoch) = (self.cfg, self.state.epoch);
+        if self.state.batch_in_epoch == 0 {
+            self.state.lr = cfg.schedule.lr_at(cfg.sgd.lr, &self.state, epoch, cfg.epochs);
+        }
+        self.opt.config.lr = self.state.lr;
+        let opts = LoaderOptions { start_batch: self.state.batch_in_epoch, ..LoaderOptions::new(cfg.batch) };
+        let loader = opts.spawn(self.data.train.clone(), self.epoch_order(epoch), &self.input, epoch);
+        self.report.start_epoch(epoch, cfg.epochs, self.state.batch_in_epoch);
+        self.epoch_start = Instant::now() - Duration::from_secs_f64(self.state.epoch_seconds);
+        for b in loader {
+            let r = self.net.train_step(&b.x, &b.labels, cfg.seed, self.state.step, &mut self.opt);
+            if !r.loss.is_finite() {
+                self.report.abandon();
+                let last = cfg.out.join("last.safetensors");
+                let s = &self.state;
+                return Err(Error::Diverged { loss: r.loss, epoch: epoch + 1, step: s.step, lr: s.lr, last });
+            }
+            self.state.record_step(b.index, b.labels.len(), r.loss, r.correct);
+            self.report.step(&self.state, b.labels.len());
+            let stop = self.stop.should_stop(self.state.step);
+            if stop || (cfg.checkpoint_every > 0 && self.state.step.is_multiple_of(cfg.checkpoint_every)) {
+                self.state.epoch_seconds = self.epoch_start.elapsed().as_secs_f64();
+                self.state.elapsed_seconds = self.run_start.elapsed().as_secs_f64();
+                self.save("last.safetensors")?;
+            }
+            if stop {
+                self.report.abandon();
+                self.report.say(&format!(
+                    "stopped at epoch {} batch {} (step {}); saved {}. Continue with: alexnet train --resume {}",
+                    epoch + 1,
+                    self.state.batch_in_epoch,
+                    self.state.step,
+                    cfg.out.join("last.safetensors").display(),
+                    cfg.out.display()
+                ));
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    /// Validation on the held-out images, if there are any.
+    fn validate(&mut self) -> Option<EvalResult> {
+        let v = self.data.val.as_ref()?;
+        let mut member = [Classifier::new(&mut self.net, &self.input.norm)];
+        Some(evaluate(&mut member, &v.images, &v.indices, &v.class_map, self.cfg.val_ten_crop, self.cfg.batch, &|_| {}))
+    }
+
+    /// After the last step of an epoch: validation, the schedule, checkpoints, the metrics line
+    /// and curves. Returns the epoch's metrics and whether the time limit is reached.
+    pub fn end_epoch(&mut self) -> Result<(EpochMetrics, bool)> {
+        let cfg = self.cfg;
+        let epoch_seconds = self.epoch_start.elapsed().as_secs_f64();
+        let val = self.validate();
+        let s = &self.state;
+        let m = EpochMetrics {
+            epoch: s.epoch,
+            step: s.step,
+            lr: s.lr,
+            train_loss: s.epoch_loss(),
+            train_top1_error: s.epoch_top1_error(),
+            val_loss: val.as_ref().map(|v| v.loss),
+            val_top1_error: val.as_ref().map(|v| v.top1_error),
+            val_top5_error: val.as_ref().map(|v| v.top5_error),
+            epoch_seconds,
+            wall_seconds: self.run_start.elapsed().as_secs_f64(),
+            images_per_s: s.epoch_images as f64 / epoch_seconds.max(1e-9),
+        };
+        self.report.epoch_done(&m, cfg.epochs);
+        let ln_classes = (self.net.classes() as f64).ln();
+        if m.epoch >= 2 && (m.train_loss - ln_classes).abs() < 0.02 * ln_classes {
+            self.report.warn_stuck(m.train_loss, self.net.classes());
+        }
+        // Schedule and best model: on validation top-1 error (train loss without validation).
+        let improved = self.state.record_score(m.val_top1_error.unwrap_or(m.train_loss));
+        if let Some(lr) = cfg.schedule.after_epoch(&mut self.state) {
+            self.report.say(&format!("validation error stopped improving: learning rate now {lr:.2e}"));
+        }
+        self.state.next_epoch();
+        self.state.elapsed_seconds = self.run_start.elapsed().as_secs_f64();
+        self.save("last.safetensors")?;
+        if improved {
+            self.save("best.safetensors")?;
+        }
+        // The metrics line only once its checkpoint is on disk: a failed save is redone on
+        // resume without a duplicate line.
+        self.log_metrics(&m)?;
+        let out_of_time = cfg.time_limit_minutes.is_some_and(|limit| {
+            self.state.elapsed_seconds + epoch_seconds > limit * 60.0 && self.state.epoch < cfg.epochs
+        });
+        if out_of_time {
+            let limit = cfg.time_limit_minutes.unwrap_or_default();
+            self.report.say(&format!("time limit of {limit} minutes reached after {} epochs", self.state.epoch));
+        }
+        Ok((m, out_of_time))
+    }
+
+    fn log_metrics(&mut self, m: &EpochMetrics) -> Result<()> {
+        let path = self.cfg.out.join("metrics.jsonl");
+        append_metrics(&path, m).map_err(|e| Error::io(&path, e))?;
+        self.history.push(m.clone());
+        let title = format!("{} on {}", self.net.config.name, self.cfg.data.display());
+        if let Err(e) = crate::plot::training_curves(&self.history, &title, &self.cfg.out.join("curves.png")) {
+            self.report.say(&format!("warning: could not draw curves.png: {e}"));
+        }
+        Ok(())
+    }
+
+    /// Writes a checkpoint of the run as it stands into the run folder.
+    fn save(&self, name: &str) -> Result<()> {
+        let path = self.cfg.out.join(name);
+        Checkpoint::capture(&self.net, &self.classes, &self.stats, Some(&self.opt), Some(&self.state)).save(&path)?;
+        Ok(())
+    }
+}
