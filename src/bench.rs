@@ -5,10 +5,11 @@
 //! gradient, weight gradient), the usual convention.
 
 use crate::data::{Augment, LoaderOptions, TrainInput, permutation};
-use crate::error::{Error, Result, thread_pool};
+use crate::error::{Error, Result};
 use crate::matmul::{Operand, Threads, matmul};
 use crate::model::{Mode, ModelConfig, Network};
 use crate::optim::{Sgd, SgdConfig};
+use crate::threads::thread_pool;
 use serde::Serialize;
 use std::time::Instant;
 

@@ -188,11 +188,25 @@ impl Checkpoint {
         self.params.iter().map(|p| p.data.len()).sum()
     }
 
-    /// A network holding these weights. Fails only for a checkpoint built by hand whose config
-    /// does not plan ([`Checkpoint::load`] and the importers check it).
-    pub fn network(&self) -> Result<Network, crate::model::ConfigError> {
+    /// A network holding these weights. Fails only for a checkpoint built by hand whose
+    /// tensors do not fit its config ([`Checkpoint::load`] and the importers check that).
+    pub fn network(&self) -> crate::Result<Network> {
         let mut net = Network::zeroed(self.config.clone())?;
+        if net.params().count() != self.params.len() {
+            return Err(crate::Error::Invalid(format!(
+                "{} tensors for the {} parameters of {}",
+                self.params.len(),
+                net.params().count(),
+                self.config.name
+            )));
+        }
         for (p, t) in net.params_mut().zip(&self.params) {
+            if p.name != t.name || p.shape != t.shape {
+                return Err(crate::Error::Invalid(format!(
+                    "tensor `{}` {:?} where {} needs `{}` {:?}",
+                    t.name, t.shape, self.config.name, p.name, p.shape
+                )));
+            }
             p.data.clone_from(&t.data);
         }
         Ok(net)

@@ -44,22 +44,25 @@
 //!
 //! [`train`] drives that loop in stages; [`eval`] runs the centre or ten crops of a data set
 //! through one network or an ensemble; [`interop`] reads PyTorch's files and writes ONNX;
-//! [`bench`] times it all. Every fallible call returns [`Error`].
+//! [`bench`] times it all. Errors are typed: each module's error (`DataError`, `ConfigError`,
+//! `CheckpointError`, `InteropError`) names the file and the problem and converts into [`Error`],
+//! which the commands return.
 
-pub mod bench;
-pub mod checkpoint;
-pub mod data;
-pub mod error;
-pub mod eval;
-pub mod interop;
-pub mod kernels;
-pub mod matmul;
-pub mod model;
-pub mod optim;
-pub mod plot;
 pub mod rng;
 pub mod tensor;
+pub mod matmul;
+pub mod kernels;
+pub mod data;
+pub mod model;
+pub mod optim;
 pub mod train;
+pub mod checkpoint;
+pub mod eval;
+pub mod plot;
+pub mod interop;
+pub mod bench;
+pub mod error;
+pub mod threads;
 
 pub use checkpoint::Checkpoint;
 pub use error::{Error, Result};

@@ -74,3 +74,33 @@ fn unknown_model_is_a_clear_error() {
     assert!(!ok);
     assert!(err.contains("known models"), "{err}");
 }
+
+#[test]
+fn import_export_filters_and_forward_speak_json() {
+    let fixture = |f: &str| format!("{}/tests/fixtures/{f}", env!("CARGO_MANIFEST_DIR"));
+    let dir = std::env::temp_dir().join(format!("alexnet-cli-json-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let p = |f: &str| dir.join(f).display().to_string();
+    let v = json(&["import", &fixture("tiny_alexnet_zip.pth"), "--to", &p("tiny.safetensors"), "--json"]);
+    assert_eq!((v["params"].as_u64(), v["classes"].as_u64()), (Some(56_554), Some(10)), "{v}");
+    assert_eq!(v["input"], serde_json::json!([3, 99, 99]));
+    let v = json(&["export", "--weights", &p("tiny.safetensors"), "--onnx", &p("tiny.onnx"), "--json"]);
+    assert_eq!(v["onnx"], p("tiny.onnx").as_str());
+    assert!(v["safetensors"].is_null() && dir.join("tiny.onnx").exists());
+    let v = json(&["filters", "--weights", &p("tiny.safetensors"), "--out", &p("conv1.png"), "--json"]);
+    assert!(v["kernels"].as_u64().unwrap() > 0 && dir.join("conv1.png").exists(), "{v}");
+    let v = json(&[
+        "forward",
+        "--weights",
+        &p("tiny.safetensors"),
+        "--input",
+        &fixture("tiny_alexnet.safetensors"),
+        "--out",
+        &p("logits.safetensors"),
+        "--json",
+    ]);
+    assert_eq!(v["logits"], serde_json::json!([4, 10]), "{v}");
+    let v = json(&["bench", "--mode", "gemm", "--size", "64", "--iters", "1", "--json"]);
+    assert!(v["gflops"].as_f64().unwrap() > 0.0);
+    let _ = std::fs::remove_dir_all(&dir);
+}

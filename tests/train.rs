@@ -4,8 +4,7 @@
 use alexnet::Checkpoint;
 use alexnet::data::DataStats;
 use alexnet::model::ModelConfig;
-use alexnet::optim::SgdConfig;
-use alexnet::train::{PcaSource, RunOptions, Schedule, StopHandle, TrainConfig, train};
+use alexnet::train::{RunOptions, StopHandle, TrainConfig, train};
 use std::path::PathBuf;
 use std::process::Command;
 
@@ -29,27 +28,17 @@ fn stop_at(steps: u64) -> RunOptions {
 }
 
 fn config(name: &str, epochs: usize) -> TrainConfig {
+    // The paper's recipe on the cifar model, small batches, two threads.
     TrainConfig {
-        data: embedded("train"),
         val: Some(embedded("val")),
         val_split: 0.0,
-        class_names: None,
         model: ModelConfig::variant("cifar").unwrap(),
         epochs,
         batch: 64,
-        sgd: SgdConfig::default(),
-        schedule: Schedule::Plateau { patience: 3, factor: 0.1, max_drops: 3 },
         seed: 7,
         threads: 2,
         out: out_dir(name),
-        random_crop: true,
-        flip: true,
-        pca_std: 0.1,
-        pca: PcaSource::Data,
-        checkpoint_every: 0,
-        time_limit_minutes: None,
-        skip_bad: false,
-        val_ten_crop: false,
+        ..TrainConfig::paper(embedded("train"))
     }
 }
 

@@ -10,6 +10,7 @@
 
 use super::{DataSpec, DataStats, Normalize};
 use crate::rng;
+use serde::{Deserialize, Serialize};
 
 /// Subtracts the mean and divides by the std, pixel by pixel.
 #[derive(Clone, Debug)]
@@ -54,9 +55,47 @@ pub struct Augment {
     pub eigvec: [[f32; 3]; 3],
 }
 
+/// Where PCA colour noise takes its eigenvectors from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
+#[serde(rename_all = "snake_case")]
+pub enum PcaSource {
+    /// The training set's own RGB covariance (the paper).
+    Data,
+    /// The published ImageNet eigenvalues and eigenvectors.
+    Imagenet,
+}
+
+/// Which augmentations a run uses (part of its configuration); [`Default`] is the paper's.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AugmentOptions {
+    pub random_crop: bool,
+    pub flip: bool,
+    /// σ of the PCA lighting coefficients (the paper: 0.1; 0 turns it off).
+    pub pca_std: f32,
+    pub pca: PcaSource,
+}
+
+impl Default for AugmentOptions {
+    /// Section 4.1: random crops, horizontal flips, PCA colour noise of σ 0.1 from the data.
+    fn default() -> Self {
+        Self { random_crop: true, flip: true, pca_std: 0.1, pca: PcaSource::Data }
+    }
+}
+
 impl Augment {
+    /// `opts` with the eigen-decomposition they name: `stats`' own or ImageNet's.
+    pub fn new(opts: &AugmentOptions, stats: &DataStats) -> Self {
+        let (eigval, eigvec) = match opts.pca {
+            PcaSource::Data => (stats.eigval, stats.eigvec),
+            PcaSource::Imagenet => (super::imagenet::PCA_EIGVAL, super::imagenet::PCA_EIGVEC),
+        };
+        Self { random_crop: opts.random_crop, flip: opts.flip, pca_std: opts.pca_std, eigval, eigvec }
+    }
+
+    /// The paper's augmentation with `stats`' eigen-decomposition.
     pub fn paper(stats: &DataStats) -> Self {
-        Self { random_crop: true, flip: true, pca_std: 0.1, eigval: stats.eigval, eigvec: stats.eigvec }
+        Self::new(&AugmentOptions::default(), stats)
     }
     pub fn none() -> Self {
         Self { random_crop: false, flip: false, pca_std: 0.0, eigval: [0.0; 3], eigvec: [[0.0; 3]; 3] }

@@ -16,10 +16,10 @@ use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 use thiserror::Error;
 
-pub use augment::{Augment, Normalizer, ten_crop};
+pub use augment::{Augment, AugmentOptions, Normalizer, PcaSource, ten_crop};
 pub use cache::PackedImages;
 pub use folder::ImageFolder;
-pub use pipeline::{LoaderOptions, Splits, TrainInput, ValSet, class_map, permutation};
+pub use pipeline::{LoaderOptions, SplitError, Splits, TrainInput, UnknownClasses, ValSet, class_map, permutation};
 pub use stats::DataStats;
 
 #[derive(Debug, Error)]

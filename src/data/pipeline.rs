@@ -6,7 +6,7 @@
 use super::augment::{Augment, Normalizer, train_sample};
 use super::cache::PackedImages;
 use super::loader::{Loader, MakeInput};
-use super::{ClassInfo, DataError, DataSpec, DataStats};
+use super::{ClassInfo, DataSpec, DataStats};
 use crate::rng;
 use std::sync::Arc;
 
@@ -20,9 +20,23 @@ pub fn permutation(n: usize, seed: u64) -> Vec<u32> {
     p
 }
 
+/// Classes of a data set that a model does not know (their ids).
+#[derive(Debug, thiserror::Error, PartialEq)]
+#[error("classes not known to the model: {}", .0.join(", "))]
+pub struct UnknownClasses(pub Vec<String>);
+
+/// Why a data set cannot be split as asked.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum SplitError {
+    #[error(transparent)]
+    UnknownClasses(#[from] UnknownClasses),
+    #[error("--val-split {0} leaves no training images")]
+    NoTrainingImages(f32),
+}
+
 /// Maps the data's class ids onto the model's output indices; a class the model does not know
 /// is an error naming it.
-pub fn class_map(data: &[ClassInfo], model: &[ClassInfo]) -> Result<Vec<usize>, String> {
+pub fn class_map(data: &[ClassInfo], model: &[ClassInfo]) -> Result<Vec<usize>, UnknownClasses> {
     let mut missing = Vec::new();
     let map = data
         .iter()
@@ -33,7 +47,7 @@ pub fn class_map(data: &[ClassInfo], model: &[ClassInfo]) -> Result<Vec<usize>, 
             })
         })
         .collect();
-    if missing.is_empty() { Ok(map) } else { Err(format!("classes not known to the model: {}", missing.join(", "))) }
+    if missing.is_empty() { Ok(map) } else { Err(UnknownClasses(missing)) }
 }
 
 /// Images to validate on: which of `images`, and where their labels land among the outputs.
@@ -53,16 +67,16 @@ pub struct Splits {
 
 impl Splits {
     /// `val` when given (its classes mapped onto the training set's), else `val_split` of
-    /// `train` held out by a permutation of `seed`.
+    /// `train` held out by a permutation of `seed`. The caller names the files in errors.
     pub fn new(
         train: Arc<PackedImages>,
         val: Option<Arc<PackedImages>>,
         val_split: f32,
         seed: u64,
-    ) -> Result<Self, DataError> {
+    ) -> Result<Self, SplitError> {
         let all: Vec<u32> = (0..train.count as u32).collect();
         if let Some(v) = val {
-            let map = class_map(&v.classes, &train.classes).map_err(|p| DataError::layout(&v.source, p))?;
+            let map = class_map(&v.classes, &train.classes)?;
             let indices = (0..v.count as u32).collect();
             return Ok(Splits { train, train_indices: all, val: Some(ValSet { images: v, indices, class_map: map }) });
         }
@@ -71,7 +85,7 @@ impl Splits {
             return Ok(Splits { train, train_indices: all, val: None });
         }
         if n_val >= train.count {
-            return Err(DataError::layout(&train.source, format!("--val-split {val_split} leaves no training images")));
+            return Err(SplitError::NoTrainingImages(val_split));
         }
         let perm = permutation(train.count, rng::mix(&[seed, 0x5_911]));
         let (tr, va) = perm.split_at(train.count - n_val);

@@ -45,7 +45,7 @@ impl StatsAccumulator {
         for (s, &v) in self.sum_image.iter_mut().zip(img) {
             *s += v as u64;
         }
-        // Per-image partial sums in u32 (at most 255²·65536 per image fits), then widened.
+        // Per-image partial sums, exact in u64, added to the set's sums.
         let (mut s, mut sq) = ([0u64; 3], [[0u64; 3]; 3]);
         for px in img.chunks_exact(3) {
             let p = [px[0] as u64, px[1] as u64, px[2] as u64];

@@ -64,7 +64,9 @@ fn infer_config(
     model: Option<&str>,
     tv_keys: bool,
 ) -> Result<ModelConfig> {
-    let shape = |n: &str| t.get(n).map(|(s, _)| s.clone()).ok_or_else(|| format!("missing key for `{n}`"));
+    let shape = |n: &str| {
+        t.get(n).map(|(s, _)| s.clone()).ok_or_else(|| InteropError::Weights(format!("missing key for `{n}`")))
+    };
     let mut conv = [0usize; 5];
     let mut groups = [1usize; 5];
     let mut in_c = 3;
@@ -188,7 +190,8 @@ pub fn import(path: &Path, model: Option<&str>, classes: Option<Vec<ClassInfo>>)
     let summary = plan(&cfg)?;
     let mut params = Vec::new();
     for p in summary.param_specs() {
-        let (shape, data) = by_name.remove(&p.name).ok_or_else(|| format!("missing key for `{}`", p.name))?;
+        let (shape, data) =
+            by_name.remove(&p.name).ok_or_else(|| InteropError::Weights(format!("missing key for `{}`", p.name)))?;
         if shape != p.shape {
             return Err(InteropError::Weights(format!(
                 "`{}`: the file has shape {shape:?}, the {} model needs {:?}",

@@ -230,86 +230,15 @@ impl ModelConfig {
 
     /// A named variant with the ImageNet head (1000 classes; `cifar`: 10).
     pub fn variant(name: &str) -> Result<Self, ConfigError> {
-        use LayerSpec::*;
         Ok(match name {
-            "paper" => paper_topology("paper", &AlexNetWidths::paper()),
+            "paper" => Self::paper(),
             "paper-1gpu" => paper_topology("paper-1gpu", &AlexNetWidths { groups: 1, ..AlexNetWidths::paper() }),
             "caffenet" => {
                 paper_topology("caffenet", &AlexNetWidths { pool_before_norm: true, ..AlexNetWidths::paper() })
             }
             "torchvision" => torchvision_topology([64, 192, 384, 256, 256], [4096, 4096], 1000, 224),
-            "zfnet" => {
-                let lrn = Lrn(LrnParams::paper());
-                ModelConfig {
-                    name: "zfnet".into(),
-                    input: [3, 224, 224],
-                    layers: vec![
-                        conv("conv1", 96, 7, 2, 1, 1, 0.0),
-                        Relu,
-                        pool(3, 2, 1),
-                        lrn.clone(),
-                        conv("conv2", 256, 5, 2, 0, 1, 1.0),
-                        Relu,
-                        pool(3, 2, 1),
-                        lrn,
-                        conv("conv3", 512, 3, 1, 1, 1, 0.0),
-                        Relu,
-                        conv("conv4", 1024, 3, 1, 1, 1, 1.0),
-                        Relu,
-                        conv("conv5", 512, 3, 1, 1, 1, 1.0),
-                        Relu,
-                        pool(3, 2, 0),
-                        Flatten,
-                        Dropout { p: 0.5 },
-                        linear("fc6", 4096, 1.0),
-                        Relu,
-                        Dropout { p: 0.5 },
-                        linear("fc7", 4096, 1.0),
-                        Relu,
-                        linear("fc8", 1000, 0.0),
-                    ],
-                    init: Init::Gaussian { std: 0.01 },
-                    dropout_mode: DropoutMode::Paper,
-                    data: DataSpec { stored: 256, pad: 0, normalize: Normalize::PerPixelMean },
-                }
-            }
-            "cifar" => {
-                let lrn = Lrn(LrnParams::paper());
-                ModelConfig {
-                    name: "cifar".into(),
-                    input: [3, 32, 32],
-                    layers: vec![
-                        conv("conv1", 64, 5, 1, 2, 1, 0.0),
-                        Relu,
-                        lrn.clone(),
-                        pool(3, 2, 1),
-                        conv("conv2", 128, 5, 1, 2, 2, 0.1),
-                        Relu,
-                        lrn,
-                        pool(3, 2, 1),
-                        conv("conv3", 192, 3, 1, 1, 1, 0.0),
-                        Relu,
-                        conv("conv4", 192, 3, 1, 1, 2, 0.1),
-                        Relu,
-                        conv("conv5", 128, 3, 1, 1, 2, 0.1),
-                        Relu,
-                        pool(3, 2, 1),
-                        Flatten,
-                        Dropout { p: 0.5 },
-                        linear("fc6", 512, 0.1),
-                        Relu,
-                        Dropout { p: 0.5 },
-                        linear("fc7", 512, 0.1),
-                        Relu,
-                        linear("fc8", 10, 0.0),
-                    ],
-                    init: Init::He,
-                    dropout_mode: DropoutMode::Paper,
-                    // CIFAR: images stay 32x32; pad 4 and crop 32, per-channel standardisation
-                    // (He init expects unit-variance inputs).
-                    data: DataSpec { stored: 32, pad: 4, normalize: Normalize::PerChannel },
-                }
-            }
+            "zfnet" => zfnet(),
+            "cifar" => cifar(),
             other => return Err(ConfigError::UnknownModel(other.into())),
         })
     }
@@ -340,5 +269,83 @@ impl ModelConfig {
             Some(LayerSpec::Linear { out, .. }) => Ok(*out),
             _ => Err(ConfigError::NoClassifier),
         }
+    }
+}
+
+/// Zeiler & Fergus 2013 ("ZFNet"): 7×7/2 conv1, 5×5/2 conv2, 512/1024/512 in conv3–5.
+fn zfnet() -> ModelConfig {
+    use LayerSpec::*;
+    let lrn = Lrn(LrnParams::paper());
+    ModelConfig {
+        name: "zfnet".into(),
+        input: [3, 224, 224],
+        layers: vec![
+            conv("conv1", 96, 7, 2, 1, 1, 0.0),
+            Relu,
+            pool(3, 2, 1),
+            lrn.clone(),
+            conv("conv2", 256, 5, 2, 0, 1, 1.0),
+            Relu,
+            pool(3, 2, 1),
+            lrn,
+            conv("conv3", 512, 3, 1, 1, 1, 0.0),
+            Relu,
+            conv("conv4", 1024, 3, 1, 1, 1, 1.0),
+            Relu,
+            conv("conv5", 512, 3, 1, 1, 1, 1.0),
+            Relu,
+            pool(3, 2, 0),
+            Flatten,
+            Dropout { p: 0.5 },
+            linear("fc6", 4096, 1.0),
+            Relu,
+            Dropout { p: 0.5 },
+            linear("fc7", 4096, 1.0),
+            Relu,
+            linear("fc8", 1000, 0.0),
+        ],
+        init: Init::Gaussian { std: 0.01 },
+        dropout_mode: DropoutMode::Paper,
+        data: DataSpec { stored: 256, pad: 0, normalize: Normalize::PerPixelMean },
+    }
+}
+
+/// A small AlexNet-style net for 32×32 images (cuda-convnet's CIFAR-10 nets in spirit).
+fn cifar() -> ModelConfig {
+    use LayerSpec::*;
+    let lrn = Lrn(LrnParams::paper());
+    ModelConfig {
+        name: "cifar".into(),
+        input: [3, 32, 32],
+        layers: vec![
+            conv("conv1", 64, 5, 1, 2, 1, 0.0),
+            Relu,
+            lrn.clone(),
+            pool(3, 2, 1),
+            conv("conv2", 128, 5, 1, 2, 2, 0.1),
+            Relu,
+            lrn,
+            pool(3, 2, 1),
+            conv("conv3", 192, 3, 1, 1, 1, 0.0),
+            Relu,
+            conv("conv4", 192, 3, 1, 1, 2, 0.1),
+            Relu,
+            conv("conv5", 128, 3, 1, 1, 2, 0.1),
+            Relu,
+            pool(3, 2, 1),
+            Flatten,
+            Dropout { p: 0.5 },
+            linear("fc6", 512, 0.1),
+            Relu,
+            Dropout { p: 0.5 },
+            linear("fc7", 512, 0.1),
+            Relu,
+            linear("fc8", 10, 0.0),
+        ],
+        init: Init::He,
+        dropout_mode: DropoutMode::Paper,
+        // CIFAR: images stay 32x32; pad 4 and crop 32, per-channel standardisation
+        // (He init expects unit-variance inputs).
+        data: DataSpec { stored: 32, pad: 4, normalize: Normalize::PerChannel },
     }
 }

@@ -94,11 +94,14 @@ pub enum Layer {
 impl Layer {
     /// The layer of `info`, at position `index` of the network, parameters at their fill value.
     pub fn new(info: &LayerInfo, index: usize, form: DropoutMode) -> Self {
-        let params = || -> [Param; 2] { [Param::new(&info.param_specs[0]), Param::new(&info.param_specs[1])] };
         let [c, h, w] = info.input;
         match &info.kind {
-            LayerKind::Conv(shape) => Layer::Conv { shape: *shape, params: params() },
-            LayerKind::Linear { inp, out } => Layer::Linear { inp: *inp, out: *out, params: params() },
+            LayerKind::Conv { shape, params } => {
+                Layer::Conv { shape: *shape, params: params.each_ref().map(Param::new) }
+            }
+            LayerKind::Linear { inp, out, params } => {
+                Layer::Linear { inp: *inp, out: *out, params: params.each_ref().map(Param::new) }
+            }
             LayerKind::Relu => Layer::Relu,
             LayerKind::Tanh => Layer::Tanh,
             LayerKind::Lrn(p) => Layer::Lrn { p: *p, c, plane: h * w, scale: Vec::new() },

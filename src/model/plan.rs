@@ -37,11 +37,16 @@ impl ParamSpec {
 /// What a layer computes, with every size resolved against its input.
 #[derive(Clone, Debug, PartialEq)]
 pub enum LayerKind {
-    Conv(ConvShape),
-    /// `inp` inputs (the flattened input) to `out` outputs.
+    /// Weight `[out, in/groups, kh, kw]` and bias `[out]`.
+    Conv {
+        shape: ConvShape,
+        params: [ParamSpec; 2],
+    },
+    /// `inp` inputs (the flattened input) to `out` outputs; weight `[out, inp]`, bias `[out]`.
     Linear {
         inp: usize,
         out: usize,
+        params: [ParamSpec; 2],
     },
     Relu,
     Tanh,
@@ -81,9 +86,6 @@ pub struct LayerInfo {
     pub macs: usize,
     #[serde(skip)]
     pub kind: LayerKind,
-    /// Weight then bias, for conv and linear layers; empty otherwise.
-    #[serde(skip)]
-    pub param_specs: Vec<ParamSpec>,
 }
 
 impl LayerInfo {
@@ -92,6 +94,14 @@ impl LayerInfo {
     }
     pub fn out_len(&self) -> usize {
         self.output.iter().product()
+    }
+
+    /// Weight then bias, for conv and linear layers; empty otherwise.
+    pub fn param_specs(&self) -> &[ParamSpec] {
+        match &self.kind {
+            LayerKind::Conv { params, .. } | LayerKind::Linear { params, .. } => params,
+            _ => &[],
+        }
     }
 
     /// Resolves layer `index` of spec `spec` against its input `[c, h, w]`, checking that it fits.
@@ -107,7 +117,6 @@ impl LayerInfo {
             params: 0,
             macs: 0,
             kind: LayerKind::Flatten,
-            param_specs: Vec::new(),
         };
         let [c, h, w] = input;
         match spec {
@@ -119,8 +128,7 @@ impl LayerInfo {
                 info.output = [*out, cs.out_h(), cs.out_w()];
                 info.macs = cs.macs();
                 let wshape = vec![*out, c / groups, *kernel, *kernel];
-                info.param_specs = weight_and_bias(name, wshape, *out, *bias_init);
-                info.kind = LayerKind::Conv(cs);
+                info.kind = LayerKind::Conv { shape: cs, params: weight_and_bias(name, wshape, *out, *bias_init) };
             }
             LayerSpec::Linear { name, out, bias_init } => {
                 if *out == 0 {
@@ -132,8 +140,8 @@ impl LayerInfo {
                 info.input = [inp, 1, 1];
                 info.output = [*out, 1, 1];
                 info.macs = inp * out;
-                info.param_specs = weight_and_bias(name, vec![*out, inp], *out, *bias_init);
-                info.kind = LayerKind::Linear { inp, out: *out };
+                let params = weight_and_bias(name, vec![*out, inp], *out, *bias_init);
+                info.kind = LayerKind::Linear { inp, out: *out, params };
             }
             LayerSpec::Relu => (info.name, info.kind) = ("relu".into(), LayerKind::Relu),
             LayerSpec::Tanh => (info.name, info.kind) = ("tanh".into(), LayerKind::Tanh),
@@ -166,13 +174,13 @@ impl LayerInfo {
                 (info.name, info.kind) = ("dropout".into(), LayerKind::Dropout { p: *p });
             }
         }
-        info.params = info.param_specs.iter().map(ParamSpec::len).sum();
+        info.params = info.param_specs().iter().map(ParamSpec::len).sum();
         Ok(info)
     }
 }
 
-fn weight_and_bias(layer: &str, wshape: Vec<usize>, out: usize, bias_init: f32) -> Vec<ParamSpec> {
-    vec![
+fn weight_and_bias(layer: &str, wshape: Vec<usize>, out: usize, bias_init: f32) -> [ParamSpec; 2] {
+    [
         ParamSpec { name: format!("{layer}.weight"), shape: wshape, is_bias: false, fill: 0.0 },
         ParamSpec { name: format!("{layer}.bias"), shape: vec![out], is_bias: true, fill: bias_init },
     ]
@@ -248,7 +256,7 @@ pub fn plan(cfg: &ModelConfig) -> Result<Summary, ConfigError> {
 impl Summary {
     /// Every parameter of the network, in order (each layer's weight, then its bias).
     pub fn param_specs(&self) -> impl Iterator<Item = &ParamSpec> {
-        self.layers.iter().flat_map(|l| &l.param_specs)
+        self.layers.iter().flat_map(|l| l.param_specs())
     }
 
     /// Outputs of the last layer: the class count.

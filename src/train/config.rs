@@ -2,22 +2,12 @@
 //! `RUN_DIR/config.json`, read back by `--resume`).
 
 use super::schedule::Schedule;
+use crate::data::AugmentOptions;
 use crate::model::ModelConfig;
 use crate::model::config::{Init, LayerSpec};
 use crate::optim::SgdConfig;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
-
-/// Where PCA colour noise takes its eigenvectors from.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
-#[serde(rename_all = "snake_case")]
-pub enum PcaSource {
-    /// The training set's own RGB covariance (the paper).
-    Data,
-    /// The published ImageNet eigenvalues and eigenvectors.
-    Imagenet,
-}
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct TrainConfig {
@@ -35,10 +25,9 @@ pub struct TrainConfig {
     pub seed: u64,
     pub threads: usize,
     pub out: PathBuf,
-    pub random_crop: bool,
-    pub flip: bool,
-    pub pca_std: f32,
-    pub pca: PcaSource,
+    /// Random crops, flips, PCA colour noise (flat in `config.json`).
+    #[serde(flatten)]
+    pub augment: AugmentOptions,
     /// Save RUN_DIR/last.safetensors every this many steps as well as every epoch (0: epochs only).
     pub checkpoint_every: u64,
     /// Stop after the last epoch that fits in this many minutes.
@@ -65,12 +54,9 @@ impl Default for TrainConfig {
             sgd: SgdConfig::default(),
             schedule: Schedule::default(),
             seed: 0,
-            threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            threads: crate::threads::default_threads(),
             out: PathBuf::from("runs/paper"),
-            random_crop: true,
-            flip: true,
-            pca_std: 0.1,
-            pca: PcaSource::Data,
+            augment: AugmentOptions::default(),
             checkpoint_every: 0,
             time_limit_minutes: None,
             skip_bad: false,

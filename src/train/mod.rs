@@ -14,7 +14,8 @@ pub mod state;
 pub mod stop;
 pub mod trainer;
 
-pub use config::{PcaSource, TrainConfig, customise_model};
+pub use crate::data::{AugmentOptions, PcaSource};
+pub use config::{TrainConfig, customise_model};
 pub use metrics::{EpochMetrics, read_metrics};
 pub use schedule::{Schedule, ScheduleKind};
 pub use state::TrainState;
@@ -46,7 +47,8 @@ pub fn train(cfg: &TrainConfig, resume: Option<&Checkpoint>, opts: &RunOptions) 
     let config_path = cfg.out.join("config.json");
     let json = serde_json::to_string_pretty(cfg).map_err(|e| Error::Invalid(format!("config: {e}")))?;
     std::fs::write(&config_path, json).map_err(|e| Error::io(&config_path, e))?;
-    crate::error::thread_pool(cfg.threads)?.install(|| Trainer::new(cfg, resume, opts.stop.clone(), opts.quiet)?.run())
+    crate::threads::thread_pool(cfg.threads)?
+        .install(|| Trainer::new(cfg, resume, opts.stop.clone(), opts.quiet)?.run())
 }
 
 /// The next free `runs/<model>-N`.

@@ -21,15 +21,16 @@ fn progress_style(template: &str) -> ProgressStyle {
 pub struct Reporter {
     bar: ProgressBar,
     quiet: bool,
-    /// Start of the images/s window and images seen since.
-    window: (std::time::Instant, usize),
+    /// Start of the images/s window, and images seen since.
+    window_start: std::time::Instant,
+    window_images: usize,
 }
 
 impl Reporter {
     pub fn new(quiet: bool, batches_per_epoch: usize) -> Self {
         let bar = if quiet { ProgressBar::hidden() } else { ProgressBar::new(batches_per_epoch as u64) };
         bar.set_style(progress_style("epoch {prefix} [{bar:30}] {pos}/{len} batches {msg} ETA {eta}"));
-        Self { bar, quiet, window: (std::time::Instant::now(), 0) }
+        Self { bar, quiet, window_start: std::time::Instant::now(), window_images: 0 }
     }
 
     /// A line above the bar.
@@ -43,21 +44,21 @@ impl Reporter {
         self.bar.set_prefix(format!("{}/{epochs}", epoch + 1));
         self.bar.reset();
         self.bar.set_position(first_batch as u64);
-        self.window = (std::time::Instant::now(), 0);
+        (self.window_start, self.window_images) = (std::time::Instant::now(), 0);
     }
 
     /// After each step: the epoch's mean loss and the images/s of the last ~10 s.
     pub fn step(&mut self, state: &TrainState, images: usize) {
-        self.window.1 += images;
-        let secs = self.window.0.elapsed().as_secs_f64();
+        self.window_images += images;
+        let secs = self.window_start.elapsed().as_secs_f64();
         self.bar.set_message(format!(
             "loss {:.3}  {:.0} img/s",
             state.epoch_loss(),
-            self.window.1 as f64 / secs.max(1e-9)
+            self.window_images as f64 / secs.max(1e-9)
         ));
         self.bar.inc(1);
         if secs > 10.0 {
-            self.window = (std::time::Instant::now(), 0);
+            (self.window_start, self.window_images) = (std::time::Instant::now(), 0);
         }
     }
 

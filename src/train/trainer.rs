@@ -9,14 +9,16 @@
 //! checkpoint ends with the same weights as one never interrupted (same thread count: the
 //! order of floating-point sums in the backward pass depends on it).
 
-use super::config::{PcaSource, TrainConfig};
+use super::config::TrainConfig;
 use super::metrics::{EpochMetrics, append_metrics, read_metrics};
 use super::report::{Reporter, progress_bar};
 use super::state::TrainState;
 use super::stop::StopHandle;
 use crate::checkpoint::Checkpoint;
 use crate::data::cache::{OnBadImage, PackedImages};
-use crate::data::{Augment, ClassInfo, DataStats, LoaderOptions, Splits, TrainInput, imagenet, permutation, source};
+use crate::data::{
+    Augment, ClassInfo, DataError, DataStats, LoaderOptions, SplitError, Splits, TrainInput, permutation, source,
+};
 use crate::error::{Error, Result};
 use crate::eval::{Classifier, EvalResult, evaluate};
 use crate::model::Network;
@@ -77,7 +79,13 @@ impl<'a> Trainer<'a> {
     pub fn new(cfg: &'a TrainConfig, resume: Option<&Checkpoint>, stop: StopHandle, quiet: bool) -> Result<Self> {
         let train = Arc::new(open_images(cfg, &cfg.data, "train", quiet)?);
         let val = cfg.val.as_deref().map(|v| open_images(cfg, v, "val", quiet).map(Arc::new)).transpose()?;
-        let data = Splits::new(train, val, cfg.val_split, cfg.seed)?;
+        let data = Splits::new(train, val, cfg.val_split, cfg.seed).map_err(|e| {
+            let path = match e {
+                SplitError::UnknownClasses(_) => cfg.val.clone().unwrap_or_default(),
+                SplitError::NoTrainingImages(_) => cfg.data.clone(),
+            };
+            Error::Data(DataError::layout(path, e.to_string()))
+        })?;
         let classes = data.train.classes.clone();
         let model = cfg.model.clone().with_classes(classes.len());
         let (crop, spec) = (model.input[1], model.data);
@@ -89,11 +97,7 @@ impl<'a> Trainer<'a> {
         }
         // Statistics of exactly the training images (a resumed run keeps the ones it started with).
         let stats = resume.map_or_else(|| data.train_stats(), |c| c.stats.clone());
-        let mut augment =
-            Augment { random_crop: cfg.random_crop, flip: cfg.flip, pca_std: cfg.pca_std, ..Augment::paper(&stats) };
-        if cfg.pca == PcaSource::Imagenet {
-            (augment.eigval, augment.eigvec) = (imagenet::PCA_EIGVAL, imagenet::PCA_EIGVEC);
-        }
+        let augment = Augment::new(&cfg.augment, &stats);
         let input = Arc::new(TrainInput::new(&spec, &stats, augment, crop, cfg.seed));
         let (net, opt, state) = match resume {
             Some(c) => {

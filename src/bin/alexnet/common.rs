@@ -17,11 +17,11 @@ pub struct Common {
 
 impl Common {
     pub fn threads(&self) -> usize {
-        self.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+        self.threads.unwrap_or_else(alexnet::threads::default_threads)
     }
 
     pub fn pool(&self) -> Result<rayon::ThreadPool> {
-        Ok(alexnet::error::thread_pool(self.threads())?)
+        Ok(alexnet::threads::thread_pool(self.threads())?)
     }
 
     /// Prints `value` as one JSON object with `--json`, else runs `text`.
@@ -50,4 +50,33 @@ pub fn progress_bar(len: usize, what: &str, hidden: bool) -> indicatif::Progress
     let bar = alexnet::train::report::progress_bar(hidden, what);
     bar.set_length(len as u64);
     bar
+}
+
+/// `--skip-bad`, for commands that decode folders.
+#[derive(clap::Args, Clone, Copy, Debug)]
+pub struct BadImages {
+    /// Skip images that cannot be decoded (with a warning) instead of stopping.
+    #[arg(long)]
+    pub skip_bad: bool,
+}
+
+impl BadImages {
+    pub fn policy(&self) -> alexnet::data::cache::OnBadImage {
+        use alexnet::data::cache::OnBadImage;
+        if self.skip_bad { OnBadImage::Skip } else { OnBadImage::Fail }
+    }
+}
+
+/// `--weights`, for commands that run trained networks.
+#[derive(clap::Args, Clone, Debug)]
+pub struct Weights {
+    /// Checkpoint(s); several are an ensemble (softmax averaged).
+    #[arg(long, required = true)]
+    pub weights: Vec<PathBuf>,
+}
+
+impl Weights {
+    pub fn load(&self) -> Result<alexnet::eval::Ensemble> {
+        Ok(alexnet::eval::Ensemble::load(&self.weights)?)
+    }
 }

@@ -1,17 +1,16 @@
 //! `alexnet eval`: top-1 and top-5 error of one network or an ensemble on a data set.
 
-use crate::common::{Common, progress_bar};
+use crate::common::{BadImages, Common, Weights, progress_bar};
 use alexnet::data::cache::OnBadImage;
 use alexnet::data::{PackedImages, class_map, source};
-use alexnet::eval::{Ensemble, evaluate};
-use anyhow::{Context, Result, anyhow};
+use alexnet::eval::evaluate;
+use anyhow::{Context, Result};
 use std::path::{Path, PathBuf};
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Checkpoint(s); several are an ensemble (softmax averaged).
-    #[arg(long, required = true)]
-    weights: Vec<PathBuf>,
+    #[command(flatten)]
+    weights: Weights,
     /// An image folder, a prepared cache or an IDX file.
     #[arg(long)]
     data: PathBuf,
@@ -21,18 +20,17 @@ pub struct Args {
     /// Network inputs per forward pass.
     #[arg(long, default_value_t = 64)]
     batch: usize,
-    /// Skip images that cannot be decoded (with a warning) instead of stopping.
-    #[arg(long)]
-    skip_bad: bool,
+    #[command(flatten)]
+    bad: BadImages,
     #[command(flatten)]
     common: Common,
 }
 
 pub fn exec(a: Args) -> Result<i32> {
     let r = a.common.pool()?.install(|| -> Result<_> {
-        let mut ens = Ensemble::load(&a.weights)?;
-        let images = open_eval_data(&a.data, ens.stored, a.skip_bad, a.common.json)?;
-        let map = class_map(&images.classes, &ens.classes).map_err(|e| anyhow!("{}: {e}", a.data.display()))?;
+        let mut ens = a.weights.load()?;
+        let images = open_eval_data(&a.data, ens.stored, a.bad.policy(), a.common.json)?;
+        let map = class_map(&images.classes, &ens.classes).with_context(|| a.data.display().to_string())?;
         let idx: Vec<u32> = (0..images.count as u32).collect();
         let bar = progress_bar(idx.len(), "evaluating", a.common.json);
         let r =
@@ -40,7 +38,7 @@ pub fn exec(a: Args) -> Result<i32> {
         bar.finish_and_clear();
         Ok(r)
     })?;
-    let n = a.weights.len();
+    let n = a.weights.weights.len();
     a.common.emit(&r, |r| {
         println!(
             "{} images, {}{}: top-1 error {:.2}%, top-5 error {:.2}% (loss {:.4})",
@@ -57,8 +55,7 @@ pub fn exec(a: Args) -> Result<i32> {
 /// Evaluation data: a folder is packed into a memory-mapped file in a private temporary
 /// directory, removed at once (the map stays valid), so a 50,000-image validation set does
 /// not have to fit in memory.
-fn open_eval_data(data: &Path, stored: usize, skip_bad: bool, quiet: bool) -> Result<PackedImages> {
-    let on_bad = if skip_bad { OnBadImage::Skip } else { OnBadImage::Fail };
+fn open_eval_data(data: &Path, stored: usize, on_bad: OnBadImage, quiet: bool) -> Result<PackedImages> {
     let tmp = tempfile::tempdir().context("creating a temporary directory")?;
     let bar = progress_bar(0, "decoding", quiet);
     let r = source::open(data, stored, None, &tmp.path().join(format!("eval-{stored}.bin")), on_bad, &|d, t| {

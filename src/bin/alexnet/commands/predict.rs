@@ -1,15 +1,14 @@
 //! `alexnet predict`: the most probable classes of a few images.
 
-use crate::common::Common;
-use alexnet::eval::{Ensemble, Prediction, top_k};
+use crate::common::{Common, Weights};
+use alexnet::eval::{Prediction, top_k};
 use anyhow::Result;
 use std::path::PathBuf;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Checkpoint(s); several are an ensemble (softmax averaged).
-    #[arg(long, required = true)]
-    weights: Vec<PathBuf>,
+    #[command(flatten)]
+    weights: Weights,
     #[arg(required = true)]
     images: Vec<PathBuf>,
     /// Classes to list per image.
@@ -32,7 +31,7 @@ struct Predictions {
 
 pub fn exec(a: Args) -> Result<i32> {
     let predictions = a.common.pool()?.install(|| -> Result<Vec<Prediction>> {
-        let mut ens = Ensemble::load(&a.weights)?;
+        let mut ens = a.weights.load()?;
         let decoded: Vec<Vec<u8>> =
             a.images.iter().map(|p| alexnet::data::image::load_square(p, ens.stored)).collect::<Result<_, _>>()?;
         let refs: Vec<&[u8]> = decoded.iter().map(|v| v.as_slice()).collect();

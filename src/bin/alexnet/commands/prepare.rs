@@ -1,7 +1,7 @@
 //! `alexnet prepare`: decode and resize a folder once into a memory-mapped uint8 cache.
 
-use crate::common::{Common, progress_bar};
-use alexnet::data::cache::{self, OnBadImage};
+use crate::common::{BadImages, Common, progress_bar};
+use alexnet::data::cache;
 use alexnet::data::{DataStats, ImageFolder, PackedImages};
 use anyhow::Result;
 use std::path::PathBuf;
@@ -18,9 +18,8 @@ pub struct Args {
     /// Class names, `wnid<TAB>name` per line.
     #[arg(long)]
     classes: Option<PathBuf>,
-    /// Skip images that cannot be decoded (with a warning) instead of stopping.
-    #[arg(long)]
-    skip_bad: bool,
+    #[command(flatten)]
+    bad: BadImages,
     #[command(flatten)]
     common: Common,
 }
@@ -40,7 +39,7 @@ struct Prepared {
 pub fn exec(a: Args) -> Result<i32> {
     let folder = ImageFolder::scan(&a.data, a.classes.as_deref())?;
     let bar = progress_bar(folder.items.len(), "decoding", a.common.json);
-    let on_bad = if a.skip_bad { OnBadImage::Skip } else { OnBadImage::Fail };
+    let on_bad = a.bad.policy();
     let src = std::fs::canonicalize(&a.data).unwrap_or(a.data.clone()).display().to_string();
     let report = a.common.pool()?.install(|| {
         cache::write_cache(&a.out, &folder.items, folder.classes.clone(), a.size, &src, on_bad, &|d| {

@@ -1,9 +1,9 @@
 //! `alexnet train`: the flags, turned once into a [`TrainConfig`] (the library holds the
 //! paper's defaults; a flag given overrides one field), then the run.
 
-use crate::common::{Common, embedded, model_name};
+use crate::common::{BadImages, Common, embedded, model_name};
 use alexnet::Checkpoint;
-use alexnet::data::Normalize;
+use alexnet::data::{AugmentOptions, Normalize};
 use alexnet::kernels::lrn::LrnConvention;
 use alexnet::model::{Init, LayerSpec, ModelConfig};
 use alexnet::optim::SgdForm;
@@ -109,9 +109,8 @@ pub struct Args {
     /// Stop after the last whole epoch that fits in this many minutes.
     #[arg(long)]
     time_limit: Option<f64>,
-    /// Skip images that cannot be decoded (with a warning) instead of stopping.
-    #[arg(long)]
-    skip_bad: bool,
+    #[command(flatten)]
+    bad: BadImages,
     /// Validate with the ten-crop average.
     #[arg(long)]
     val_ten_crop: bool,
@@ -176,13 +175,15 @@ impl Args {
             seed: self.seed.unwrap_or(d.seed),
             threads: self.common.threads(),
             out: self.out.clone().unwrap_or_else(|| train::default_run_dir(&model_name)),
-            random_crop: d.random_crop && !self.no_random_crop,
-            flip: d.flip && !self.no_flip,
-            pca_std: self.pca_std.unwrap_or(d.pca_std),
-            pca: self.pca.unwrap_or(d.pca),
+            augment: AugmentOptions {
+                random_crop: d.augment.random_crop && !self.no_random_crop,
+                flip: d.augment.flip && !self.no_flip,
+                pca_std: self.pca_std.unwrap_or(d.augment.pca_std),
+                pca: self.pca.unwrap_or(d.augment.pca),
+            },
             checkpoint_every: self.checkpoint_every.unwrap_or(d.checkpoint_every),
             time_limit_minutes: self.time_limit,
-            skip_bad: self.skip_bad,
+            skip_bad: self.bad.skip_bad,
             val_ten_crop: self.val_ten_crop,
             data,
             val,
@@ -191,14 +192,14 @@ impl Args {
 
     /// The configuration of the run in `dir`: its own, with what a resumed run may change
     /// (epochs, time limit, threads) taken from the flags.
-    fn resumed_config(&self, dir: &PathBuf) -> Result<TrainConfig> {
+    fn resumed_config(&self, dir: &std::path::Path) -> Result<TrainConfig> {
         let path = dir.join("config.json");
         let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
         let mut cfg: TrainConfig =
             serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
         cfg.epochs = self.epochs.unwrap_or(cfg.epochs);
         cfg.time_limit_minutes = self.time_limit.or(cfg.time_limit_minutes);
-        cfg.out = dir.clone();
+        cfg.out = dir.to_path_buf();
         if let Some(t) = self.common.threads
             && t != cfg.threads
         {
@@ -237,7 +238,7 @@ pub fn exec(a: Args) -> Result<i32> {
             print_outcome(o)
         }
     })?;
-    Ok(if stop.interrupted() { 130 } else { 0 })
+    Ok(if outcome.interrupted && stop.interrupted() { 130 } else { 0 })
 }
 
 fn print_outcome(o: &TrainOutcome) {
