@@ -5,7 +5,11 @@
 //!
 //! Tensors: `param.<name>` (PyTorch layout), `velocity.<name>`, `data.mean_image [S, S, 3]`.
 //! Metadata (JSON strings): `format`, `config` (ModelConfig), `classes`, `stats`, and for training
-//! checkpoints `sgd` and `train_state`.
+//! checkpoints `sgd` and `train_state`; `sha256` (each tensor's) and `sha256.metadata`.
+//!
+//! Loading trusts nothing in the file: checksums first, then the config is planned against the
+//! size limits (no allocation), every tensor must have the shape the plan gives, and weights
+//! that are not finite are refused, naming the tensor.
 
 use crate::data::{ClassInfo, DataStats};
 use crate::model::{ModelConfig, Network, plan};
@@ -14,10 +18,16 @@ use crate::tensor::NamedTensor;
 use crate::train::TrainState;
 use safetensors::tensor::TensorView;
 use safetensors::{Dtype, SafeTensors};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
-pub const FORMAT: &str = "alexnet-checkpoint-1";
+/// Checkpoints with checksums (written now); version 1 (before them) is still read.
+pub const FORMAT: &str = "alexnet-checkpoint-2";
+const FORMAT_1: &str = "alexnet-checkpoint-1";
+/// Metadata keys: a JSON map of tensor name -> sha256 of its bytes, and the sha256 of all the
+/// other metadata (sorted `key=value` lines), which covers that map.
+const CHECKSUMS: &str = "sha256";
+const META_CHECKSUM: &str = "sha256.metadata";
 
 #[derive(Debug, thiserror::Error)]
 pub enum CheckpointError {
@@ -25,6 +35,20 @@ pub enum CheckpointError {
     Io { path: PathBuf, source: std::io::Error },
     #[error("{}: {problem}", path.display())]
     Bad { path: PathBuf, problem: String },
+    #[error("{}: no space left on the device; nothing was replaced (the partial file was removed)", path.display())]
+    DiskFull { path: PathBuf },
+    /// The file was changed after it was written (a flipped bit, an edit, a partial copy).
+    #[error(
+        "{}: {what} does not match its checksum: the file is damaged. The run folder's previous \
+         checkpoint (last.prev.safetensors) is the one before it",
+        path.display()
+    )]
+    Corrupt { path: PathBuf, what: String },
+}
+
+/// Whether a file's `format` metadata says it is one of our checkpoints (any version).
+pub fn is_checkpoint_format(format: &str) -> bool {
+    format == FORMAT || format == FORMAT_1
 }
 
 fn bad(path: &Path, problem: impl Into<String>) -> CheckpointError {
@@ -32,7 +56,58 @@ fn bad(path: &Path, problem: impl Into<String>) -> CheckpointError {
 }
 
 fn io(path: &Path) -> impl Fn(std::io::Error) -> CheckpointError + Copy + '_ {
-    move |source| CheckpointError::Io { path: path.into(), source }
+    move |source| match source.kind() {
+        std::io::ErrorKind::StorageFull => CheckpointError::DiskFull { path: path.into() },
+        _ => CheckpointError::Io { path: path.into(), source },
+    }
+}
+
+fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), CheckpointError> {
+    use std::io::Write;
+    let mut f = std::fs::File::create(path).map_err(io(path))?;
+    f.write_all(bytes).map_err(io(path))?;
+    f.sync_all().map_err(io(path))
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The sha256 of every metadata entry but its own, as sorted `key=value` lines.
+fn meta_checksum<'a>(meta: impl IntoIterator<Item = (&'a String, &'a String)>) -> String {
+    let mut entries: Vec<(&String, &String)> = meta.into_iter().filter(|(k, _)| *k != META_CHECKSUM).collect();
+    entries.sort();
+    let mut text = String::new();
+    for (k, v) in entries {
+        text.push_str(k);
+        text.push('=');
+        text.push_str(v);
+        text.push('\n');
+    }
+    sha256_hex(text.as_bytes())
+}
+
+/// Checks the metadata's checksum, then every tensor's, before anything is parsed.
+fn verify_checksums(path: &Path, st: &SafeTensors<'_>, meta: &HashMap<String, String>) -> Result<(), CheckpointError> {
+    let corrupt = |what: String| CheckpointError::Corrupt { path: path.into(), what };
+    if meta.get(META_CHECKSUM) != Some(&meta_checksum(meta)) {
+        return Err(corrupt("the metadata (configuration, classes, training position)".into()));
+    }
+    let sums: BTreeMap<String, String> = meta
+        .get(CHECKSUMS)
+        .and_then(|j| serde_json::from_str(j).ok())
+        .ok_or_else(|| corrupt("the checksum list".into()))?;
+    if sums.len() != st.len() {
+        return Err(corrupt(format!("the tensor list ({} tensors, {} checksums)", st.len(), sums.len())));
+    }
+    for (name, want) in &sums {
+        let t = st.tensor(name).map_err(|_| corrupt(format!("the tensor list (`{name}` missing)")))?;
+        if &sha256_hex(t.data()) != want {
+            return Err(corrupt(format!("tensor `{name}`")));
+        }
+    }
+    Ok(())
 }
 
 /// A model with what it needs to be used, and optionally its training state.
@@ -64,7 +139,7 @@ fn to_bytes(v: &[f32]) -> Vec<u8> {
 }
 
 fn from_bytes(b: &[u8]) -> Vec<f32> {
-    b.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes"))).collect()
+    b.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
 }
 
 impl Checkpoint {
@@ -87,10 +162,8 @@ impl Checkpoint {
         }
     }
 
-    /// Writes atomically: a temporary file in the same folder, synced, then renamed over `path`,
-    /// so a crash mid-write leaves the previous checkpoint intact.
-    pub fn save(&self, path: &Path) -> Result<(), CheckpointError> {
-        let io = io(path);
+    /// The file's bytes: tensors, metadata, and a sha256 of every tensor and of the metadata.
+    fn serialize(&self, path: &Path) -> Result<Vec<u8>, CheckpointError> {
         let mut owned: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
         for p in &self.params {
             owned.push((format!("param.{}", p.name), p.shape.clone(), to_bytes(&p.data)));
@@ -104,13 +177,8 @@ impl Checkpoint {
             let s = self.stats.size;
             owned.push(("data.mean_image".into(), vec![s, s, 3], to_bytes(&self.stats.mean_image)));
         }
-        let views: Vec<(String, TensorView<'_>)> = owned
-            .iter()
-            .map(|(n, shape, b)| Ok((n.clone(), TensorView::new(Dtype::F32, shape.clone(), b)?)))
-            .collect::<Result<_, safetensors::SafeTensorError>>()
-            .map_err(|e| bad(path, e.to_string()))?;
         let json = |v: &dyn erased::Json| v.to_json().map_err(|e| bad(path, e.to_string()));
-        let mut meta = HashMap::new();
+        let mut meta = BTreeMap::new();
         meta.insert("format".to_string(), FORMAT.to_string());
         meta.insert("config".to_string(), json(&self.config)?);
         meta.insert("classes".to_string(), json(&self.classes)?);
@@ -121,27 +189,62 @@ impl Checkpoint {
         if let Some(t) = &self.train_state {
             meta.insert("train_state".to_string(), json(t)?);
         }
-        let bytes = safetensors::serialize(views, Some(meta)).map_err(|e| bad(path, e.to_string()))?;
+        let sums: BTreeMap<&str, String> = owned.iter().map(|(n, _, b)| (n.as_str(), sha256_hex(b))).collect();
+        meta.insert(CHECKSUMS.to_string(), json(&sums)?);
+        meta.insert(META_CHECKSUM.to_string(), meta_checksum(&meta));
+        let views: Vec<(String, TensorView<'_>)> = owned
+            .iter()
+            .map(|(n, shape, b)| Ok((n.clone(), TensorView::new(Dtype::F32, shape.clone(), b)?)))
+            .collect::<Result<_, safetensors::SafeTensorError>>()
+            .map_err(|e| bad(path, e.to_string()))?;
+        safetensors::serialize(views, Some(meta.into_iter().collect())).map_err(|e| bad(path, e.to_string()))
+    }
+
+    /// Writes atomically: a temporary file in the same folder, synced, then renamed over `path`,
+    /// so a crash mid-write leaves the previous checkpoint intact. A failed write removes the
+    /// temporary file (a full disk says so).
+    pub fn save(&self, path: &Path) -> Result<(), CheckpointError> {
+        crate::output::check_writable(path).map_err(io(path))?;
+        let bytes = self.serialize(path)?;
         let tmp = path.with_extension("safetensors.tmp");
-        {
-            use std::io::Write;
-            let mut f = std::fs::File::create(&tmp).map_err(io)?;
-            f.write_all(&bytes).map_err(io)?;
-            f.sync_all().map_err(io)?;
+        write_synced(&tmp, &bytes).inspect_err(|_| {
+            let _ = std::fs::remove_file(&tmp);
+        })?;
+        std::fs::rename(&tmp, path).map_err(io(path))
+    }
+
+    /// As [`Checkpoint::save`], keeping the file `path` held until now as `previous` (so a
+    /// checkpoint damaged later still has one before it).
+    pub fn save_keeping_previous(&self, path: &Path, previous: &Path) -> Result<(), CheckpointError> {
+        if path.is_file() {
+            let tmp = previous.with_extension("safetensors.tmp");
+            let _ = std::fs::remove_file(&tmp);
+            // A hard link costs nothing; where links are not allowed, a copy.
+            std::fs::hard_link(path, &tmp).or_else(|_| std::fs::copy(path, &tmp).map(|_| ())).map_err(io(previous))?;
+            std::fs::rename(&tmp, previous).map_err(io(previous))?;
         }
-        std::fs::rename(&tmp, path).map_err(io)
+        self.save(path)
     }
 
     pub fn load(path: &Path) -> Result<Self, CheckpointError> {
         let bytes = std::fs::read(path).map_err(io(path))?;
-        let st = SafeTensors::deserialize(&bytes).map_err(|e| bad(path, format!("not a safetensors file: {e}")))?;
-        let (_, metadata) = SafeTensors::read_metadata(&bytes).map_err(|e| bad(path, e.to_string()))?;
+        Self::from_bytes(&bytes, path)
+    }
+
+    /// [`Checkpoint::load`] of bytes in memory, named `path` in errors.
+    pub fn from_bytes(bytes: &[u8], path: &Path) -> Result<Self, CheckpointError> {
+        let st = SafeTensors::deserialize(bytes).map_err(|e| bad(path, format!("not a safetensors file: {e}")))?;
+        let (_, metadata) = SafeTensors::read_metadata(bytes).map_err(|e| bad(path, e.to_string()))?;
         let meta = metadata.metadata().clone().unwrap_or_default();
-        if meta.get("format").map(String::as_str) != Some(FORMAT) {
-            return Err(bad(
-                path,
-                "not an alexnet checkpoint (no `format` metadata); torchvision weights go through `alexnet import`",
-            ));
+        match meta.get("format").map(String::as_str) {
+            Some(FORMAT) => verify_checksums(path, &st, &meta)?,
+            Some(FORMAT_1) => {} // written before checksums existed
+            _ => {
+                return Err(bad(
+                    path,
+                    "not an alexnet checkpoint (no `format` metadata); torchvision weights go through `alexnet import`",
+                ));
+            }
         }
         let field = |k: &str| meta.get(k).ok_or_else(|| bad(path, format!("metadata `{k}` missing")));
         let parse_err = |k: &str, e: serde_json::Error| bad(path, format!("metadata `{k}`: {e}"));
@@ -153,10 +256,8 @@ impl Checkpoint {
             .get("train_state")
             .map(|s| serde_json::from_str(s).map_err(|e| parse_err("train_state", e)))
             .transpose()?;
-        if let Ok(t) = st.tensor("data.mean_image") {
-            stats.mean_image = from_bytes(t.data());
-        }
-        // Parameter order and shapes come from the config's plan; the file must hold exactly those.
+        // Parameter order and shapes come from the config's plan (sizes checked against its
+        // limits, nothing allocated); the file must hold exactly those.
         let summary = plan(&config).map_err(|e| bad(path, e.to_string()))?;
         let tensor = |name: &str, shape: &[usize]| -> Result<Vec<f32>, CheckpointError> {
             let t = st.tensor(name).map_err(|_| bad(path, format!("tensor `{name}` missing")))?;
@@ -166,8 +267,18 @@ impl Checkpoint {
             if t.shape() != shape {
                 return Err(bad(path, format!("tensor `{name}` has shape {:?}, the model needs {shape:?}", t.shape())));
             }
-            Ok(from_bytes(t.data()))
+            let v = from_bytes(t.data());
+            if let Some(i) = v.iter().position(|x| !x.is_finite()) {
+                return Err(bad(
+                    path,
+                    format!("tensor `{name}` holds {} at index {i}: the weights are unusable", v[i]),
+                ));
+            }
+            Ok(v)
         };
+        if st.names().contains(&"data.mean_image") {
+            stats.mean_image = tensor("data.mean_image", &[stats.size, stats.size, 3])?;
+        }
         let mut params = Vec::new();
         let mut velocity = Vec::new();
         let has_velocity = st.names().iter().any(|n| n.starts_with("velocity."));

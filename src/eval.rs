@@ -197,7 +197,9 @@ pub fn top_k(probs: &[f32], classes: &[ClassInfo], k: usize) -> Vec<Vec<ClassSco
         .chunks(classes.len())
         .map(|p| {
             let mut idx: Vec<usize> = (0..p.len()).collect();
-            idx.sort_by(|&a, &b| p[b].total_cmp(&p[a]).then(a.cmp(&b)));
+            // Highest first; NaN (a broken network) last, not first as `total_cmp` would put it.
+            let key = |i: usize| if p[i].is_nan() { f32::NEG_INFINITY } else { p[i] };
+            idx.sort_by(|&a, &b| key(b).total_cmp(&key(a)).then(a.cmp(&b)));
             idx.into_iter()
                 .take(k)
                 .map(|i| ClassScore {

@@ -183,3 +183,29 @@ fn stats_are_of_the_training_split_only() {
     assert_eq!(s.count, 500);
     assert_ne!(s.channel_mean, all.stats.channel_mean);
 }
+
+#[test]
+fn metrics_keep_one_line_per_epoch_and_last_keeps_its_predecessor() {
+    let mut cfg = config("metrics-dedupe", 1);
+    cfg.data = embedded("val");
+    cfg.val = None;
+    cfg.val_split = 0.1;
+    train(&cfg, None, &quiet()).unwrap();
+    let path = cfg.out.join("metrics.jsonl");
+    // A line for an epoch whose checkpoint never made it to disk (a failed save).
+    let mut m = alexnet::train::read_metrics(&path).unwrap();
+    let mut ghost = m[0].clone();
+    (ghost.epoch, ghost.train_loss) = (1, 123.0);
+    m.push(ghost);
+    alexnet::train::metrics::write_metrics(&path, &m).unwrap();
+    let ck = Checkpoint::load(&cfg.out.join("last.safetensors")).unwrap();
+    cfg.epochs = 2;
+    train(&cfg, Some(&ck), &quiet()).unwrap();
+    let m = alexnet::train::read_metrics(&path).unwrap();
+    assert_eq!(m.iter().map(|l| l.epoch).collect::<Vec<_>>(), [0, 1]);
+    assert!(m[1].train_loss != 123.0);
+    // The previous `last` is kept: the whole checkpoint the second run started from.
+    let prev = Checkpoint::load(&cfg.out.join("last.prev.safetensors")).unwrap();
+    assert_eq!(prev.train_state, ck.train_state);
+    assert_eq!(prev.params, ck.params);
+}

@@ -256,18 +256,25 @@ pub fn write_cache(
     if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(|e| DataError::io(dir, e))?;
     }
+    crate::output::check_writable(out).map_err(|e| DataError::io(out, e))?;
     let tmp = out.with_extension("partial");
-    let file = std::fs::File::create(&tmp).map_err(|e| DataError::io(&tmp, e))?;
-    let mut packer =
-        Packer::new(std::io::BufWriter::with_capacity(1 << 20, file), size).map_err(|e| DataError::io(&tmp, e))?;
-    let skipped = pack_files(&mut packer, items, size, on_bad, on_progress)?;
-    if packer.is_empty() {
+    let packed = (|| {
+        let file = std::fs::File::create(&tmp).map_err(|e| DataError::io(&tmp, e))?;
+        let mut packer =
+            Packer::new(std::io::BufWriter::with_capacity(1 << 20, file), size).map_err(|e| DataError::io(&tmp, e))?;
+        let skipped = pack_files(&mut packer, items, size, on_bad, on_progress)?;
+        if packer.is_empty() {
+            return Err(DataError::layout(out, "no image could be decoded"));
+        }
+        let images = packer.len();
+        packer.finish(classes, source).map_err(|e| DataError::io(&tmp, e))?;
+        std::fs::rename(&tmp, out).map_err(|e| DataError::io(out, e))?;
+        Ok((images, skipped))
+    })();
+    // Whatever failed (a bad image, a full disk), no partial file is left behind.
+    let (images, skipped) = packed.inspect_err(|_| {
         let _ = std::fs::remove_file(&tmp);
-        return Err(DataError::layout(out, "no image could be decoded"));
-    }
-    let images = packer.len();
-    packer.finish(classes, source).map_err(|e| DataError::io(&tmp, e))?;
-    std::fs::rename(&tmp, out).map_err(|e| DataError::io(out, e))?;
+    })?;
     let seconds = t0.elapsed().as_secs_f64();
     Ok(PackReport { images, skipped, seconds, images_per_s: items.len() as f64 / seconds.max(1e-9) })
 }

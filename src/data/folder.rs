@@ -45,6 +45,44 @@ fn hidden(p: &Path) -> bool {
     p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with('.'))
 }
 
+/// A folder name as a class id: UTF-8 as it is, invalid bytes as `\xNN`, so that two names
+/// differing only in invalid bytes stay two classes.
+pub fn class_id(name: &std::ffi::OsStr) -> String {
+    use std::os::unix::ffi::OsStrExt;
+    let mut out = String::new();
+    for chunk in name.as_bytes().utf8_chunks() {
+        out.push_str(chunk.valid());
+        for b in chunk.invalid() {
+            out.push_str(&format!("\\x{b:02x}"));
+        }
+    }
+    out
+}
+
+/// Whether a class folder's entry is an image file to read; anything else is skipped with a
+/// warning saying why (never opened: a FIFO would block the run).
+fn is_image_candidate(p: &Path) -> bool {
+    if hidden(p) {
+        return false;
+    }
+    match std::fs::metadata(p) {
+        Ok(m) if m.is_file() => true,
+        Ok(m) if m.is_dir() => {
+            eprintln!("warning: skipping {}: a folder inside a class folder", p.display());
+            false
+        }
+        Ok(_) => {
+            eprintln!("warning: skipping {}: not a regular file (FIFO, socket or device)", p.display());
+            false
+        }
+        Err(e) => {
+            let why = if p.is_symlink() { "a symbolic link to nothing (dangling, or a loop)" } else { "unreadable" };
+            eprintln!("warning: skipping {}: {why}: {e}", p.display());
+            false
+        }
+    }
+}
+
 impl ImageFolder {
     /// Scans `root`. Hidden entries (`.DS_Store`, ...) are ignored; everything else in a class
     /// folder is taken as an image and checked when decoded.
@@ -74,14 +112,14 @@ impl ImageFolder {
         let mut classes = Vec::new();
         let mut items = Vec::new();
         for (ci, dir) in dirs.iter().enumerate() {
-            let id = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            let id = dir.file_name().map(class_id).unwrap_or_default();
             let name = names.as_ref().and_then(|m| m.get(&id).cloned()).unwrap_or_else(|| id.clone());
             classes.push(ClassInfo { id, name });
             let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
                 .map_err(|e| DataError::io(dir, e))?
                 .map(|e| e.map(|e| e.path()).map_err(|e| DataError::io(dir, e)))
                 .collect::<Result<_, _>>()?;
-            files.retain(|p| !hidden(p) && p.is_file());
+            files.retain(|p| is_image_candidate(p));
             if files.is_empty() {
                 return Err(DataError::layout(dir, "class folder holds no images"));
             }

@@ -7,22 +7,34 @@ use flate2::read::GzDecoder;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-fn read_all(path: &Path) -> Result<Vec<u8>, DataError> {
-    let raw = std::fs::read(path).map_err(|e| DataError::io(path, e))?;
-    if raw.starts_with(&[0x1f, 0x8b]) {
-        let mut out = Vec::new();
-        GzDecoder::new(&raw[..])
-            .read_to_end(&mut out)
-            .map_err(|e| DataError::Idx { path: path.into(), problem: format!("bad gzip data: {e}") })?;
-        Ok(out)
-    } else {
-        Ok(raw)
+/// Decompressed IDX files larger than this are refused (Fashion-MNIST's largest is 47 MB).
+pub const MAX_IDX_BYTES: u64 = 1 << 30;
+
+/// The file's bytes, gunzipped if they are gzip (at most [`MAX_IDX_BYTES`]: a gzip bomb stops there).
+fn decompressed(raw: Vec<u8>, path: &Path) -> Result<Vec<u8>, DataError> {
+    if !raw.starts_with(&[0x1f, 0x8b]) {
+        return Ok(raw);
     }
+    let mut out = Vec::new();
+    GzDecoder::new(&raw[..])
+        .take(MAX_IDX_BYTES + 1)
+        .read_to_end(&mut out)
+        .map_err(|e| DataError::Idx { path: path.into(), problem: format!("bad gzip data: {e}") })?;
+    if out.len() as u64 > MAX_IDX_BYTES {
+        return Err(DataError::Idx { path: path.into(), problem: "decompresses to more than 1 GiB".into() });
+    }
+    Ok(out)
 }
 
 /// Parses an IDX file of unsigned bytes: returns its dimensions and data.
 pub fn read_u8(path: &Path) -> Result<(Vec<usize>, Vec<u8>), DataError> {
-    let b = read_all(path)?;
+    let raw = std::fs::read(path).map_err(|e| DataError::io(path, e))?;
+    parse_u8(raw, path)
+}
+
+/// [`read_u8`] of bytes in memory (gzipped or not), named `path` in errors.
+pub fn parse_u8(raw: Vec<u8>, path: &Path) -> Result<(Vec<usize>, Vec<u8>), DataError> {
+    let b = decompressed(raw, path)?;
     let bad = |p: String| DataError::Idx { path: path.into(), problem: p };
     if b.len() < 4 || b[0] != 0 || b[1] != 0 {
         return Err(bad("missing the 0x0000 magic".into()));
@@ -35,8 +47,11 @@ pub fn read_u8(path: &Path) -> Result<(Vec<usize>, Vec<u8>), DataError> {
         return Err(bad("truncated header".into()));
     }
     let dims: Vec<usize> =
-        (0..nd).map(|i| u32::from_be_bytes(b[4 + 4 * i..8 + 4 * i].try_into().expect("4")) as usize).collect();
-    let n: usize = dims.iter().product();
+        b[4..4 + 4 * nd].chunks_exact(4).map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]]) as usize).collect();
+    let n = dims
+        .iter()
+        .try_fold(1usize, |n, &d| n.checked_mul(d))
+        .ok_or_else(|| bad(format!("dimensions {dims:?} overflow")))?;
     let data = &b[4 + 4 * nd..];
     if data.len() != n {
         return Err(bad(format!("header announces {n} values ({dims:?}) but the file holds {}", data.len())));
@@ -68,6 +83,9 @@ pub fn read_set(images: &Path) -> Result<(usize, usize, Vec<u8>, Vec<u8>), DataE
     let (dims, pixels) = read_u8(images)?;
     if dims.len() != 3 || dims[1] != dims[2] {
         return Err(DataError::Idx { path: images.into(), problem: format!("expected N×H×H images, got {dims:?}") });
+    }
+    if dims[0] == 0 || dims[1] == 0 {
+        return Err(DataError::Idx { path: images.into(), problem: format!("no images ({dims:?})") });
     }
     let (ldims, labels) = read_u8(&labels_path)?;
     if ldims != [dims[0]] {

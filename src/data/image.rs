@@ -4,35 +4,101 @@
 
 use super::DataError;
 use image::imageops::FilterType;
-use image::{DynamicImage, ImageDecoder, ImageReader};
+use image::{DynamicImage, ImageDecoder, ImageFormat, ImageReader, Limits};
 use std::io::Cursor;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 
-/// Reads and decodes `path` to RGB8, applying its EXIF orientation.
+/// The most pixels (width × height) an image may claim before it is decoded: 100 megapixels
+/// by default, ~300 MB as RGB. Files come from strangers; a 3 KB PNG can claim 65,500 × 65,500.
+pub const DEFAULT_MAX_PIXELS: u64 = 100_000_000;
+
+static MAX_PIXELS: AtomicU64 = AtomicU64::new(DEFAULT_MAX_PIXELS);
+
+/// Sets the pixel limit for every later decode in this process (`--max-megapixels`).
+pub fn set_max_pixels(pixels: u64) {
+    MAX_PIXELS.store(pixels.max(1), Ordering::Relaxed);
+}
+
+pub fn max_pixels() -> u64 {
+    MAX_PIXELS.load(Ordering::Relaxed)
+}
+
+/// Files larger than this are refused before they are read (no JPEG or PNG of 100 MP is).
+pub const MAX_FILE_BYTES: u64 = 1 << 30;
+
+/// Reads and decodes `path` to RGB8, applying its EXIF orientation. Only regular files are
+/// read (a FIFO would block forever, a device never ends).
 pub fn load_rgb(path: &Path) -> Result<image::RgbImage, DataError> {
+    let meta = std::fs::metadata(path).map_err(|e| DataError::io(path, e))?;
+    if !meta.is_file() {
+        return Err(DataError::layout(path, "not a regular file (a folder, FIFO, socket or device)"));
+    }
+    if meta.len() > MAX_FILE_BYTES {
+        return Err(DataError::Decode {
+            path: path.into(),
+            reason: format!("{} bytes: larger than any image we read (1 GiB)", meta.len()),
+        });
+    }
     let bytes = std::fs::read(path).map_err(|e| DataError::io(path, e))?;
     decode_rgb(&bytes, path)
 }
 
-/// Decodes bytes (named `path` in errors) to RGB8 with EXIF orientation applied.
+/// A JPEG whose last scan is not followed by the end-of-image marker was cut short: decoders
+/// fill the missing rows with grey and say nothing. Markers cannot occur inside entropy-coded
+/// data (0xFF is stuffed with 0x00 there), so the EOI must follow the last start-of-scan.
+fn jpeg_is_complete(bytes: &[u8]) -> bool {
+    let last_sos = bytes.windows(2).rposition(|w| w == [0xFF, 0xDA]);
+    match last_sos {
+        Some(i) => bytes[i..].windows(2).any(|w| w == [0xFF, 0xD9]),
+        None => false,
+    }
+}
+
+/// Decodes bytes (named `path` in errors) to RGB8 with EXIF orientation applied. The image's
+/// size is checked against [`max_pixels`] from its header, before any pixel is allocated.
 pub fn decode_rgb(bytes: &[u8], path: &Path) -> Result<image::RgbImage, DataError> {
     if bytes.is_empty() {
         return Err(DataError::EmptyFile { path: path.into() });
     }
-    let reader = ImageReader::new(Cursor::new(bytes))
+    let decode_err = |e: image::ImageError| DataError::Decode { path: path.into(), reason: e.to_string() };
+    let mut reader = ImageReader::new(Cursor::new(bytes))
         .with_guessed_format()
         .map_err(|e| DataError::Decode { path: path.into(), reason: e.to_string() })?;
-    if reader.format().is_none() {
-        return Err(DataError::NotImage { path: path.into() });
+    let Some(format) = reader.format() else { return Err(DataError::NotImage { path: path.into() }) };
+    if format == ImageFormat::Jpeg && !jpeg_is_complete(bytes) {
+        return Err(DataError::Decode {
+            path: path.into(),
+            reason: "truncated JPEG (no end-of-image marker after the last scan)".into(),
+        });
     }
-    let decode_err = |e: image::ImageError| DataError::Decode { path: path.into(), reason: e.to_string() };
+    let limit = max_pixels();
+    let mut limits = Limits::default();
+    // RGBA16 of the largest allowed image, plus the decoder's own buffers.
+    limits.max_alloc = Some(limit.saturating_mul(8).saturating_add(64 << 20));
+    reader.limits(limits);
     let mut decoder = reader.into_decoder().map_err(decode_err)?;
-    let orientation = decoder.orientation().map_err(decode_err)?;
-    let mut img = DynamicImage::from_decoder(decoder).map_err(decode_err)?;
-    img.apply_orientation(orientation);
-    if img.width() == 0 || img.height() == 0 {
+    let (w, h) = decoder.dimensions();
+    let pixels = w as u64 * h as u64;
+    if pixels > limit {
+        return Err(DataError::Decode {
+            path: path.into(),
+            reason: format!(
+                "claims {w}x{h} pixels ({:.0} megapixels), more than the limit of {:.0} (--max-megapixels)",
+                pixels as f64 / 1e6,
+                limit as f64 / 1e6
+            ),
+        });
+    }
+    if pixels == 0 {
         return Err(DataError::Decode { path: path.into(), reason: "image has no pixels".into() });
     }
+    let orientation = decoder.orientation().map_err(decode_err)?;
+    // A decoder bug must not take the whole run down: it is this file's error.
+    let decoded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| DynamicImage::from_decoder(decoder)))
+        .map_err(|_| DataError::Decode { path: path.into(), reason: "the decoder crashed on this file".into() })?;
+    let mut img = decoded.map_err(decode_err)?;
+    img.apply_orientation(orientation);
     Ok(img.to_rgb8())
 }
 

@@ -102,8 +102,10 @@ pub fn open_idx(path: &Path, size: usize, class_names: Option<&Path>) -> Result<
         .chunks_exact(side * side)
         .take(n)
         .map(|g| {
-            let grey = image::GrayImage::from_raw(side as u32, side as u32, g.to_vec()).expect("sizes checked");
-            let rgb = image::DynamicImage::ImageLuma8(grey).to_rgb8();
+            let rgb = image::RgbImage::from_fn(side as u32, side as u32, |x, y| {
+                let v = g[y as usize * side + x as usize];
+                image::Rgb([v, v, v])
+            });
             super::image::resize_center_square(&rgb, size)
         })
         .collect();

@@ -25,6 +25,7 @@ pub fn write_plain(path: &Path, tensors: &[NamedTensor], meta: HashMap<String, S
         .map(|(n, s, b)| Ok((n.clone(), TensorView::new(Dtype::F32, s.clone(), b)?)))
         .collect::<Result<Vec<_>, safetensors::SafeTensorError>>()
         .map_err(|e| InteropError::Format(e.to_string()).in_file(path))?;
+    crate::output::check_writable(path).map_err(|source| InteropError::Io { path: path.into(), source })?;
     let meta = (!meta.is_empty()).then_some(meta);
     safetensors::serialize_to_file(views, meta, path).map_err(|e| InteropError::Format(e.to_string()).in_file(path))
 }

@@ -37,9 +37,13 @@ pub fn softmax_cross_entropy(logits: &[f32], labels: &[usize], classes: usize, d
 }
 
 /// Whether `label` is among the `k` highest of `p` (ties counted against us: a class scoring
-/// the same as the true one and listed before it takes the slot).
+/// the same as the true one and listed before it takes the slot). NaN ranks below everything:
+/// a NaN score is never a hit.
 pub fn in_top_k(p: &[f32], label: usize, k: usize) -> bool {
     let v = p[label];
+    if v.is_nan() {
+        return false;
+    }
     let above = p.iter().enumerate().filter(|&(i, &q)| q > v || (q == v && i < label)).count();
     above < k
 }

@@ -8,6 +8,28 @@ use crate::kernels::conv::ConvShape;
 use crate::kernels::pool::PoolShape;
 use serde::Serialize;
 
+/// Limits on what a config may ask for, checked before anything is allocated: configs come
+/// from checkpoints, and a checkpoint can come from anyone.
+pub mod limits {
+    /// Any one size in a layer spec: widths, kernels, strides, pads, the input's sides.
+    pub const MAX_DIM: usize = 1 << 20;
+    /// Values of one image's activation after any layer (1 GiB of f32).
+    pub const MAX_ACTIVATION: usize = 1 << 28;
+    /// Parameters of one layer (16 GiB of f32), and of the whole network.
+    pub const MAX_LAYER_PARAMS: usize = 1 << 32;
+    pub const MAX_PARAMS: usize = 1 << 33;
+    /// Layers in a network.
+    pub const MAX_LAYERS: usize = 1 << 12;
+}
+
+/// The product of `dims`, or an error naming what overflowed or exceeded `limit`.
+fn checked_len(index: usize, what: &str, dims: &[usize], limit: usize) -> Result<usize, ConfigError> {
+    dims.iter()
+        .try_fold(1usize, |n, &d| n.checked_mul(d))
+        .filter(|&n| n <= limit)
+        .ok_or_else(|| bad(index, what, format!("{dims:?} is too large (at most {limit} values)")))
+}
+
 /// A learnable tensor as the plan knows it: before any value exists.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ParamSpec {
@@ -106,6 +128,16 @@ impl LayerInfo {
 
     /// Resolves layer `index` of spec `spec` against its input `[c, h, w]`, checking that it fits.
     fn new(index: usize, spec: &LayerSpec, input: [usize; 3]) -> Result<Self, ConfigError> {
+        let info = Self::resolve(index, spec, input)?;
+        checked_len(index, &info.name, &info.output, limits::MAX_ACTIVATION)?;
+        for p in info.param_specs() {
+            checked_len(index, &p.name, &p.shape, limits::MAX_LAYER_PARAMS)?;
+        }
+        Ok(info)
+    }
+
+    fn resolve(index: usize, spec: &LayerSpec, input: [usize; 3]) -> Result<Self, ConfigError> {
+        spec_dims_within_limits(index, spec)?;
         let mut info = LayerInfo {
             name: String::new(),
             kernel: None,
@@ -126,7 +158,9 @@ impl LayerInfo {
                 (info.kernel, info.stride, info.pad, info.groups) =
                     (Some(*kernel), Some(*stride), Some(*pad), Some(*groups));
                 info.output = [*out, cs.out_h(), cs.out_w()];
-                info.macs = cs.macs();
+                // out_c·OH·OW outputs of (C/G)·K·K multiply-adds each (= cs.macs(), without overflow).
+                let per_image = [*out, cs.out_h(), cs.out_w(), c / groups, *kernel, *kernel];
+                info.macs = checked_len(index, name, &per_image, usize::MAX)?;
                 let wshape = vec![*out, c / groups, *kernel, *kernel];
                 info.kind = LayerKind::Conv { shape: cs, params: weight_and_bias(name, wshape, *out, *bias_init) };
             }
@@ -134,12 +168,12 @@ impl LayerInfo {
                 if *out == 0 {
                     return Err(bad(index, name, "width must be positive"));
                 }
-                let inp = c * h * w;
+                let inp = checked_len(index, name, &input, limits::MAX_ACTIVATION)?;
                 info.name = name.clone();
                 // A linear layer right after a conv flattens implicitly; the table says so.
                 info.input = [inp, 1, 1];
                 info.output = [*out, 1, 1];
-                info.macs = inp * out;
+                info.macs = checked_len(index, name, &[inp, *out], limits::MAX_LAYER_PARAMS)?;
                 let params = weight_and_bias(name, vec![*out, inp], *out, *bias_init);
                 info.kind = LayerKind::Linear { inp, out: *out, params };
             }
@@ -174,7 +208,11 @@ impl LayerInfo {
                 (info.name, info.kind) = ("dropout".into(), LayerKind::Dropout { p: *p });
             }
         }
-        info.params = info.param_specs().iter().map(ParamSpec::len).sum();
+        info.params = info
+            .param_specs()
+            .iter()
+            .map(|p| checked_len(index, &p.name, &p.shape, limits::MAX_LAYER_PARAMS))
+            .sum::<Result<_, _>>()?;
         Ok(info)
     }
 }
@@ -184,6 +222,25 @@ fn weight_and_bias(layer: &str, wshape: Vec<usize>, out: usize, bias_init: f32) 
         ParamSpec { name: format!("{layer}.weight"), shape: wshape, is_bias: false, fill: 0.0 },
         ParamSpec { name: format!("{layer}.bias"), shape: vec![out], is_bias: true, fill: bias_init },
     ]
+}
+
+/// Every number of a spec within [`limits::MAX_DIM`], so that the shape arithmetic below
+/// cannot overflow.
+fn spec_dims_within_limits(index: usize, spec: &LayerSpec) -> Result<(), ConfigError> {
+    let (what, dims): (&str, Vec<usize>) = match spec {
+        LayerSpec::Conv { name, out, kernel, stride, pad, groups, .. } => {
+            (name, vec![*out, *kernel, *stride, *pad, *groups])
+        }
+        LayerSpec::Linear { name, out, .. } => (name, vec![*out]),
+        LayerSpec::Lrn(p) => ("lrn", vec![p.size]),
+        LayerSpec::MaxPool { kernel, stride, pad } => ("maxpool", vec![*kernel, *stride, *pad]),
+        LayerSpec::AdaptiveAvgPool { out_h, out_w } => ("avgpool", vec![*out_h, *out_w]),
+        LayerSpec::Relu | LayerSpec::Tanh | LayerSpec::Flatten | LayerSpec::Dropout { .. } => return Ok(()),
+    };
+    match dims.iter().find(|&&d| d > limits::MAX_DIM) {
+        Some(d) => Err(bad(index, what, format!("size {d} is beyond the limit of {}", limits::MAX_DIM))),
+        None => Ok(()),
+    }
 }
 
 fn conv_shape(
@@ -237,20 +294,26 @@ pub fn plan(cfg: &ModelConfig) -> Result<Summary, ConfigError> {
     if shape.contains(&0) {
         return Err(bad(0, "input", format!("input shape {shape:?} has a zero")));
     }
+    if shape.iter().any(|&d| d > limits::MAX_DIM) || cfg.layers.len() > limits::MAX_LAYERS {
+        return Err(bad(0, "input", format!("input {shape:?} or {} layers beyond the limits", cfg.layers.len())));
+    }
+    checked_len(0, "input", &shape, limits::MAX_ACTIVATION)?;
     let mut layers = Vec::with_capacity(cfg.layers.len());
     for (index, spec) in cfg.layers.iter().enumerate() {
         let info = LayerInfo::new(index, spec, shape)?;
         shape = info.output;
         layers.push(info);
     }
+    let params: usize = layers.iter().map(|l| l.params).sum();
+    if params > limits::MAX_PARAMS {
+        return Err(bad(
+            layers.len(),
+            "network",
+            format!("{params} parameters, beyond the limit of {}", limits::MAX_PARAMS),
+        ));
+    }
     cfg.classes()?;
-    Ok(Summary {
-        model: cfg.name.clone(),
-        input: cfg.input,
-        params: layers.iter().map(|l| l.params).sum(),
-        macs: layers.iter().map(|l| l.macs).sum(),
-        layers,
-    })
+    Ok(Summary { model: cfg.name.clone(), input: cfg.input, params, macs: layers.iter().map(|l| l.macs).sum(), layers })
 }
 
 impl Summary {

@@ -31,6 +31,18 @@ pub fn read_metrics(path: &Path) -> std::io::Result<Vec<EpochMetrics>> {
         .collect()
 }
 
+/// Replaces `metrics.jsonl` with `lines` (atomically: a temporary file renamed over it).
+pub fn write_metrics(path: &Path, lines: &[EpochMetrics]) -> std::io::Result<()> {
+    let mut text = String::new();
+    for m in lines {
+        text += &serde_json::to_string(m).map_err(|e| std::io::Error::other(e.to_string()))?;
+        text.push('\n');
+    }
+    let tmp = path.with_extension("jsonl.tmp");
+    std::fs::write(&tmp, text)?;
+    std::fs::rename(&tmp, path)
+}
+
 /// Appends one line to `metrics.jsonl`.
 pub fn append_metrics(path: &Path, m: &EpochMetrics) -> std::io::Result<()> {
     let line = serde_json::to_string(m).map_err(|e| std::io::Error::other(e.to_string()))?;

@@ -10,7 +10,7 @@
 //! order of floating-point sums in the backward pass depends on it).
 
 use super::config::TrainConfig;
-use super::metrics::{EpochMetrics, append_metrics, read_metrics};
+use super::metrics::{EpochMetrics, append_metrics, read_metrics, write_metrics};
 use super::report::{Reporter, progress_bar};
 use super::state::TrainState;
 use super::stop::StopHandle;
@@ -28,6 +28,10 @@ use serde::Serialize;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+/// The run folder's latest checkpoint, and the one before it.
+pub const LAST: &str = "last.safetensors";
+pub const LAST_PREV: &str = "last.prev.safetensors";
 
 /// How a call to [`super::train`] ended.
 #[derive(Clone, Debug, Serialize)]
@@ -122,8 +126,15 @@ impl<'a> Trainer<'a> {
                 cfg.batch
             )));
         }
-        let mut history = read_metrics(&cfg.out.join("metrics.jsonl")).unwrap_or_default();
+        let metrics_path = cfg.out.join("metrics.jsonl");
+        let mut history = read_metrics(&metrics_path).unwrap_or_default();
+        let logged = history.len();
         history.retain(|m| m.epoch < state.epoch);
+        if history.len() != logged {
+            // Lines of epochs the checkpoint does not include (logged before a failed save):
+            // they will be run again, so the log keeps one line per epoch.
+            write_metrics(&metrics_path, &history).map_err(|e| Error::io(&metrics_path, e))?;
+        }
         let run_start = Instant::now() - Duration::from_secs_f64(state.elapsed_seconds);
         let report = Reporter::new(quiet, batches_per_epoch);
         let t = Self {
@@ -220,7 +231,7 @@ impl<'a> Trainer<'a> {
             if stop || (cfg.checkpoint_every > 0 && self.state.step.is_multiple_of(cfg.checkpoint_every)) {
                 self.state.epoch_seconds = self.epoch_start.elapsed().as_secs_f64();
                 self.state.elapsed_seconds = self.run_start.elapsed().as_secs_f64();
-                self.save("last.safetensors")?;
+                self.save(LAST)?;
             }
             if stop {
                 self.report.abandon();
@@ -277,7 +288,7 @@ impl<'a> Trainer<'a> {
         }
         self.state.next_epoch();
         self.state.elapsed_seconds = self.run_start.elapsed().as_secs_f64();
-        self.save("last.safetensors")?;
+        self.save(LAST)?;
         if improved {
             self.save("best.safetensors")?;
         }
@@ -305,10 +316,16 @@ impl<'a> Trainer<'a> {
         Ok(())
     }
 
-    /// Writes a checkpoint of the run as it stands into the run folder.
+    /// Writes a checkpoint of the run as it stands into the run folder; `last` keeps the one
+    /// before as `last.prev.safetensors`.
     fn save(&self, name: &str) -> Result<()> {
         let path = self.cfg.out.join(name);
-        Checkpoint::capture(&self.net, &self.classes, &self.stats, Some(&self.opt), Some(&self.state)).save(&path)?;
+        let ck = Checkpoint::capture(&self.net, &self.classes, &self.stats, Some(&self.opt), Some(&self.state));
+        if name == LAST {
+            ck.save_keeping_previous(&path, &self.cfg.out.join(LAST_PREV))?;
+        } else {
+            ck.save(&path)?;
+        }
         Ok(())
     }
 }

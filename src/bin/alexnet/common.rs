@@ -52,16 +52,28 @@ pub fn progress_bar(len: usize, what: &str, hidden: bool) -> indicatif::Progress
     bar
 }
 
-/// `--skip-bad`, for commands that decode folders.
+/// `--skip-bad` and `--max-megapixels`, for commands that decode images.
 #[derive(clap::Args, Clone, Copy, Debug)]
 pub struct BadImages {
     /// Skip images that cannot be decoded (with a warning) instead of stopping.
     #[arg(long)]
     pub skip_bad: bool,
+    /// Refuse images whose header claims more pixels than this, before decoding them
+    /// (decompression bombs) [default: 100].
+    #[arg(long)]
+    pub max_megapixels: Option<f64>,
 }
 
 impl BadImages {
+    /// Sets the decoder's pixel limit for this process.
+    pub fn apply_limit(&self) {
+        if let Some(mp) = self.max_megapixels {
+            alexnet::data::image::set_max_pixels((mp * 1e6) as u64);
+        }
+    }
+
     pub fn policy(&self) -> alexnet::data::cache::OnBadImage {
+        self.apply_limit();
         use alexnet::data::cache::OnBadImage;
         if self.skip_bad { OnBadImage::Skip } else { OnBadImage::Fail }
     }

@@ -4,7 +4,7 @@ use crate::common::{BadImages, Common, Weights, progress_bar};
 use alexnet::data::cache::OnBadImage;
 use alexnet::data::{PackedImages, class_map, source};
 use alexnet::eval::evaluate;
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use std::path::{Path, PathBuf};
 
 #[derive(clap::Args)]
@@ -31,6 +31,9 @@ pub fn exec(a: Args) -> Result<i32> {
         let mut ens = a.weights.load()?;
         let images = open_eval_data(&a.data, ens.stored, a.bad.policy(), a.common.json)?;
         let map = class_map(&images.classes, &ens.classes).with_context(|| a.data.display().to_string())?;
+        if images.count == 0 {
+            bail!("{}: no images to evaluate", a.data.display());
+        }
         let idx: Vec<u32> = (0..images.count as u32).collect();
         let bar = progress_bar(idx.len(), "evaluating", a.common.json);
         let r =

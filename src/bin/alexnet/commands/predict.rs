@@ -1,6 +1,6 @@
 //! `alexnet predict`: the most probable classes of a few images.
 
-use crate::common::{Common, Weights};
+use crate::common::{BadImages, Common, Weights};
 use alexnet::eval::{Prediction, top_k};
 use anyhow::Result;
 use std::path::PathBuf;
@@ -21,6 +21,8 @@ pub struct Args {
     #[arg(long, default_value_t = 64)]
     batch: usize,
     #[command(flatten)]
+    decoding: BadImages,
+    #[command(flatten)]
     common: Common,
 }
 
@@ -32,14 +34,25 @@ struct Predictions {
 pub fn exec(a: Args) -> Result<i32> {
     let predictions = a.common.pool()?.install(|| -> Result<Vec<Prediction>> {
         let mut ens = a.weights.load()?;
-        let decoded: Vec<Vec<u8>> =
-            a.images.iter().map(|p| alexnet::data::image::load_square(p, ens.stored)).collect::<Result<_, _>>()?;
+        a.decoding.apply_limit();
+        let mut decoded = Vec::new();
+        let mut names = Vec::new();
+        for p in &a.images {
+            match alexnet::data::image::load_square(p, ens.stored) {
+                Ok(img) => {
+                    decoded.push(img);
+                    names.push(p.display().to_string());
+                }
+                Err(e) if a.decoding.skip_bad => eprintln!("warning: skipping {e}"),
+                Err(e) => return Err(e.into()),
+            }
+        }
         let refs: Vec<&[u8]> = decoded.iter().map(|v| v.as_slice()).collect();
         let probs = ens.probabilities(&refs, a.ten_crop, a.batch);
-        Ok(a.images
-            .iter()
+        Ok(names
+            .into_iter()
             .zip(top_k(&probs, &ens.classes, a.top))
-            .map(|(p, top)| Prediction { image: p.display().to_string(), top })
+            .map(|(image, top)| Prediction { image, top })
             .collect())
     })?;
     a.common.emit(&Predictions { predictions }, |o| {

@@ -215,6 +215,7 @@ impl Args {
 }
 
 pub fn exec(a: Args) -> Result<i32> {
+    a.bad.apply_limit();
     let stop = StopHandle::new();
     let handle = stop.clone();
     let _ = ctrlc::set_handler(move || {
