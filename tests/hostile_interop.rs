@@ -58,7 +58,7 @@ fn deep_nesting_is_an_error_not_a_stack_overflow() {
         // ) 0x85 0x85 ...: one-tuples without any MARK.
         ("TUPLE1", [vec![b')'], vec![0x85; N]].concat()),
         // } K0 } K0 } ... s s s: dicts set into dicts.
-        ("dicts", [b"}".repeat(1), b"K\x00}".repeat(N / 3), vec![b's'; N / 3]].concat()),
+        ("dicts", [b"}".to_vec(), b"K\x00}".repeat(N / 3), vec![b's'; N / 3]].concat()),
         // only MARKs
         ("MARKs", vec![b'('; N]),
     ];
@@ -194,6 +194,13 @@ fn globals_outside_the_state_dict_types_are_refused() {
     // The rewritten archive itself reads (the edit is what fails below).
     let (t, _) = torch::read_tensors_from_bytes(&edited_zip(|_| {})).unwrap();
     assert_eq!(t.len(), 16);
+    // As is a state dict carrying `_metadata` (an OrderedDict set by BUILD), as torchvision's do.
+    let metadata = [b"}".to_vec(), short_str("_metadata"), b"ccollections\nOrderedDict\n)Rsb".to_vec()].concat();
+    let with_metadata = edited_zip(|p| {
+        let at = p.len() - 1;
+        p.splice(at..at, metadata.iter().copied());
+    });
+    assert_eq!(torch::read_tensors_from_bytes(&with_metadata).unwrap().0, t);
     // An extra entry `evil: os.system('echo hi')`, by GLOBAL and by STACK_GLOBAL.
     let call = [short_str("echo hi"), b"\x85R".to_vec()].concat();
     let by_global = [short_str("evil"), b"cos\nsystem\n".to_vec(), call.clone()].concat();
@@ -446,6 +453,19 @@ fn mutated_files_give_errors_or_tensors_never_a_panic() {
         let _ = torch::read_tensors_from_bytes(&zip_of(&entries));
         let m = [mutate(&mut r, head), legacy[1800..].to_vec()].concat();
         let _ = torch::read_tensors_from_bytes(&m);
+    }
+    // The archive's own structure (local headers at the start, central directory at the end),
+    // and the safetensors header.
+    let zip = fixture("tiny_alexnet_zip.pth");
+    let st = fixture("tiny_alexnet.safetensors");
+    let header = 8 + u64::from_le_bytes(st[..8].try_into().unwrap()) as usize;
+    for _ in 0..300 {
+        let (a, b) = zip.split_at(zip.len() - 3000);
+        let _ = torch::read_tensors_from_bytes(&[a, &mutate(&mut r, b)].concat());
+        let (a, b) = zip.split_at(200);
+        let _ = torch::read_tensors_from_bytes(&[&mutate(&mut r, a), b].concat());
+        let (a, b) = st.split_at(header);
+        let _ = torch::read_tensors_from_bytes(&[&mutate(&mut r, a), b].concat());
     }
     // Random opcode soup from the supported set.
     let ops = b"\x80\x95.()t\x85\x86\x87]}aesuqrh\x94jc\x93R\x81bQN\x88\x89JKM\x8aGX\x8c\x8dCB\x8e\x00\x01\x02\xff\n";

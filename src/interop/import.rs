@@ -51,10 +51,13 @@ fn our_name(key: &str) -> Option<(String, bool)> {
 fn paper_input_for(pool5: usize, w: &AlexNetWidths) -> Option<usize> {
     (67..=1024).step_by(4).find(|&h| {
         let cfg = paper_topology("probe", &AlexNetWidths { input: h, ..w.clone() });
-        plan(&cfg)
-            .ok()
-            .and_then(|s| s.layers.iter().rev().find(|l| matches!(l.kind, LayerKind::MaxPool(_))).map(|l| l.output[1]))
-            == Some(pool5)
+        plan(&cfg).ok().and_then(|s| {
+            s.layers
+                .iter()
+                .rev()
+                .find(|l| matches!(l.kind, LayerKind::MaxPool(_)))
+                .and_then(|l| l.output.get(1).copied())
+        }) == Some(pool5)
     })
 }
 

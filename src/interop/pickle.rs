@@ -301,14 +301,17 @@ fn reduce(func: Value, args: Value) -> Result<Value> {
 
 fn persistent(pid: Value) -> Result<Value> {
     let Value::Tuple(t) = pid else { return err(format!("persistent id is not a tuple but {}", pid.describe())) };
-    if t.len() < 5 || t.first().map(Value::as_str).transpose()? != Some("storage") {
+    let [Value::Str(tag), class, key, _location, numel, ..] = t.as_slice() else {
         return err(format!("unsupported persistent id (a tuple of {} items)", t.len()));
+    };
+    if tag != "storage" {
+        return err(format!("unsupported persistent id {}", clip(tag)));
     }
-    let kind = match &t[1] {
+    let kind = match class {
         Value::Global(g) if g.0 == "torch" && g.1.ends_with("Storage") => g.1.clone(),
         v => return err(format!("storage type is not a storage class: {}", v.describe())),
     };
-    Ok(Value::Storage(Box::new(StorageRef { key: t[2].as_str()?.to_string(), kind, numel: t[4].as_usize()? })))
+    Ok(Value::Storage(Box::new(StorageRef { key: key.as_str()?.to_string(), kind, numel: numel.as_usize()? })))
 }
 
 /// The interpreter's state: the stack (with marks kept apart, as Python's metastack), the memo
@@ -423,7 +426,7 @@ impl Machine {
         Ok(())
     }
     fn set_items(&mut self, items: Vec<Item>, what: &str) -> Result<()> {
-        if items.len() % 2 != 0 {
+        if !items.len().is_multiple_of(2) {
             return err(format!("{what} with an odd number of keys and values"));
         }
         let top = self.top(what)?;
