@@ -51,10 +51,13 @@ fn our_name(key: &str) -> Option<(String, bool)> {
 fn paper_input_for(pool5: usize, w: &AlexNetWidths) -> Option<usize> {
     (67..=1024).step_by(4).find(|&h| {
         let cfg = paper_topology("probe", &AlexNetWidths { input: h, ..w.clone() });
-        plan(&cfg)
-            .ok()
-            .and_then(|s| s.layers.iter().rev().find(|l| matches!(l.kind, LayerKind::MaxPool(_))).map(|l| l.output[1]))
-            == Some(pool5)
+        plan(&cfg).ok().and_then(|s| {
+            s.layers
+                .iter()
+                .rev()
+                .find(|l| matches!(l.kind, LayerKind::MaxPool(_)))
+                .and_then(|l| l.output.get(1).copied())
+        }) == Some(pool5)
     })
 }
 
@@ -64,37 +67,47 @@ fn infer_config(
     model: Option<&str>,
     tv_keys: bool,
 ) -> Result<ModelConfig> {
-    let shape = |n: &str| {
-        t.get(n).map(|(s, _)| s.clone()).ok_or_else(|| InteropError::Weights(format!("missing key for `{n}`")))
+    let shape = |n: &str, rank: usize| -> Result<Vec<usize>> {
+        let s =
+            t.get(n).map(|(s, _)| s.clone()).ok_or_else(|| InteropError::Weights(format!("missing key for `{n}`")))?;
+        if s.len() != rank {
+            return Err(InteropError::Weights(format!(
+                "`{n}` has shape {s:?}: a weight of {rank} dimensions expected"
+            )));
+        }
+        Ok(s)
     };
     let mut conv = [0usize; 5];
     let mut groups = [1usize; 5];
     let mut in_c = 3;
     for i in 0..5 {
-        let s = shape(&format!("conv{}.weight", i + 1))?;
-        if s.len() != 4 || s[1] == 0 || in_c % s[1] != 0 {
+        let name = format!("conv{}.weight", i + 1);
+        let s = t
+            .get(&name)
+            .map(|(s, _)| s.clone())
+            .ok_or_else(|| InteropError::Weights(format!("missing key for `{name}`")))?;
+        if s.len() != 4 || s.contains(&0) || in_c % s[1] != 0 {
             return Err(InteropError::Weights(format!(
-                "conv{}.weight has shape {s:?}, not a convolution over {in_c} channels",
-                i + 1
+                "`{name}` has shape {s:?}, not a convolution over {in_c} channels"
             )));
         }
         conv[i] = s[0];
         groups[i] = in_c / s[1];
         in_c = s[0];
     }
-    let fc6 = shape("fc6.weight")?;
-    let fc = [fc6[0], shape("fc7.weight")?[0]];
-    let classes = shape("fc8.weight")?[0];
-    if fc6.len() != 2 || fc6[1] % conv[4] != 0 {
+    let fc6 = shape("fc6.weight", 2)?;
+    let fc = [fc6[0], shape("fc7.weight", 2)?[0]];
+    let classes = shape("fc8.weight", 2)?[0];
+    if fc6[1] % conv[4] != 0 {
         return Err(InteropError::Weights(format!(
-            "fc6.weight has shape {fc6:?}: its input is not a multiple of conv5's {} channels",
+            "`fc6.weight` has shape {fc6:?}: its input is not a multiple of conv5's {} channels",
             conv[4]
         )));
     }
     let side = ((fc6[1] / conv[4]) as f64).sqrt().round() as usize;
-    if side * side * conv[4] != fc6[1] {
+    if side.checked_mul(side).and_then(|a| a.checked_mul(conv[4])) != Some(fc6[1]) {
         return Err(InteropError::Weights(format!(
-            "fc6.weight has shape {fc6:?}: its input is not {} channels of a square map",
+            "`fc6.weight` has shape {fc6:?}: its input is not {} channels of a square map",
             conv[4]
         )));
     }
@@ -143,13 +156,34 @@ fn infer_config(
     Ok(cfg)
 }
 
+/// Refuses NaN and infinite weights, naming the tensor and the first bad element.
+fn finite(name: &str, data: &[f32]) -> Result<()> {
+    match data.iter().enumerate().find(|(_, x)| !x.is_finite()) {
+        None => Ok(()),
+        Some((i, &x)) => {
+            let what = if x.is_nan() {
+                "NaN"
+            } else if x > 0.0 {
+                "+infinity"
+            } else {
+                "-infinity"
+            };
+            Err(InteropError::Weights(format!("`{name}` holds {what} at index {i}")))
+        }
+    }
+}
+
 /// Reads `path` and builds a checkpoint. `classes` names the outputs (default: ImageNet's for
 /// 1000 outputs, else numbers).
 pub fn import(path: &Path, model: Option<&str>, classes: Option<Vec<ClassInfo>>) -> Result<Checkpoint> {
     let (tensors, meta): (Vec<Named>, _) = torch::read_tensors(path)?;
     // Our own checkpoints, and files we exported with our config attached, round-trip exactly.
     if meta.get("format").map(String::as_str) == Some(crate::checkpoint::FORMAT) {
-        return Ok(Checkpoint::load(path)?);
+        let ck = Checkpoint::load(path)?;
+        for p in &ck.params {
+            finite(&p.name, &p.data)?;
+        }
+        return Ok(ck);
     }
     let mut by_name = HashMap::new();
     let mut unknown = Vec::new();
@@ -158,6 +192,9 @@ pub fn import(path: &Path, model: Option<&str>, classes: Option<Vec<ClassInfo>>)
         match our_name(&key) {
             Some((n, tv)) => {
                 tv_keys |= tv;
+                if shape.contains(&0) {
+                    return Err(InteropError::Weights(format!("`{key}` has shape {shape:?}: an empty dimension")));
+                }
                 if by_name.insert(n.clone(), (shape, data)).is_some() {
                     return Err(InteropError::Weights(format!("two keys map to {n} (one of them `{key}`)")));
                 }
@@ -176,7 +213,15 @@ pub fn import(path: &Path, model: Option<&str>, classes: Option<Vec<ClassInfo>>)
         Some(json) => serde_json::from_str(json).map_err(|e| format!("metadata alexnet.config: {e}"))?,
         None => infer_config(&by_name, model, tv_keys)?,
     };
-    let n_out = by_name.get("fc8.weight").map_or(0, |(s, _)| s[0]);
+    let n_out = match by_name.get("fc8.weight").map(|(s, _)| s.as_slice()) {
+        Some(&[n, _]) => n,
+        Some(s) => {
+            return Err(InteropError::Weights(format!(
+                "`fc8.weight` has shape {s:?}: a weight of 2 dimensions expected"
+            )));
+        }
+        None => return Err(InteropError::Weights("missing key for `fc8.weight`".into())),
+    };
     let classes = match (classes, meta.get("alexnet.classes")) {
         (Some(c), _) => c,
         (None, Some(json)) => serde_json::from_str(json).map_err(|e| format!("metadata alexnet.classes: {e}"))?,
@@ -198,6 +243,7 @@ pub fn import(path: &Path, model: Option<&str>, classes: Option<Vec<ClassInfo>>)
                 p.name, cfg.name, p.shape
             )));
         }
+        finite(&p.name, &data)?;
         params.push(NamedTensor::new(&p.name, shape, data));
     }
     if let Some(k) = by_name.keys().next() {

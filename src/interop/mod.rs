@@ -18,6 +18,13 @@ pub enum InteropError {
     /// The bytes do not follow the format (pickle stream, zip layout, safetensors header).
     #[error("{0}")]
     Format(String),
+    /// The file asks for something never done: a pickle global outside `torch.save`'s
+    /// state-dict types (which could run code in Python's own unpickler).
+    #[error("{0}")]
+    Refused(String),
+    /// The file exceeds a resource bound (nesting depth, values built, sizes): likely crafted.
+    #[error("{0}")]
+    Limit(String),
     /// The tensors do not make an AlexNet: unknown, missing or misshapen keys.
     #[error("{0}")]
     Weights(String),
