@@ -178,7 +178,7 @@ fn finite(name: &str, data: &[f32]) -> Result<()> {
 pub fn import(path: &Path, model: Option<&str>, classes: Option<Vec<ClassInfo>>) -> Result<Checkpoint> {
     let (tensors, meta): (Vec<Named>, _) = torch::read_tensors(path)?;
     // Our own checkpoints, and files we exported with our config attached, round-trip exactly.
-    if meta.get("format").map(String::as_str) == Some(crate::checkpoint::FORMAT) {
+    if meta.get("format").is_some_and(|f| crate::checkpoint::is_checkpoint_format(f)) {
         let ck = Checkpoint::load(path)?;
         for p in &ck.params {
             finite(&p.name, &p.data)?;
