@@ -204,7 +204,7 @@ impl Checkpoint {
     /// so a crash mid-write leaves the previous checkpoint intact. A failed write removes the
     /// temporary file (a full disk says so).
     pub fn save(&self, path: &Path) -> Result<(), CheckpointError> {
-        crate::output::check_writable(path).map_err(io(path))?;
+        crate::files::check_writable(path).map_err(io(path))?;
         let bytes = self.serialize(path)?;
         let tmp = path.with_extension("safetensors.tmp");
         write_synced(&tmp, &bytes).inspect_err(|_| {
@@ -227,7 +227,7 @@ impl Checkpoint {
     }
 
     pub fn load(path: &Path) -> Result<Self, CheckpointError> {
-        let bytes = std::fs::read(path).map_err(io(path))?;
+        let bytes = crate::files::read_regular(path, crate::files::MAX_WEIGHTS_BYTES).map_err(io(path))?;
         Self::from_bytes(&bytes, path)
     }
 

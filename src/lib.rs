@@ -63,7 +63,7 @@ pub mod interop;
 pub mod bench;
 pub mod error;
 pub mod threads;
-pub mod output;
+pub mod files;
 
 pub use checkpoint::Checkpoint;
 pub use error::{Error, Result};

@@ -306,6 +306,13 @@ fn folders_with_fifos_links_and_odd_names() {
     let (ok, _, err) =
         alexnet(&["predict", "--weights", cache.to_str().unwrap(), cat.join("pipe.jpg").to_str().unwrap()]);
     assert!(!ok && !err.contains("panicked"), "{err}");
+    // Nor is a FIFO read as weights or a class list.
+    let pipe = cat.join("pipe.jpg");
+    let (ok, _, err) =
+        alexnet(&["predict", "--weights", pipe.to_str().unwrap(), embedded("val/ship/4950.jpg").to_str().unwrap()]);
+    assert!(!ok && err.contains("not a regular file"), "{err}");
+    let e = alexnet::data::folder::read_class_list(&pipe).unwrap_err().to_string();
+    assert!(e.contains("not a regular file"), "{e}");
     let e = alexnet::data::image::load_rgb(&cat.join("pipe.jpg")).unwrap_err().to_string();
     assert!(e.contains("pipe.jpg") && e.contains("not a regular file"), "{e}");
 }

@@ -256,7 +256,7 @@ pub fn write_cache(
     if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(|e| DataError::io(dir, e))?;
     }
-    crate::output::check_writable(out).map_err(|e| DataError::io(out, e))?;
+    crate::files::check_writable(out).map_err(|e| DataError::io(out, e))?;
     let tmp = out.with_extension("partial");
     let packed = (|| {
         let file = std::fs::File::create(&tmp).map_err(|e| DataError::io(&tmp, e))?;

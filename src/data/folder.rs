@@ -32,7 +32,8 @@ pub fn parse_class_list(text: &str, path: &Path) -> Result<Vec<ClassInfo>, DataE
 
 /// Reads a class list file (see [`parse_class_list`]), in its line order.
 pub fn read_class_list(path: &Path) -> Result<Vec<ClassInfo>, DataError> {
-    let text = std::fs::read_to_string(path).map_err(|e| DataError::io(path, e))?;
+    let bytes = crate::files::read_regular(path, crate::files::MAX_TEXT_BYTES).map_err(|e| DataError::io(path, e))?;
+    let text = String::from_utf8(bytes).map_err(|_| DataError::layout(path, "not UTF-8 text"))?;
     parse_class_list(&text, path)
 }
 

@@ -28,7 +28,7 @@ fn decompressed(raw: Vec<u8>, path: &Path) -> Result<Vec<u8>, DataError> {
 
 /// Parses an IDX file of unsigned bytes: returns its dimensions and data.
 pub fn read_u8(path: &Path) -> Result<(Vec<usize>, Vec<u8>), DataError> {
-    let raw = std::fs::read(path).map_err(|e| DataError::io(path, e))?;
+    let raw = crate::files::read_regular(path, MAX_IDX_BYTES).map_err(|e| DataError::io(path, e))?;
     parse_u8(raw, path)
 }
 

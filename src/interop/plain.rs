@@ -25,14 +25,15 @@ pub fn write_plain(path: &Path, tensors: &[NamedTensor], meta: HashMap<String, S
         .map(|(n, s, b)| Ok((n.clone(), TensorView::new(Dtype::F32, s.clone(), b)?)))
         .collect::<Result<Vec<_>, safetensors::SafeTensorError>>()
         .map_err(|e| InteropError::Format(e.to_string()).in_file(path))?;
-    crate::output::check_writable(path).map_err(|source| InteropError::Io { path: path.into(), source })?;
+    crate::files::check_writable(path).map_err(|source| InteropError::Io { path: path.into(), source })?;
     let meta = (!meta.is_empty()).then_some(meta);
     safetensors::serialize_to_file(views, meta, path).map_err(|e| InteropError::Format(e.to_string()).in_file(path))
 }
 
 /// Reads one f32 tensor from a safetensors file.
 pub fn read_plain(path: &Path, name: &str) -> Result<NamedTensor> {
-    let bytes = std::fs::read(path).map_err(|source| InteropError::Io { path: path.into(), source })?;
+    let bytes = crate::files::read_regular(path, crate::files::MAX_WEIGHTS_BYTES)
+        .map_err(|source| InteropError::Io { path: path.into(), source })?;
     let st = SafeTensors::deserialize(&bytes)
         .map_err(|e| InteropError::Format(format!("not a safetensors file: {e}")).in_file(path))?;
     let t = st.tensor(name).map_err(|_| InteropError::Format(format!("no tensor `{name}`")).in_file(path))?;

@@ -325,7 +325,8 @@ pub fn read_tensors_from_bytes(bytes: &[u8]) -> Result<(Vec<Named>, HashMap<Stri
 /// Reads every floating-point tensor of a `.pth` (zip or legacy) or safetensors file, with the
 /// safetensors metadata (empty for `.pth`).
 pub fn read_tensors(path: &Path) -> Result<(Vec<Named>, HashMap<String, String>)> {
-    let bytes = std::fs::read(path).map_err(|source| InteropError::Io { path: path.into(), source })?;
+    let bytes = crate::files::read_regular(path, crate::files::MAX_WEIGHTS_BYTES)
+        .map_err(|source| InteropError::Io { path: path.into(), source })?;
     read_tensors_from_bytes(&bytes)
 }
 

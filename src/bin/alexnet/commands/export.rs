@@ -35,7 +35,7 @@ pub fn exec(a: Args) -> Result<i32> {
     let ck = Checkpoint::load(&a.weights)?;
     if let Some(path) = &a.onnx {
         let bytes = onnx::export(&ck).context("ONNX export")?;
-        alexnet::output::check_writable(path).with_context(|| path.display().to_string())?;
+        alexnet::files::check_writable(path).with_context(|| path.display().to_string())?;
         std::fs::write(path, bytes).with_context(|| format!("writing {}", path.display()))?;
     }
     if let Some(path) = &a.safetensors {

@@ -44,7 +44,7 @@ pub fn exec(a: Args) -> Result<i32> {
         })
         .nth(1)
         .unwrap_or(1);
-    alexnet::output::check_writable(&a.out).with_context(|| a.out.display().to_string())?;
+    alexnet::files::check_writable(&a.out).with_context(|| a.out.display().to_string())?;
     alexnet::plot::filter_grid(&w.data, w.shape[0], w.shape[2], towers, a.zoom, &a.out)
         .with_context(|| format!("writing {}", a.out.display()))?;
     let o = Drawn { out: a.out.display().to_string(), kernels: w.shape[0], size: [w.shape[2], w.shape[3]], towers };

@@ -1,0 +1,42 @@
+//! Files from and for strangers. Reading: regular files only (a FIFO would block forever, a
+//! device never ends), and no larger than the caller's limit, checked before reading. Writing:
+//! a regular file or nothing yet, never through a symbolic link or onto a device (`--out
+//! /dev/sda`, or a link planted where a run folder's file will go).
+
+use std::path::Path;
+
+/// The bytes of `path`, if it is a regular file of at most `max_bytes`.
+pub fn read_regular(path: &Path, max_bytes: u64) -> std::io::Result<Vec<u8>> {
+    let meta = std::fs::metadata(path)?;
+    if !meta.is_file() {
+        return Err(std::io::Error::other("not a regular file (a folder, FIFO, socket or device)"));
+    }
+    if meta.len() > max_bytes {
+        return Err(std::io::Error::other(format!(
+            "{} bytes, more than the {max_bytes} read from such a file",
+            meta.len()
+        )));
+    }
+    std::fs::read(path)
+}
+
+/// The most bytes read from a weights file (checkpoint, `.pth`, safetensors): 64 GiB.
+pub const MAX_WEIGHTS_BYTES: u64 = 64 << 30;
+/// The most bytes read from a small text file (class list, config).
+pub const MAX_TEXT_BYTES: u64 = 64 << 20;
+
+/// Ok if `path` does not exist or is a regular file (not a symbolic link); else an error
+/// saying what it is.
+pub fn check_writable(path: &Path) -> std::io::Result<()> {
+    let Ok(meta) = std::fs::symlink_metadata(path) else { return Ok(()) };
+    let what = if meta.file_type().is_symlink() {
+        "a symbolic link"
+    } else if meta.is_dir() {
+        "a folder"
+    } else if !meta.is_file() {
+        "a device, FIFO or socket"
+    } else {
+        return Ok(());
+    };
+    Err(std::io::Error::other(format!("is {what}; refusing to write over it (remove it or choose another path)")))
+}
