@@ -39,8 +39,8 @@ pub enum CheckpointError {
     DiskFull { path: PathBuf },
     /// The file was changed after it was written (a flipped bit, an edit, a partial copy).
     #[error(
-        "{}: {what} does not match its checksum: the file is damaged. The run folder's previous \
-         checkpoint (last.prev.safetensors) is the one before it",
+        "{}: {what} does not match its checksum: the file is damaged. (In a run folder, \
+         last.prev.safetensors is the checkpoint before last.safetensors.)",
         path.display()
     )]
     Corrupt { path: PathBuf, what: String },
@@ -56,15 +56,15 @@ fn bad(path: &Path, problem: impl Into<String>) -> CheckpointError {
 }
 
 fn io(path: &Path) -> impl Fn(std::io::Error) -> CheckpointError + Copy + '_ {
-    move |source| match source.kind() {
-        std::io::ErrorKind::StorageFull => CheckpointError::DiskFull { path: path.into() },
-        _ => CheckpointError::Io { path: path.into(), source },
+    move |source| match crate::files::is_disk_full(&source) {
+        true => CheckpointError::DiskFull { path: path.into() },
+        false => CheckpointError::Io { path: path.into(), source },
     }
 }
 
 fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), CheckpointError> {
     use std::io::Write;
-    let mut f = std::fs::File::create(path).map_err(io(path))?;
+    let mut f = crate::files::create_fresh(path).map_err(io(path))?;
     f.write_all(bytes).map_err(io(path))?;
     f.sync_all().map_err(io(path))
 }
@@ -218,10 +218,17 @@ impl Checkpoint {
     pub fn save_keeping_previous(&self, path: &Path, previous: &Path) -> Result<(), CheckpointError> {
         if path.is_file() {
             let tmp = previous.with_extension("safetensors.tmp");
-            let _ = std::fs::remove_file(&tmp);
             // A hard link costs nothing; where links are not allowed, a copy.
-            std::fs::hard_link(path, &tmp).or_else(|_| std::fs::copy(path, &tmp).map(|_| ())).map_err(io(previous))?;
-            std::fs::rename(&tmp, previous).map_err(io(previous))?;
+            let _ = std::fs::remove_file(&tmp);
+            let kept = std::fs::hard_link(path, &tmp)
+                .or_else(|_| {
+                    std::io::copy(&mut std::fs::File::open(path)?, &mut crate::files::create_fresh(&tmp)?).map(|_| ())
+                })
+                .and_then(|_| std::fs::rename(&tmp, previous));
+            if let Err(e) = kept {
+                let _ = std::fs::remove_file(&tmp);
+                return Err(io(previous)(e));
+            }
         }
         self.save(path)
     }
@@ -238,7 +245,8 @@ impl Checkpoint {
         let meta = metadata.metadata().clone().unwrap_or_default();
         match meta.get("format").map(String::as_str) {
             Some(FORMAT) => verify_checksums(path, &st, &meta)?,
-            Some(FORMAT_1) => {} // written before checksums existed
+            // Written before checksums existed; a version 1 file with checksums was edited.
+            Some(FORMAT_1) if !meta.contains_key(CHECKSUMS) && !meta.contains_key(META_CHECKSUM) => {}
             _ => {
                 return Err(bad(
                     path,

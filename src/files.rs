@@ -5,9 +5,13 @@
 
 use std::path::Path;
 
-/// The bytes of `path`, if it is a regular file of at most `max_bytes`.
+/// The bytes of `path`, if it is a regular file of at most `max_bytes`. The file is opened
+/// without blocking and checked through the open handle, so a FIFO swapped in is never read.
 pub fn read_regular(path: &Path, max_bytes: u64) -> std::io::Result<Vec<u8>> {
-    let meta = std::fs::metadata(path)?;
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK).open(path)?;
+    let meta = f.metadata()?;
     if !meta.is_file() {
         return Err(std::io::Error::other("not a regular file (a folder, FIFO, socket or device)"));
     }
@@ -17,7 +21,25 @@ pub fn read_regular(path: &Path, max_bytes: u64) -> std::io::Result<Vec<u8>> {
             meta.len()
         )));
     }
-    std::fs::read(path)
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    f.by_ref().take(max_bytes).read_to_end(&mut bytes)?;
+    Ok(bytes)
+}
+
+/// A new file at `path` for a temporary write: whatever was there (a stale file, or a link
+/// planted to redirect the write) is removed, and the file is created exclusively, so the
+/// write never follows a link.
+pub fn create_fresh(path: &Path) -> std::io::Result<std::fs::File> {
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
+    std::fs::OpenOptions::new().write(true).create_new(true).open(path)
+}
+
+/// Whether an error means the disk (or the user's quota) is full.
+pub fn is_disk_full(e: &std::io::Error) -> bool {
+    matches!(e.kind(), std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded)
 }
 
 /// The most bytes read from a weights file (checkpoint, `.pth`, safetensors): 64 GiB.

@@ -128,6 +128,9 @@ fn seeds() -> Vec<(&'static str, Vec<u8>, Parser)> {
         ("idx.gz", idx_gz, idx_parse),
         ("safetensors", torchvision_safetensors(), pth),
         ("checkpoint", small_checkpoint(), ck),
+        // Version 1 has no checksums: its mutations reach the config, plan and shape checks.
+        ("checkpoint v1", unsigned(&small_checkpoint()), ck),
+        ("packed cache", packed_cache(), |b| alexnet::data::PackedImages::from_bytes(b.to_vec()).is_ok()),
         ("pth zip", zip, pth),
         ("pth legacy", fx("tiny_alexnet_legacy.pth"), pth),
         ("pickle", data_pkl, pkl),
@@ -142,6 +145,41 @@ fn torchvision_safetensors() -> Vec<u8> {
     alexnet::interop::plain::write_plain(&path, &named, Default::default()).unwrap();
     let bytes = std::fs::read(&path).unwrap();
     let _ = std::fs::remove_file(&path);
+    bytes
+}
+
+/// `ck` rewritten as format version 1: the same tensors and metadata, no checksums.
+fn unsigned(ck: &[u8]) -> Vec<u8> {
+    use safetensors::SafeTensors;
+    let st = SafeTensors::deserialize(ck).unwrap();
+    let (_, meta) = SafeTensors::read_metadata(ck).unwrap();
+    let mut meta = meta.metadata().clone().unwrap();
+    meta.retain(|k, _| !k.starts_with("sha256"));
+    meta.insert("format".into(), "alexnet-checkpoint-1".into());
+    safetensors::serialize(st.tensors(), Some(meta)).unwrap()
+}
+
+/// A packed image set of three 8x8 images, as `alexnet prepare` writes them.
+fn packed_cache() -> Vec<u8> {
+    let images: Vec<Vec<u8>> =
+        (0..3).map(|k| (0..8 * 8 * 3).map(|i| ((i * 7 + k * 31) % 256) as u8).collect()).collect();
+    let classes: Vec<_> = (0..2).map(|i| alexnet::data::ClassInfo { id: i.to_string(), name: i.to_string() }).collect();
+    let dir = std::env::temp_dir().join(format!("alexnet-fuzz-cache-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let items: Vec<(PathBuf, u32)> = images
+        .iter()
+        .enumerate()
+        .map(|(k, img)| {
+            let p = dir.join(format!("{k}.png"));
+            ::image::RgbImage::from_raw(8, 8, img.clone()).unwrap().save(&p).unwrap();
+            (p, (k % 2) as u32)
+        })
+        .collect();
+    let out = dir.join("cache.bin");
+    let bad = alexnet::data::cache::OnBadImage::Fail;
+    alexnet::data::cache::write_cache(&out, &items, classes, 8, "fuzz", bad, &|_| {}).unwrap();
+    let bytes = std::fs::read(&out).unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
     bytes
 }
 
@@ -202,6 +240,20 @@ fn every_parser_survives_mutated_files() {
     std::panic::set_hook(Box::new(move |_| {
         c.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }));
+    // A case that hangs never returns to be timed: a watchdog ends the run instead.
+    let started = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let clock = Instant::now();
+    let watched = started.clone();
+    std::thread::spawn(move || {
+        loop {
+            std::thread::sleep(Duration::from_millis(500));
+            let t = watched.load(std::sync::atomic::Ordering::Relaxed);
+            if t > 0 && clock.elapsed().as_millis() as u64 > t + 6 * TIME_BOUND.as_millis() as u64 {
+                eprintln!("a fuzz case has run for over {}s: hung", 6 * TIME_BOUND.as_secs());
+                std::process::exit(101);
+            }
+        }
+    });
     let mut r = Rng(0x5eed_a1e8_2012);
     let (mut cases, mut accepted, mut failures) = (0usize, 0usize, Vec::new());
     let t_all = Instant::now();
@@ -209,6 +261,7 @@ fn every_parser_survives_mutated_files() {
         for k in 0..CASES_PER_SEED {
             let (bytes, how) = mutate(&mut r, seed);
             let t0 = Instant::now();
+            started.store(clock.elapsed().as_millis() as u64 + 1, std::sync::atomic::Ordering::Relaxed);
             match catch_unwind(AssertUnwindSafe(|| parse(&bytes))) {
                 Ok(ok) => accepted += ok as usize,
                 Err(_) => failures.push(format!("{name} case {k} ({how}): panicked")),

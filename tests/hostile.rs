@@ -103,6 +103,24 @@ fn decompression_bombs_are_refused_before_decoding() {
     ]);
     // 32x32 = 0.001 MP > 0.0005: every image is refused, so nothing is left to pack.
     assert!(!ok && err.contains("no image could be decoded"), "{err}");
+    // predict and eval: an error naming the file, or skipped with --skip-bad.
+    let weights = weights_in(&root.with_extension("w"));
+    let (bomb, good) = (root.join("dog/bomb.png"), embedded("val/ship/4950.jpg"));
+    let (ok, _, err) = alexnet(&["predict", "--weights", &weights, bomb.to_str().unwrap()]);
+    assert!(!ok && err.contains("bomb.png") && err.contains("megapixels"), "{err}");
+    let (ok, out, err) = alexnet(&[
+        "predict",
+        "--weights",
+        &weights,
+        "--skip-bad",
+        "--json",
+        bomb.to_str().unwrap(),
+        good.to_str().unwrap(),
+    ]);
+    assert!(ok && err.contains("warning: skipping"), "{err}");
+    assert_eq!(serde_json::from_str::<serde_json::Value>(&out).unwrap()["predictions"].as_array().unwrap().len(), 1);
+    let (ok, _, err) = alexnet(&["eval", "--weights", &weights, "--data", root_s]);
+    assert!(!ok && err.contains("bomb.png"), "{err}");
 }
 
 #[test]
@@ -118,8 +136,16 @@ fn truncated_images_are_errors() {
     // predict names the file.
     let d = tmpdir("truncated");
     std::fs::write(d.join("cut.jpg"), &full[..full.len() / 2]).unwrap();
-    let (ok, _, err) = alexnet(&["predict", "--weights", "/nonexistent", d.join("cut.jpg").to_str().unwrap()]);
-    assert!(!ok && !err.contains("panicked"), "{err}");
+    let (ok, _, err) = alexnet(&["predict", "--weights", &weights_in(&d), d.join("cut.jpg").to_str().unwrap()]);
+    assert!(!ok && err.contains("cut.jpg") && err.contains("truncated") && !err.contains("panicked"), "{err}");
+}
+
+/// A saved cifar-model checkpoint in `dir`, for commands that must get past loading weights.
+fn weights_in(dir: &Path) -> String {
+    std::fs::create_dir_all(dir).unwrap();
+    let p = dir.join("weights.safetensors");
+    tiny_checkpoint().save(&p).unwrap();
+    p.display().to_string()
 }
 
 fn tiny_checkpoint() -> Checkpoint {
@@ -259,8 +285,8 @@ fn bad_idx_files_are_errors() {
         write_idx(&labels, &[dims[0]], &[]);
         let e = idx::read_set(&images).unwrap_err().to_string();
         assert!(e.contains("t-images-idx3-ubyte") && (e.contains(what) || e.contains("announces")), "{dims:?}: {e}");
-        let (ok, _, err) = alexnet(&["eval", "--weights", "/nonexistent", "--data", images.to_str().unwrap()]);
-        assert!(!ok && !err.contains("panicked"), "{err}");
+        let (ok, _, err) = alexnet(&["eval", "--weights", &weights_in(&d), "--data", images.to_str().unwrap()]);
+        assert!(!ok && err.contains("t-images-idx3-ubyte") && !err.contains("panicked"), "{err}");
     }
 }
 
@@ -303,9 +329,9 @@ fn folders_with_fifos_links_and_odd_names() {
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!((v["images"].as_u64(), v["classes"].as_u64()), (Some(5), Some(3)), "{v}");
     // predict refuses a FIFO at once rather than blocking on it.
-    let (ok, _, err) =
-        alexnet(&["predict", "--weights", cache.to_str().unwrap(), cat.join("pipe.jpg").to_str().unwrap()]);
-    assert!(!ok && !err.contains("panicked"), "{err}");
+    let weights = weights_in(&root.with_extension("w"));
+    let (ok, _, err) = alexnet(&["predict", "--weights", &weights, cat.join("pipe.jpg").to_str().unwrap()]);
+    assert!(!ok && err.contains("pipe.jpg") && err.contains("not a regular file"), "{err}");
     // Nor is a FIFO read as weights or a class list.
     let pipe = cat.join("pipe.jpg");
     let (ok, _, err) =

@@ -93,27 +93,39 @@ impl PackedImages {
         if &b[b.len() - 16..] != MAGIC {
             return Err(bad("incomplete file (no trailer); delete it and run `alexnet prepare` again"));
         }
-        let u64_at = |o: usize| u64::from_le_bytes(b[o..o + 8].try_into().expect("8 bytes")) as usize;
+        let u64_at = |o: usize| {
+            let v = u64::from_le_bytes([b[o], b[o + 1], b[o + 2], b[o + 3], b[o + 4], b[o + 5], b[o + 6], b[o + 7]]);
+            usize::try_from(v).unwrap_or(usize::MAX)
+        };
         let (json_off, json_len) = (u64_at(b.len() - 32), u64_at(b.len() - 24));
         if json_off.checked_add(json_len).is_none_or(|end| end > b.len() - 32) {
             return Err(bad("corrupt trailer"));
         }
         let meta: Meta = serde_json::from_slice(&b[json_off..json_off + json_len])
             .map_err(|e| bad(&format!("bad metadata: {e}")))?;
-        let img_len = meta.size * meta.size * 3;
-        let labels_off = DATA_START + meta.count * img_len;
-        let mean_off = labels_off + 4 * meta.count;
-        if mean_off + 4 * img_len != json_off {
-            return Err(bad("sizes in the metadata do not match the file"));
+        if meta.size == 0 || meta.size > crate::model::plan::limits::MAX_STORED {
+            return Err(bad(&format!("image size {} out of range", meta.size)));
         }
+        // Every offset from the file's numbers, with checked arithmetic: a wrap must not pass.
+        let offsets = (|| {
+            let img_len = meta.size.checked_mul(meta.size)?.checked_mul(3)?;
+            let labels_off = meta.count.checked_mul(img_len)?.checked_add(DATA_START)?;
+            let mean_off = meta.count.checked_mul(4)?.checked_add(labels_off)?;
+            let end = img_len.checked_mul(4)?.checked_add(mean_off)?;
+            Some((labels_off, mean_off, end))
+        })();
+        let Some((labels_off, mean_off, end)) = offsets.filter(|o| o.2 == json_off) else {
+            return Err(bad("sizes in the metadata do not match the file"));
+        };
+        debug_assert_eq!(end, json_off);
         let labels: Vec<u32> =
-            b[labels_off..mean_off].chunks_exact(4).map(|c| u32::from_le_bytes(c.try_into().expect("4"))).collect();
+            b[labels_off..mean_off].chunks_exact(4).map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
         if let Some(l) = labels.iter().find(|&&l| l as usize >= meta.classes.len()) {
             return Err(bad(&format!("label {l} out of range for {} classes", meta.classes.len())));
         }
         let mut stats = meta.stats;
         stats.mean_image =
-            b[mean_off..json_off].chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().expect("4"))).collect();
+            b[mean_off..json_off].chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
         Ok(Self {
             storage,
             count: meta.count,
@@ -259,7 +271,7 @@ pub fn write_cache(
     crate::files::check_writable(out).map_err(|e| DataError::io(out, e))?;
     let tmp = out.with_extension("partial");
     let packed = (|| {
-        let file = std::fs::File::create(&tmp).map_err(|e| DataError::io(&tmp, e))?;
+        let file = crate::files::create_fresh(&tmp).map_err(|e| DataError::io(&tmp, e))?;
         let mut packer =
             Packer::new(std::io::BufWriter::with_capacity(1 << 20, file), size).map_err(|e| DataError::io(&tmp, e))?;
         let skipped = pack_files(&mut packer, items, size, on_bad, on_progress)?;

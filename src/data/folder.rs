@@ -46,13 +46,14 @@ fn hidden(p: &Path) -> bool {
     p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with('.'))
 }
 
-/// A folder name as a class id: UTF-8 as it is, invalid bytes as `\xNN`, so that two names
-/// differing only in invalid bytes stay two classes.
+/// A folder name as a class id: UTF-8 as it is (a backslash doubled), invalid bytes as
+/// `\xNN`, so that two names differing only in invalid bytes stay two classes.
 pub fn class_id(name: &std::ffi::OsStr) -> String {
     use std::os::unix::ffi::OsStrExt;
     let mut out = String::new();
     for chunk in name.as_bytes().utf8_chunks() {
-        out.push_str(chunk.valid());
+        // A literal backslash is doubled, so `x\\xff` (text) and `x` + 0xFF (a byte) differ.
+        out.push_str(&chunk.valid().replace('\\', "\\\\"));
         for b in chunk.invalid() {
             out.push_str(&format!("\\x{b:02x}"));
         }

@@ -30,17 +30,7 @@ pub const MAX_FILE_BYTES: u64 = 1 << 30;
 /// Reads and decodes `path` to RGB8, applying its EXIF orientation. Only regular files are
 /// read (a FIFO would block forever, a device never ends).
 pub fn load_rgb(path: &Path) -> Result<image::RgbImage, DataError> {
-    let meta = std::fs::metadata(path).map_err(|e| DataError::io(path, e))?;
-    if !meta.is_file() {
-        return Err(DataError::layout(path, "not a regular file (a folder, FIFO, socket or device)"));
-    }
-    if meta.len() > MAX_FILE_BYTES {
-        return Err(DataError::Decode {
-            path: path.into(),
-            reason: format!("{} bytes: larger than any image we read (1 GiB)", meta.len()),
-        });
-    }
-    let bytes = std::fs::read(path).map_err(|e| DataError::io(path, e))?;
+    let bytes = crate::files::read_regular(path, MAX_FILE_BYTES).map_err(|e| DataError::io(path, e))?;
     decode_rgb(&bytes, path)
 }
 

@@ -84,6 +84,14 @@ fn count_skipped(cache_path: &Path) -> usize {
 /// Greyscale IDX images, resized to `size` and replicated to RGB, packed in memory.
 pub fn open_idx(path: &Path, size: usize, class_names: Option<&Path>) -> Result<PackedImages, DataError> {
     let (n, side, pixels, labels) = idx::read_set(path)?;
+    // Packed in memory: every image becomes size²·3 bytes, whatever its side in the file.
+    const MAX_IN_MEMORY: usize = 8 << 30;
+    if n.checked_mul(size * size * 3).is_none_or(|b| b > MAX_IN_MEMORY) {
+        return Err(DataError::Idx {
+            path: path.into(),
+            problem: format!("{n} images at {size}x{size} would need more than 8 GiB of memory"),
+        });
+    }
     let classes_n = labels.iter().map(|&l| l as usize + 1).max().unwrap_or(0);
     let names = class_names.map(super::folder::read_class_names).transpose()?;
     let fashion = path.to_string_lossy().to_lowercase().contains("fashion");

@@ -61,12 +61,17 @@ fn paper_input_for(pool5: usize, w: &AlexNetWidths) -> Option<usize> {
     })
 }
 
-/// Builds the model config the tensors describe.
-fn infer_config(
-    t: &HashMap<String, (Vec<usize>, Vec<f32>)>,
-    model: Option<&str>,
-    tv_keys: bool,
-) -> Result<ModelConfig> {
+/// What the tensors' shapes say: widths, groups, the class count and pool5's side.
+struct Shapes {
+    conv: [usize; 5],
+    groups: [usize; 5],
+    fc: [usize; 2],
+    classes: usize,
+    side: usize,
+}
+
+/// Reads [`Shapes`] from conv1..conv5 and fc6..fc8, checking ranks, zeros and divisibility.
+fn shapes_of(t: &HashMap<String, (Vec<usize>, Vec<f32>)>) -> Result<Shapes> {
     let shape = |n: &str, rank: usize| -> Result<Vec<usize>> {
         let s =
             t.get(n).map(|(s, _)| s.clone()).ok_or_else(|| InteropError::Weights(format!("missing key for `{n}`")))?;
@@ -116,6 +121,16 @@ fn infer_config(
             "groups {groups:?} per conv: only the paper's (1, g, 1, g, g) pattern is supported"
         )));
     }
+    Ok(Shapes { conv, groups, fc, classes, side })
+}
+
+/// Builds the model config the tensors describe.
+fn infer_config(
+    t: &HashMap<String, (Vec<usize>, Vec<f32>)>,
+    model: Option<&str>,
+    tv_keys: bool,
+) -> Result<ModelConfig> {
+    let Shapes { conv, groups, fc, classes, side } = shapes_of(t)?;
     let topology = match model {
         Some(m) => m.to_string(),
         None if groups[1] > 1 => "paper".into(),

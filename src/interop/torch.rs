@@ -65,6 +65,27 @@ fn numel(shape: &[usize]) -> Option<usize> {
 }
 
 /// Materialises a (contiguous) tensor view from its storage's values.
+/// Tensors are copied out of their storages, and many dict entries may view one storage: the
+/// copies may add up to twice what the file stores (plus 1 M values), no more, so a small file
+/// cannot expand into gigabytes.
+struct ViewBudget {
+    stored: usize,
+    copied: usize,
+}
+
+impl ViewBudget {
+    fn copy(&mut self, n: usize) -> Result<()> {
+        self.copied = self.copied.saturating_add(n);
+        if self.copied > self.stored.saturating_mul(2).saturating_add(1 << 20) {
+            return Err(InteropError::Limit(format!(
+                "the tensors view {} values of storages holding {}: refusing to expand the file",
+                self.copied, self.stored
+            )));
+        }
+        Ok(())
+    }
+}
+
 fn view(t: &TensorRef, storage: &[f32], name: &str) -> Result<Vec<f32>> {
     let n = numel(&t.shape).ok_or_else(|| {
         InteropError::Format(format!("`{name}`: shape {:?} has more elements than a usize can count", t.shape))
@@ -164,6 +185,7 @@ fn read_zip(bytes: &[u8]) -> Result<Vec<Named>> {
     let (v, _) = pickle::load(&read(pkl, archive_len)?)?;
     let dict = state_dict(v)?;
     let mut storages: HashMap<String, Vec<f32>> = HashMap::new();
+    let mut budget = ViewBudget { stored: 0, copied: 0 };
     let mut out = Vec::new();
     for (k, t) in dict {
         if !storages.contains_key(&t.storage.key) {
@@ -184,10 +206,13 @@ fn read_zip(bytes: &[u8]) -> Result<Vec<Named>> {
                 )));
             }
             raw.truncate(need);
-            storages.insert(t.storage.key.clone(), decode(&t.storage.kind, &raw)?);
+            let decoded = decode(&t.storage.kind, &raw)?;
+            budget.stored += decoded.len();
+            storages.insert(t.storage.key.clone(), decoded);
         }
         let storage = storages.get(&t.storage.key).ok_or_else(|| format!("{k}: storage {} missing", t.storage.key))?;
         let data = view(&t, storage, &k)?;
+        budget.copy(data.len())?;
         out.push(Named::new(k, t.shape, data));
     }
     Ok(out)
@@ -238,10 +263,12 @@ fn read_legacy(bytes: &[u8]) -> Result<Vec<Named>> {
         pos += n;
         storages.insert(key.clone(), decode(kind, raw)?);
     }
+    let mut budget = ViewBudget { stored: storages.values().map(Vec::len).sum(), copied: 0 };
     dict.into_iter()
         .map(|(k, t)| {
             let s = storages.get(&t.storage.key).ok_or_else(|| format!("{k}: storage {} missing", t.storage.key))?;
             let data = view(&t, s, &k)?;
+            budget.copy(data.len())?;
             Ok(Named::new(k, t.shape, data))
         })
         .collect()

@@ -13,8 +13,11 @@ use serde::Serialize;
 pub mod limits {
     /// Any one size in a layer spec: widths, kernels, strides, pads, the input's sides.
     pub const MAX_DIM: usize = 1 << 20;
-    /// Values of one image's activation after any layer (1 GiB of f32).
-    pub const MAX_ACTIVATION: usize = 1 << 28;
+    /// Values of one image's activation after any layer, and of a convolution's column
+    /// matrix for one image (64 MiB of f32; the paper's largest is conv2's 0.9 M).
+    pub const MAX_ACTIVATION: usize = 1 << 24;
+    /// Side of the stored images (the paper: 256) and their padding.
+    pub const MAX_STORED: usize = 4096;
     /// Parameters of one layer (16 GiB of f32), and of the whole network.
     pub const MAX_LAYER_PARAMS: usize = 1 << 32;
     pub const MAX_PARAMS: usize = 1 << 33;
@@ -161,6 +164,9 @@ impl LayerInfo {
                 // out_c·OH·OW outputs of (C/G)·K·K multiply-adds each (= cs.macs(), without overflow).
                 let per_image = [*out, cs.out_h(), cs.out_w(), c / groups, *kernel, *kernel];
                 info.macs = checked_len(index, name, &per_image, usize::MAX)?;
+                // The im2col buffer: (C/G)·K·K rows of OH·OW.
+                let col = [c / groups, *kernel, *kernel, cs.out_h(), cs.out_w()];
+                checked_len(index, name, &col, limits::MAX_ACTIVATION)?;
                 let wshape = vec![*out, c / groups, *kernel, *kernel];
                 info.kind = LayerKind::Conv { shape: cs, params: weight_and_bias(name, wshape, *out, *bias_init) };
             }
@@ -298,6 +304,18 @@ pub fn plan(cfg: &ModelConfig) -> Result<Summary, ConfigError> {
         return Err(bad(0, "input", format!("input {shape:?} or {} layers beyond the limits", cfg.layers.len())));
     }
     checked_len(0, "input", &shape, limits::MAX_ACTIVATION)?;
+    // Inputs are square RGB crops of the stored images (what the data pipeline makes).
+    let d = cfg.data;
+    if shape[0] != 3 || shape[1] != shape[2] {
+        return Err(bad(0, "input", format!("input {shape:?}: the pipeline makes square RGB crops [3, S, S]")));
+    }
+    if d.stored == 0 || d.stored > limits::MAX_STORED || d.pad > limits::MAX_STORED || d.stored + 2 * d.pad < shape[1] {
+        return Err(bad(
+            0,
+            "input",
+            format!("stored images of {} (pad {}) cannot give {}-pixel crops", d.stored, d.pad, shape[1]),
+        ));
+    }
     let mut layers = Vec::with_capacity(cfg.layers.len());
     for (index, spec) in cfg.layers.iter().enumerate() {
         let info = LayerInfo::new(index, spec, shape)?;

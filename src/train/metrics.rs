@@ -39,8 +39,13 @@ pub fn write_metrics(path: &Path, lines: &[EpochMetrics]) -> std::io::Result<()>
         text.push('\n');
     }
     let tmp = path.with_extension("jsonl.tmp");
-    std::fs::write(&tmp, text)?;
-    std::fs::rename(&tmp, path)
+    let written = crate::files::create_fresh(&tmp)
+        .and_then(|mut f| std::io::Write::write_all(&mut f, text.as_bytes()))
+        .and_then(|_| std::fs::rename(&tmp, path));
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written
 }
 
 /// Appends one line to `metrics.jsonl`.

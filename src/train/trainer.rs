@@ -289,12 +289,12 @@ impl<'a> Trainer<'a> {
         self.state.next_epoch();
         self.state.elapsed_seconds = self.run_start.elapsed().as_secs_f64();
         self.save(LAST)?;
-        if improved {
-            self.save("best.safetensors")?;
-        }
         // The metrics line only once its checkpoint is on disk: a failed save is redone on
         // resume without a duplicate line.
         self.log_metrics(&m)?;
+        if improved {
+            self.save("best.safetensors")?;
+        }
         let out_of_time = cfg.time_limit_minutes.is_some_and(|limit| {
             self.state.elapsed_seconds + epoch_seconds > limit * 60.0 && self.state.epoch < cfg.epochs
         });
