@@ -58,6 +58,7 @@ pub mod optim;
 pub mod train;
 pub mod checkpoint;
 pub mod eval;
+pub mod features;
 pub mod plot;
 pub mod interop;
 pub mod bench;

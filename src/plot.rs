@@ -115,3 +115,22 @@ pub fn filter_grid(w: &[f32], m: usize, k: usize, towers: usize, zoom: usize, ou
     }
     img.save(out)
 }
+
+/// Rows of square RGB images (HWC bytes of side `size`), each shown `cell × cell` with a gap:
+/// the paper's Figure 4 layout (a query, then its nearest neighbours).
+pub fn image_rows(rows: &[Vec<&[u8]>], size: usize, cell: usize, out: &Path) -> image::ImageResult<()> {
+    let gap = (cell / 16).max(2);
+    let cols = rows.iter().map(Vec::len).max().unwrap_or(0);
+    let (w, h) = (2 * gap + cols * (cell + gap), gap + rows.len() * (cell + gap));
+    let mut img = image::RgbImage::from_pixel(w as u32, h as u32, image::Rgb([255, 255, 255]));
+    for (r, row) in rows.iter().enumerate() {
+        for (c, px) in row.iter().enumerate() {
+            let Some(src) = image::RgbImage::from_raw(size as u32, size as u32, px.to_vec()) else { continue };
+            let scaled = image::imageops::resize(&src, cell as u32, cell as u32, image::imageops::FilterType::Triangle);
+            // A wider gap after the query column sets it apart.
+            let x0 = gap + c * (cell + gap) + if c > 0 { gap } else { 0 };
+            image::imageops::replace(&mut img, &scaled, x0 as i64, (gap + r * (cell + gap)) as i64);
+        }
+    }
+    img.save(out)
+}

@@ -197,6 +197,14 @@ impl Network {
         }
     }
 
+    /// The input of the last layer (the classifier) in the last forward pass, `[B, D]`: the
+    /// "last hidden layer" whose activations the paper compares images by (Figure 4).
+    pub fn last_hidden(&self) -> &[f32] {
+        let last = self.layers.len().saturating_sub(1);
+        let d = self.summary.layers.get(last).map_or(0, |l| l.in_len());
+        &self.acts[last][..d * self.batch]
+    }
+
     /// `∂L/∂x` of the last [`Network::backward`] called with `input_grad = true`.
     pub fn input_grad(&self) -> &[f32] {
         &self.input_grad

@@ -92,3 +92,35 @@ impl Weights {
         Ok(alexnet::eval::Ensemble::load(&self.weights)?)
     }
 }
+
+/// A folder's images decoded at `stored × stored`, with their paths and labels, in the
+/// folder's order; bad files stop the command or, with `--skip-bad`, are left out.
+pub struct DecodedFolder {
+    pub classes: Vec<alexnet::data::ClassInfo>,
+    pub files: Vec<PathBuf>,
+    pub labels: Vec<u32>,
+    pub images: Vec<Vec<u8>>,
+}
+
+pub fn decode_folder(root: &Path, stored: usize, bad: &BadImages) -> Result<DecodedFolder> {
+    use rayon::prelude::*;
+    bad.apply_limit();
+    let folder = alexnet::data::ImageFolder::scan(root, None)?;
+    let decoded: Vec<_> = folder.items.par_iter().map(|(p, _)| alexnet::data::image::load_square(p, stored)).collect();
+    let mut out = DecodedFolder { classes: folder.classes, files: Vec::new(), labels: Vec::new(), images: Vec::new() };
+    for ((path, label), r) in folder.items.into_iter().zip(decoded) {
+        match r {
+            Ok(img) => {
+                out.files.push(path);
+                out.labels.push(label);
+                out.images.push(img);
+            }
+            Err(e) if bad.skip_bad => eprintln!("warning: skipping {e}"),
+            Err(e) => return Err(e.into()),
+        }
+    }
+    if out.images.is_empty() {
+        anyhow::bail!("{}: no image could be decoded", root.display());
+    }
+    Ok(out)
+}

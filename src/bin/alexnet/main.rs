@@ -36,6 +36,10 @@ enum Command {
     Forward(forward::Args),
     /// The learned conv1 kernels as an image grid (the paper's Figure 3).
     Filters(filters::Args),
+    /// Last-hidden-layer activations of a folder's images, with file names and labels.
+    Features(features::Args),
+    /// Nearest neighbours in the last hidden layer, as a grid like the paper's Figure 4.
+    Neighbors(neighbors::Args),
 }
 
 fn main() {
@@ -50,6 +54,8 @@ fn main() {
         Command::Export(a) => export::exec(a),
         Command::Forward(a) => forward::exec(a),
         Command::Filters(a) => filters::exec(a),
+        Command::Features(a) => features::exec(a),
+        Command::Neighbors(a) => neighbors::exec(a),
     };
     match result {
         Ok(code) => std::process::exit(code),

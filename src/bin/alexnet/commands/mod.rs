@@ -3,9 +3,11 @@
 pub mod bench;
 pub mod eval;
 pub mod export;
+pub mod features;
 pub mod filters;
 pub mod forward;
 pub mod import;
+pub mod neighbors;
 pub mod predict;
 pub mod prepare;
 pub mod summary;

@@ -1,0 +1,160 @@
+//! `alexnet features` and `alexnet neighbors` (the paper's Figure 4): shapes, distances against
+//! a direct computation, the grid, and errors on bad input.
+
+use alexnet::Checkpoint;
+use alexnet::data::DataStats;
+use alexnet::model::ModelConfig;
+use safetensors::SafeTensors;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn alexnet(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_alexnet")).args(args).output().expect("run alexnet");
+    (out.status.success(), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
+}
+
+/// Two classes of 8 real CIFAR images, and a cifar-model checkpoint for 10 classes.
+fn setup(name: &str) -> (PathBuf, String) {
+    let d = std::env::temp_dir().join(format!("alexnet-features-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    let embedded = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("data/cifar10-mini/val");
+    for c in ["cat", "ship"] {
+        std::fs::create_dir_all(d.join("data").join(c)).unwrap();
+        let mut files: Vec<_> = std::fs::read_dir(embedded.join(c)).unwrap().map(|e| e.unwrap().path()).collect();
+        files.sort();
+        for f in files.into_iter().take(8) {
+            std::fs::copy(&f, d.join("data").join(c).join(f.file_name().unwrap())).unwrap();
+        }
+    }
+    let net = alexnet::Network::new(ModelConfig::variant("cifar").unwrap(), 3).unwrap();
+    let classes: Vec<_> =
+        (0..10).map(|i| alexnet::data::ClassInfo { id: i.to_string(), name: i.to_string() }).collect();
+    let stats = DataStats {
+        count: 1,
+        size: 32,
+        mean_image: vec![],
+        channel_mean: [120.0; 3],
+        channel_std: [60.0; 3],
+        eigval: [0.0; 3],
+        eigvec: [[0.0; 3]; 3],
+    };
+    let w = d.join("w.safetensors");
+    Checkpoint::capture(&net, &classes, &stats, None, None).save(&w).unwrap();
+    (d, w.display().to_string())
+}
+
+fn read_features(path: &Path) -> (Vec<usize>, Vec<f32>, Vec<String>) {
+    let bytes = std::fs::read(path).unwrap();
+    let st = SafeTensors::deserialize(&bytes).unwrap();
+    let t = st.tensor("features").unwrap();
+    let data = t.data().chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect();
+    let (_, meta) = SafeTensors::read_metadata(&bytes).unwrap();
+    let files: Vec<String> = serde_json::from_str(&meta.metadata().as_ref().unwrap()["files"]).unwrap();
+    (t.shape().to_vec(), data, files)
+}
+
+#[test]
+fn features_have_one_row_of_fc7_per_image() {
+    let (d, w) = setup("shape");
+    let out = d.join("f.safetensors");
+    let data = d.join("data");
+    let (ok, stdout, err) = alexnet(&[
+        "features",
+        "--weights",
+        &w,
+        "--data",
+        data.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--json",
+    ]);
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!((v["images"].as_u64(), v["dims"].as_u64()), (Some(16), Some(512)), "{v}");
+    let (shape, f, files) = read_features(&out);
+    // The cifar net's fc7 is 512 wide, after its ReLU: no negative activations.
+    assert_eq!(shape, [16, 512]);
+    assert_eq!(files.len(), 16);
+    assert!(f.iter().all(|&x| x >= 0.0) && f.iter().any(|&x| x > 0.0));
+    assert!(files[0].contains("cat") && files[15].contains("ship"));
+}
+
+#[test]
+fn neighbors_are_the_nearest_by_a_direct_computation() {
+    let (d, w) = setup("nearest");
+    let data = d.join("data");
+    let feats = d.join("f.safetensors");
+    assert!(
+        alexnet(&["features", "--weights", &w, "--data", data.to_str().unwrap(), "--out", feats.to_str().unwrap()]).0
+    );
+    let (_, f, files) = read_features(&feats);
+    let query = files[3].clone();
+    let grid = d.join("grid.png");
+    let (ok, stdout, err) = alexnet(&[
+        "neighbors",
+        "--weights",
+        &w,
+        "--data",
+        data.to_str().unwrap(),
+        "--query",
+        &query,
+        "--k",
+        "5",
+        "--out",
+        grid.to_str().unwrap(),
+        "--cell",
+        "32",
+        "--json",
+    ]);
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let got = v["queries"][0]["neighbors"].as_array().unwrap();
+    assert_eq!(got.len(), 5);
+    // Direct: distances from the query's row to every row, sorted.
+    let row = |i: usize| &f[i * 512..(i + 1) * 512];
+    let dist = |i: usize| row(i).iter().zip(row(3)).map(|(&a, &b)| (a as f64 - b as f64).powi(2)).sum::<f64>().sqrt();
+    let mut all: Vec<(usize, f64)> = (0..16).map(|i| (i, dist(i))).collect();
+    all.sort_by(|a, b| a.1.total_cmp(&b.1));
+    let scale = all[15].1.max(1e-9);
+    assert_eq!(got[0]["file"], query.as_str(), "an image is its own nearest neighbour");
+    for (n, (i, want)) in got.iter().zip(&all) {
+        let d = n["distance"].as_f64().unwrap();
+        assert!((d - want).abs() <= 1e-4 * scale, "{} at {d}, direct {want} ({})", n["file"], files[*i]);
+    }
+    let png = image::open(&grid).unwrap();
+    let (cell, gap) = (32, 2);
+    assert_eq!((png.width(), png.height()), (2 * gap + 6 * (cell + gap), gap + (cell + gap)));
+}
+
+#[test]
+fn bad_neighbor_requests_are_errors() {
+    let (d, w) = setup("bad");
+    let data = d.join("data");
+    let q = data.join("cat").read_dir().unwrap().next().unwrap().unwrap().path();
+    let (data_s, q_s) = (data.to_str().unwrap(), q.to_str().unwrap());
+    let notes = d.join("notes.jpg");
+    std::fs::write(&notes, "not an image").unwrap();
+    for (args, want) in [
+        (vec!["--k", "0", "--query", q_s, "--data", data_s], "--k must be at least 1"),
+        (vec!["--k", "17", "--query", q_s, "--data", data_s], "holds 16 images"),
+        (vec!["--query", notes.to_str().unwrap(), "--data", data_s], "notes.jpg"),
+        (vec!["--query", q_s, "--data", "/nonexistent/folder"], "/nonexistent/folder"),
+    ] {
+        let mut all = vec!["neighbors", "--weights", w.as_str()];
+        all.extend(args.iter().copied());
+        let (ok, _, err) = alexnet(&all);
+        assert!(!ok && err.contains(want) && !err.contains("panicked"), "{args:?}: {err}");
+    }
+}
+
+#[test]
+fn nearest_matches_brute_force() {
+    let d = 3;
+    let f: Vec<f32> = (0..30).map(|i| ((i * 37) % 11) as f32).collect();
+    let q = [4.0, 2.0, 7.0];
+    let got = alexnet::features::nearest(&f, d, &q, 4);
+    let mut want: Vec<(usize, f64)> =
+        (0..10).map(|i| (i, alexnet::features::distance(&f[i * d..(i + 1) * d], &q))).collect();
+    want.sort_by(|a, b| a.1.total_cmp(&b.1).then(a.0.cmp(&b.0)));
+    assert_eq!(got, want[..4]);
+}
