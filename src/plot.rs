@@ -134,3 +134,34 @@ pub fn image_rows(rows: &[Vec<&[u8]>], size: usize, cell: usize, out: &Path) -> 
     }
     img.save(out)
 }
+
+/// How much of a kernel `w [3, K, K]` is colour: the fraction of its energy orthogonal to the
+/// grey axis (R = G = B) at each pixel. 0 for a colour-agnostic kernel, 1 for one with no grey
+/// component at all, 2/3 in expectation for random weights. The paper's Figure 3 shows one
+/// GPU's kernels mostly colour-agnostic and the other's colour-specific: per tower, this is
+/// that observation as a number.
+pub fn chromatic_fraction(w: &[f32], k: usize) -> f64 {
+    let plane = k * k;
+    let (mut grey, mut total) = (0.0f64, 0.0f64);
+    for p in 0..plane {
+        let [r, g, b] = [0, 1, 2].map(|c| w[c * plane + p] as f64);
+        let along = (r + g + b) / 3f64.sqrt();
+        grey += along * along;
+        total += r * r + g * g + b * b;
+    }
+    if total > 0.0 { 1.0 - grey / total } else { 0.0 }
+}
+
+/// [`chromatic_fraction`] averaged over each tower's kernels (`m` kernels of `k × k`, split into
+/// `towers` equal consecutive blocks).
+pub fn tower_chromatic(w: &[f32], m: usize, k: usize, towers: usize) -> Vec<f64> {
+    let per = m.div_ceil(towers.max(1));
+    (0..towers.max(1))
+        .map(|t| {
+            let ks: Vec<f64> = (t * per..((t + 1) * per).min(m))
+                .map(|f| chromatic_fraction(&w[f * 3 * k * k..(f + 1) * 3 * k * k], k))
+                .collect();
+            ks.iter().sum::<f64>() / ks.len().max(1) as f64
+        })
+        .collect()
+}

@@ -89,6 +89,8 @@ fn import_export_filters_and_forward_speak_json() {
     assert!(v["safetensors"].is_null() && dir.join("tiny.onnx").exists());
     let v = json(&["filters", "--weights", &p("tiny.safetensors"), "--out", &p("conv1.png"), "--json"]);
     assert!(v["kernels"].as_u64().unwrap() > 0 && dir.join("conv1.png").exists(), "{v}");
+    // The tiny paper net has two towers: one colour figure each.
+    assert_eq!(v["chromatic"].as_array().map(Vec::len), v["towers"].as_u64().map(|t| t as usize), "{v}");
     let v = json(&[
         "forward",
         "--weights",

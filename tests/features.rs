@@ -158,3 +158,21 @@ fn nearest_matches_brute_force() {
     want.sort_by(|a, b| a.1.total_cmp(&b.1).then(a.0.cmp(&b.0)));
     assert_eq!(got, want[..4]);
 }
+
+#[test]
+fn chromatic_fraction_separates_grey_from_colour() {
+    use alexnet::plot::{chromatic_fraction, tower_chromatic};
+    let k = 3;
+    let grey: Vec<f32> = (0..3).flat_map(|_| (0..9).map(|i| i as f32 - 4.0)).collect();
+    assert!(chromatic_fraction(&grey, k).abs() < 1e-12);
+    // Red minus green: no grey component at all.
+    let opponent: Vec<f32> = [1.0f32, -1.0, 0.0].iter().flat_map(|&c| std::iter::repeat_n(c, 9)).collect();
+    assert!((chromatic_fraction(&opponent, k) - 1.0).abs() < 1e-12);
+    // Random kernels: 2 of 3 dimensions are off the grey axis.
+    let w = alexnet::rng::uniform_vec(2000 * 27, 5); // uniform in [-1, 1), mean 0
+    let t = tower_chromatic(&w, 2000, k, 2);
+    assert!(t.iter().all(|c| (c - 2.0 / 3.0).abs() < 0.02), "{t:?}");
+    // A grey tower and a colour tower.
+    let both: Vec<f32> = [grey.clone(), grey, opponent.clone(), opponent].concat();
+    assert_eq!(tower_chromatic(&both, 4, k, 2).iter().map(|c| c.round()).collect::<Vec<_>>(), [0.0, 1.0]);
+}

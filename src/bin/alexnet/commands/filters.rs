@@ -25,6 +25,8 @@ struct Drawn {
     kernels: usize,
     size: [usize; 2],
     towers: usize,
+    /// Per tower, the mean fraction of kernel energy off the grey axis (0 grey, 2/3 random).
+    chromatic: Vec<f64>,
 }
 
 pub fn exec(a: Args) -> Result<i32> {
@@ -47,8 +49,20 @@ pub fn exec(a: Args) -> Result<i32> {
     alexnet::files::check_writable(&a.out).with_context(|| a.out.display().to_string())?;
     alexnet::plot::filter_grid(&w.data, w.shape[0], w.shape[2], towers, a.zoom, &a.out)
         .with_context(|| format!("writing {}", a.out.display()))?;
-    let o = Drawn { out: a.out.display().to_string(), kernels: w.shape[0], size: [w.shape[2], w.shape[3]], towers };
+    let chromatic = alexnet::plot::tower_chromatic(&w.data, w.shape[0], w.shape[2], towers);
+    let o = Drawn {
+        out: a.out.display().to_string(),
+        kernels: w.shape[0],
+        size: [w.shape[2], w.shape[3]],
+        towers,
+        chromatic,
+    };
     a.common.emit(&o, |o| {
-        println!("wrote {} ({} kernels {}x{}, {} row block(s))", o.out, o.kernels, o.size[0], o.size[1], o.towers)
+        println!("wrote {} ({} kernels {}x{}, {} row block(s))", o.out, o.kernels, o.size[0], o.size[1], o.towers);
+        let c: Vec<String> = o.chromatic.iter().map(|c| format!("{c:.3}")).collect();
+        println!(
+            "colour (fraction of kernel energy off the grey axis; random weights ~0.667), per tower: {}",
+            c.join(", ")
+        )
     })
 }
