@@ -209,3 +209,27 @@ fn metrics_keep_one_line_per_epoch_and_last_keeps_its_predecessor() {
     assert_eq!(prev.train_state, ck.train_state);
     assert_eq!(prev.params, ck.params);
 }
+
+#[test]
+fn time_cosine_decays_over_the_time_limit() {
+    let mut cfg = config("time-cosine", 1000);
+    cfg.data = embedded("val");
+    cfg.val = None;
+    cfg.val_split = 0.1;
+    cfg.schedule = alexnet::train::Schedule::TimeCosine { min_lr: 1e-5 };
+    let e = train(&cfg, None, &quiet()).unwrap_err().to_string();
+    assert!(e.contains("--time-limit"), "{e}");
+    cfg.time_limit_minutes = Some(0.4);
+    let t0 = std::time::Instant::now();
+    let out = train(&cfg, None, &quiet()).unwrap();
+    let secs = t0.elapsed().as_secs_f64();
+    assert!(out.epochs_done >= 2 && out.epochs_done < 1000, "{} epochs", out.epochs_done);
+    // It stops near the limit: not long before it (the decay had room), nor long after.
+    assert!(secs < 0.4 * 60.0 * 1.5, "{secs:.1}s");
+    let m = alexnet::train::read_metrics(&cfg.out.join("metrics.jsonl")).unwrap();
+    let (first, last) = (m[0].lr, m[m.len() - 1].lr);
+    assert!(last < first && last < 0.5 * cfg.sgd.lr, "lr {first} -> {last}");
+    let ck = Checkpoint::load(&cfg.out.join("last.safetensors")).unwrap();
+    let planned = ck.train_state.unwrap().planned_steps.unwrap();
+    assert!(planned >= out.steps / 2 && planned <= 1000 * 14, "planned {planned}, took {}", out.steps);
+}

@@ -15,6 +15,10 @@ pub enum Schedule {
     Step { every: usize, factor: f32 },
     /// Cosine from the initial lr down to `min_lr` over the run.
     Cosine { min_lr: f32 },
+    /// Cosine, step by step, from the initial lr down to `min_lr` over the steps that the
+    /// measured throughput lets the run take within `--time-limit` (re-planned after every
+    /// epoch from its real time, validation included): the best model in a fixed time.
+    TimeCosine { min_lr: f32 },
 }
 
 /// The paper's plateau schedule: divide by 10 ("when the validation error rate stopped improving",
@@ -38,6 +42,8 @@ pub enum ScheduleKind {
     Plateau,
     Step,
     Cosine,
+    /// Cosine over the time `--time-limit` allows (needs it).
+    TimeCosine,
 }
 
 impl Schedule {
@@ -54,6 +60,7 @@ impl Schedule {
             ScheduleKind::Plateau => Schedule::Plateau { patience, factor, max_drops },
             ScheduleKind::Step => Schedule::Step { every: step_every, factor },
             ScheduleKind::Cosine => Schedule::Cosine { min_lr: lr * 1e-3 },
+            ScheduleKind::TimeCosine => Schedule::TimeCosine { min_lr: lr * 1e-3 },
         }
     }
 
@@ -62,10 +69,25 @@ impl Schedule {
         match *self {
             Schedule::Plateau { .. } => state.lr,
             Schedule::Step { every, factor } => base * factor.powi((epoch / every.max(1)) as i32),
-            Schedule::Cosine { min_lr } => {
-                let t = epoch as f32 / epochs.max(1) as f32;
-                min_lr + 0.5 * (base - min_lr) * (1.0 + (std::f32::consts::PI * t).cos())
+            Schedule::Cosine { min_lr } => cosine(base, min_lr, epoch as f32 / epochs.max(1) as f32),
+            Schedule::TimeCosine { .. } => self.lr_at_step(base, state),
+        }
+    }
+
+    /// Whether the lr changes every step (else at epoch starts).
+    pub fn per_step(&self) -> bool {
+        matches!(self, Schedule::TimeCosine { .. })
+    }
+
+    /// The lr for the state's next step: the time-budget cosine over `planned_steps` (the
+    /// initial lr until a plan exists); other schedules keep the epoch's lr.
+    pub fn lr_at_step(&self, base: f32, state: &TrainState) -> f32 {
+        match (*self, state.planned_steps) {
+            (Schedule::TimeCosine { min_lr }, Some(planned)) => {
+                cosine(base, min_lr, (state.step as f32 / planned.max(1) as f32).min(1.0))
             }
+            (Schedule::TimeCosine { .. }, None) => base,
+            _ => state.lr,
         }
     }
 
@@ -81,4 +103,16 @@ impl Schedule {
         state.epochs_without_improvement = 0;
         Some(state.lr)
     }
+}
+
+/// `min + (base - min)·(1 + cos πt)/2`, for `t` in [0, 1].
+fn cosine(base: f32, min_lr: f32, t: f32) -> f32 {
+    min_lr + 0.5 * (base - min_lr) * (1.0 + (std::f32::consts::PI * t).cos())
+}
+
+/// Steps a time budget allows: those already taken, plus as many as fit into the remaining
+/// seconds at `seconds_per_step`, at most `max_steps` in all.
+pub fn plan_steps(done: u64, remaining_s: f64, seconds_per_step: f64, max_steps: u64) -> u64 {
+    let more = if seconds_per_step > 0.0 { (remaining_s.max(0.0) / seconds_per_step) as u64 } else { max_steps };
+    done.saturating_add(more).min(max_steps).max(done.max(1))
 }

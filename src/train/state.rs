@@ -22,6 +22,9 @@ pub struct TrainState {
     pub epoch_seconds: f64,
     /// Wall time of the whole run so far.
     pub elapsed_seconds: f64,
+    /// The time-budget schedule's plan: the step its cosine ends at.
+    #[serde(default)]
+    pub planned_steps: Option<u64>,
 }
 
 impl TrainState {

@@ -12,6 +12,7 @@
 use super::config::TrainConfig;
 use super::metrics::{EpochMetrics, append_metrics, read_metrics, write_metrics};
 use super::report::{Reporter, progress_bar};
+use super::schedule;
 use super::state::TrainState;
 use super::stop::StopHandle;
 use crate::checkpoint::Checkpoint;
@@ -28,6 +29,9 @@ use serde::Serialize;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+/// Steps timed before the time-budget schedule makes its first plan.
+const CALIBRATION_STEPS: u64 = 10;
 
 /// The run folder's latest checkpoint, and the one before it.
 pub const LAST: &str = "last.safetensors";
@@ -118,6 +122,11 @@ impl<'a> Trainer<'a> {
                 (net, opt, TrainState::start(cfg.sgd.lr))
             }
         };
+        if cfg.schedule.per_step() && cfg.time_limit_minutes.is_none() {
+            return Err(Error::Invalid(
+                "--schedule time-cosine plans over the time available: give --time-limit".into(),
+            ));
+        }
         let batches_per_epoch = data.train_indices.len() / cfg.batch.max(1);
         if batches_per_epoch == 0 {
             return Err(Error::Invalid(format!(
@@ -217,7 +226,16 @@ impl<'a> Trainer<'a> {
         let loader = opts.spawn(self.data.train.clone(), self.epoch_order(epoch), &self.input, epoch);
         self.report.start_epoch(epoch, cfg.epochs, self.state.batch_in_epoch);
         self.epoch_start = Instant::now() - Duration::from_secs_f64(self.state.epoch_seconds);
+        let (steps_before, t_steps) = (self.state.step, Instant::now());
         for b in loader {
+            if cfg.schedule.per_step() {
+                if self.state.planned_steps.is_none() && self.state.step >= steps_before + CALIBRATION_STEPS {
+                    let per_step = t_steps.elapsed().as_secs_f64() / (self.state.step - steps_before) as f64;
+                    self.plan_budget(per_step);
+                }
+                self.state.lr = cfg.schedule.lr_at_step(cfg.sgd.lr, &self.state);
+                self.opt.config.lr = self.state.lr;
+            }
             let r = self.net.train_step(&b.x, &b.labels, cfg.seed, self.state.step, &mut self.opt);
             if !r.loss.is_finite() {
                 self.report.abandon();
@@ -249,6 +267,15 @@ impl<'a> Trainer<'a> {
         Ok(true)
     }
 
+    /// The time-budget schedule's plan: the steps that fit in what is left of `--time-limit` at
+    /// `seconds_per_step` (everything included), at most the run's epochs.
+    fn plan_budget(&mut self, seconds_per_step: f64) {
+        let limit = self.cfg.time_limit_minutes.unwrap_or_default() * 60.0;
+        let remaining = limit - self.run_start.elapsed().as_secs_f64();
+        let max_steps = (self.cfg.epochs * self.batches_per_epoch) as u64;
+        self.state.planned_steps = Some(schedule::plan_steps(self.state.step, remaining, seconds_per_step, max_steps));
+    }
+
     /// Validation on the held-out images, if there are any.
     fn validate(&mut self) -> Option<EvalResult> {
         let v = self.data.val.as_ref()?;
@@ -262,6 +289,12 @@ impl<'a> Trainer<'a> {
         let cfg = self.cfg;
         let epoch_seconds = self.epoch_start.elapsed().as_secs_f64();
         let val = self.validate();
+        if cfg.schedule.per_step() {
+            // Re-plan from the whole epoch's time, validation included, so the decay ends with
+            // the last epoch that fits.
+            let spent = self.epoch_start.elapsed().as_secs_f64();
+            self.plan_budget(spent / self.batches_per_epoch.max(1) as f64);
+        }
         let s = &self.state;
         let m = EpochMetrics {
             epoch: s.epoch,
