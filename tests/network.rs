@@ -94,6 +94,19 @@ fn variant_parameter_counts() {
     assert_eq!(count("paper-1gpu"), 62_378_344);
     assert_eq!(count("caffenet"), 60_965_224);
     assert_eq!(count("torchvision"), 61_100_840);
+    // Section 3.2's half-width one-tower net, counted by hand layer by layer: weights + biases.
+    let by_hand = [
+        48 * 3 * 11 * 11 + 48,
+        128 * 48 * 5 * 5 + 128,
+        192 * 128 * 3 * 3 + 192,
+        192 * 192 * 3 * 3 + 192,
+        256 * 192 * 3 * 3 + 256,
+        4096 * 256 * 6 * 6 + 4096,
+        4096 * 4096 + 4096,
+        1000 * 4096 + 1000,
+    ];
+    assert_eq!(count("paper-half"), by_hand.iter().sum::<usize>());
+    assert_eq!(count("paper-half"), 59_798_312);
     for v in alexnet::model::VARIANTS {
         let s = plan(&ModelConfig::variant(v).unwrap()).unwrap();
         assert_eq!(s.layers.last().unwrap().output[0], if v == "cifar" { 10 } else { 1000 }, "{v}");

@@ -4,6 +4,7 @@
 //! |--------------|------------|
 //! | `paper`      | Krizhevsky et al. 2012: 227×227 input, conv→ReLU→LRN→pool, groups 2 on conv2/4/5 (the two-GPU split), 60,965,224 parameters |
 //! | `paper-1gpu` | the same without groups, 62,378,344 parameters |
+//! | `paper-half` | section 3.2's one-GPU comparison: conv1–conv4 halved (48/128/192/192), conv5 and fc kept |
 //! | `caffenet`   | Caffe's CaffeNet: pool before LRN |
 //! | `torchvision`| `torchvision.models.alexnet`: 64/192/384/256/256, conv1 pad 2, 224 input, no LRN, adaptive average pool to 6×6, 61,100,840 parameters |
 //! | `zfnet`      | Zeiler & Fergus 2013: 7×7/2 conv1, 5×5/2 conv2, 512/1024/512 in conv3–5 |
@@ -104,7 +105,7 @@ pub struct ModelConfig {
     pub data: DataSpec,
 }
 
-pub const VARIANTS: [&str; 6] = ["paper", "paper-1gpu", "caffenet", "torchvision", "zfnet", "cifar"];
+pub const VARIANTS: [&str; 7] = ["paper", "paper-1gpu", "paper-half", "caffenet", "torchvision", "zfnet", "cifar"];
 
 /// Widths of an AlexNet-shaped network, from which the paper-topology variants are built.
 #[derive(Clone, Debug, PartialEq)]
@@ -233,6 +234,13 @@ impl ModelConfig {
         Ok(match name {
             "paper" => Self::paper(),
             "paper-1gpu" => paper_topology("paper-1gpu", &AlexNetWidths { groups: 1, ..AlexNetWidths::paper() }),
+            // Section 3.2's comparison net: "half as many kernels in each convolutional layer
+            // trained on one GPU", except conv5 (and the fully connected layers), which the
+            // paper kept whole so both nets have about as many parameters.
+            "paper-half" => paper_topology(
+                "paper-half",
+                &AlexNetWidths { conv: [48, 128, 192, 192, 256], groups: 1, ..AlexNetWidths::paper() },
+            ),
             "caffenet" => {
                 paper_topology("caffenet", &AlexNetWidths { pool_before_norm: true, ..AlexNetWidths::paper() })
             }
