@@ -161,12 +161,7 @@ impl LayerInfo {
                 (info.kernel, info.stride, info.pad, info.groups) =
                     (Some(*kernel), Some(*stride), Some(*pad), Some(*groups));
                 info.output = [*out, cs.out_h(), cs.out_w()];
-                // out_c·OH·OW outputs of (C/G)·K·K multiply-adds each (= cs.macs(), without overflow).
-                let per_image = [*out, cs.out_h(), cs.out_w(), c / groups, *kernel, *kernel];
-                info.macs = checked_len(index, name, &per_image, usize::MAX)?;
-                // The im2col buffer: (C/G)·K·K rows of OH·OW.
-                let col = [c / groups, *kernel, *kernel, cs.out_h(), cs.out_w()];
-                checked_len(index, name, &col, limits::MAX_ACTIVATION)?;
+                info.macs = conv_macs(index, name, &cs)?;
                 let wshape = vec![*out, c / groups, *kernel, *kernel];
                 info.kind = LayerKind::Conv { shape: cs, params: weight_and_bias(name, wshape, *out, *bias_init) };
             }
@@ -247,6 +242,14 @@ fn spec_dims_within_limits(index: usize, spec: &LayerSpec) -> Result<(), ConfigE
         Some(d) => Err(bad(index, what, format!("size {d} is beyond the limit of {}", limits::MAX_DIM))),
         None => Ok(()),
     }
+}
+
+/// A convolution's multiply-adds per image, out_c·OH·OW outputs of (C/G)·K·K each (`cs.macs()`
+/// without overflow), after checking its im2col buffer, (C/G)·K·K rows of OH·OW, is in bounds.
+fn conv_macs(index: usize, name: &str, cs: &ConvShape) -> Result<usize, ConfigError> {
+    let rows = [cs.in_c / cs.groups, cs.kh, cs.kw];
+    checked_len(index, name, &[&rows[..], &[cs.out_h(), cs.out_w()]].concat(), limits::MAX_ACTIVATION)?;
+    checked_len(index, name, &[&rows[..], &[cs.out_c, cs.out_h(), cs.out_w()]].concat(), usize::MAX)
 }
 
 fn conv_shape(

@@ -81,6 +81,20 @@ fn open_images(cfg: &TrainConfig, path: &Path, name: &str, quiet: bool) -> Resul
     Ok(p)
 }
 
+/// Options that cannot work together, refused before any step.
+fn check_options(cfg: &TrainConfig, crop: usize, spec: &crate::data::DataSpec) -> Result<()> {
+    if spec.stored + 2 * spec.pad < crop {
+        return Err(Error::Invalid(format!(
+            "model input {crop} is larger than the stored images ({}) plus padding",
+            spec.stored
+        )));
+    }
+    if cfg.schedule.per_step() && cfg.time_limit_minutes.is_none() {
+        return Err(Error::Invalid("--schedule time-cosine plans over the time available: give --time-limit".into()));
+    }
+    Ok(())
+}
+
 impl<'a> Trainer<'a> {
     /// Opens and splits the data, takes the statistics of the training images, and builds the
     /// network, optimizer and position: fresh from `cfg.seed`, or those of `resume`.
@@ -97,12 +111,7 @@ impl<'a> Trainer<'a> {
         let classes = data.train.classes.clone();
         let model = cfg.model.clone().with_classes(classes.len());
         let (crop, spec) = (model.input[1], model.data);
-        if spec.stored + 2 * spec.pad < crop {
-            return Err(Error::Invalid(format!(
-                "model input {crop} is larger than the stored images ({}) plus padding",
-                spec.stored
-            )));
-        }
+        check_options(cfg, crop, &spec)?;
         // Statistics of exactly the training images (a resumed run keeps the ones it started with).
         let stats = resume.map_or_else(|| data.train_stats(), |c| c.stats.clone());
         let augment = Augment::new(&cfg.augment, &stats);
@@ -122,11 +131,6 @@ impl<'a> Trainer<'a> {
                 (net, opt, TrainState::start(cfg.sgd.lr))
             }
         };
-        if cfg.schedule.per_step() && cfg.time_limit_minutes.is_none() {
-            return Err(Error::Invalid(
-                "--schedule time-cosine plans over the time available: give --time-limit".into(),
-            ));
-        }
         let batches_per_epoch = data.train_indices.len() / cfg.batch.max(1);
         if batches_per_epoch == 0 {
             return Err(Error::Invalid(format!(
