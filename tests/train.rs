@@ -233,3 +233,14 @@ fn time_cosine_decays_over_the_time_limit() {
     let planned = ck.train_state.unwrap().planned_steps.unwrap();
     assert!(planned >= out.steps / 2 && planned <= 1000 * 14, "planned {planned}, took {}", out.steps);
 }
+
+#[test]
+fn config_json_of_runs_before_the_restructuring_still_resumes() {
+    // Written by commit 412437d: flat augmentation fields, and the since-removed test hook.
+    let text = include_str!("../docs/results/cifar-30min-config.json");
+    let cfg: TrainConfig = serde_json::from_str(text).unwrap();
+    assert!(text.contains("\"random_crop\": true") && text.contains("\"stop_after_steps\""));
+    assert!(cfg.augment.random_crop && cfg.augment.flip);
+    assert_eq!((cfg.augment.pca_std, cfg.augment.pca), (0.1, alexnet::train::PcaSource::Data));
+    assert_eq!(cfg.model.name, "cifar");
+}
