@@ -14,7 +14,7 @@
 use crate::data::{ClassInfo, DataStats};
 use crate::model::{ModelConfig, Network, plan};
 use crate::optim::{Sgd, SgdConfig};
-use crate::tensor::NamedTensor;
+use crate::tensor::{NamedTensor, f32_from_le_bytes, f32_to_le_bytes};
 use crate::train::TrainState;
 use safetensors::tensor::TensorView;
 use safetensors::{Dtype, SafeTensors};
@@ -134,14 +134,6 @@ impl std::fmt::Debug for Checkpoint {
     }
 }
 
-fn to_bytes(v: &[f32]) -> Vec<u8> {
-    v.iter().flat_map(|x| x.to_le_bytes()).collect()
-}
-
-fn from_bytes(b: &[u8]) -> Vec<f32> {
-    b.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
-}
-
 impl Checkpoint {
     /// A snapshot of `net` (and of `opt` with `state`, for training checkpoints).
     pub fn capture(
@@ -166,16 +158,16 @@ impl Checkpoint {
     fn serialize(&self, path: &Path) -> Result<Vec<u8>, CheckpointError> {
         let mut owned: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
         for p in &self.params {
-            owned.push((format!("param.{}", p.name), p.shape.clone(), to_bytes(&p.data)));
+            owned.push((format!("param.{}", p.name), p.shape.clone(), f32_to_le_bytes(&p.data)));
         }
         if let Some(vel) = &self.velocity {
             for (p, v) in self.params.iter().zip(vel) {
-                owned.push((format!("velocity.{}", p.name), p.shape.clone(), to_bytes(v)));
+                owned.push((format!("velocity.{}", p.name), p.shape.clone(), f32_to_le_bytes(v)));
             }
         }
         if !self.stats.mean_image.is_empty() {
             let s = self.stats.size;
-            owned.push(("data.mean_image".into(), vec![s, s, 3], to_bytes(&self.stats.mean_image)));
+            owned.push(("data.mean_image".into(), vec![s, s, 3], f32_to_le_bytes(&self.stats.mean_image)));
         }
         let json = |v: &dyn erased::Json| v.to_json().map_err(|e| bad(path, e.to_string()));
         let mut meta = BTreeMap::new();
@@ -275,12 +267,9 @@ impl Checkpoint {
             if t.shape() != shape {
                 return Err(bad(path, format!("tensor `{name}` has shape {:?}, the model needs {shape:?}", t.shape())));
             }
-            let v = from_bytes(t.data());
-            if let Some(i) = v.iter().position(|x| !x.is_finite()) {
-                return Err(bad(
-                    path,
-                    format!("tensor `{name}` holds {} at index {i}: the weights are unusable", v[i]),
-                ));
+            let v = f32_from_le_bytes(t.data());
+            if let Some(what) = crate::tensor::first_non_finite(&v) {
+                return Err(bad(path, format!("tensor `{name}` holds {what}: the weights are unusable")));
             }
             Ok(v)
         };

@@ -32,15 +32,10 @@ impl<'a> Classifier<'a> {
     pub fn probabilities(&mut self, images: &[&[u8]], ten: bool, batch: usize) -> Vec<f32> {
         let crops = if ten { 10 } else { 1 };
         let classes = self.net.classes();
-        let len = self.net.input_len();
         let per_call = (batch / crops).max(1);
         let mut out = Vec::with_capacity(images.len() * classes);
         for chunk in images.chunks(per_call) {
-            let mut x = vec![0.0f32; chunk.len() * crops * len];
-            let (norm, crop) = (self.norm, self.crop);
-            x.par_chunks_mut(crops * len).zip(chunk.par_iter()).for_each(|(dst, img)| {
-                if ten { ten_crop(img, norm, crop, dst) } else { center_crop(img, norm, crop, dst) }
-            });
+            let x = test_crops(chunk, self.norm, self.crop, ten);
             let logits = self.net.forward(&x, chunk.len() * crops, Mode::Eval);
             let p = softmax(logits, classes);
             for img in p.chunks(crops * classes) {
@@ -53,6 +48,17 @@ impl<'a> Classifier<'a> {
         }
         out
     }
+}
+
+/// The network inputs of `images` (stored-size HWC bytes): each image's centre crop, or its
+/// ten crops one after another, `[n·crops, 3, crop, crop]`; images in parallel.
+pub fn test_crops(images: &[&[u8]], norm: &Normalizer, crop: usize, ten: bool) -> Vec<f32> {
+    let per = if ten { 10 } else { 1 } * 3 * crop * crop;
+    let mut x = vec![0.0f32; images.len() * per];
+    x.par_chunks_mut(per)
+        .zip(images.par_iter())
+        .for_each(|(dst, img)| if ten { ten_crop(img, norm, crop, dst) } else { center_crop(img, norm, crop, dst) });
+    x
 }
 
 /// The members' probabilities for `images`, averaged (section 6: "averaging the predictions of

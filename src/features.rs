@@ -3,19 +3,18 @@
 //! Euclidean separation, we can say that the higher levels of the neural network consider them
 //! to be similar").
 
-use crate::data::augment::{Normalizer, center_crop};
+use crate::data::augment::Normalizer;
+use crate::eval::test_crops;
 use crate::model::{Mode, Network};
-use rayon::prelude::*;
 
 /// Last-hidden-layer activations `[n, D]` of `images` (stored-size HWC bytes, centre crop),
 /// `batch` at a time. Returns the activations and `D`.
 pub fn last_hidden_features(net: &mut Network, norm: &Normalizer, images: &[&[u8]], batch: usize) -> (Vec<f32>, usize) {
-    let (len, crop) = (net.input_len(), net.config.input[1]);
+    let crop = net.config.input[1];
     let d = net.layers().last().map_or(0, |l| l.in_len());
     let mut out = Vec::with_capacity(images.len() * d);
     for chunk in images.chunks(batch.max(1)) {
-        let mut x = vec![0.0f32; chunk.len() * len];
-        x.par_chunks_mut(len).zip(chunk.par_iter()).for_each(|(dst, img)| center_crop(img, norm, crop, dst));
+        let x = test_crops(chunk, norm, crop, false);
         net.forward(&x, chunk.len(), Mode::Eval);
         out.extend_from_slice(net.last_hidden());
     }

@@ -27,3 +27,27 @@ impl NamedTensor {
         Self { name: name.into(), shape, data }
     }
 }
+
+/// f32 values as little-endian bytes (safetensors' F32 layout).
+pub fn f32_to_le_bytes(v: &[f32]) -> Vec<u8> {
+    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+/// Little-endian bytes as f32 values; a trailing partial value is ignored.
+pub fn f32_from_le_bytes(b: &[u8]) -> Vec<f32> {
+    b.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
+}
+
+/// The first value of `data` that is not finite, described for an error message
+/// (`NaN at index 17`, `+infinity at index 3`), or None.
+pub fn first_non_finite(data: &[f32]) -> Option<String> {
+    let (i, &x) = data.iter().enumerate().find(|(_, x)| !x.is_finite())?;
+    let what = if x.is_nan() {
+        "NaN"
+    } else if x > 0.0 {
+        "+infinity"
+    } else {
+        "-infinity"
+    };
+    Some(format!("{what} at index {i}"))
+}

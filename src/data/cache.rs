@@ -124,8 +124,7 @@ impl PackedImages {
             return Err(bad(&format!("label {l} out of range for {} classes", meta.classes.len())));
         }
         let mut stats = meta.stats;
-        stats.mean_image =
-            b[mean_off..json_off].chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+        stats.mean_image = crate::tensor::f32_from_le_bytes(&b[mean_off..json_off]);
         Ok(Self {
             storage,
             count: meta.count,
@@ -224,14 +223,19 @@ pub struct PackReport {
     pub images_per_s: f64,
 }
 
-/// Decodes `items` in parallel chunks (order kept) and streams them into `packer`.
-/// `on_progress` is called with the number of files done so far.
-pub fn pack_files<W: Write>(
-    packer: &mut Packer<W>,
+/// Receives each decoded image with its path and label.
+pub type ImageSink<'a> = dyn FnMut(&Path, u32, Vec<u8>) -> Result<(), DataError> + 'a;
+
+/// Decodes `items` at `size × size` in parallel chunks of 256 (so memory stays bounded) and
+/// hands each decoded image to `sink` in order. A bad file stops with its error, or with
+/// [`OnBadImage::Skip`] is skipped with a warning; returns the skipped paths. `on_progress` is
+/// called with the number of files done so far.
+pub fn decode_each(
     items: &[(PathBuf, u32)],
     size: usize,
     on_bad: OnBadImage,
     on_progress: &(dyn Fn(usize) + Sync),
+    sink: &mut ImageSink<'_>,
 ) -> Result<Vec<String>, DataError> {
     let mut skipped = Vec::new();
     let mut done = 0;
@@ -240,7 +244,7 @@ pub fn pack_files<W: Write>(
             chunk.par_iter().map(|(p, _)| super::image::load_square(p, size)).collect();
         for ((path, label), r) in chunk.iter().zip(decoded) {
             match r {
-                Ok(img) => packer.push(&img, *label).map_err(|e| DataError::io(path, e))?,
+                Ok(img) => sink(path, *label, img)?,
                 Err(e) if on_bad == OnBadImage::Skip => {
                     eprintln!("warning: skipping {e}");
                     skipped.push(path.display().to_string());
@@ -252,6 +256,19 @@ pub fn pack_files<W: Write>(
         on_progress(done);
     }
     Ok(skipped)
+}
+
+/// Decodes `items` (see [`decode_each`]) and streams them into `packer`.
+pub fn pack_files<W: Write>(
+    packer: &mut Packer<W>,
+    items: &[(PathBuf, u32)],
+    size: usize,
+    on_bad: OnBadImage,
+    on_progress: &(dyn Fn(usize) + Sync),
+) -> Result<Vec<String>, DataError> {
+    decode_each(items, size, on_bad, on_progress, &mut |path, label, img| {
+        packer.push(&img, label).map_err(|e| DataError::io(path, e))
+    })
 }
 
 /// Packs labelled images into a cache file at `out`, atomically (temporary name, then rename).

@@ -173,18 +173,9 @@ fn infer_config(
 
 /// Refuses NaN and infinite weights, naming the tensor and the first bad element.
 fn finite(name: &str, data: &[f32]) -> Result<()> {
-    match data.iter().enumerate().find(|(_, x)| !x.is_finite()) {
+    match crate::tensor::first_non_finite(data) {
         None => Ok(()),
-        Some((i, &x)) => {
-            let what = if x.is_nan() {
-                "NaN"
-            } else if x > 0.0 {
-                "+infinity"
-            } else {
-                "-infinity"
-            };
-            Err(InteropError::Weights(format!("`{name}` holds {what} at index {i}")))
-        }
+        Some(what) => Err(InteropError::Weights(format!("`{name}` holds {what}"))),
     }
 }
 

@@ -10,7 +10,7 @@
 use super::{InteropError, Result};
 use crate::checkpoint::Checkpoint;
 use crate::kernels::dropout::{DropoutMode, factors};
-use crate::kernels::lrn::LrnConvention;
+use crate::kernels::lrn::{LrnConvention, LrnParams};
 use crate::model::LayerInfo;
 use crate::model::LayerSpec;
 use crate::model::plan;
@@ -130,6 +130,28 @@ fn take_params<'a>(params: &mut impl Iterator<Item = &'a NamedTensor>, inits: &m
     Ok([&w.name, &b.name])
 }
 
+/// ONNX's LRN node for `p`: ONNX divides α by the window size, as cuda-convnet, Caffe and
+/// PyTorch do, so the paper's printed convention is converted.
+fn lrn_node(p: &LrnParams, name: &str, cur: &str, out: &str) -> Result<Msg> {
+    if p.size.is_multiple_of(2) {
+        return Err(InteropError::Export(format!(
+            "LRN of even size {} centres its window differently in ONNX",
+            p.size
+        )));
+    }
+    let alpha = match p.convention {
+        LrnConvention::AlphaOverN => p.alpha,
+        LrnConvention::Paper => p.alpha * p.size as f32,
+    };
+    let attrs = [
+        ("size", Attr::Int(p.size as i64)),
+        ("alpha", Attr::Float(alpha)),
+        ("beta", Attr::Float(p.beta)),
+        ("bias", Attr::Float(p.k)),
+    ];
+    Ok(node("LRN", name, &[cur], out, &attrs))
+}
+
 /// What one layer adds to the graph.
 struct Step<'a, 'p, P: Iterator<Item = &'p NamedTensor>> {
     graph: &'a mut Msg,
@@ -174,26 +196,7 @@ impl<'p, P: Iterator<Item = &'p NamedTensor>> Step<'_, 'p, P> {
             }
             LayerSpec::Relu => node("Relu", name, &[cur], out, &[]),
             LayerSpec::Tanh => node("Tanh", name, &[cur], out, &[]),
-            LayerSpec::Lrn(p) => {
-                if p.size.is_multiple_of(2) {
-                    return Err(InteropError::Export(format!(
-                        "LRN of even size {} centres its window differently in ONNX",
-                        p.size
-                    )));
-                }
-                // ONNX's LRN divides α by the window size, as cuda-convnet, Caffe and PyTorch do.
-                let alpha = match p.convention {
-                    LrnConvention::AlphaOverN => p.alpha,
-                    LrnConvention::Paper => p.alpha * p.size as f32,
-                };
-                let attrs = [
-                    ("size", Attr::Int(p.size as i64)),
-                    ("alpha", Attr::Float(alpha)),
-                    ("beta", Attr::Float(p.beta)),
-                    ("bias", Attr::Float(p.k)),
-                ];
-                node("LRN", name, &[cur], out, &attrs)
-            }
+            LayerSpec::Lrn(p) => lrn_node(p, name, cur, out)?,
             LayerSpec::MaxPool { kernel, stride, pad } => {
                 let attrs = [("kernel_shape", square(*kernel)), ("strides", square(*stride)), ("pads", pads(*pad))];
                 node("MaxPool", name, &[cur], out, &attrs)

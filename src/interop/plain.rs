@@ -2,24 +2,16 @@
 //! for exchange with other tools (`export --safetensors`, `forward`).
 
 use super::{InteropError, Result};
-use crate::tensor::NamedTensor;
+use crate::tensor::{NamedTensor, f32_from_le_bytes, f32_to_le_bytes};
 use safetensors::tensor::TensorView;
 use safetensors::{Dtype, SafeTensors};
 use std::collections::HashMap;
 use std::path::Path;
 
-fn to_bytes(v: &[f32]) -> Vec<u8> {
-    v.iter().flat_map(|x| x.to_le_bytes()).collect()
-}
-
-fn from_bytes(b: &[u8]) -> Vec<f32> {
-    b.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
-}
-
 /// Writes plain named f32 tensors (with optional metadata) as safetensors.
 pub fn write_plain(path: &Path, tensors: &[NamedTensor], meta: HashMap<String, String>) -> Result<()> {
     let owned: Vec<(String, Vec<usize>, Vec<u8>)> =
-        tensors.iter().map(|t| (t.name.clone(), t.shape.clone(), to_bytes(&t.data))).collect();
+        tensors.iter().map(|t| (t.name.clone(), t.shape.clone(), f32_to_le_bytes(&t.data))).collect();
     let views = owned
         .iter()
         .map(|(n, s, b)| Ok((n.clone(), TensorView::new(Dtype::F32, s.clone(), b)?)))
@@ -40,5 +32,5 @@ pub fn read_plain(path: &Path, name: &str) -> Result<NamedTensor> {
     if t.dtype() != Dtype::F32 {
         return Err(InteropError::Format(format!("`{name}` is {:?}, expected F32", t.dtype())).in_file(path));
     }
-    Ok(NamedTensor::new(name, t.shape().to_vec(), from_bytes(t.data())))
+    Ok(NamedTensor::new(name, t.shape().to_vec(), f32_from_le_bytes(t.data())))
 }

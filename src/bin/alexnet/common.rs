@@ -72,6 +72,7 @@ impl BadImages {
         }
     }
 
+    /// The policy for bad images; sets the pixel limit first, since decoding follows.
     pub fn policy(&self) -> alexnet::data::cache::OnBadImage {
         self.apply_limit();
         use alexnet::data::cache::OnBadImage;
@@ -103,24 +104,30 @@ pub struct DecodedFolder {
 }
 
 pub fn decode_folder(root: &Path, stored: usize, bad: &BadImages) -> Result<DecodedFolder> {
-    use rayon::prelude::*;
-    bad.apply_limit();
     let folder = alexnet::data::ImageFolder::scan(root, None)?;
-    let decoded: Vec<_> = folder.items.par_iter().map(|(p, _)| alexnet::data::image::load_square(p, stored)).collect();
-    let mut out = DecodedFolder { classes: folder.classes, files: Vec::new(), labels: Vec::new(), images: Vec::new() };
-    for ((path, label), r) in folder.items.into_iter().zip(decoded) {
-        match r {
-            Ok(img) => {
-                out.files.push(path);
-                out.labels.push(label);
-                out.images.push(img);
-            }
-            Err(e) if bad.skip_bad => eprintln!("warning: skipping {e}"),
-            Err(e) => return Err(e.into()),
-        }
-    }
-    if out.images.is_empty() {
+    let (mut files, mut labels, mut images) = (Vec::new(), Vec::new(), Vec::new());
+    decode_images(&folder.items, stored, bad, &mut |path, label, img| {
+        files.push(path.to_path_buf());
+        labels.push(label);
+        images.push(img);
+    })?;
+    if images.is_empty() {
         anyhow::bail!("{}: no image could be decoded", root.display());
     }
-    Ok(out)
+    Ok(DecodedFolder { classes: folder.classes, files, labels, images })
+}
+
+/// Decodes `items` at `stored × stored` in order with the decoding flags (the pixel limit,
+/// `--skip-bad`), handing each image with its path and label to `keep`.
+pub fn decode_images(
+    items: &[(PathBuf, u32)],
+    stored: usize,
+    bad: &BadImages,
+    keep: &mut dyn FnMut(&Path, u32, Vec<u8>),
+) -> Result<()> {
+    alexnet::data::cache::decode_each(items, stored, bad.policy(), &|_| {}, &mut |path, label, img| {
+        keep(path, label, img);
+        Ok(())
+    })?;
+    Ok(())
 }

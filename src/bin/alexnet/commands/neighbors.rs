@@ -1,7 +1,7 @@
 //! `alexnet neighbors`: for each query image, the images of a folder whose last-hidden-layer
 //! activations are nearest (Euclidean), as a grid like the paper's Figure 4 and/or JSON.
 
-use crate::common::{BadImages, Common, decode_folder};
+use crate::common::{BadImages, Common, decode_folder, decode_images};
 use alexnet::Checkpoint;
 use alexnet::data::augment::Normalizer;
 use alexnet::features::{last_hidden_features, nearest};
@@ -65,9 +65,11 @@ pub fn exec(a: Args) -> Result<i32> {
         if a.k > data.images.len() {
             bail!("--k {} but {} holds {} images", a.k, a.data.display(), data.images.len());
         }
-        a.decoding.apply_limit();
-        let queries: Vec<Vec<u8>> =
-            a.query.iter().map(|p| alexnet::data::image::load_square(p, stored)).collect::<Result<_, _>>()?;
+        // Queries are never skipped: each must give its row.
+        let strict = BadImages { skip_bad: false, ..a.decoding };
+        let items: Vec<(PathBuf, u32)> = a.query.iter().map(|p| (p.clone(), 0)).collect();
+        let mut queries = Vec::new();
+        decode_images(&items, stored, &strict, &mut |_, _, img| queries.push(img))?;
         let mut net = ck.network()?;
         let norm = Normalizer::new(&ck.config.data, &ck.stats);
         let refs: Vec<&[u8]> = data.images.iter().map(Vec::as_slice).collect();

@@ -1,6 +1,6 @@
 //! `alexnet predict`: the most probable classes of a few images.
 
-use crate::common::{BadImages, Common, Weights};
+use crate::common::{BadImages, Common, Weights, decode_images};
 use alexnet::eval::{Prediction, top_k};
 use anyhow::Result;
 use std::path::PathBuf;
@@ -34,19 +34,12 @@ struct Predictions {
 pub fn exec(a: Args) -> Result<i32> {
     let predictions = a.common.pool()?.install(|| -> Result<Vec<Prediction>> {
         let mut ens = a.weights.load()?;
-        a.decoding.apply_limit();
-        let mut decoded = Vec::new();
-        let mut names = Vec::new();
-        for p in &a.images {
-            match alexnet::data::image::load_square(p, ens.stored) {
-                Ok(img) => {
-                    decoded.push(img);
-                    names.push(p.display().to_string());
-                }
-                Err(e) if a.decoding.skip_bad => eprintln!("warning: skipping {e}"),
-                Err(e) => return Err(e.into()),
-            }
-        }
+        let items: Vec<(PathBuf, u32)> = a.images.iter().map(|p| (p.clone(), 0)).collect();
+        let (mut decoded, mut names) = (Vec::new(), Vec::new());
+        decode_images(&items, ens.stored, &a.decoding, &mut |path, _, img| {
+            decoded.push(img);
+            names.push(path.display().to_string());
+        })?;
         let refs: Vec<&[u8]> = decoded.iter().map(|v| v.as_slice()).collect();
         let probs = ens.probabilities(&refs, a.ten_crop, a.batch);
         Ok(names
