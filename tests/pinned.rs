@@ -38,6 +38,8 @@ fn one_epoch_gives_the_pinned_weights() {
         epochs: 1,
         batch: 32,
         seed: 11,
+        // The split of the run's own seed, as when the hash was pinned.
+        split_seed: None,
         threads: 2,
         out: out.clone(),
         ..TrainConfig::paper(root.join("val"))

@@ -92,6 +92,9 @@ fn resume_equals_uninterrupted() {
     whole.data = embedded("val"); // 1000 images: 15 batches of 64 an epoch
     whole.val = None;
     whole.val_split = 0.1;
+    // The default recipe's per-step parts: a warm-up over the first epoch, then cosine.
+    whole.warmup_epochs = 1.0;
+    whole.schedule = alexnet::train::Schedule::Cosine { min_lr: 1e-5 };
     let done = train(&whole, None, &quiet()).unwrap();
     assert_eq!(done.steps, 28);
 
@@ -122,6 +125,80 @@ fn resume_equals_uninterrupted() {
     for (x, y) in ma.iter().zip(&mb) {
         assert_eq!((x.train_loss, x.val_top1_error, x.lr), (y.train_loss, y.val_top1_error, y.lr));
     }
+}
+
+#[test]
+fn warmup_ramps_the_lr_linearly_over_its_steps() {
+    let mut cfg = config("warmup", 1);
+    cfg.data = embedded("val"); // 900 training images: 14 batches of 64
+    cfg.val = None;
+    cfg.val_split = 0.1;
+    cfg.warmup_epochs = 1.0;
+    for stop in [1u64, 5, 14] {
+        cfg.out = out_dir(&format!("warmup-{stop}"));
+        train(&cfg, None, &stop_at(stop)).unwrap();
+        let ck = Checkpoint::load(&cfg.out.join("last.safetensors")).unwrap();
+        let (used, schedule) = (ck.sgd.unwrap().lr, ck.train_state.unwrap().lr);
+        assert_eq!(schedule, 0.01);
+        let want = 0.01 * stop as f32 / 14.0;
+        assert!((used - want).abs() < 1e-7, "step {stop}: lr {used}, want {want}");
+    }
+}
+
+#[test]
+fn cli_recipes_default_and_paper() {
+    let root = out_dir("recipe-data");
+    for c in ["cat", "dog"] {
+        std::fs::create_dir_all(root.join(c)).unwrap();
+        for f in std::fs::read_dir(embedded("val").join(c)).unwrap().take(24) {
+            let f = f.unwrap().path();
+            std::fs::copy(&f, root.join(c).join(f.file_name().unwrap())).unwrap();
+        }
+    }
+    let bin = env!("CARGO_BIN_EXE_alexnet");
+    let config_of = |name: &str, extra: &[&str]| -> serde_json::Value {
+        let out = out_dir(name);
+        let o = Command::new(bin)
+            .args(["train", "--epochs", "1", "--batch", "16", "--quiet", "--data"])
+            .arg(&root)
+            .arg("--out")
+            .arg(&out)
+            .args(extra)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap()).unwrap()
+    };
+    let biases = |c: &serde_json::Value| -> Vec<f64> {
+        c["model"]["layers"].as_array().unwrap().iter().filter_map(|l| l["bias_init"].as_f64()).collect()
+    };
+    // The paper model, whose settings the recipes differ in.
+    let d = config_of("recipe-default", &["--model", "paper"]);
+    assert_eq!(d["recipe"], "default");
+    assert_eq!(d["warmup_epochs"], 1.0);
+    assert_eq!(d["schedule"]["type"], "cosine");
+    assert_eq!(d["model"]["init"]["type"], "he");
+    assert_eq!(d["model"]["data"]["normalize"]["type"], "per_channel");
+    assert_eq!(biases(&d), [0.0, 0.1, 0.0, 0.1, 0.1, 0.1, 0.1, 0.0].map(|b: f32| b as f64));
+    let p = config_of("recipe-paper", &["--model", "paper", "--recipe", "paper"]);
+    assert_eq!(p["recipe"], "paper");
+    assert_eq!(p["warmup_epochs"], 0.0);
+    assert_eq!(p["schedule"]["type"], "plateau");
+    assert_eq!(p["sgd"]["lr"].as_f64().unwrap() as f32, 0.01);
+    assert_eq!(serde_json::from_value::<ModelConfig>(p["model"].clone()).unwrap(), ModelConfig::paper());
+
+    // The small model for the rest. A time limit picks the time-budget cosine.
+    let t = config_of("recipe-default-timed", &["--model", "cifar", "--time-limit", "5"]);
+    assert_eq!(t["schedule"]["type"], "time_cosine");
+    // A flag still overrides the recipe.
+    let q = config_of("recipe-default-flags", &["--model", "cifar", "--init", "paper", "--warmup-epochs", "0.5"]);
+    assert_eq!((q["model"]["init"]["type"].clone(), q["warmup_epochs"].clone()), ("gaussian".into(), 0.5.into()));
+    // Section 3.3's and 3.4's comparison nets train too: no LRN, pooling 2x2 stride 2.
+    let n = config_of("recipe-no-lrn-pool2", &["--model", "cifar", "--no-lrn", "--no-overlap-pool"]);
+    let layers = n["model"]["layers"].as_array().unwrap();
+    assert!(layers.iter().all(|l| l["type"] != "lrn"));
+    let pools: Vec<_> = layers.iter().filter(|l| l["type"] == "max_pool").map(|l| l["kernel"].clone()).collect();
+    assert_eq!(pools, [2, 2, 2]);
 }
 
 #[test]
@@ -243,4 +320,6 @@ fn config_json_of_runs_before_the_restructuring_still_resumes() {
     assert!(cfg.augment.random_crop && cfg.augment.flip);
     assert_eq!((cfg.augment.pca_std, cfg.augment.pca), (0.1, alexnet::train::PcaSource::Data));
     assert_eq!(cfg.model.name, "cifar");
+    // Before recipes: the paper's, without warm-up.
+    assert_eq!((cfg.recipe, cfg.warmup_epochs), (alexnet::train::Recipe::Paper, 0.0));
 }

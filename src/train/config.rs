@@ -1,6 +1,7 @@
-//! The whole configuration of a run, with the paper's recipe as its defaults (written to
-//! `RUN_DIR/config.json`, read back by `--resume`).
+//! The whole configuration of a run, built from a [`Recipe`] (written to `RUN_DIR/config.json`,
+//! read back by `--resume`).
 
+use super::recipe::Recipe;
 use super::schedule::Schedule;
 use crate::data::AugmentOptions;
 use crate::model::ModelConfig;
@@ -16,6 +17,11 @@ pub struct TrainConfig {
     pub val: Option<PathBuf>,
     /// Fraction of `data` held out for validation when `val` is not given.
     pub val_split: f32,
+    /// Seed of the held-out split, apart from `seed` so that runs of several seeds (an
+    /// ensemble, a spread) hold out the same images. `None` (runs from before it existed):
+    /// `seed`.
+    #[serde(default)]
+    pub split_seed: Option<u64>,
     pub class_names: Option<PathBuf>,
     pub model: ModelConfig,
     pub epochs: usize,
@@ -35,24 +41,60 @@ pub struct TrainConfig {
     pub skip_bad: bool,
     /// Validate with the ten-crop average instead of the centre crop.
     pub val_ten_crop: bool,
+    /// The recipe the run started from (runs from before recipes existed: the paper's).
+    #[serde(default = "recipe_of_old_runs")]
+    pub recipe: Recipe,
+    /// Epochs over which the learning rate ramps linearly up from 0 (0: none).
+    #[serde(default)]
+    pub warmup_epochs: f32,
+}
+
+fn recipe_of_old_runs() -> Recipe {
+    Recipe::Paper
 }
 
 impl Default for TrainConfig {
-    /// The paper's recipe (section 5) on the `paper` model: batch 128, SGD with momentum 0.9 and
-    /// weight decay 0.0005 at lr 0.01, divided by 10 on a plateau of the validation error (three
-    /// times), 90 epochs, random crops, flips and PCA colour noise of σ 0.1; 10% of the data
-    /// held out. `data` is empty: set it.
+    /// The default recipe on the `paper` model, `data` empty: set it.
     fn default() -> Self {
+        Self::for_recipe(Recipe::Default, PathBuf::new(), ModelConfig::paper(), false)
+    }
+}
+
+impl TrainConfig {
+    /// The paper's recipe (section 5) on the `paper` model and `data`: batch 128, SGD with
+    /// momentum 0.9 and weight decay 0.0005 at lr 0.01, divided by 10 on a plateau of the
+    /// validation error (three times), 90 epochs, random crops, flips and PCA colour noise of
+    /// σ 0.1; 10% of the data held out.
+    pub fn paper(data: impl Into<PathBuf>) -> Self {
+        Self::for_recipe(Recipe::Paper, data.into(), ModelConfig::paper(), false)
+    }
+
+    /// The configuration of the run in `dir` (its `config.json`), with `out` set to `dir`.
+    pub fn of_run(dir: &std::path::Path) -> crate::Result<Self> {
+        let path = dir.join("config.json");
+        // config.json is small; a huge one is not ours.
+        let bytes = crate::files::read_regular(&path, 16 << 20).map_err(|e| crate::Error::io(&path, e))?;
+        let mut cfg: Self = serde_json::from_slice(&bytes)
+            .map_err(|e| crate::Error::Invalid(format!("{}: not a run's config.json: {e}", path.display())))?;
+        cfg.out = dir.to_path_buf();
+        Ok(cfg)
+    }
+
+    /// `recipe` on `model` (adapted by the recipe) and `data`; `time_limited` picks the
+    /// default recipe's time-budget schedule.
+    pub fn for_recipe(recipe: Recipe, data: PathBuf, model: ModelConfig, time_limited: bool) -> Self {
+        let sgd = SgdConfig::default();
         Self {
-            data: PathBuf::new(),
+            data,
             val: None,
             val_split: 0.1,
+            split_seed: Some(0),
             class_names: None,
-            model: ModelConfig::paper(),
+            model: recipe.adapt_model(model),
             epochs: 90,
             batch: 128,
-            sgd: SgdConfig::default(),
-            schedule: Schedule::default(),
+            schedule: recipe.schedule(sgd.lr, time_limited),
+            sgd,
             seed: 0,
             threads: crate::threads::default_threads(),
             out: PathBuf::from("runs/paper"),
@@ -61,14 +103,9 @@ impl Default for TrainConfig {
             time_limit_minutes: None,
             skip_bad: false,
             val_ten_crop: false,
+            recipe,
+            warmup_epochs: recipe.warmup_epochs(),
         }
-    }
-}
-
-impl TrainConfig {
-    /// The paper's recipe on `data`.
-    pub fn paper(data: impl Into<PathBuf>) -> Self {
-        Self { data: data.into(), ..Self::default() }
     }
 }
 

@@ -1,4 +1,4 @@
-//! Training: a run's configuration (the paper's recipe by default), the loop in stages
+//! Training: a run's configuration (from a [`Recipe`]: the paper's or the default one), the loop in stages
 //! ([`Trainer`]), learning-rate schedules, the resumable state, the metrics log, progress
 //! reporting and the stop handle.
 //!
@@ -8,6 +8,7 @@
 
 pub mod config;
 pub mod metrics;
+pub mod recipe;
 pub mod report;
 pub mod schedule;
 pub mod state;
@@ -17,10 +18,11 @@ pub mod trainer;
 pub use crate::data::{AugmentOptions, PcaSource};
 pub use config::{TrainConfig, customise_model};
 pub use metrics::{EpochMetrics, read_metrics};
+pub use recipe::Recipe;
 pub use schedule::{Schedule, ScheduleKind};
 pub use state::TrainState;
 pub use stop::StopHandle;
-pub use trainer::{TrainOutcome, Trainer};
+pub use trainer::{TrainOutcome, Trainer, open_splits};
 
 use crate::checkpoint::Checkpoint;
 use crate::error::{Error, Result};

@@ -86,8 +86,8 @@ impl Reporter {
         self.say(&format!(
             "warning: the training loss ({train_loss:.3}) is still at ln({classes}) = {ln:.3}: the network \
              predicts every class alike. If the first epochs' loss was far above that, the lr overshot and the \
-             ReLUs died: try a lower --lr (0.001 worked for the paper model on 10-class Imagenette); with \
-             the paper's N(0, 0.01) init a slow start can also last several epochs."
+             ReLUs died: try a lower --lr, or the default recipe (no --recipe paper); with the paper's \
+             N(0, 0.01) init a slow start can also last several epochs."
         ));
     }
 

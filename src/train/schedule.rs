@@ -64,6 +64,16 @@ impl Schedule {
         }
     }
 
+    /// The schedule's name.
+    pub fn kind(&self) -> ScheduleKind {
+        match self {
+            Schedule::Plateau { .. } => ScheduleKind::Plateau,
+            Schedule::Step { .. } => ScheduleKind::Step,
+            Schedule::Cosine { .. } => ScheduleKind::Cosine,
+            Schedule::TimeCosine { .. } => ScheduleKind::TimeCosine,
+        }
+    }
+
     /// The learning rate for `epoch` of `epochs`, starting from `base` (plateau: the state's).
     pub fn lr_at(&self, base: f32, state: &TrainState, epoch: usize, epochs: usize) -> f32 {
         match *self {

@@ -11,6 +11,7 @@
 
 use super::config::TrainConfig;
 use super::metrics::{EpochMetrics, append_metrics, read_metrics, write_metrics};
+use super::recipe;
 use super::report::{Reporter, progress_bar};
 use super::schedule;
 use super::state::TrainState;
@@ -61,6 +62,8 @@ pub struct Trainer<'a> {
     pub opt: Sgd,
     pub state: TrainState,
     batches_per_epoch: usize,
+    /// Steps of linear learning-rate warm-up (`cfg.warmup_epochs` in steps).
+    warmup_steps: u64,
     history: Vec<EpochMetrics>,
     report: Reporter,
     run_start: Instant,
@@ -81,6 +84,20 @@ fn open_images(cfg: &TrainConfig, path: &Path, name: &str, quiet: bool) -> Resul
     Ok(p)
 }
 
+/// The run's training and held-out images, as its training sees them (packed into, or reused
+/// from, `RUN_DIR/cache`): also how `alexnet eval --held-out RUN_DIR` finds them.
+pub fn open_splits(cfg: &TrainConfig, quiet: bool) -> Result<Splits> {
+    let train = Arc::new(open_images(cfg, &cfg.data, "train", quiet)?);
+    let val = cfg.val.as_deref().map(|v| open_images(cfg, v, "val", quiet).map(Arc::new)).transpose()?;
+    Splits::new(train, val, cfg.val_split, cfg.split_seed.unwrap_or(cfg.seed)).map_err(|e| {
+        let path = match e {
+            SplitError::UnknownClasses(_) => cfg.val.clone().unwrap_or_default(),
+            SplitError::NoTrainingImages(_) => cfg.data.clone(),
+        };
+        Error::Data(DataError::layout(path, e.to_string()))
+    })
+}
+
 /// Options that cannot work together, refused before any step.
 fn check_options(cfg: &TrainConfig, crop: usize, spec: &crate::data::DataSpec) -> Result<()> {
     if spec.stored + 2 * spec.pad < crop {
@@ -99,15 +116,7 @@ impl<'a> Trainer<'a> {
     /// Opens and splits the data, takes the statistics of the training images, and builds the
     /// network, optimizer and position: fresh from `cfg.seed`, or those of `resume`.
     pub fn new(cfg: &'a TrainConfig, resume: Option<&Checkpoint>, stop: StopHandle, quiet: bool) -> Result<Self> {
-        let train = Arc::new(open_images(cfg, &cfg.data, "train", quiet)?);
-        let val = cfg.val.as_deref().map(|v| open_images(cfg, v, "val", quiet).map(Arc::new)).transpose()?;
-        let data = Splits::new(train, val, cfg.val_split, cfg.seed).map_err(|e| {
-            let path = match e {
-                SplitError::UnknownClasses(_) => cfg.val.clone().unwrap_or_default(),
-                SplitError::NoTrainingImages(_) => cfg.data.clone(),
-            };
-            Error::Data(DataError::layout(path, e.to_string()))
-        })?;
+        let data = open_splits(cfg, quiet)?;
         let classes = data.train.classes.clone();
         let model = cfg.model.clone().with_classes(classes.len());
         let (crop, spec) = (model.input[1], model.data);
@@ -161,6 +170,7 @@ impl<'a> Trainer<'a> {
             opt,
             state,
             batches_per_epoch,
+            warmup_steps: (cfg.warmup_epochs.max(0.0) * batches_per_epoch as f32).round() as u64,
             history,
             report,
             run_start,
@@ -225,7 +235,6 @@ impl<'a> Trainer<'a> {
         if self.state.batch_in_epoch == 0 {
             self.state.lr = cfg.schedule.lr_at(cfg.sgd.lr, &self.state, epoch, cfg.epochs);
         }
-        self.opt.config.lr = self.state.lr;
         let opts = LoaderOptions { start_batch: self.state.batch_in_epoch, ..LoaderOptions::new(cfg.batch) };
         let loader = opts.spawn(self.data.train.clone(), self.epoch_order(epoch), &self.input, epoch);
         self.report.start_epoch(epoch, cfg.epochs, self.state.batch_in_epoch);
@@ -238,8 +247,10 @@ impl<'a> Trainer<'a> {
                     self.plan_budget(per_step);
                 }
                 self.state.lr = cfg.schedule.lr_at_step(cfg.sgd.lr, &self.state);
-                self.opt.config.lr = self.state.lr;
             }
+            // The schedule's lr (the plateau schedule's memory stays in the state), ramped up
+            // during the warm-up.
+            self.opt.config.lr = self.state.lr * recipe::warmup_factor(self.state.step, self.warmup_steps);
             let r = self.net.train_step(&b.x, &b.labels, cfg.seed, self.state.step, &mut self.opt);
             if !r.loss.is_finite() {
                 self.report.abandon();

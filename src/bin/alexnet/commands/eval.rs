@@ -2,18 +2,24 @@
 
 use crate::common::{BadImages, Common, Weights, progress_bar};
 use alexnet::data::cache::OnBadImage;
-use alexnet::data::{PackedImages, class_map, source};
+use alexnet::data::{ClassInfo, PackedImages, class_map, source};
 use alexnet::eval::evaluate;
+use alexnet::train::{TrainConfig, open_splits};
 use anyhow::{Context, Result, bail};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 #[derive(clap::Args)]
 pub struct Args {
     #[command(flatten)]
     weights: Weights,
     /// An image folder, a prepared cache or an IDX file.
-    #[arg(long)]
-    data: PathBuf,
+    #[arg(long, required_unless_present = "held_out", conflicts_with = "held_out")]
+    data: Option<PathBuf>,
+    /// Evaluate on the images the training run in this folder held out (its --val, or its
+    /// --val-split of --data, the same images its validation used).
+    #[arg(long, value_name = "RUN_DIR")]
+    held_out: Option<PathBuf>,
     /// Average the paper's ten crops (corners, centre, and their mirror images).
     #[arg(long)]
     ten_crop: bool,
@@ -29,12 +35,19 @@ pub struct Args {
 pub fn exec(a: Args) -> Result<i32> {
     let r = a.common.pool()?.install(|| -> Result<_> {
         let mut ens = a.weights.load()?;
-        let images = open_eval_data(&a.data, ens.stored, a.bad.policy(), a.common.json)?;
-        let map = class_map(&images.classes, &ens.classes).with_context(|| a.data.display().to_string())?;
-        if images.count == 0 {
-            bail!("{}: no images to evaluate", a.data.display());
+        let (images, idx, map) = match (&a.held_out, &a.data) {
+            (Some(run), _) => held_out(run, &ens.classes, ens.stored, a.common.json)?,
+            (None, Some(data)) => {
+                let images = open_eval_data(data, ens.stored, a.bad.policy(), a.common.json)?;
+                let map = class_map(&images.classes, &ens.classes).with_context(|| data.display().to_string())?;
+                let idx: Vec<u32> = (0..images.count as u32).collect();
+                (Arc::new(images), idx, map)
+            }
+            (None, None) => bail!("give --data or --held-out"),
+        };
+        if idx.is_empty() {
+            bail!("no images to evaluate");
         }
-        let idx: Vec<u32> = (0..images.count as u32).collect();
         let bar = progress_bar(idx.len(), "evaluating", a.common.json);
         let r =
             evaluate(&mut ens.classifiers(), &images, &idx, &map, a.ten_crop, a.batch, &|d| bar.set_position(d as u64));
@@ -53,6 +66,32 @@ pub fn exec(a: Args) -> Result<i32> {
             r.loss
         )
     })
+}
+
+/// The held-out images of the run in `run`: the packed images, their indices, and the map of
+/// their classes onto the network's.
+fn held_out(
+    run: &Path,
+    net_classes: &[ClassInfo],
+    stored: usize,
+    quiet: bool,
+) -> Result<(Arc<PackedImages>, Vec<u32>, Vec<usize>)> {
+    let cfg = TrainConfig::of_run(run)?;
+    if cfg.model.data.stored != stored {
+        bail!(
+            "the run in {} stores its images at {}x{0}, these weights need {stored}x{stored}",
+            run.display(),
+            cfg.model.data.stored
+        );
+    }
+    let splits = open_splits(&cfg, quiet)?;
+    let Some(v) = splits.val else {
+        bail!("{}: the run held out no images (no --val, --val-split 0)", run.display());
+    };
+    let to_net = class_map(&splits.train.classes, net_classes)
+        .with_context(|| format!("the run in {} has other classes than these weights", run.display()))?;
+    let map = v.class_map.iter().map(|&c| to_net[c]).collect();
+    Ok((v.images, v.indices, map))
 }
 
 /// Evaluation data: a folder is packed into a memory-mapped file in a private temporary

@@ -15,7 +15,7 @@ pub struct Args {
     /// The images to search: a folder ROOT/<class>/<image>.
     #[arg(long)]
     data: PathBuf,
-    /// Query images.
+    /// Query images (one found in DIR is left out of its own neighbours).
     #[arg(long, required = true, num_args = 1..)]
     query: Vec<PathBuf>,
     /// Neighbours per query.
@@ -79,7 +79,13 @@ pub fn exec(a: Args) -> Result<i32> {
         let mut rows = Vec::new();
         let mut out = Vec::new();
         for (q, (path, img)) in qf.chunks(d.max(1)).zip(a.query.iter().zip(&queries)) {
-            let near = nearest(&features, d, q, a.k);
+            // A query that is itself in DIR is not its own neighbour.
+            let me = std::fs::canonicalize(path).ok();
+            let near: Vec<(usize, f64)> = nearest(&features, d, q, a.k + 1)
+                .into_iter()
+                .filter(|&(i, _)| me.is_none() || std::fs::canonicalize(&data.files[i]).ok() != me)
+                .take(a.k)
+                .collect();
             rows.push(std::iter::once(img.as_slice()).chain(near.iter().map(|&(i, _)| refs[i])).collect::<Vec<_>>());
             let neighbors = near
                 .iter()

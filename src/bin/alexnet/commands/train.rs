@@ -1,5 +1,5 @@
-//! `alexnet train`: the flags, turned once into a [`TrainConfig`] (the library holds the
-//! paper's defaults; a flag given overrides one field), then the run.
+//! `alexnet train`: the flags, turned once into a [`TrainConfig`] (the library's recipe gives
+//! the defaults; a flag given overrides one field), then the run.
 
 use crate::common::{BadImages, Common, embedded, model_name};
 use alexnet::Checkpoint;
@@ -8,15 +8,23 @@ use alexnet::kernels::lrn::LrnConvention;
 use alexnet::model::{Init, LayerSpec, ModelConfig};
 use alexnet::optim::SgdForm;
 use alexnet::train::{
-    self, PcaSource, RunOptions, Schedule, ScheduleKind, StopHandle, TrainConfig, TrainOutcome, schedule,
+    self, PcaSource, Recipe, RunOptions, Schedule, ScheduleKind, StopHandle, TrainConfig, TrainOutcome, schedule,
 };
-use anyhow::{Context, Result};
+use anyhow::Result;
 use std::path::PathBuf;
 
-/// Every flag is optional: what is not given keeps [`TrainConfig::default`]'s value (the
-/// paper's), or, when resuming, the run's own.
+/// Every flag is optional: what is not given keeps the recipe's value, or, when resuming, the
+/// run's own.
 #[derive(clap::Args)]
 pub struct Args {
+    /// Where the defaults come from: `default` (the paper's with He init, standardised inputs,
+    /// biases 0.1, a one-epoch warm-up and cosine decay: README, Recipes) or `paper` (section 5
+    /// exactly).
+    #[arg(long, value_enum)]
+    recipe: Option<Recipe>,
+    /// Epochs of linear lr warm-up from 0 (default recipe: 1; paper: 0).
+    #[arg(long)]
+    warmup_epochs: Option<f32>,
     /// Training images: an image folder ROOT/<class>/<image>, a file from `alexnet prepare`, or
     /// an IDX images file. Default: the embedded CIFAR-10 subset (data/cifar10-mini).
     #[arg(long)]
@@ -54,7 +62,8 @@ pub struct Args {
     /// Exempt biases from weight decay.
     #[arg(long)]
     no_bias_decay: bool,
-    /// Learning-rate schedule (default: plateau, the paper's).
+    /// Learning-rate schedule (default recipe: cosine, or time-cosine with --time-limit; paper:
+    /// plateau).
     #[arg(long, value_enum)]
     schedule: Option<ScheduleKind>,
     /// Plateau: epochs without a better validation error before the lr drops (default 3).
@@ -75,8 +84,13 @@ pub struct Args {
     /// Continue the run in this folder from its last checkpoint (its config.json is used).
     #[arg(long)]
     resume: Option<PathBuf>,
+    /// Seed of the weights, the shuffle, the augmentation and dropout (default 0).
     #[arg(long)]
     seed: Option<u64>,
+    /// Seed of the --val-split hold-out, apart from --seed so that runs of several seeds hold
+    /// out the same images (default 0).
+    #[arg(long)]
+    split_seed: Option<u64>,
     /// Centre crops instead of random ones.
     #[arg(long)]
     no_random_crop: bool,
@@ -94,12 +108,20 @@ pub struct Args {
     /// tanh instead of ReLU (the paper's Figure 1).
     #[arg(long)]
     tanh: bool,
-    /// Weight init (default: the model's).
+    /// Weight init (default recipe: he; paper: the model's).
     #[arg(long, value_enum)]
     init: Option<Init>,
-    /// Input normalisation (default: the model's; paper = mean image subtracted, 0-255 scale).
+    /// Input normalisation (default recipe: per-channel; paper: the model's, for the paper
+    /// model the mean image subtracted on the 0-255 scale).
     #[arg(long, value_enum)]
     normalize: Option<Normalize>,
+    /// Leave out the local response normalisation layers (section 3.3's comparison).
+    #[arg(long)]
+    no_lrn: bool,
+    /// Pool 2x2 with stride 2 instead of the overlapping 3x3 with stride 2 (section 3.4's
+    /// comparison; padding 0, so the output sizes of `paper` and `cifar` stay the same).
+    #[arg(long)]
+    no_overlap_pool: bool,
     /// Which LRN formula the layers' α means (default: alpha-over-n).
     #[arg(long, value_enum)]
     lrn: Option<LrnConvention>,
@@ -122,9 +144,9 @@ pub struct Args {
 }
 
 impl Args {
-    /// The model of a new run, with the model-level flags applied.
-    fn model(&self, name: &str) -> Result<ModelConfig> {
-        let mut m = train::customise_model(ModelConfig::variant(name)?, self.tanh, self.dropout, self.init);
+    /// A new run's model (already adapted by its recipe) with the model-level flags applied.
+    fn customise(&self, m: ModelConfig) -> ModelConfig {
+        let mut m = train::customise_model(m, self.tanh, self.dropout, self.init);
         if let Some(c) = self.lrn {
             for l in &mut m.layers {
                 if let LayerSpec::Lrn(p) = l {
@@ -135,30 +157,43 @@ impl Args {
         if let Some(n) = self.normalize {
             m.data.normalize = n;
         }
-        Ok(m)
+        if self.no_lrn {
+            m.layers.retain(|l| !matches!(l, LayerSpec::Lrn(_)));
+        }
+        if self.no_overlap_pool {
+            for l in &mut m.layers {
+                if let LayerSpec::MaxPool { kernel, stride, pad } = l
+                    && *kernel > *stride
+                {
+                    (*kernel, *pad) = (*stride, 0);
+                }
+            }
+        }
+        m
     }
 
     /// The configuration of a new run.
     fn new_config(&self) -> Result<TrainConfig> {
-        let d = TrainConfig::default();
         let embedded_default = self.data.is_none();
         let (data, val) = match &self.data {
             Some(p) => (p.clone(), self.val.clone()),
             None => (embedded("train"), Some(self.val.clone().unwrap_or_else(|| embedded("val")))),
         };
         let model_name = self.model.clone().unwrap_or_else(|| if embedded_default { "cifar" } else { "paper" }.into());
+        let recipe = self.recipe.unwrap_or_default();
+        let d = TrainConfig::for_recipe(recipe, data, ModelConfig::variant(&model_name)?, self.time_limit.is_some());
         let mut sgd = d.sgd;
         sgd.lr = self.lr.unwrap_or(sgd.lr);
         sgd.momentum = self.momentum.unwrap_or(sgd.momentum);
         sgd.weight_decay = self.weight_decay.unwrap_or(sgd.weight_decay);
         sgd.form = self.sgd.unwrap_or(sgd.form);
         sgd.decay_biases &= !self.no_bias_decay;
-        let kind = self.schedule.unwrap_or(ScheduleKind::Plateau);
+        let kind = self.schedule.unwrap_or(d.schedule.kind());
         let patience = self.patience.unwrap_or(schedule::PAPER_PATIENCE);
         let (factor, max_drops) =
             (self.lr_factor.unwrap_or(schedule::PAPER_FACTOR), self.lr_drops.unwrap_or(schedule::PAPER_MAX_DROPS));
         Ok(TrainConfig {
-            model: self.model(&model_name)?,
+            model: self.customise(d.model.clone()),
             epochs: self.epochs.unwrap_or(if embedded_default { 30 } else { d.epochs }),
             batch: self.batch.unwrap_or(d.batch),
             schedule: Schedule::of_kind(
@@ -171,6 +206,7 @@ impl Args {
             ),
             sgd,
             val_split: self.val_split.unwrap_or(d.val_split),
+            split_seed: self.split_seed.or(d.split_seed),
             class_names: self.classes.clone(),
             seed: self.seed.unwrap_or(d.seed),
             threads: self.common.threads(),
@@ -185,21 +221,18 @@ impl Args {
             time_limit_minutes: self.time_limit,
             skip_bad: self.bad.skip_bad,
             val_ten_crop: self.val_ten_crop,
-            data,
+            warmup_epochs: self.warmup_epochs.unwrap_or(d.warmup_epochs),
             val,
+            ..d
         })
     }
 
     /// The configuration of the run in `dir`: its own, with what a resumed run may change
     /// (epochs, time limit, threads) taken from the flags.
     fn resumed_config(&self, dir: &std::path::Path) -> Result<TrainConfig> {
-        let path = dir.join("config.json");
-        let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-        let mut cfg: TrainConfig =
-            serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+        let mut cfg = TrainConfig::of_run(dir)?;
         cfg.epochs = self.epochs.unwrap_or(cfg.epochs);
         cfg.time_limit_minutes = self.time_limit.or(cfg.time_limit_minutes);
-        cfg.out = dir.to_path_buf();
         if let Some(t) = self.common.threads
             && t != cfg.threads
         {
