@@ -109,8 +109,11 @@ fn variant_parameter_counts() {
     assert_eq!(count("paper-half"), 59_798_312);
     for v in alexnet::model::VARIANTS {
         let s = plan(&ModelConfig::variant(v).unwrap()).unwrap();
-        assert_eq!(s.layers.last().unwrap().output[0], if v == "cifar" { 10 } else { 1000 }, "{v}");
+        assert_eq!(s.layers.last().unwrap().output[0], if v.starts_with("cifar") { 10 } else { 1000 }, "{v}");
     }
+    // Figure 1's four-layer net, by hand: three 5x5 convs and the classifier on 64x4x4.
+    let fig1 = [32 * 3 * 25 + 32, 32 * 32 * 25 + 32, 64 * 32 * 25 + 64, 10 * 64 * 4 * 4 + 10];
+    assert_eq!(count("cifar-4layer"), fig1.iter().sum::<usize>());
 }
 
 #[test]

@@ -9,6 +9,7 @@
 //! | `torchvision`| `torchvision.models.alexnet`: 64/192/384/256/256, conv1 pad 2, 224 input, no LRN, adaptive average pool to 6×6, 61,100,840 parameters |
 //! | `zfnet`      | Zeiler & Fergus 2013: 7×7/2 conv1, 5×5/2 conv2, 512/1024/512 in conv3–5 |
 //! | `cifar`      | a small AlexNet-style net for 32×32 inputs (cuda-convnet's CIFAR-10 nets in spirit) |
+//! | `cifar-4layer` | the paper's Figure 1 net: four weight layers (cuda-convnet's layers-18pct without its normalisation), no dropout |
 
 use crate::data::{DataSpec, Normalize};
 use crate::kernels::dropout::DropoutMode;
@@ -105,7 +106,8 @@ pub struct ModelConfig {
     pub data: DataSpec,
 }
 
-pub const VARIANTS: [&str; 7] = ["paper", "paper-1gpu", "paper-half", "caffenet", "torchvision", "zfnet", "cifar"];
+pub const VARIANTS: [&str; 8] =
+    ["paper", "paper-1gpu", "paper-half", "caffenet", "torchvision", "zfnet", "cifar", "cifar-4layer"];
 
 /// Widths of an AlexNet-shaped network, from which the paper-topology variants are built.
 #[derive(Clone, Debug, PartialEq)]
@@ -247,6 +249,7 @@ impl ModelConfig {
             "torchvision" => torchvision_topology([64, 192, 384, 256, 256], [4096, 4096], 1000, 224),
             "zfnet" => zfnet(),
             "cifar" => cifar(),
+            "cifar-4layer" => cifar_4layer(),
             other => return Err(ConfigError::UnknownModel(other.into())),
         })
     }
@@ -354,6 +357,35 @@ fn cifar() -> ModelConfig {
         dropout_mode: DropoutMode::Paper,
         // CIFAR: images stay 32x32; pad 4 and crop 32, per-channel standardisation
         // (He init expects unit-variance inputs).
+        data: DataSpec { stored: 32, pad: 4, normalize: Normalize::PerChannel },
+    }
+}
+
+/// The paper's Figure 1 network: "a four-layer convolutional neural network" on CIFAR-10, as in
+/// cuda-convnet's layers-18pct (conv 32, 32, 64 of 5×5, each followed by a 3×3 stride-2 pool,
+/// then a fully connected layer to the 10 classes) without its response normalisation and
+/// with max pools throughout: nothing but the activation function to compare, and "no
+/// regularization of any kind" (no dropout; weight decay and augmentation are the run's flags).
+fn cifar_4layer() -> ModelConfig {
+    use LayerSpec::*;
+    ModelConfig {
+        name: "cifar-4layer".into(),
+        input: [3, 32, 32],
+        layers: vec![
+            conv("conv1", 32, 5, 1, 2, 1, 0.0),
+            Relu,
+            pool(3, 2, 1),
+            conv("conv2", 32, 5, 1, 2, 1, 0.0),
+            Relu,
+            pool(3, 2, 1),
+            conv("conv3", 64, 5, 1, 2, 1, 0.0),
+            Relu,
+            pool(3, 2, 1),
+            Flatten,
+            linear("fc4", 10, 0.0),
+        ],
+        init: Init::He,
+        dropout_mode: DropoutMode::Paper,
         data: DataSpec { stored: 32, pad: 4, normalize: Normalize::PerChannel },
     }
 }
