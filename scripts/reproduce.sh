@@ -57,6 +57,7 @@ for claim in "$@"; do
       run recipe-paper-init $IMAGENETTE --epochs 3 --init paper --normalize per-pixel-mean
       run recipe-biases-1 $IMAGENETTE --epochs 3 --recipe paper --init he --normalize per-channel \
         --schedule cosine --warmup-epochs 1
+      run recipe-plateau $IMAGENETTE --epochs 3 --schedule plateau
       run recipe-paper $IMAGENETTE --epochs 3 --recipe paper ;;
     fig1)      # Figure 1: ReLU vs tanh, four-layer net, no regularisation, lr chosen per activation.
       for act in relu tanh; do

@@ -89,7 +89,7 @@ fn a_few_epochs_learn_real_images() {
 #[test]
 fn resume_equals_uninterrupted() {
     let mut whole = config("whole", 2);
-    whole.data = embedded("val"); // 1000 images: 15 batches of 64 an epoch
+    whole.data = embedded("val"); // 900 training images: 14 batches of 64 an epoch
     whole.val = None;
     whole.val_split = 0.1;
     // The default recipe's per-step parts: a warm-up over the first epoch, then cosine.
@@ -169,8 +169,14 @@ fn cli_recipes_default_and_paper() {
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
         serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap()).unwrap()
     };
-    let biases = |c: &serde_json::Value| -> Vec<f64> {
-        c["model"]["layers"].as_array().unwrap().iter().filter_map(|l| l["bias_init"].as_f64()).collect()
+    let biases = |c: &serde_json::Value| -> Vec<f32> {
+        c["model"]["layers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|l| l["bias_init"].as_f64())
+            .map(|b| b as f32)
+            .collect()
     };
     // The paper model, whose settings the recipes differ in.
     let d = config_of("recipe-default", &["--model", "paper"]);
@@ -179,7 +185,7 @@ fn cli_recipes_default_and_paper() {
     assert_eq!(d["schedule"]["type"], "cosine");
     assert_eq!(d["model"]["init"]["type"], "he");
     assert_eq!(d["model"]["data"]["normalize"]["type"], "per_channel");
-    assert_eq!(biases(&d), [0.0, 0.1, 0.0, 0.1, 0.1, 0.1, 0.1, 0.0].map(|b: f32| b as f64));
+    assert_eq!(biases(&d), [0.0, 0.1, 0.0, 0.1, 0.1, 0.1, 0.1, 0.0]);
     let p = config_of("recipe-paper", &["--model", "paper", "--recipe", "paper"]);
     assert_eq!(p["recipe"], "paper");
     assert_eq!(p["warmup_epochs"], 0.0);
@@ -190,15 +196,67 @@ fn cli_recipes_default_and_paper() {
     // The small model for the rest. A time limit picks the time-budget cosine.
     let t = config_of("recipe-default-timed", &["--model", "cifar", "--time-limit", "5"]);
     assert_eq!(t["schedule"]["type"], "time_cosine");
+    let t_dir = PathBuf::from(t["out"].as_str().unwrap());
+    // A resumed run keeps its settings: a flag that would change them is refused, by name.
+    let resume =
+        |extra: &[&str]| Command::new(bin).arg("train").arg("--resume").arg(&t_dir).args(extra).output().unwrap();
+    let o = resume(&["--lr", "0.1", "--no-flip", "--quiet"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("--lr, --no-flip cannot change a resumed run"), "{err}");
+    let o = resume(&["--epochs", "2", "--quiet"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let m = alexnet::train::read_metrics(&t_dir.join("metrics.jsonl")).unwrap();
+    assert_eq!(m.len(), 2);
+    // eval --held-out: the same images, so the same error as the run's validation of them.
+    let o = Command::new(bin)
+        .args(["eval", "--json", "--held-out"])
+        .arg(&t_dir)
+        .arg("--weights")
+        .arg(t_dir.join("last.safetensors"))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["images"], 5, "10% of 48 held out");
+    assert!((v["top1_error"].as_f64().unwrap() - m[1].val_top1_error.unwrap()).abs() < 1e-9, "{v}");
     // A flag still overrides the recipe.
-    let q = config_of("recipe-default-flags", &["--model", "cifar", "--init", "paper", "--warmup-epochs", "0.5"]);
+    let q = config_of(
+        "recipe-default-flags",
+        &["--model", "cifar", "--init", "paper", "--warmup-epochs", "0.5", "--val-split", "0", "--patience", "2"],
+    );
     assert_eq!((q["model"]["init"]["type"].clone(), q["warmup_epochs"].clone()), ("gaussian".into(), 0.5.into()));
+    // A plateau flag alone picks the plateau schedule.
+    assert_eq!((q["schedule"]["type"].clone(), q["schedule"]["patience"].clone()), ("plateau".into(), 2.into()));
+    let o = Command::new(bin)
+        .args(["eval", "--held-out", q["out"].as_str().unwrap(), "--weights"])
+        .arg(PathBuf::from(q["out"].as_str().unwrap()).join("last.safetensors"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("held out no images"), "{err}");
     // Section 3.3's and 3.4's comparison nets train too: no LRN, pooling 2x2 stride 2.
     let n = config_of("recipe-no-lrn-pool2", &["--model", "cifar", "--no-lrn", "--no-overlap-pool"]);
     let layers = n["model"]["layers"].as_array().unwrap();
     assert!(layers.iter().all(|l| l["type"] != "lrn"));
     let pools: Vec<_> = layers.iter().filter(|l| l["type"] == "max_pool").map(|l| l["kernel"].clone()).collect();
     assert_eq!(pools, [2, 2, 2]);
+}
+
+#[test]
+fn the_held_out_images_depend_on_the_split_seed_only() {
+    let mut cfg = config("split", 1);
+    cfg.data = embedded("val");
+    cfg.val = None;
+    cfg.val_split = 0.1;
+    let held_out = |cfg: &TrainConfig| alexnet::train::open_splits(cfg, true).unwrap().val.unwrap().indices;
+    let (a, b) = (held_out(&cfg), held_out(&TrainConfig { seed: 99, ..cfg.clone() }));
+    assert_eq!(a.len(), 100);
+    assert_eq!(a, b, "another --seed, the same --split-seed: the same images");
+    let c = held_out(&TrainConfig { split_seed: Some(1), ..cfg.clone() });
+    assert_ne!(a, c);
+    // Runs from before split_seed: the split of their own seed.
+    let old = TrainConfig { split_seed: None, seed: 1, ..cfg.clone() };
+    assert_eq!(held_out(&old), c);
 }
 
 #[test]

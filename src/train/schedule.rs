@@ -13,7 +13,8 @@ pub enum Schedule {
     Plateau { patience: usize, factor: f32, max_drops: usize },
     /// Multiply by `factor` every `every` epochs.
     Step { every: usize, factor: f32 },
-    /// Cosine from the initial lr down to `min_lr` over the run.
+    /// Cosine, step by step, from the initial lr down to `min_lr` at the run's last step
+    /// (`epochs` × batches per epoch).
     Cosine { min_lr: f32 },
     /// Cosine, step by step, from the initial lr down to `min_lr` over the steps that the
     /// measured throughput lets the run take within `--time-limit` (re-planned after every
@@ -74,28 +75,34 @@ impl Schedule {
         }
     }
 
-    /// The learning rate for `epoch` of `epochs`, starting from `base` (plateau: the state's).
-    pub fn lr_at(&self, base: f32, state: &TrainState, epoch: usize, epochs: usize) -> f32 {
+    /// The learning rate at the start of `epoch`, from `base` (plateau: the state's; the
+    /// per-step schedules set theirs before each step).
+    pub fn lr_at(&self, base: f32, state: &TrainState, epoch: usize) -> f32 {
         match *self {
             Schedule::Plateau { .. } => state.lr,
             Schedule::Step { every, factor } => base * factor.powi((epoch / every.max(1)) as i32),
-            Schedule::Cosine { min_lr } => cosine(base, min_lr, epoch as f32 / epochs.max(1) as f32),
-            Schedule::TimeCosine { .. } => self.lr_at_step(base, state),
+            Schedule::Cosine { .. } | Schedule::TimeCosine { .. } => state.lr,
         }
     }
 
     /// Whether the lr changes every step (else at epoch starts).
     pub fn per_step(&self) -> bool {
+        matches!(self, Schedule::Cosine { .. } | Schedule::TimeCosine { .. })
+    }
+
+    /// Whether the run's length is planned from the time limit.
+    pub fn timed(&self) -> bool {
         matches!(self, Schedule::TimeCosine { .. })
     }
 
-    /// The lr for the state's next step: the time-budget cosine over `planned_steps` (the
-    /// initial lr until a plan exists); other schedules keep the epoch's lr.
-    pub fn lr_at_step(&self, base: f32, state: &TrainState) -> f32 {
+    /// The lr for the state's next step: cosine over the run's `total_steps`, or the
+    /// time-budget cosine over `planned_steps` (the initial lr until a plan exists); other
+    /// schedules keep the epoch's lr.
+    pub fn lr_at_step(&self, base: f32, state: &TrainState, total_steps: u64) -> f32 {
+        let t = |end: u64| (state.step as f32 / end.max(1) as f32).min(1.0);
         match (*self, state.planned_steps) {
-            (Schedule::TimeCosine { min_lr }, Some(planned)) => {
-                cosine(base, min_lr, (state.step as f32 / planned.max(1) as f32).min(1.0))
-            }
+            (Schedule::Cosine { min_lr }, _) => cosine(base, min_lr, t(total_steps)),
+            (Schedule::TimeCosine { min_lr }, Some(planned)) => cosine(base, min_lr, t(planned)),
             (Schedule::TimeCosine { .. }, None) => base,
             _ => state.lr,
         }
@@ -121,8 +128,33 @@ fn cosine(base: f32, min_lr: f32, t: f32) -> f32 {
 }
 
 /// Steps a time budget allows: those already taken, plus as many as fit into the remaining
-/// seconds at `seconds_per_step`, at most `max_steps` in all.
-pub fn plan_steps(done: u64, remaining_s: f64, seconds_per_step: f64, max_steps: u64) -> u64 {
+/// seconds at `seconds_per_step`, at most `max_steps` in all, rounded down to whole epochs of
+/// `steps_per_epoch` (the run stops after the last whole epoch that fits, and the decay must
+/// end there) but never before the end of the epoch in progress.
+pub fn plan_steps(done: u64, remaining_s: f64, seconds_per_step: f64, max_steps: u64, steps_per_epoch: u64) -> u64 {
     let more = if seconds_per_step > 0.0 { (remaining_s.max(0.0) / seconds_per_step) as u64 } else { max_steps };
-    done.saturating_add(more).min(max_steps).max(done.max(1))
+    let per = steps_per_epoch.max(1);
+    let this_epoch_end = (done / per + u64::from(!done.is_multiple_of(per))) * per;
+    let whole = done.saturating_add(more).min(max_steps) / per * per;
+    whole.max(this_epoch_end).max(done.max(1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn budget_plans_end_on_whole_epochs() {
+        // 10 steps an epoch, 0.5 s a step: 37 more steps fit after 10, so the plan is 40.
+        assert_eq!(plan_steps(10, 18.5, 0.5, 1000, 10), 40);
+        // Mid-epoch with no time left: at least the end of this epoch.
+        assert_eq!(plan_steps(13, 0.0, 0.5, 1000, 10), 20);
+        // At most max_steps.
+        assert_eq!(plan_steps(10, 1e9, 0.5, 50, 10), 50);
+        // Cosine over steps: the planned end is the minimum.
+        let s = Schedule::Cosine { min_lr: 1e-5 };
+        assert!((cosine(0.01, 1e-5, 1.0) - 1e-5).abs() < 1e-9);
+        let state = TrainState { step: 0, ..TrainState::start(0.01) };
+        assert!((s.lr_at_step(0.01, &state, 100) - 0.01).abs() < 1e-9);
+    }
 }

@@ -106,7 +106,7 @@ fn check_options(cfg: &TrainConfig, crop: usize, spec: &crate::data::DataSpec) -
             spec.stored
         )));
     }
-    if cfg.schedule.per_step() && cfg.time_limit_minutes.is_none() {
+    if cfg.schedule.timed() && cfg.time_limit_minutes.is_none() {
         return Err(Error::Invalid("--schedule time-cosine plans over the time available: give --time-limit".into()));
     }
     Ok(())
@@ -233,7 +233,7 @@ impl<'a> Trainer<'a> {
     pub fn run_epoch(&mut self) -> Result<bool> {
         let (cfg, epoch) = (self.cfg, self.state.epoch);
         if self.state.batch_in_epoch == 0 {
-            self.state.lr = cfg.schedule.lr_at(cfg.sgd.lr, &self.state, epoch, cfg.epochs);
+            self.state.lr = cfg.schedule.lr_at(cfg.sgd.lr, &self.state, epoch);
         }
         let opts = LoaderOptions { start_batch: self.state.batch_in_epoch, ..LoaderOptions::new(cfg.batch) };
         let loader = opts.spawn(self.data.train.clone(), self.epoch_order(epoch), &self.input, epoch);
@@ -242,11 +242,15 @@ impl<'a> Trainer<'a> {
         let (steps_before, t_steps) = (self.state.step, Instant::now());
         for b in loader {
             if cfg.schedule.per_step() {
-                if self.state.planned_steps.is_none() && self.state.step >= steps_before + CALIBRATION_STEPS {
+                if cfg.schedule.timed()
+                    && self.state.planned_steps.is_none()
+                    && self.state.step >= steps_before + CALIBRATION_STEPS
+                {
                     let per_step = t_steps.elapsed().as_secs_f64() / (self.state.step - steps_before) as f64;
                     self.plan_budget(per_step);
                 }
-                self.state.lr = cfg.schedule.lr_at_step(cfg.sgd.lr, &self.state);
+                let total = (cfg.epochs * self.batches_per_epoch) as u64;
+                self.state.lr = cfg.schedule.lr_at_step(cfg.sgd.lr, &self.state, total);
             }
             // The schedule's lr (the plateau schedule's memory stays in the state), ramped up
             // during the warm-up.
@@ -256,7 +260,8 @@ impl<'a> Trainer<'a> {
                 self.report.abandon();
                 let last = cfg.out.join("last.safetensors");
                 let s = &self.state;
-                return Err(Error::Diverged { loss: r.loss, epoch: epoch + 1, step: s.step, lr: s.lr, last });
+                let lr = self.opt.config.lr;
+                return Err(Error::Diverged { loss: r.loss, epoch: epoch + 1, step: s.step, lr, last });
             }
             self.state.record_step(b.index, b.labels.len(), r.loss, r.correct);
             self.report.step(&self.state, b.labels.len());
@@ -288,7 +293,9 @@ impl<'a> Trainer<'a> {
         let limit = self.cfg.time_limit_minutes.unwrap_or_default() * 60.0;
         let remaining = limit - self.run_start.elapsed().as_secs_f64();
         let max_steps = (self.cfg.epochs * self.batches_per_epoch) as u64;
-        self.state.planned_steps = Some(schedule::plan_steps(self.state.step, remaining, seconds_per_step, max_steps));
+        let per = self.batches_per_epoch as u64;
+        self.state.planned_steps =
+            Some(schedule::plan_steps(self.state.step, remaining, seconds_per_step, max_steps, per));
     }
 
     /// Validation on the held-out images, if there are any.
@@ -304,7 +311,7 @@ impl<'a> Trainer<'a> {
         let cfg = self.cfg;
         let epoch_seconds = self.epoch_start.elapsed().as_secs_f64();
         let val = self.validate();
-        if cfg.schedule.per_step() {
+        if cfg.schedule.timed() {
             // Re-plan from the whole epoch's time, validation included, so the decay ends with
             // the last epoch that fits.
             let spent = self.epoch_start.elapsed().as_secs_f64();

@@ -19,7 +19,7 @@ use std::path::PathBuf;
 pub struct Args {
     /// Where the defaults come from: `default` (the paper's with He init, standardised inputs,
     /// biases 0.1, a one-epoch warm-up and cosine decay: README, Recipes) or `paper` (section 5
-    /// exactly).
+    /// exactly; other model variants keep their own init and input normalisation).
     #[arg(long, value_enum)]
     recipe: Option<Recipe>,
     /// Epochs of linear lr warm-up from 0 (default recipe: 1; paper: 0).
@@ -179,6 +179,9 @@ impl Args {
             Some(p) => (p.clone(), self.val.clone()),
             None => (embedded("train"), Some(self.val.clone().unwrap_or_else(|| embedded("val")))),
         };
+        // config.json holds absolute paths, so that --resume and eval --held-out work from any
+        // directory.
+        let (data, val) = (absolute(data), val.map(absolute));
         let model_name = self.model.clone().unwrap_or_else(|| if embedded_default { "cifar" } else { "paper" }.into());
         let recipe = self.recipe.unwrap_or_default();
         let d = TrainConfig::for_recipe(recipe, data, ModelConfig::variant(&model_name)?, self.time_limit.is_some());
@@ -188,7 +191,16 @@ impl Args {
         sgd.weight_decay = self.weight_decay.unwrap_or(sgd.weight_decay);
         sgd.form = self.sgd.unwrap_or(sgd.form);
         sgd.decay_biases &= !self.no_bias_decay;
-        let kind = self.schedule.unwrap_or(d.schedule.kind());
+        // A schedule's own flag given alone picks that schedule rather than being ignored.
+        let kind = self.schedule.unwrap_or(if self.patience.is_some() || self.lr_drops.is_some() {
+            ScheduleKind::Plateau
+        } else if self.step_every.is_some() {
+            ScheduleKind::Step
+        } else if self.lr_factor.is_some() && !matches!(d.schedule.kind(), ScheduleKind::Step) {
+            ScheduleKind::Plateau
+        } else {
+            d.schedule.kind()
+        });
         let patience = self.patience.unwrap_or(schedule::PAPER_PATIENCE);
         let (factor, max_drops) =
             (self.lr_factor.unwrap_or(schedule::PAPER_FACTOR), self.lr_drops.unwrap_or(schedule::PAPER_MAX_DROPS));
@@ -207,7 +219,7 @@ impl Args {
             sgd,
             val_split: self.val_split.unwrap_or(d.val_split),
             split_seed: self.split_seed.or(d.split_seed),
-            class_names: self.classes.clone(),
+            class_names: self.classes.clone().map(absolute),
             seed: self.seed.unwrap_or(d.seed),
             threads: self.common.threads(),
             out: self.out.clone().unwrap_or_else(|| train::default_run_dir(&model_name)),
@@ -230,6 +242,15 @@ impl Args {
     /// The configuration of the run in `dir`: its own, with what a resumed run may change
     /// (epochs, time limit, threads) taken from the flags.
     fn resumed_config(&self, dir: &std::path::Path) -> Result<TrainConfig> {
+        let fixed = self.fixed_by_the_run();
+        if !fixed.is_empty() {
+            anyhow::bail!(
+                "{} cannot change a resumed run: {} holds its settings (only --epochs, --time-limit and \
+                 --threads can change; start a new run with --out to change the others)",
+                fixed.join(", "),
+                dir.join("config.json").display()
+            );
+        }
         let mut cfg = TrainConfig::of_run(dir)?;
         cfg.epochs = self.epochs.unwrap_or(cfg.epochs);
         cfg.time_limit_minutes = self.time_limit.or(cfg.time_limit_minutes);
@@ -245,6 +266,54 @@ impl Args {
         }
         Ok(cfg)
     }
+}
+
+impl Args {
+    /// The flags given that set what config.json fixes for a resumed run.
+    fn fixed_by_the_run(&self) -> Vec<&'static str> {
+        let given = [
+            ("--data", self.data.is_some()),
+            ("--val", self.val.is_some()),
+            ("--val-split", self.val_split.is_some()),
+            ("--split-seed", self.split_seed.is_some()),
+            ("--classes", self.classes.is_some()),
+            ("--recipe", self.recipe.is_some()),
+            ("--model", self.model.is_some()),
+            ("--batch", self.batch.is_some()),
+            ("--lr", self.lr.is_some()),
+            ("--momentum", self.momentum.is_some()),
+            ("--weight-decay", self.weight_decay.is_some()),
+            ("--sgd", self.sgd.is_some()),
+            ("--no-bias-decay", self.no_bias_decay),
+            ("--schedule", self.schedule.is_some()),
+            ("--patience", self.patience.is_some()),
+            ("--lr-drops", self.lr_drops.is_some()),
+            ("--lr-factor", self.lr_factor.is_some()),
+            ("--step-every", self.step_every.is_some()),
+            ("--warmup-epochs", self.warmup_epochs.is_some()),
+            ("--out", self.out.is_some()),
+            ("--seed", self.seed.is_some()),
+            ("--no-random-crop", self.no_random_crop),
+            ("--no-flip", self.no_flip),
+            ("--pca-std", self.pca_std.is_some()),
+            ("--pca", self.pca.is_some()),
+            ("--dropout", self.dropout.is_some()),
+            ("--tanh", self.tanh),
+            ("--init", self.init.is_some()),
+            ("--normalize", self.normalize.is_some()),
+            ("--no-lrn", self.no_lrn),
+            ("--no-overlap-pool", self.no_overlap_pool),
+            ("--lrn", self.lrn.is_some()),
+            ("--checkpoint-every", self.checkpoint_every.is_some()),
+            ("--val-ten-crop", self.val_ten_crop),
+        ];
+        given.into_iter().filter(|&(_, g)| g).map(|(name, _)| name).collect()
+    }
+}
+
+/// `p` made absolute (as given when it does not exist: the run then names it in its error).
+fn absolute(p: PathBuf) -> PathBuf {
+    std::fs::canonicalize(&p).unwrap_or(p)
 }
 
 pub fn exec(a: Args) -> Result<i32> {
