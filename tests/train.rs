@@ -27,6 +27,19 @@ fn stop_at(steps: u64) -> RunOptions {
     RunOptions { stop: StopHandle::at_step(steps), quiet: true }
 }
 
+/// A folder `cat/`, `dog/` of `per_class` embedded validation images each.
+fn two_class_folder(name: &str, per_class: usize) -> PathBuf {
+    let root = out_dir(name);
+    for c in ["cat", "dog"] {
+        std::fs::create_dir_all(root.join(c)).unwrap();
+        for f in std::fs::read_dir(embedded("val").join(c)).unwrap().take(per_class) {
+            let f = f.unwrap().path();
+            std::fs::copy(&f, root.join(c).join(f.file_name().unwrap())).unwrap();
+        }
+    }
+    root
+}
+
 fn config(name: &str, epochs: usize) -> TrainConfig {
     // The paper's recipe on the cifar model, small batches, two threads.
     TrainConfig {
@@ -147,14 +160,7 @@ fn warmup_ramps_the_lr_linearly_over_its_steps() {
 
 #[test]
 fn cli_recipes_default_and_paper() {
-    let root = out_dir("recipe-data");
-    for c in ["cat", "dog"] {
-        std::fs::create_dir_all(root.join(c)).unwrap();
-        for f in std::fs::read_dir(embedded("val").join(c)).unwrap().take(24) {
-            let f = f.unwrap().path();
-            std::fs::copy(&f, root.join(c).join(f.file_name().unwrap())).unwrap();
-        }
-    }
+    let root = two_class_folder("recipe-data", 24);
     let bin = env!("CARGO_BIN_EXE_alexnet");
     let config_of = |name: &str, extra: &[&str]| -> serde_json::Value {
         let out = out_dir(name);
@@ -272,14 +278,7 @@ fn divergence_is_reported() {
 
 #[test]
 fn cli_names_a_bad_file_and_can_skip_it() {
-    let root = out_dir("badfile-data");
-    for c in ["cat", "dog"] {
-        std::fs::create_dir_all(root.join(c)).unwrap();
-        for f in std::fs::read_dir(embedded("val").join(c)).unwrap().take(40) {
-            let f = f.unwrap().path();
-            std::fs::copy(&f, root.join(c).join(f.file_name().unwrap())).unwrap();
-        }
-    }
+    let root = two_class_folder("badfile-data", 40);
     std::fs::write(root.join("dog/broken.jpg"), b"\xff\xd8\xff\xe0 not really a jpeg").unwrap();
     let bin = env!("CARGO_BIN_EXE_alexnet");
     let run = |extra: &[&str]| {
