@@ -22,7 +22,7 @@ fn err<E: std::fmt::Display>(e: E) -> std::io::Error {
 }
 
 /// A named, coloured series of (epoch, value) points.
-type Line = (&'static str, RGBColor, Vec<(f64, f64)>);
+type Line = (String, RGBColor, Vec<(f64, f64)>);
 
 /// Loss (left) and error (right) against epochs.
 pub fn training_curves(metrics: &[EpochMetrics], title: &str, out: &Path) -> std::io::Result<()> {
@@ -35,55 +35,108 @@ pub fn training_curves(metrics: &[EpochMetrics], title: &str, out: &Path) -> std
     let series = |f: &dyn Fn(&EpochMetrics) -> Option<f64>| -> Vec<(f64, f64)> {
         metrics.iter().filter_map(|m| f(m).filter(|v| v.is_finite()).map(|v| ((m.epoch + 1) as f64, v))).collect()
     };
-    let panels: [(&DrawingArea<_, _>, &str, Vec<Line>); 2] = [
-        (
-            &left,
-            "cross-entropy loss",
-            vec![
-                ("train (augmented, dropout)", BLUE, series(&|m| Some(m.train_loss))),
-                ("validation", RED, series(&|m| m.val_loss)),
-            ],
-        ),
-        (
-            &right,
-            "error",
-            vec![
-                ("train top-1", BLUE, series(&|m| Some(m.train_top1_error))),
-                ("val top-1", RED, series(&|m| m.val_top1_error)),
-                ("val top-5", MAGENTA, series(&|m| m.val_top5_error)),
-            ],
-        ),
-    ];
-    for (area, ylabel, lines) in panels {
-        let y_max = lines.iter().flat_map(|(_, _, s)| s.iter().map(|p| p.1)).fold(0.0f64, f64::max).max(1e-3) * 1.05;
-        let mut chart = ChartBuilder::on(area)
-            .margin(12)
-            .x_label_area_size(36)
-            .y_label_area_size(52)
-            .build_cartesian_2d(0.0..x_max.max(1.0), 0.0..y_max)
-            .map_err(err)?;
-        chart.configure_mesh().x_desc("epoch").y_desc(ylabel).label_style(("sans-serif", 13)).draw().map_err(err)?;
-        for (name, color, pts) in lines {
-            if pts.is_empty() {
-                continue;
-            }
-            chart
-                .draw_series(LineSeries::new(pts.clone(), color.stroke_width(2)))
-                .map_err(err)?
-                .label(name)
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2)));
-            chart.draw_series(pts.iter().map(|&p| Circle::new(p, 3, color.filled()))).map_err(err)?;
-        }
-        chart
-            .configure_series_labels()
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK)
-            .label_font(("sans-serif", 13))
-            .position(SeriesLabelPosition::UpperRight)
-            .draw()
-            .map_err(err)?;
-    }
+    let line = |name: &str, color, pts| (name.to_string(), color, pts);
+    draw_panel(
+        &left,
+        "cross-entropy loss",
+        x_max,
+        &[
+            line("train (augmented, dropout)", BLUE, series(&|m| Some(m.train_loss))),
+            line("validation", RED, series(&|m| m.val_loss)),
+        ],
+        None,
+    )?;
+    draw_panel(
+        &right,
+        "error",
+        x_max,
+        &[
+            line("train top-1", BLUE, series(&|m| Some(m.train_top1_error))),
+            line("val top-1", RED, series(&|m| m.val_top1_error)),
+            line("val top-5", MAGENTA, series(&|m| m.val_top5_error)),
+        ],
+        None,
+    )?;
     root.present().map_err(err)
+}
+
+/// One value of several runs against epochs (the paper's Figure 1 is training error of a ReLU
+/// and a tanh net), with an optional dashed line at `threshold`.
+pub fn compare_curves(
+    runs: &[(String, Vec<(f64, f64)>)],
+    ylabel: &str,
+    title: &str,
+    threshold: Option<f64>,
+    out: &Path,
+) -> std::io::Result<()> {
+    register_font();
+    const COLOURS: [RGBColor; 8] = [
+        RGBColor(31, 119, 180),
+        RGBColor(214, 39, 40),
+        RGBColor(44, 160, 44),
+        RGBColor(255, 127, 14),
+        RGBColor(148, 103, 189),
+        RGBColor(140, 86, 75),
+        RGBColor(227, 119, 194),
+        RGBColor(23, 190, 207),
+    ];
+    let root = BitMapBackend::new(out, (800, 520)).into_drawing_area();
+    root.fill(&WHITE).map_err(err)?;
+    let root = root.titled(title, ("sans-serif", 20)).map_err(err)?;
+    let x_max = runs.iter().flat_map(|(_, p)| p.iter().map(|q| q.0)).fold(1.0f64, f64::max);
+    let lines: Vec<Line> = runs
+        .iter()
+        .enumerate()
+        .map(|(i, (name, pts))| (name.clone(), COLOURS[i % COLOURS.len()], pts.clone()))
+        .collect();
+    draw_panel(&root, ylabel, x_max, &lines, threshold)?;
+    root.present().map_err(err)
+}
+
+/// Lines against epochs on `area`, y from 0, legend upper right.
+fn draw_panel<DB: DrawingBackend>(
+    area: &DrawingArea<DB, plotters::coord::Shift>,
+    ylabel: &str,
+    x_max: f64,
+    lines: &[Line],
+    threshold: Option<f64>,
+) -> std::io::Result<()> {
+    let y_top = lines.iter().flat_map(|(_, _, s)| s.iter().map(|p| p.1)).chain(threshold).fold(0.0f64, f64::max);
+    let mut chart = ChartBuilder::on(area)
+        .margin(12)
+        .x_label_area_size(36)
+        .y_label_area_size(52)
+        .build_cartesian_2d(0.0..x_max.max(1.0), 0.0..y_top.max(1e-3) * 1.05)
+        .map_err(err)?;
+    chart.configure_mesh().x_desc("epoch").y_desc(ylabel).label_style(("sans-serif", 13)).draw().map_err(err)?;
+    if let Some(t) = threshold {
+        let dashes = (0..40).map(|i| {
+            let x = x_max.max(1.0) * i as f64 / 40.0;
+            PathElement::new(vec![(x, t), (x + x_max.max(1.0) / 80.0, t)], BLACK.mix(0.6))
+        });
+        chart.draw_series(dashes).map_err(err)?;
+    }
+    for (name, color, pts) in lines {
+        if pts.is_empty() {
+            continue;
+        }
+        let color = *color;
+        chart
+            .draw_series(LineSeries::new(pts.clone(), color.stroke_width(2)))
+            .map_err(err)?
+            .label(name.as_str())
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2)));
+        chart.draw_series(pts.iter().map(|&p| Circle::new(p, 3, color.filled()))).map_err(err)?;
+    }
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .label_font(("sans-serif", 13))
+        .position(SeriesLabelPosition::UpperRight)
+        .draw()
+        .map_err(err)?;
+    Ok(())
 }
 
 /// conv1's kernels `w [M, 3, K, K]` as a grid, each kernel min-max scaled on its own and

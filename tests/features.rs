@@ -129,6 +129,98 @@ fn neighbors_are_the_nearest_by_a_direct_computation() {
 }
 
 #[test]
+fn held_out_neighbors_ask_the_held_out_images_and_search_the_training_ones() {
+    let (d, _) = setup("held-out");
+    let data = d.join("data");
+    let run = d.join("run");
+    // A quarter of the 16 images held out: 4 queries, 12 training images to search.
+    let (ok, _, err) = alexnet(&[
+        "train",
+        "--model",
+        "cifar",
+        "--epochs",
+        "1",
+        "--batch",
+        "8",
+        "--val-split",
+        "0.25",
+        "--quiet",
+        "--data",
+        data.to_str().unwrap(),
+        "--out",
+        run.to_str().unwrap(),
+    ]);
+    assert!(ok, "{err}");
+    let w = run.join("last.safetensors");
+    let feats = d.join("f.safetensors");
+    let w_s = w.to_str().unwrap();
+    assert!(
+        alexnet(&["features", "--weights", w_s, "--data", data.to_str().unwrap(), "--out", feats.to_str().unwrap()]).0
+    );
+    let (_, f, files) = read_features(&feats);
+    let grid = d.join("grid.png");
+    let (ok, stdout, err) = alexnet(&[
+        "neighbors",
+        "--weights",
+        w_s,
+        "--held-out",
+        run.to_str().unwrap(),
+        "--queries",
+        "4",
+        "--k",
+        "3",
+        "--out",
+        grid.to_str().unwrap(),
+        "--cell",
+        "32",
+        "--json",
+    ]);
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let qs = v["queries"].as_array().unwrap();
+    let row_of =
+        |name: &str| files.iter().position(|f| f == name).unwrap_or_else(|| panic!("{name} is not a file of the data"));
+    let held: Vec<usize> = qs.iter().map(|q| row_of(q["image"].as_str().unwrap())).collect();
+    let mut distinct = held.clone();
+    distinct.sort();
+    distinct.dedup();
+    assert_eq!(distinct.len(), 4, "the 4 queries are the 4 held-out images: {held:?}");
+    let row = |i: usize| &f[i * 512..(i + 1) * 512];
+    let dist = |i: usize, j: usize| {
+        row(i).iter().zip(row(j)).map(|(&a, &b)| (a as f64 - b as f64).powi(2)).sum::<f64>().sqrt()
+    };
+    for (q, &qi) in qs.iter().zip(&held) {
+        // Direct: the 3 nearest of the 12 training images (never a held-out one).
+        let mut all: Vec<(usize, f64)> = (0..16).filter(|i| !held.contains(i)).map(|i| (i, dist(qi, i))).collect();
+        all.sort_by(|a, b| a.1.total_cmp(&b.1));
+        let scale = all.last().unwrap().1.max(1e-9);
+        let got = q["neighbors"].as_array().unwrap();
+        assert_eq!(got.len(), 3);
+        assert!(files[qi].contains(q["class"].as_str().unwrap()), "{q}");
+        for (n, &(i, want)) in got.iter().zip(&all) {
+            let j = row_of(n["file"].as_str().unwrap());
+            assert!(!held.contains(&j), "held-out image {} found among the training images", files[j]);
+            let d = n["distance"].as_f64().unwrap();
+            assert!((d - want).abs() <= 1e-4 * scale, "{} at {d}, direct {want} ({})", n["file"], files[i]);
+        }
+    }
+    let png = image::open(&grid).unwrap();
+    assert_eq!((png.width(), png.height()), (2 * 2 + 4 * 34, 2 + 4 * 34));
+    // A run that held nothing out, and a query count of 0, are errors.
+    let (ok, _, err) = alexnet(&["neighbors", "--weights", w_s, "--held-out", run.to_str().unwrap(), "--queries", "0"]);
+    assert!(!ok && err.contains("--queries must be at least 1"), "{err}");
+    let none = d.join("none");
+    let none_s = none.to_str().unwrap();
+    let args = ["--model", "cifar", "--epochs", "1", "--batch", "8", "--val-split", "0", "--quiet", "--out", none_s];
+    let (ok, stdout, err) = alexnet(&[&["train", "--data", data.to_str().unwrap()][..], &args].concat());
+    // Without validation the summary gives the training error, not the loss as an "error".
+    assert!(ok && stdout.contains("no validation; last epoch's training top-1 error"), "{stdout}{err}");
+    assert!(!stdout.contains("best validation"), "{stdout}");
+    let (ok, _, err) = alexnet(&["neighbors", "--weights", w_s, "--held-out", none.to_str().unwrap()]);
+    assert!(!ok && err.contains("held out no images") && !err.contains("panicked"), "{err}");
+}
+
+#[test]
 fn bad_neighbor_requests_are_errors() {
     let (d, w) = setup("bad");
     let data = d.join("data");
@@ -138,7 +230,7 @@ fn bad_neighbor_requests_are_errors() {
     std::fs::write(&notes, "not an image").unwrap();
     for (args, want) in [
         (vec!["--k", "0", "--query", q_s, "--data", data_s], "--k must be at least 1"),
-        (vec!["--k", "17", "--query", q_s, "--data", data_s], "holds 16 images"),
+        (vec!["--k", "17", "--query", q_s, "--data", data_s], "are only 16"),
         (vec!["--query", notes.to_str().unwrap(), "--data", data_s], "notes.jpg"),
         (vec!["--query", q_s, "--data", "/nonexistent/folder"], "/nonexistent/folder"),
     ] {

@@ -254,7 +254,11 @@ fn the_held_out_images_depend_on_the_split_seed_only() {
     cfg.data = embedded("val");
     cfg.val = None;
     cfg.val_split = 0.1;
-    let held_out = |cfg: &TrainConfig| alexnet::train::open_splits(cfg, true).unwrap().val.unwrap().indices;
+    // Each its own run folder: a folder keeps the split it was first opened with.
+    let held_out = |cfg: &TrainConfig| {
+        let cfg = TrainConfig { out: out_dir(&format!("split-{}-{:?}", cfg.seed, cfg.split_seed)), ..cfg.clone() };
+        alexnet::train::open_splits(&cfg, true).unwrap().val.unwrap().indices
+    };
     let (a, b) = (held_out(&cfg), held_out(&TrainConfig { seed: 99, ..cfg.clone() }));
     assert_eq!(a.len(), 100);
     assert_eq!(a, b, "another --seed, the same --split-seed: the same images");
@@ -346,8 +350,11 @@ fn metrics_keep_one_line_per_epoch_and_last_keeps_its_predecessor() {
 
 #[test]
 fn time_cosine_decays_over_the_time_limit() {
-    let mut cfg = config("time-cosine", 1000);
-    cfg.data = embedded("val");
+    // A small net on 90 images: many epochs fit in the limit even on a loaded machine, so what
+    // is checked is the schedule, not the machine's speed.
+    let mut cfg = config("time-cosine", 100_000);
+    cfg.data = two_class_folder("time-cosine-data", 50);
+    cfg.model = ModelConfig::variant("cifar-4layer").unwrap();
     cfg.val = None;
     cfg.val_split = 0.1;
     cfg.schedule = alexnet::train::Schedule::TimeCosine { min_lr: 1e-5 };
@@ -357,7 +364,7 @@ fn time_cosine_decays_over_the_time_limit() {
     let t0 = std::time::Instant::now();
     let out = train(&cfg, None, &quiet()).unwrap();
     let secs = t0.elapsed().as_secs_f64();
-    assert!(out.epochs_done >= 2 && out.epochs_done < 1000, "{} epochs", out.epochs_done);
+    assert!(out.epochs_done >= 2 && out.epochs_done < cfg.epochs, "{} epochs", out.epochs_done);
     // It stops near the limit: not long before it (the decay had room), nor long after.
     assert!(secs < 0.4 * 60.0 * 1.5, "{secs:.1}s");
     let m = alexnet::train::read_metrics(&cfg.out.join("metrics.jsonl")).unwrap();
@@ -365,7 +372,8 @@ fn time_cosine_decays_over_the_time_limit() {
     assert!(last < first && last < 0.5 * cfg.sgd.lr, "lr {first} -> {last}");
     let ck = Checkpoint::load(&cfg.out.join("last.safetensors")).unwrap();
     let planned = ck.train_state.unwrap().planned_steps.unwrap();
-    assert!(planned >= out.steps / 2 && planned <= 1000 * 14, "planned {planned}, took {}", out.steps);
+    // 90 images at batch 64: 2 steps an epoch.
+    assert!(planned >= out.steps / 2 && planned <= cfg.epochs as u64 * 2, "planned {planned}, took {}", out.steps);
 }
 
 #[test]
@@ -379,4 +387,30 @@ fn config_json_of_runs_before_the_restructuring_still_resumes() {
     assert_eq!(cfg.model.name, "cifar");
     // Before recipes: the paper's, without warm-up.
     assert_eq!((cfg.recipe, cfg.warmup_epochs), (alexnet::train::Recipe::Paper, 0.0));
+}
+
+#[test]
+fn a_changed_data_folder_is_not_taken_for_the_runs_held_out_images() {
+    let root = two_class_folder("changed-data", 20);
+    let out = out_dir("changed-run");
+    let bin = env!("CARGO_BIN_EXE_alexnet");
+    let alexnet = |args: &[&str]| Command::new(bin).args(args).output().unwrap();
+    let (root_s, out_s) = (root.to_str().unwrap(), out.to_str().unwrap());
+    let o = alexnet(&[
+        "train", "--model", "cifar", "--epochs", "1", "--batch", "16", "--quiet", "--data", root_s, "--out", out_s,
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(out.join("split.json").is_file());
+    let w = out.join("last.safetensors");
+    let eval = || alexnet(&["eval", "--weights", w.to_str().unwrap(), "--held-out", out_s, "--json"]);
+    assert!(eval().status.success());
+    // One more image: every image's side of the split moves.
+    let extra = std::fs::read_dir(embedded("val").join("cat")).unwrap().nth(30).unwrap().unwrap().path();
+    std::fs::copy(&extra, root.join("cat").join("extra.jpg")).unwrap();
+    for o in [eval(), alexnet(&["train", "--resume", out_s, "--epochs", "2"])] {
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success(), "ran on changed data");
+        assert!(err.contains("the data changed since this run split it") && err.contains("held out 4"), "{err}");
+        assert!(!err.contains("panicked"), "{err}");
+    }
 }

@@ -19,7 +19,9 @@ use thiserror::Error;
 pub use augment::{Augment, AugmentOptions, Normalizer, PcaSource, ten_crop};
 pub use cache::PackedImages;
 pub use folder::ImageFolder;
-pub use pipeline::{LoaderOptions, SplitError, Splits, TrainInput, UnknownClasses, ValSet, class_map, permutation};
+pub use pipeline::{
+    LoaderOptions, SplitError, SplitRecord, Splits, TrainInput, UnknownClasses, ValSet, class_map, permutation,
+};
 pub use stats::DataStats;
 
 #[derive(Debug, Error)]

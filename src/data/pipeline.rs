@@ -58,6 +58,16 @@ pub struct ValSet {
     pub class_map: Vec<usize>,
 }
 
+/// A split as a run folder keeps it (`split.json`): later commands that take the run's held-out
+/// images check they are still the same ones.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct SplitRecord {
+    pub training: usize,
+    pub held_out: usize,
+    /// sha256 of the training then the held-out image indices with their labels.
+    pub digest: String,
+}
+
 /// The training images (a subset of `train`) and the validation images, if any.
 pub struct Splits {
     pub train: Arc<PackedImages>,
@@ -94,6 +104,29 @@ impl Splits {
         va.sort_unstable();
         let class_map = (0..train.classes.len()).collect();
         Ok(Splits { val: Some(ValSet { images: train.clone(), indices: va, class_map }), train, train_indices: tr })
+    }
+
+    /// What the split is, to find it again: the image counts and a digest of which images
+    /// train and which are held out, with their labels.
+    pub fn record(&self) -> SplitRecord {
+        use sha2::Digest;
+        let mut h = sha2::Sha256::new();
+        let mut put = |set: &PackedImages, idx: &[u32], tag: u8| {
+            h.update([tag]);
+            for &i in idx {
+                h.update(i.to_le_bytes());
+                h.update(set.labels[i as usize].to_le_bytes());
+            }
+        };
+        put(&self.train, &self.train_indices, 0);
+        if let Some(v) = &self.val {
+            put(&v.images, &v.indices, 1);
+        }
+        SplitRecord {
+            training: self.train_indices.len(),
+            held_out: self.val.as_ref().map_or(0, |v| v.indices.len()),
+            digest: h.finalize().iter().map(|b| format!("{b:02x}")).collect(),
+        }
     }
 
     /// Statistics of exactly the training images.

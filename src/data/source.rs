@@ -120,3 +120,17 @@ pub fn open_idx(path: &Path, size: usize, class_names: Option<&Path>) -> Result<
     let labels: Vec<u32> = labels.iter().map(|&l| l as u32).collect();
     Ok(cache::pack_raw(&images, &labels, classes, size, &path.display().to_string()))
 }
+
+/// The file of each image that [`open`] packed from the folder `root`, in packing order, or
+/// `None` when they cannot be told exactly (not a folder, or images were skipped or the folder
+/// changed since: the counts differ).
+pub fn packed_files(root: &Path, class_names: Option<&Path>, packed: &PackedImages) -> Option<Vec<PathBuf>> {
+    if !root.is_dir() {
+        return None;
+    }
+    let folder = ImageFolder::scan(root, class_names).ok()?;
+    let same = folder.items.len() == packed.count
+        && folder.items.iter().zip(&packed.labels).all(|((_, l), &p)| *l == p)
+        && folder.classes == packed.classes;
+    same.then(|| folder.items.into_iter().map(|(p, _)| p).collect())
+}

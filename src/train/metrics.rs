@@ -38,14 +38,7 @@ pub fn write_metrics(path: &Path, lines: &[EpochMetrics]) -> std::io::Result<()>
         text += &serde_json::to_string(m).map_err(|e| std::io::Error::other(e.to_string()))?;
         text.push('\n');
     }
-    let tmp = path.with_extension("jsonl.tmp");
-    let written = crate::files::create_fresh(&tmp)
-        .and_then(|mut f| std::io::Write::write_all(&mut f, text.as_bytes()))
-        .and_then(|_| std::fs::rename(&tmp, path));
-    if written.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    written
+    crate::files::write_atomic(path, text.as_bytes())
 }
 
 /// Appends one line to `metrics.jsonl`.

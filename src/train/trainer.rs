@@ -19,7 +19,8 @@ use super::stop::StopHandle;
 use crate::checkpoint::Checkpoint;
 use crate::data::cache::{OnBadImage, PackedImages};
 use crate::data::{
-    Augment, ClassInfo, DataError, DataStats, LoaderOptions, SplitError, Splits, TrainInput, permutation, source,
+    Augment, ClassInfo, DataError, DataStats, LoaderOptions, SplitError, SplitRecord, Splits, TrainInput, permutation,
+    source,
 };
 use crate::error::{Error, Result};
 use crate::eval::{Classifier, EvalResult, evaluate};
@@ -86,16 +87,60 @@ fn open_images(cfg: &TrainConfig, path: &Path, name: &str, quiet: bool) -> Resul
 
 /// The run's training and held-out images, as its training sees them (packed into, or reused
 /// from, `RUN_DIR/cache`): also how `alexnet eval --held-out RUN_DIR` finds them.
+///
+/// The first time, the split is recorded in `RUN_DIR/split.json`; later it must match that
+/// record, so a data folder that changed since (images added or removed, which moves every
+/// image's side of the split) is an error, never training or evaluating on other images than
+/// the run's. Runs from before the record are recorded when they are next opened.
 pub fn open_splits(cfg: &TrainConfig, quiet: bool) -> Result<Splits> {
     let train = Arc::new(open_images(cfg, &cfg.data, "train", quiet)?);
     let val = cfg.val.as_deref().map(|v| open_images(cfg, v, "val", quiet).map(Arc::new)).transpose()?;
-    Splits::new(train, val, cfg.val_split, cfg.split_seed.unwrap_or(cfg.seed)).map_err(|e| {
+    let splits = Splits::new(train, val, cfg.val_split, cfg.split_seed.unwrap_or(cfg.seed)).map_err(|e| {
         let path = match e {
             SplitError::UnknownClasses(_) => cfg.val.clone().unwrap_or_default(),
             SplitError::NoTrainingImages(_) => cfg.data.clone(),
         };
         Error::Data(DataError::layout(path, e.to_string()))
-    })
+    })?;
+    check_split(cfg, &splits.record())?;
+    Ok(splits)
+}
+
+/// The run folder's record of its split.
+pub const SPLIT: &str = "split.json";
+
+/// Compares `now` with the run's recorded split, or records it if there is none yet.
+fn check_split(cfg: &TrainConfig, now: &SplitRecord) -> Result<()> {
+    let path = cfg.out.join(SPLIT);
+    match crate::files::read_regular(&path, 1 << 20) {
+        Ok(bytes) => {
+            let was: SplitRecord = serde_json::from_slice(&bytes)
+                .map_err(|e| Error::Invalid(format!("{}: not a split record: {e}", path.display())))?;
+            if &was != now {
+                let data = cfg
+                    .val
+                    .as_deref()
+                    .map_or(cfg.data.display().to_string(), |v| format!("{} or {}", cfg.data.display(), v.display()));
+                return Err(Error::Data(DataError::layout(
+                    &cfg.out,
+                    format!(
+                        "the data changed since this run split it ({data}): it trained on {} images and held out {}, \
+                         the data now gives {} and {} (or other images at the same counts); these are not the run's images",
+                        was.training, was.held_out, now.training, now.held_out
+                    ),
+                )));
+            }
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            // Best effort: evaluating a run in a read-only folder must not fail for want of it
+            // (training writes config.json there first, so a new run always gets its record).
+            let text = serde_json::to_string_pretty(now).expect("a split record serialises");
+            let _ = crate::files::write_atomic(&path, text.as_bytes());
+            Ok(())
+        }
+        Err(e) => Err(Error::io(&path, e)),
+    }
 }
 
 /// Options that cannot work together, refused before any step.
@@ -216,8 +261,9 @@ impl<'a> Trainer<'a> {
             epochs_done: s.epoch,
             steps: s.step,
             interrupted,
-            best_val_top1_error: s.best_val_top1,
-            best_epoch: s.best_epoch.map(|e| e + 1),
+            // Without validation the state's best is of the training loss: not an error rate.
+            best_val_top1_error: s.best_val_top1.filter(|_| self.data.val.is_some()),
+            best_epoch: s.best_epoch.filter(|_| self.data.val.is_some()).map(|e| e + 1),
             last,
         })
     }

@@ -20,7 +20,7 @@ enum Command {
     Summary(summary::Args),
     /// Time inference or a training step on synthetic input (median over iterations).
     Bench(bench::Args),
-    /// Train a model on an image folder (the paper's recipe by default).
+    /// Train a model on an image folder (`--recipe default`, or the paper's as printed).
     Train(Box<train::Args>),
     /// Decode and resize a folder once into a memory-mapped cache of uint8 images.
     Prepare(prepare::Args),
@@ -40,6 +40,8 @@ enum Command {
     Features(features::Args),
     /// Nearest neighbours in the last hidden layer, as a grid like the paper's Figure 4.
     Neighbors(neighbors::Args),
+    /// One value of several runs against epochs (a plot), and the epoch each reached a threshold.
+    Compare(compare::Args),
 }
 
 fn main() {
@@ -56,6 +58,7 @@ fn main() {
         Command::Filters(a) => filters::exec(a),
         Command::Features(a) => features::exec(a),
         Command::Neighbors(a) => neighbors::exec(a),
+        Command::Compare(a) => compare::exec(a),
     };
     match result {
         Ok(code) => std::process::exit(code),

@@ -1,6 +1,7 @@
 //! One module per command: its flags (`Args`) and what it does (`exec`).
 
 pub mod bench;
+pub mod compare;
 pub mod eval;
 pub mod export;
 pub mod features;

@@ -1,23 +1,36 @@
-//! `alexnet neighbors`: for each query image, the images of a folder whose last-hidden-layer
-//! activations are nearest (Euclidean), as a grid like the paper's Figure 4 and/or JSON.
+//! `alexnet neighbors`: for each query image, the images whose last-hidden-layer activations
+//! are nearest (Euclidean), as a grid like the paper's Figure 4 and/or JSON. Either the queries
+//! and the folder to search are named (`--query`, `--data`), or `--held-out RUN_DIR` takes the
+//! queries from the images that training run held out and searches its training images, as the
+//! paper's figure does (test images, and the training images nearest to them).
 
 use crate::common::{BadImages, Common, decode_folder, decode_images};
 use alexnet::Checkpoint;
 use alexnet::data::augment::Normalizer;
+use alexnet::data::source::packed_files;
+use alexnet::data::{ClassInfo, PackedImages};
 use alexnet::features::{last_hidden_features, nearest};
+use alexnet::train::{TrainConfig, open_splits};
 use anyhow::{Result, bail};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 #[derive(clap::Args)]
 pub struct Args {
     #[arg(long)]
     weights: PathBuf,
     /// The images to search: a folder ROOT/<class>/<image>.
-    #[arg(long)]
-    data: PathBuf,
+    #[arg(long, required_unless_present = "held_out", conflicts_with = "held_out", requires = "query")]
+    data: Option<PathBuf>,
     /// Query images (one found in DIR is left out of its own neighbours).
-    #[arg(long, required = true, num_args = 1..)]
+    #[arg(long, num_args = 1.., conflicts_with = "held_out")]
     query: Vec<PathBuf>,
+    /// Queries from the images the training run in this folder held out, neighbours from its
+    /// training images (the paper's Figure 4).
+    #[arg(long, value_name = "RUN_DIR")]
+    held_out: Option<PathBuf>,
+    /// With --held-out: how many held-out images to ask about, spread evenly over them.
+    #[arg(long, default_value_t = 5, requires = "held_out")]
+    queries: usize,
     /// Neighbours per query.
     #[arg(long, default_value_t = 6)]
     k: usize,
@@ -45,6 +58,7 @@ struct Neighbor {
 #[derive(serde::Serialize)]
 struct Query {
     image: String,
+    class: String,
     neighbors: Vec<Neighbor>,
 }
 
@@ -54,6 +68,43 @@ struct Found {
     grid: Option<String>,
 }
 
+/// Stored-size images with, for each, its name (a file, or `#i of SOURCE` when the packed
+/// images cannot name their files), its class id, and its file when known.
+#[derive(Default)]
+struct Images<'a> {
+    pixels: Vec<&'a [u8]>,
+    names: Vec<String>,
+    classes: Vec<String>,
+    files: Vec<Option<PathBuf>>,
+}
+
+impl<'a> Images<'a> {
+    fn push(&mut self, pixels: &'a [u8], file: Option<PathBuf>, name: String, class: String) {
+        self.pixels.push(pixels);
+        self.names.push(name);
+        self.classes.push(class);
+        self.files.push(file);
+    }
+
+    /// Images `indices` of a packed set that was packed from `root`.
+    fn packed(set: &'a PackedImages, indices: &[u32], root: &Path, class_names: Option<&Path>) -> Self {
+        let files = packed_files(root, class_names, set);
+        let mut out = Images::default();
+        for &i in indices {
+            let i = i as usize;
+            let file = files.as_ref().map(|f| f[i].clone());
+            let name = file.as_ref().map_or_else(|| format!("#{i} of {}", root.display()), |f| f.display().to_string());
+            out.push(set.image(i), file, name, set.classes[set.labels[i] as usize].id.clone());
+        }
+        out
+    }
+}
+
+/// `count` of `n` positions spread evenly, the first at 0.
+fn spread(n: usize, count: usize) -> Vec<usize> {
+    (0..count.min(n)).map(|j| j * n / count.min(n)).collect()
+}
+
 pub fn exec(a: Args) -> Result<i32> {
     if a.k == 0 {
         bail!("--k must be at least 1");
@@ -61,51 +112,53 @@ pub fn exec(a: Args) -> Result<i32> {
     let ck = Checkpoint::load(&a.weights)?;
     let stored = ck.config.data.stored;
     let found = a.common.pool()?.install(|| -> Result<Found> {
-        let data = decode_folder(&a.data, stored, &a.decoding)?;
-        if a.k > data.images.len() {
-            bail!("--k {} but {} holds {} images", a.k, a.data.display(), data.images.len());
+        match &a.held_out {
+            Some(run) => {
+                let cfg = TrainConfig::of_run(run)?;
+                if cfg.model.data.stored != stored {
+                    bail!(
+                        "the run in {} stores its images at {}x{0}, these weights need {stored}x{stored}",
+                        run.display(),
+                        cfg.model.data.stored
+                    );
+                }
+                if a.queries == 0 {
+                    bail!("--queries must be at least 1");
+                }
+                let splits = open_splits(&cfg, a.common.json)?;
+                let Some(v) = &splits.val else {
+                    bail!("{}: the run held out no images (no --val, --val-split 0)", run.display());
+                };
+                let names = cfg.class_names.as_deref();
+                let search = Images::packed(&splits.train, &splits.train_indices, &cfg.data, names);
+                let picked: Vec<u32> = spread(v.indices.len(), a.queries).into_iter().map(|j| v.indices[j]).collect();
+                let queries = Images::packed(&v.images, &picked, cfg.val.as_deref().unwrap_or(&cfg.data), names);
+                answer(&a, &ck, &search, &queries)
+            }
+            None => {
+                let Some(dir) = &a.data else { bail!("give --data and --query, or --held-out") };
+                let data = decode_folder(dir, stored, &a.decoding)?;
+                let mut search = Images::default();
+                for ((img, file), &label) in data.images.iter().zip(&data.files).zip(&data.labels) {
+                    let class = data.classes[label as usize].id.clone();
+                    search.push(img, Some(file.clone()), file.display().to_string(), class);
+                }
+                // Queries are never skipped: each must give its row.
+                let strict = BadImages { skip_bad: false, ..a.decoding };
+                let items: Vec<(PathBuf, u32)> = a.query.iter().map(|p| (p.clone(), 0)).collect();
+                let mut decoded = Vec::new();
+                decode_images(&items, stored, &strict, &mut |_, _, img| decoded.push(img))?;
+                let mut queries = Images::default();
+                for (img, path) in decoded.iter().zip(&a.query) {
+                    queries.push(img, Some(path.clone()), path.display().to_string(), class_of(path, &data.classes));
+                }
+                answer(&a, &ck, &search, &queries)
+            }
         }
-        // Queries are never skipped: each must give its row.
-        let strict = BadImages { skip_bad: false, ..a.decoding };
-        let items: Vec<(PathBuf, u32)> = a.query.iter().map(|p| (p.clone(), 0)).collect();
-        let mut queries = Vec::new();
-        decode_images(&items, stored, &strict, &mut |_, _, img| queries.push(img))?;
-        let mut net = ck.network()?;
-        let norm = Normalizer::new(&ck.config.data, &ck.stats);
-        let refs: Vec<&[u8]> = data.images.iter().map(Vec::as_slice).collect();
-        let (features, d) = last_hidden_features(&mut net, &norm, &refs, a.batch);
-        let qrefs: Vec<&[u8]> = queries.iter().map(Vec::as_slice).collect();
-        let (qf, _) = last_hidden_features(&mut net, &norm, &qrefs, a.batch);
-        let mut rows = Vec::new();
-        let mut out = Vec::new();
-        for (q, (path, img)) in qf.chunks(d.max(1)).zip(a.query.iter().zip(&queries)) {
-            // A query that is itself in DIR is not its own neighbour.
-            let me = std::fs::canonicalize(path).ok();
-            let near: Vec<(usize, f64)> = nearest(&features, d, q, a.k + 1)
-                .into_iter()
-                .filter(|&(i, _)| me.is_none() || std::fs::canonicalize(&data.files[i]).ok() != me)
-                .take(a.k)
-                .collect();
-            rows.push(std::iter::once(img.as_slice()).chain(near.iter().map(|&(i, _)| refs[i])).collect::<Vec<_>>());
-            let neighbors = near
-                .iter()
-                .map(|&(i, distance)| Neighbor {
-                    file: data.files[i].display().to_string(),
-                    class: data.classes[data.labels[i] as usize].id.clone(),
-                    distance,
-                })
-                .collect();
-            out.push(Query { image: path.display().to_string(), neighbors });
-        }
-        if let Some(p) = &a.out {
-            alexnet::files::check_writable(p).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?;
-            alexnet::plot::image_rows(&rows, stored, a.cell, p)?;
-        }
-        Ok(Found { queries: out, grid: a.out.as_ref().map(|p| p.display().to_string()) })
     })?;
     a.common.emit(&found, |f| {
         for q in &f.queries {
-            println!("{}", q.image);
+            println!("{} ({})", q.image, q.class);
             for n in &q.neighbors {
                 println!("  {:10.3}  {} ({})", n.distance, n.file, n.class);
             }
@@ -114,4 +167,47 @@ pub fn exec(a: Args) -> Result<i32> {
             println!("wrote {g}");
         }
     })
+}
+
+/// A query's class: its parent folder's name when that is one of the searched classes.
+fn class_of(path: &Path, classes: &[ClassInfo]) -> String {
+    let parent = path.parent().and_then(|p| p.file_name()).map(alexnet::data::folder::class_id);
+    parent.filter(|p| classes.iter().any(|c| &c.id == p)).unwrap_or_default()
+}
+
+/// The `k` nearest of `search` to each of `queries`, and the grid when asked for.
+fn answer(a: &Args, ck: &Checkpoint, search: &Images, queries: &Images) -> Result<Found> {
+    if a.k > search.pixels.len() {
+        bail!("--k {} but the images searched are only {}", a.k, search.pixels.len());
+    }
+    let mut net = ck.network()?;
+    let norm = Normalizer::new(&ck.config.data, &ck.stats);
+    let (features, d) = last_hidden_features(&mut net, &norm, &search.pixels, a.batch);
+    let (qf, _) = last_hidden_features(&mut net, &norm, &queries.pixels, a.batch);
+    let canonical = |f: &Option<PathBuf>| f.as_ref().and_then(|f| std::fs::canonicalize(f).ok());
+    let (mut rows, mut out) = (Vec::new(), Vec::new());
+    for (qi, q) in qf.chunks(d.max(1)).enumerate() {
+        // A query that is itself among the images searched is not its own neighbour.
+        let me = canonical(&queries.files[qi]);
+        let near: Vec<(usize, f64)> = nearest(&features, d, q, a.k + 1)
+            .into_iter()
+            .filter(|&(i, _)| me.is_none() || canonical(&search.files[i]) != me)
+            .take(a.k)
+            .collect();
+        rows.push(std::iter::once(queries.pixels[qi]).chain(near.iter().map(|&(i, _)| search.pixels[i])).collect());
+        let neighbors = near
+            .iter()
+            .map(|&(i, distance)| Neighbor {
+                file: search.names[i].clone(),
+                class: search.classes[i].clone(),
+                distance,
+            })
+            .collect();
+        out.push(Query { image: queries.names[qi].clone(), class: queries.classes[qi].clone(), neighbors });
+    }
+    if let Some(p) = &a.out {
+        alexnet::files::check_writable(p).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?;
+        alexnet::plot::image_rows(&rows, ck.config.data.stored, a.cell, p)?;
+    }
+    Ok(Found { queries: out, grid: a.out.as_ref().map(|p| p.display().to_string()) })
 }

@@ -345,15 +345,17 @@ pub fn exec(a: Args) -> Result<i32> {
 }
 
 fn print_outcome(o: &TrainOutcome) {
-    let pct = |e: Option<f64>| e.map_or("-".into(), |e| format!("{:.2}%", 100.0 * e));
-    println!(
-        "done: {} epochs, {} steps; best validation top-1 error {} (epoch {}); accuracy {}",
-        o.epochs_done,
-        o.steps,
-        pct(o.best_val_top1_error),
-        o.best_epoch.map_or("-".into(), |e| e.to_string()),
-        pct(o.best_val_top1_error.map(|e| 1.0 - e))
-    );
+    let pct = |e: f64| format!("{:.2}%", 100.0 * e);
+    let result = match (o.best_val_top1_error, o.best_epoch) {
+        (Some(e), Some(epoch)) => {
+            format!("best validation top-1 error {} (epoch {epoch}); accuracy {}", pct(e), pct(1.0 - e))
+        }
+        _ => match &o.last {
+            Some(m) => format!("no validation; last epoch's training top-1 error {}", pct(m.train_top1_error)),
+            None => "no validation".into(),
+        },
+    };
+    println!("done: {} epochs, {} steps; {result}", o.epochs_done, o.steps);
     println!(
         "run folder {}: metrics.jsonl, curves.png, best.safetensors, last.safetensors, config.json",
         o.run_dir.display()
