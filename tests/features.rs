@@ -181,10 +181,13 @@ fn held_out_neighbors_ask_the_held_out_images_and_search_the_training_ones() {
     let row_of =
         |name: &str| files.iter().position(|f| f == name).unwrap_or_else(|| panic!("{name} is not a file of the data"));
     let held: Vec<usize> = qs.iter().map(|q| row_of(q["image"].as_str().unwrap())).collect();
-    let mut distinct = held.clone();
-    distinct.sort();
-    distinct.dedup();
-    assert_eq!(distinct.len(), 4, "the 4 queries are the 4 held-out images: {held:?}");
+    // The queries are the images the run held out (packed in the folder's order, as `features`).
+    let cfg = alexnet::train::TrainConfig::of_run(&run).unwrap();
+    let held_out =
+        alexnet::train::open_splits(&cfg, alexnet::train::SplitUse::Evaluate, true).unwrap().val.unwrap().indices;
+    let mut sorted = held.clone();
+    sorted.sort();
+    assert_eq!(sorted, held_out.iter().map(|&i| i as usize).collect::<Vec<_>>(), "queries {held:?}");
     let row = |i: usize| &f[i * 512..(i + 1) * 512];
     let dist = |i: usize, j: usize| {
         row(i).iter().zip(row(j)).map(|(&a, &b)| (a as f64 - b as f64).powi(2)).sum::<f64>().sqrt()
@@ -202,6 +205,8 @@ fn held_out_neighbors_ask_the_held_out_images_and_search_the_training_ones() {
             assert!(!held.contains(&j), "held-out image {} found among the training images", files[j]);
             let d = n["distance"].as_f64().unwrap();
             assert!((d - want).abs() <= 1e-4 * scale, "{} at {d}, direct {want} ({})", n["file"], files[i]);
+            // The named file is the one at that distance.
+            assert!((dist(qi, j) - d).abs() <= 1e-4 * scale, "{} is at {}, reported {d}", files[j], dist(qi, j));
         }
     }
     let png = image::open(&grid).unwrap();

@@ -257,7 +257,7 @@ fn the_held_out_images_depend_on_the_split_seed_only() {
     // Each its own run folder: a folder keeps the split it was first opened with.
     let held_out = |cfg: &TrainConfig| {
         let cfg = TrainConfig { out: out_dir(&format!("split-{}-{:?}", cfg.seed, cfg.split_seed)), ..cfg.clone() };
-        alexnet::train::open_splits(&cfg, true).unwrap().val.unwrap().indices
+        alexnet::train::open_splits(&cfg, alexnet::train::SplitUse::Fresh, true).unwrap().val.unwrap().indices
     };
     let (a, b) = (held_out(&cfg), held_out(&TrainConfig { seed: 99, ..cfg.clone() }));
     assert_eq!(a.len(), 100);
@@ -410,7 +410,45 @@ fn a_changed_data_folder_is_not_taken_for_the_runs_held_out_images() {
     for o in [eval(), alexnet(&["train", "--resume", out_s, "--epochs", "2"])] {
         let err = String::from_utf8_lossy(&o.stderr);
         assert!(!o.status.success(), "ran on changed data");
-        assert!(err.contains("the data changed since this run split it") && err.contains("held out 4"), "{err}");
-        assert!(!err.contains("panicked"), "{err}");
+        assert!(
+            err.contains("the data changed since this run split it") && err.contains("36 training and 4 held-out"),
+            "{err}"
+        );
+        assert!(err.contains("split.json") && !err.contains("panicked"), "{err}");
     }
+    // A run from before split.json: resuming it on changed data is refused by its statistics'
+    // image count; on its own data it resumes and gets its record.
+    std::fs::remove_file(out.join("split.json")).unwrap();
+    let o = alexnet(&["train", "--resume", out_s, "--epochs", "2"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && err.contains("statistics are of 36 training images, the data now gives 37"),
+        "{err}"
+    );
+    std::fs::remove_file(root.join("cat").join("extra.jpg")).unwrap();
+    let o = alexnet(&["train", "--resume", out_s, "--epochs", "2", "--quiet"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(out.join("split.json").is_file());
+    // A fresh run into a folder where a failed first attempt left only its record replaces
+    // the record instead of being refused by it.
+    let again = out_dir("changed-again");
+    std::fs::create_dir_all(&again).unwrap();
+    std::fs::write(again.join("split.json"), r#"{"training": 1, "held_out": 1, "digest": "x"}"#).unwrap();
+    let o = alexnet(&[
+        "train",
+        "--model",
+        "cifar",
+        "--epochs",
+        "1",
+        "--batch",
+        "16",
+        "--quiet",
+        "--data",
+        root_s,
+        "--out",
+        again.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let rec: serde_json::Value = serde_json::from_slice(&std::fs::read(again.join("split.json")).unwrap()).unwrap();
+    assert_eq!((rec["training"].as_u64(), rec["held_out"].as_u64()), (Some(36), Some(4)));
 }

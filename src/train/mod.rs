@@ -22,7 +22,7 @@ pub use recipe::Recipe;
 pub use schedule::{Schedule, ScheduleKind};
 pub use state::TrainState;
 pub use stop::StopHandle;
-pub use trainer::{TrainOutcome, Trainer, open_splits};
+pub use trainer::{SplitUse, TrainOutcome, Trainer, open_splits};
 
 use crate::checkpoint::Checkpoint;
 use crate::error::{Error, Result};

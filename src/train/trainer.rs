@@ -88,11 +88,12 @@ fn open_images(cfg: &TrainConfig, path: &Path, name: &str, quiet: bool) -> Resul
 /// The run's training and held-out images, as its training sees them (packed into, or reused
 /// from, `RUN_DIR/cache`): also how `alexnet eval --held-out RUN_DIR` finds them.
 ///
-/// The first time, the split is recorded in `RUN_DIR/split.json`; later it must match that
-/// record, so a data folder that changed since (images added or removed, which moves every
-/// image's side of the split) is an error, never training or evaluating on other images than
-/// the run's. Runs from before the record are recorded when they are next opened.
-pub fn open_splits(cfg: &TrainConfig, quiet: bool) -> Result<Splits> {
+/// A fresh run ([`SplitUse::Fresh`]) records its split in `RUN_DIR/split.json`; a resumed run and the
+/// commands that evaluate a run's held-out images must then match that record, so a data
+/// folder that changed since (images added or removed, which moves every image's side of the
+/// split) is an error, never training or evaluating on other images than the run's. Runs from
+/// before the record are recorded by whichever command opens them next.
+pub fn open_splits(cfg: &TrainConfig, split_use: SplitUse, quiet: bool) -> Result<Splits> {
     let train = Arc::new(open_images(cfg, &cfg.data, "train", quiet)?);
     let val = cfg.val.as_deref().map(|v| open_images(cfg, v, "val", quiet).map(Arc::new)).transpose()?;
     let splits = Splits::new(train, val, cfg.val_split, cfg.split_seed.unwrap_or(cfg.seed)).map_err(|e| {
@@ -102,37 +103,71 @@ pub fn open_splits(cfg: &TrainConfig, quiet: bool) -> Result<Splits> {
         };
         Error::Data(DataError::layout(path, e.to_string()))
     })?;
-    check_split(cfg, &splits.record())?;
+    check_split(cfg, &splits.record(), split_use)?;
     Ok(splits)
 }
 
 /// The run folder's record of its split.
 pub const SPLIT: &str = "split.json";
 
-/// Compares `now` with the run's recorded split, or records it if there is none yet.
-fn check_split(cfg: &TrainConfig, now: &SplitRecord) -> Result<()> {
+/// Who opens a run's split (see [`open_splits`]).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum SplitUse {
+    /// A new run: its split is recorded (a record left by a first attempt that failed before
+    /// its first step is not this run's).
+    Fresh,
+    /// Resuming a run whose checkpoint's statistics were taken over `trained_on` images: for a
+    /// run from before split.json, the check that is left.
+    Resume { trained_on: usize },
+    /// Evaluating a run's held-out images.
+    Evaluate,
+}
+
+/// Compares `now` with the run's recorded split, or records it if there is none yet or the run
+/// is fresh.
+fn check_split(cfg: &TrainConfig, now: &SplitRecord, split_use: SplitUse) -> Result<()> {
     let path = cfg.out.join(SPLIT);
-    match crate::files::read_regular(&path, 1 << 20) {
+    let recorded = match split_use {
+        SplitUse::Fresh => Err(std::io::ErrorKind::NotFound.into()),
+        _ => crate::files::read_regular(&path, 1 << 20),
+    };
+    let changed = |was: &str| {
+        Error::Data(DataError::layout(
+            &cfg.out,
+            format!(
+                "the data changed since this run split it ({}): {was}, the data now gives {} and {} \
+                 (or other images at the same counts); restore the data, or start a new run with another --out",
+                cfg.val.as_deref().map_or(cfg.data.display().to_string(), |v| format!(
+                    "{} or {}",
+                    cfg.data.display(),
+                    v.display()
+                )),
+                now.training,
+                now.held_out
+            ),
+        ))
+    };
+    match recorded {
         Ok(bytes) => {
             let was: SplitRecord = serde_json::from_slice(&bytes)
                 .map_err(|e| Error::Invalid(format!("{}: not a split record: {e}", path.display())))?;
             if &was != now {
-                let data = cfg
-                    .val
-                    .as_deref()
-                    .map_or(cfg.data.display().to_string(), |v| format!("{} or {}", cfg.data.display(), v.display()));
-                return Err(Error::Data(DataError::layout(
-                    &cfg.out,
-                    format!(
-                        "the data changed since this run split it ({data}): it trained on {} images and held out {}, \
-                         the data now gives {} and {} (or other images at the same counts); these are not the run's images",
-                        was.training, was.held_out, now.training, now.held_out
-                    ),
-                )));
+                let recorded = format!(
+                    "{} records {} training and {} held-out images",
+                    path.display(),
+                    was.training,
+                    was.held_out
+                );
+                return Err(changed(&recorded));
             }
             Ok(())
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            if let SplitUse::Resume { trained_on } = split_use
+                && trained_on != now.training
+            {
+                return Err(changed(&format!("its checkpoint's statistics are of {trained_on} training images")));
+            }
             // Best effort: evaluating a run in a read-only folder must not fail for want of it
             // (training writes config.json there first, so a new run always gets its record).
             let text = serde_json::to_string_pretty(now).expect("a split record serialises");
@@ -161,7 +196,8 @@ impl<'a> Trainer<'a> {
     /// Opens and splits the data, takes the statistics of the training images, and builds the
     /// network, optimizer and position: fresh from `cfg.seed`, or those of `resume`.
     pub fn new(cfg: &'a TrainConfig, resume: Option<&Checkpoint>, stop: StopHandle, quiet: bool) -> Result<Self> {
-        let data = open_splits(cfg, quiet)?;
+        let split_use = resume.map_or(SplitUse::Fresh, |c| SplitUse::Resume { trained_on: c.stats.count });
+        let data = open_splits(cfg, split_use, quiet)?;
         let classes = data.train.classes.clone();
         let model = cfg.model.clone().with_classes(classes.len());
         let (crop, spec) = (model.input[1], model.data);

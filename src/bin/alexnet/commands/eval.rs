@@ -4,7 +4,7 @@ use crate::common::{BadImages, Common, Weights, progress_bar};
 use alexnet::data::cache::OnBadImage;
 use alexnet::data::{ClassInfo, PackedImages, class_map, source};
 use alexnet::eval::evaluate;
-use alexnet::train::{TrainConfig, open_splits};
+use alexnet::train::{SplitUse, TrainConfig, open_splits};
 use anyhow::{Context, Result, bail};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -84,7 +84,7 @@ fn held_out(
             cfg.model.data.stored
         );
     }
-    let splits = open_splits(&cfg, quiet)?;
+    let splits = open_splits(&cfg, SplitUse::Evaluate, quiet)?;
     let Some(v) = splits.val else {
         bail!("{}: the run held out no images (no --val, --val-split 0)", run.display());
     };

@@ -10,7 +10,7 @@ use alexnet::data::augment::Normalizer;
 use alexnet::data::source::packed_files;
 use alexnet::data::{ClassInfo, PackedImages};
 use alexnet::features::{last_hidden_features, nearest};
-use alexnet::train::{TrainConfig, open_splits};
+use alexnet::train::{SplitUse, TrainConfig, open_splits};
 use anyhow::{Result, bail};
 use std::path::{Path, PathBuf};
 
@@ -125,7 +125,7 @@ pub fn exec(a: Args) -> Result<i32> {
                 if a.queries == 0 {
                     bail!("--queries must be at least 1");
                 }
-                let splits = open_splits(&cfg, a.common.json)?;
+                let splits = open_splits(&cfg, SplitUse::Evaluate, a.common.json)?;
                 let Some(v) = &splits.val else {
                     bail!("{}: the run held out no images (no --val, --val-split 0)", run.display());
                 };

@@ -352,7 +352,7 @@ fn print_outcome(o: &TrainOutcome) {
         }
         _ => match &o.last {
             Some(m) => format!("no validation; last epoch's training top-1 error {}", pct(m.train_top1_error)),
-            None => "no validation".into(),
+            None => "no epoch finished".into(),
         },
     };
     println!("done: {} epochs, {} steps; {result}", o.epochs_done, o.steps);
