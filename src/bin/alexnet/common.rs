@@ -131,3 +131,31 @@ pub fn decode_images(
     })?;
     Ok(())
 }
+
+/// A training run's images as `--held-out RUN_DIR` takes them: its configuration, its training
+/// images and the images it held out.
+pub struct HeldOut {
+    pub cfg: alexnet::train::TrainConfig,
+    pub train: std::sync::Arc<alexnet::data::PackedImages>,
+    pub train_indices: Vec<u32>,
+    pub val: alexnet::data::ValSet,
+}
+
+/// Opens the run in `run` for weights that take `stored`-pixel images; a run stored at another
+/// size, or one that held nothing out, is an error naming it.
+pub fn open_held_out(run: &Path, stored: usize, quiet: bool) -> Result<HeldOut> {
+    use alexnet::train::{SplitUse, TrainConfig, open_splits};
+    let cfg = TrainConfig::of_run(run)?;
+    if cfg.model.data.stored != stored {
+        anyhow::bail!(
+            "the run in {} stores its images at {}x{0}, these weights need {stored}x{stored}",
+            run.display(),
+            cfg.model.data.stored
+        );
+    }
+    let splits = open_splits(&cfg, SplitUse::Evaluate, quiet)?;
+    let Some(val) = splits.val else {
+        anyhow::bail!("{}: the run held out no images (no --val, --val-split 0)", run.display());
+    };
+    Ok(HeldOut { cfg, train: splits.train, train_indices: splits.train_indices, val })
+}

@@ -1,10 +1,9 @@
 //! `alexnet eval`: top-1 and top-5 error of one network or an ensemble on a data set.
 
-use crate::common::{BadImages, Common, Weights, progress_bar};
+use crate::common::{BadImages, Common, HeldOut, Weights, open_held_out, progress_bar};
 use alexnet::data::cache::OnBadImage;
 use alexnet::data::{ClassInfo, PackedImages, class_map, source};
 use alexnet::eval::evaluate;
-use alexnet::train::{SplitUse, TrainConfig, open_splits};
 use anyhow::{Context, Result, bail};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -76,19 +75,8 @@ fn held_out(
     stored: usize,
     quiet: bool,
 ) -> Result<(Arc<PackedImages>, Vec<u32>, Vec<usize>)> {
-    let cfg = TrainConfig::of_run(run)?;
-    if cfg.model.data.stored != stored {
-        bail!(
-            "the run in {} stores its images at {}x{0}, these weights need {stored}x{stored}",
-            run.display(),
-            cfg.model.data.stored
-        );
-    }
-    let splits = open_splits(&cfg, SplitUse::Evaluate, quiet)?;
-    let Some(v) = splits.val else {
-        bail!("{}: the run held out no images (no --val, --val-split 0)", run.display());
-    };
-    let to_net = class_map(&splits.train.classes, net_classes)
+    let HeldOut { train, val: v, .. } = open_held_out(run, stored, quiet)?;
+    let to_net = class_map(&train.classes, net_classes)
         .with_context(|| format!("the run in {} has other classes than these weights", run.display()))?;
     let map = v.class_map.iter().map(|&c| to_net[c]).collect();
     Ok((v.images, v.indices, map))

@@ -4,13 +4,12 @@
 //! queries from the images that training run held out and searches its training images, as the
 //! paper's figure does (test images, and the training images nearest to them).
 
-use crate::common::{BadImages, Common, decode_folder, decode_images};
+use crate::common::{BadImages, Common, HeldOut, decode_folder, decode_images, open_held_out};
 use alexnet::Checkpoint;
 use alexnet::data::augment::Normalizer;
 use alexnet::data::source::packed_files;
 use alexnet::data::{ClassInfo, PackedImages};
 use alexnet::features::{last_hidden_features, nearest};
-use alexnet::train::{SplitUse, TrainConfig, open_splits};
 use anyhow::{Result, bail};
 use std::path::{Path, PathBuf};
 
@@ -114,23 +113,12 @@ pub fn exec(a: Args) -> Result<i32> {
     let found = a.common.pool()?.install(|| -> Result<Found> {
         match &a.held_out {
             Some(run) => {
-                let cfg = TrainConfig::of_run(run)?;
-                if cfg.model.data.stored != stored {
-                    bail!(
-                        "the run in {} stores its images at {}x{0}, these weights need {stored}x{stored}",
-                        run.display(),
-                        cfg.model.data.stored
-                    );
-                }
                 if a.queries == 0 {
                     bail!("--queries must be at least 1");
                 }
-                let splits = open_splits(&cfg, SplitUse::Evaluate, a.common.json)?;
-                let Some(v) = &splits.val else {
-                    bail!("{}: the run held out no images (no --val, --val-split 0)", run.display());
-                };
+                let HeldOut { cfg, train, train_indices, val: v } = open_held_out(run, stored, a.common.json)?;
                 let names = cfg.class_names.as_deref();
-                let search = Images::packed(&splits.train, &splits.train_indices, &cfg.data, names);
+                let search = Images::packed(&train, &train_indices, &cfg.data, names);
                 let picked: Vec<u32> = spread(v.indices.len(), a.queries).into_iter().map(|j| v.indices[j]).collect();
                 let queries = Images::packed(&v.images, &picked, cfg.val.as_deref().unwrap_or(&cfg.data), names);
                 answer(&a, &ck, &search, &queries)
