@@ -2,7 +2,7 @@
 # The runs behind REPRODUCTION.md, claim by claim. Each run goes to $RUNS/<name> and is resumed
 # if it stopped (a finished run is left alone), so the script can be run again across sittings.
 #
-#   scripts/reproduce.sh CLAIM...     claims: headline cifar30 embedded recipe fig1 lrn pool towers pca dropout ensemble
+#   scripts/reproduce.sh CLAIM...     claims: headline cifar30 embedded recipe fig1 lrn pool towers towers-cifar pca dropout ensemble
 #
 # Environment: DATA (default ../shared/data), RUNS (default runs/repro), SEEDS (default "0 1 2"),
 # THREADS (default 2), BIN (default target/release/alexnet), ABL_EPOCHS (default 4: epochs of
@@ -94,6 +94,12 @@ for claim in "$@"; do
       for seed in $SEEDS; do
         run towers-paper-s$seed $IMAGENETTE --model paper --epochs 8 --seed "$seed"
         run towers-half-s$seed $IMAGENETTE --model paper-half --epochs 8 --seed "$seed"
+      done ;;
+    towers-cifar)  # Section 3.2 at CIFAR size: the two-tower cifar net vs its half-width one-tower net.
+      # The two-tower arm is the default cifar run of that seed, shared with the other claims.
+      for seed in $SEEDS; do
+        run cifar${ABL_EPOCHS}ep-s$seed $CIFAR --model cifar --epochs "$ABL_EPOCHS" --seed "$seed"
+        run cifar-half-s$seed $CIFAR --model cifar-half --epochs "$ABL_EPOCHS" --seed "$seed"
       done ;;
     ensemble)  # Section 6: nets of several seeds on the same held-out images, softmax averaged.
       w=()

@@ -114,6 +114,19 @@ fn variant_parameter_counts() {
     // Figure 1's four-layer net, by hand: three 5x5 convs and the classifier on 64x4x4.
     let fig1 = [32 * 3 * 25 + 32, 32 * 32 * 25 + 32, 64 * 32 * 25 + 64, 10 * 64 * 4 * 4 + 10];
     assert_eq!(count("cifar-4layer"), fig1.iter().sum::<usize>());
+    // Section 3.2's comparison at CIFAR size, by hand: conv1-conv4 halved, one tower, conv5 and
+    // the classifier kept (4x4 after three stride-2 pools).
+    let half = [
+        32 * 3 * 25 + 32,
+        64 * 32 * 25 + 64,
+        96 * 64 * 9 + 96,
+        96 * 96 * 9 + 96,
+        128 * 96 * 9 + 128,
+        512 * 128 * 4 * 4 + 512,
+        512 * 512 + 512,
+        10 * 512 + 10,
+    ];
+    assert_eq!(count("cifar-half"), half.iter().sum::<usize>());
 }
 
 #[test]

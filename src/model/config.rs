@@ -9,6 +9,7 @@
 //! | `torchvision`| `torchvision.models.alexnet`: 64/192/384/256/256, conv1 pad 2, 224 input, no LRN, adaptive average pool to 6×6, 61,100,840 parameters |
 //! | `zfnet`      | Zeiler & Fergus 2013: 7×7/2 conv1, 5×5/2 conv2, 512/1024/512 in conv3–5 |
 //! | `cifar`      | a small AlexNet-style net for 32×32 inputs (cuda-convnet's CIFAR-10 nets in spirit) |
+//! | `cifar-half` | `cifar` with half the kernels in conv1-4 and one tower (section 3.2's comparison at CIFAR size) |
 //! | `cifar-4layer` | the paper's Figure 1 net: four weight layers (cuda-convnet's layers-18pct without its normalisation), no dropout |
 
 use crate::data::{DataSpec, Normalize};
@@ -106,8 +107,8 @@ pub struct ModelConfig {
     pub data: DataSpec,
 }
 
-pub const VARIANTS: [&str; 8] =
-    ["paper", "paper-1gpu", "paper-half", "caffenet", "torchvision", "zfnet", "cifar", "cifar-4layer"];
+pub const VARIANTS: [&str; 9] =
+    ["paper", "paper-1gpu", "paper-half", "caffenet", "torchvision", "zfnet", "cifar", "cifar-half", "cifar-4layer"];
 
 /// Widths of an AlexNet-shaped network, from which the paper-topology variants are built.
 #[derive(Clone, Debug, PartialEq)]
@@ -248,7 +249,10 @@ impl ModelConfig {
             }
             "torchvision" => torchvision_topology([64, 192, 384, 256, 256], [4096, 4096], 1000, 224),
             "zfnet" => zfnet(),
-            "cifar" => cifar(),
+            "cifar" => cifar("cifar", [64, 128, 192, 192, 128], 2),
+            // Section 3.2's comparison at CIFAR size, built as `paper-half` is: half the kernels
+            // of every convolutional layer but conv5, one tower.
+            "cifar-half" => cifar("cifar-half", [32, 64, 96, 96, 128], 1),
             "cifar-4layer" => cifar_4layer(),
             other => return Err(ConfigError::UnknownModel(other.into())),
         })
@@ -321,27 +325,28 @@ fn zfnet() -> ModelConfig {
     }
 }
 
-/// A small AlexNet-style net for 32×32 images (cuda-convnet's CIFAR-10 nets in spirit).
-fn cifar() -> ModelConfig {
+/// A small AlexNet-style net for 32×32 images (cuda-convnet's CIFAR-10 nets in spirit):
+/// conv widths `w`, `groups` on conv2, conv4 and conv5 (2: the paper's two towers).
+fn cifar(name: &str, w: [usize; 5], groups: usize) -> ModelConfig {
     use LayerSpec::*;
     let lrn = Lrn(LrnParams::paper());
     ModelConfig {
-        name: "cifar".into(),
+        name: name.into(),
         input: [3, 32, 32],
         layers: vec![
-            conv("conv1", 64, 5, 1, 2, 1, 0.0),
+            conv("conv1", w[0], 5, 1, 2, 1, 0.0),
             Relu,
             lrn.clone(),
             pool(3, 2, 1),
-            conv("conv2", 128, 5, 1, 2, 2, 0.1),
+            conv("conv2", w[1], 5, 1, 2, groups, 0.1),
             Relu,
             lrn,
             pool(3, 2, 1),
-            conv("conv3", 192, 3, 1, 1, 1, 0.0),
+            conv("conv3", w[2], 3, 1, 1, 1, 0.0),
             Relu,
-            conv("conv4", 192, 3, 1, 1, 2, 0.1),
+            conv("conv4", w[3], 3, 1, 1, groups, 0.1),
             Relu,
-            conv("conv5", 128, 3, 1, 1, 2, 0.1),
+            conv("conv5", w[4], 3, 1, 1, groups, 0.1),
             Relu,
             pool(3, 2, 1),
             Flatten,
