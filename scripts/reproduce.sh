@@ -6,7 +6,7 @@
 #
 # Environment: DATA (default ../shared/data), RUNS (default runs/repro), SEEDS (default "0 1 2"),
 # THREADS (default 2), BIN (default target/release/alexnet), ABL_EPOCHS (default 4: epochs of
-# the CIFAR-10 comparisons), FIG1_LRS (default 0.02),
+# the CIFAR-10 comparisons), RECIPE_EPOCHS (default 3: epochs of each recipe arm), FIG1_LRS (default 0.02),
 # FIG1_PAPER_INIT_LRS (default 0.002: at 0.01 the ReLU net on 0-255 inputs diverges in epoch 2). Never run two of these at once on
 # a 2-core machine when one is time-limited (headline, cifar30, embedded): they measure what the
 # cores do in that time. The epoch-counted claims may share them: THREADS=1, two scripts at once.
@@ -18,7 +18,11 @@ THREADS=${THREADS:-2}
 BIN=${BIN:-target/release/alexnet}
 IMAGENETTE="--data $DATA/imagenette/train --classes $DATA/imagenette/classes.tsv"
 CIFAR="--data $DATA/cifar10/train"
+# The CIFAR-10 comparisons keep the paper's dropout 0.5 before fc6 and fc7 (the `cifar` model has
+# none by default since this script's first runs): every arm but the dropout claim's.
+PAPER_DROPOUT="--dropout 0.5"
 ABL_EPOCHS=${ABL_EPOCHS:-4}
+RECIPE_EPOCHS=${RECIPE_EPOCHS:-3}
 # Figure 1's runs: constant lr, no weight decay, no augmentation, every image trained on.
 PAPER_INIT="--init paper --normalize per-pixel-mean"
 FIG1="--schedule step --step-every 1000 --warmup-epochs 1 --weight-decay 0 --no-random-crop --no-flip --pca-std 0 --val-split 0"
@@ -58,14 +62,14 @@ for claim in "$@"; do
       held_out cifar-default ;;
     embedded)  # The main job of README's set-up.
       run embedded-default ;;
-    recipe)    # README's Recipes: each deviation of the default recipe taken back alone, 3 epochs.
-      run recipe-default $IMAGENETTE --epochs 3
-      run recipe-no-warmup $IMAGENETTE --epochs 3 --warmup-epochs 0
-      run recipe-paper-init $IMAGENETTE --epochs 3 --init paper --normalize per-pixel-mean
-      run recipe-biases-1 $IMAGENETTE --epochs 3 --recipe paper --init he --normalize per-channel \
+    recipe)    # README's Recipes: each deviation of the default recipe taken back alone, $RECIPE_EPOCHS epochs.
+      run recipe-default $IMAGENETTE --epochs "$RECIPE_EPOCHS"
+      run recipe-no-warmup $IMAGENETTE --epochs "$RECIPE_EPOCHS" --warmup-epochs 0
+      run recipe-paper-init $IMAGENETTE --epochs "$RECIPE_EPOCHS" --init paper --normalize per-pixel-mean
+      run recipe-biases-1 $IMAGENETTE --epochs "$RECIPE_EPOCHS" --recipe paper --init he --normalize per-channel \
         --schedule cosine --warmup-epochs 1
-      run recipe-plateau $IMAGENETTE --epochs 3 --schedule plateau
-      run recipe-paper $IMAGENETTE --epochs 3 --recipe paper ;;
+      run recipe-plateau $IMAGENETTE --epochs "$RECIPE_EPOCHS" --schedule plateau
+      run recipe-paper $IMAGENETTE --epochs "$RECIPE_EPOCHS" --recipe paper ;;
     fig1)      # Figure 1: ReLU vs tanh, four-layer net, no regularisation, lr chosen per activation.
       # ReLU reaches 25% training error within a few epochs; tanh gets 12 (the paper: 6x slower).
       # Both warm up over one epoch: without it lr 0.04 kills the ReLUs in the first steps.
@@ -84,10 +88,11 @@ for claim in "$@"; do
     lrn|pool|pca|dropout)  # Section 3.3, 3.4, 4.1, 4.2 on CIFAR-10: each seed with and without.
       # The "with" arm is the default cifar run of that seed, shared by every claim and the ensemble.
       case $claim in
-        lrn) off=--no-lrn ;; pool) off=--no-overlap-pool ;; pca) off="--pca-std 0" ;; dropout) off="--dropout 0" ;;
+        lrn) off="$PAPER_DROPOUT --no-lrn" ;; pool) off="$PAPER_DROPOUT --no-overlap-pool" ;;
+        pca) off="$PAPER_DROPOUT --pca-std 0" ;; dropout) off="--dropout 0" ;;
       esac
       for seed in $SEEDS; do
-        run cifar${ABL_EPOCHS}ep-s$seed $CIFAR --model cifar --epochs "$ABL_EPOCHS" --seed "$seed"
+        run cifar${ABL_EPOCHS}ep-s$seed $CIFAR --model cifar $PAPER_DROPOUT --epochs "$ABL_EPOCHS" --seed "$seed"
         run $claim-off-s$seed $CIFAR --model cifar --epochs "$ABL_EPOCHS" --seed "$seed" $off
       done ;;
     towers)    # Section 3.2: two towers vs the half-width one-tower net, Imagenette.
@@ -98,13 +103,13 @@ for claim in "$@"; do
     towers-cifar)  # Section 3.2 at CIFAR size: the two-tower cifar net vs its half-width one-tower net.
       # The two-tower arm is the default cifar run of that seed, shared with the other claims.
       for seed in $SEEDS; do
-        run cifar${ABL_EPOCHS}ep-s$seed $CIFAR --model cifar --epochs "$ABL_EPOCHS" --seed "$seed"
-        run cifar-half-s$seed $CIFAR --model cifar-half --epochs "$ABL_EPOCHS" --seed "$seed"
+        run cifar${ABL_EPOCHS}ep-s$seed $CIFAR --model cifar $PAPER_DROPOUT --epochs "$ABL_EPOCHS" --seed "$seed"
+        run cifar-half-s$seed $CIFAR --model cifar-half $PAPER_DROPOUT --epochs "$ABL_EPOCHS" --seed "$seed"
       done ;;
     ensemble)  # Section 6: nets of several seeds on the same held-out images, softmax averaged.
       w=()
       for seed in $SEEDS; do
-        run cifar${ABL_EPOCHS}ep-s$seed $CIFAR --model cifar --epochs "$ABL_EPOCHS" --seed "$seed"
+        run cifar${ABL_EPOCHS}ep-s$seed $CIFAR --model cifar $PAPER_DROPOUT --epochs "$ABL_EPOCHS" --seed "$seed"
         w+=(--weights "$RUNS/cifar${ABL_EPOCHS}ep-s$seed/last.safetensors")
         held_out cifar${ABL_EPOCHS}ep-s$seed
       done

@@ -130,6 +130,20 @@ fn variant_parameter_counts() {
 }
 
 #[test]
+fn cifar_has_dropout_layers_at_zero_that_the_flag_sets() {
+    let ps = |m: &ModelConfig| {
+        m.layers
+            .iter()
+            .filter_map(|l| if let LayerSpec::Dropout { p } = l { Some(*p) } else { None })
+            .collect::<Vec<_>>()
+    };
+    let cifar = ModelConfig::variant("cifar").unwrap();
+    assert_eq!(ps(&cifar), [0.0, 0.0]);
+    assert_eq!(ps(&alexnet::train::customise_model(cifar, false, Some(0.5), None)), [0.5, 0.5]);
+    assert_eq!(ps(&ModelConfig::variant("paper").unwrap()), [0.5, 0.5]);
+}
+
+#[test]
 fn variants_have_the_documented_shapes() {
     let out = |name: &str, layer: &str| {
         let s = plan(&ModelConfig::variant(name).unwrap()).unwrap();
