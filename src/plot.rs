@@ -41,7 +41,7 @@ pub fn training_curves(metrics: &[EpochMetrics], title: &str, out: &Path) -> std
         "cross-entropy loss",
         x_max,
         &[
-            line("train (augmented, dropout)", BLUE, series(&|m| Some(m.train_loss))),
+            line("train (training mode: augmented, dropout if any)", BLUE, series(&|m| Some(m.train_loss))),
             line("validation", RED, series(&|m| m.val_loss)),
         ],
         None,
