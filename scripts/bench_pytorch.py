@@ -68,8 +68,9 @@ def cifar():
         nn.Conv2d(128, 192, 3, padding=1), nn.ReLU(),
         nn.Conv2d(192, 192, 3, padding=1, groups=2), nn.ReLU(),
         nn.Conv2d(192, 128, 3, padding=1, groups=2), nn.ReLU(), nn.MaxPool2d(3, 2, 1),
-        nn.Flatten(), nn.Dropout(0.5), nn.Linear(2048, 512), nn.ReLU(),
-        nn.Dropout(0.5), nn.Linear(512, 512), nn.ReLU(), nn.Linear(512, 10),
+        # Dropout at p = 0, as our `cifar` model has it by default.
+        nn.Flatten(), nn.Dropout(0.0), nn.Linear(2048, 512), nn.ReLU(),
+        nn.Dropout(0.0), nn.Linear(512, 512), nn.ReLU(), nn.Linear(512, 10),
     ), 32
 
 

@@ -172,7 +172,9 @@ fn onnx_cases_for_onnxruntime() {
     let stats = alexnet::data::imagenet::stats(32);
     let classes: Vec<_> =
         (0..10).map(|i| alexnet::data::ClassInfo { id: i.to_string(), name: i.to_string() }).collect();
-    let cifar = Network::new(ModelConfig::variant("cifar").unwrap(), 3).unwrap();
+    // With the paper's dropout (the variant has none by default), so the export has its Mul.
+    let cifar_dropout = alexnet::train::customise_model(ModelConfig::variant("cifar").unwrap(), false, Some(0.5), None);
+    let cifar = Network::new(cifar_dropout, 3).unwrap();
     onnx_case(&dir, "cifar-paper-dropout", &Checkpoint::capture(&cifar, &classes, &stats, None, None), 4);
     let tv =
         Network::new(alexnet::model::config::torchvision_topology([8, 16, 24, 16, 16], [32, 32], 10, 224), 5).unwrap();

@@ -41,11 +41,12 @@ fn two_class_folder(name: &str, per_class: usize) -> PathBuf {
 }
 
 fn config(name: &str, epochs: usize) -> TrainConfig {
-    // The paper's recipe on the cifar model, small batches, two threads.
+    // The paper's recipe on the cifar model with the paper's dropout (so resume must give the
+    // same masks back), small batches, two threads.
     TrainConfig {
         val: Some(embedded("val")),
         val_split: 0.0,
-        model: ModelConfig::variant("cifar").unwrap(),
+        model: alexnet::train::customise_model(ModelConfig::variant("cifar").unwrap(), false, Some(0.5), None),
         epochs,
         batch: 64,
         seed: 7,

@@ -26,6 +26,7 @@
 //!
 //! Everything else is the paper's: the network, batch 128, lr 0.01, momentum 0.9, weight decay
 //! 0.0005 in the paper's update rule, dropout 0.5, random 227 crops, flips, PCA colour noise.
+//! (Dropout belongs to the model, not the recipe: the `cifar` variants have none by default.)
 
 use super::schedule::Schedule;
 use crate::data::Normalize;

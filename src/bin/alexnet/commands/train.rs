@@ -102,7 +102,8 @@ pub struct Args {
     /// Eigenvectors of the colour noise: the training data's (default), or the published ImageNet ones.
     #[arg(long, value_enum)]
     pca: Option<PcaSource>,
-    /// Dropout probability (the paper: 0.5).
+    /// Dropout probability of every dropout layer (default: the model's; the paper's nets 0.5,
+    /// `cifar` and `cifar-half` 0).
     #[arg(long)]
     dropout: Option<f32>,
     /// tanh instead of ReLU (the paper's Figure 1).
