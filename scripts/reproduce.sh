@@ -6,7 +6,7 @@
 #
 # Environment: DATA (default ../shared/data), RUNS (default runs/repro), SEEDS (default "0 1 2"),
 # THREADS (default 2), BIN (default target/release/alexnet), ABL_EPOCHS (default 4: epochs of
-# the CIFAR-10 comparisons), RECIPE_EPOCHS (default 3: epochs of each recipe arm), FIG1_LRS (default 0.02),
+# the CIFAR-10 comparisons), RECIPE_EPOCHS (default 2: epochs of each recipe arm, about 25 minutes each on one thread), FIG1_LRS (default 0.02),
 # FIG1_PAPER_INIT_LRS (default 0.002: at 0.01 the ReLU net on 0-255 inputs diverges in epoch 2). Never run two of these at once on
 # a 2-core machine when one is time-limited (headline, cifar30, embedded): they measure what the
 # cores do in that time. The epoch-counted claims may share them: THREADS=1, two scripts at once.
@@ -22,7 +22,10 @@ CIFAR="--data $DATA/cifar10/train"
 # none by default since this script's first runs): every arm but the dropout claim's.
 PAPER_DROPOUT="--dropout 0.5"
 ABL_EPOCHS=${ABL_EPOCHS:-4}
-RECIPE_EPOCHS=${RECIPE_EPOCHS:-3}
+# The comparison arms' run names carry their epochs when they are not the 4 of the published runs,
+# so another ABL_EPOCHS never takes a finished 4-epoch run for its own.
+ABL=$([[ $ABL_EPOCHS == 4 ]] || echo "-${ABL_EPOCHS}ep")
+RECIPE_EPOCHS=${RECIPE_EPOCHS:-2}
 # Figure 1's runs: constant lr, no weight decay, no augmentation, every image trained on.
 PAPER_INIT="--init paper --normalize per-pixel-mean"
 FIG1="--schedule step --step-every 1000 --warmup-epochs 1 --weight-decay 0 --no-random-crop --no-flip --pca-std 0 --val-split 0"
@@ -95,7 +98,7 @@ for claim in "$@"; do
       esac
       for seed in $SEEDS; do
         run cifar${ABL_EPOCHS}ep-s$seed $CIFAR --model cifar $PAPER_DROPOUT --epochs "$ABL_EPOCHS" --seed "$seed"
-        run $claim-off-s$seed $CIFAR --model cifar --epochs "$ABL_EPOCHS" --seed "$seed" $off
+        run $claim-off$ABL-s$seed $CIFAR --model cifar --epochs "$ABL_EPOCHS" --seed "$seed" $off
       done ;;
     towers)    # Section 3.2: two towers vs the half-width one-tower net, Imagenette.
       for seed in $SEEDS; do
@@ -106,7 +109,7 @@ for claim in "$@"; do
       # The two-tower arm is the cifar run of that seed with dropout 0.5, shared with the other claims.
       for seed in $SEEDS; do
         run cifar${ABL_EPOCHS}ep-s$seed $CIFAR --model cifar $PAPER_DROPOUT --epochs "$ABL_EPOCHS" --seed "$seed"
-        run cifar-half-s$seed $CIFAR --model cifar-half $PAPER_DROPOUT --epochs "$ABL_EPOCHS" --seed "$seed"
+        run cifar-half$ABL-s$seed $CIFAR --model cifar-half $PAPER_DROPOUT --epochs "$ABL_EPOCHS" --seed "$seed"
       done ;;
     ensemble)  # Section 6: nets of several seeds on the same held-out images, softmax averaged.
       w=()

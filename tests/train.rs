@@ -46,7 +46,7 @@ fn config(name: &str, epochs: usize) -> TrainConfig {
     TrainConfig {
         val: Some(embedded("val")),
         val_split: 0.0,
-        model: alexnet::train::customise_model(ModelConfig::variant("cifar").unwrap(), false, Some(0.5), None),
+        model: alexnet::train::customise_model(ModelConfig::variant("cifar").unwrap(), false, Some(0.5), None).unwrap(),
         epochs,
         batch: 64,
         seed: 7,

@@ -110,17 +110,30 @@ impl TrainConfig {
 }
 
 /// Model-level switches of a run: tanh for ReLU, another dropout probability, another init.
-pub fn customise_model(mut m: ModelConfig, tanh: bool, dropout: Option<f32>, init: Option<Init>) -> ModelConfig {
+///
+/// A dropout probability above 0 for a model without dropout layers (`cifar-4layer`) is an
+/// error rather than a silent no-op: the run would not be what its command line says.
+pub fn customise_model(
+    mut m: ModelConfig,
+    tanh: bool,
+    dropout: Option<f32>,
+    init: Option<Init>,
+) -> crate::Result<ModelConfig> {
     m = m.with_activation(tanh);
     if let Some(p) = dropout {
+        let mut found = false;
         for l in &mut m.layers {
             if let LayerSpec::Dropout { p: q } = l {
                 *q = p;
+                found = true;
             }
+        }
+        if !found && p != 0.0 {
+            return Err(crate::Error::Invalid(format!("--dropout {p}: the model `{}` has no dropout layers", m.name)));
         }
     }
     if let Some(i) = init {
         m.init = i;
     }
-    m
+    Ok(m)
 }

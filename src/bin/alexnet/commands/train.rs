@@ -146,8 +146,8 @@ pub struct Args {
 
 impl Args {
     /// A new run's model (already adapted by its recipe) with the model-level flags applied.
-    fn customise(&self, m: ModelConfig) -> ModelConfig {
-        let mut m = train::customise_model(m, self.tanh, self.dropout, self.init);
+    fn customise(&self, m: ModelConfig) -> Result<ModelConfig> {
+        let mut m = train::customise_model(m, self.tanh, self.dropout, self.init)?;
         if let Some(c) = self.lrn {
             for l in &mut m.layers {
                 if let LayerSpec::Lrn(p) = l {
@@ -170,7 +170,7 @@ impl Args {
                 }
             }
         }
-        m
+        Ok(m)
     }
 
     /// The configuration of a new run.
@@ -206,7 +206,7 @@ impl Args {
         let (factor, max_drops) =
             (self.lr_factor.unwrap_or(schedule::PAPER_FACTOR), self.lr_drops.unwrap_or(schedule::PAPER_MAX_DROPS));
         Ok(TrainConfig {
-            model: self.customise(d.model.clone()),
+            model: self.customise(d.model.clone())?,
             epochs: self.epochs.unwrap_or(if embedded_default { 30 } else { d.epochs }),
             batch: self.batch.unwrap_or(d.batch),
             schedule: Schedule::of_kind(
