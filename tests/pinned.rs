@@ -88,8 +88,11 @@ fn hand_loop(cfg: &TrainConfig) -> Vec<NamedTensor> {
     })
 }
 
-/// (CPU model name as /proc/cpuinfo gives it, weights hash) recorded at commit 412437d.
-const PINNED: &[(&str, u64)] = &[("Intel(R) Xeon(R) Processor (avx512)", 0xf765_43a2_95fd_0312)];
+/// (CPU model name as /proc/cpuinfo gives it, weights hash): recorded at commit 412437d on the
+/// Sapphire Rapids guest; the AMD EPYC (Zen 4) guest gave the same bits on 2026-12-03, so the
+/// AVX-512 kernels sum in the same order on both.
+const PINNED: &[(&str, u64)] =
+    &[("Intel(R) Xeon(R) Processor (avx512)", 0xf765_43a2_95fd_0312), ("AMD EPYC (avx512)", 0xf765_43a2_95fd_0312)];
 
 fn cpu_model() -> String {
     let info = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
