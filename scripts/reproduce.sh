@@ -2,7 +2,7 @@
 # The runs behind REPRODUCTION.md, claim by claim. Each run goes to $RUNS/<name> and is resumed
 # if it stopped (a finished run is left alone), so the script can be run again across sittings.
 #
-#   scripts/reproduce.sh CLAIM...     claims: headline cifar30 embedded recipe fig1 lrn pool towers towers-cifar pca dropout ensemble
+#   scripts/reproduce.sh CLAIM...     claims: headline cifar30 embedded recipe fig1 lrn lrn-imagenette pool towers towers-cifar pca dropout ensemble
 #
 # Environment: DATA (default ../shared/data), RUNS (default runs/repro), SEEDS (default "0 1 2"),
 # THREADS (default 2), BIN (default target/release/alexnet), ABL_EPOCHS (default 4: epochs of
@@ -74,7 +74,9 @@ for claim in "$@"; do
       run recipe-biases-1 $IMAGENETTE --epochs "$RECIPE_EPOCHS" --recipe paper --init he --normalize per-channel \
         --schedule cosine --warmup-epochs 1
       run recipe-plateau $IMAGENETTE --epochs "$RECIPE_EPOCHS" --schedule plateau
-      run recipe-paper $IMAGENETTE --epochs "$RECIPE_EPOCHS" --recipe paper ;;
+      run recipe-paper $IMAGENETTE --epochs "$RECIPE_EPOCHS" --recipe paper
+      $BIN compare --run "$RUNS"/recipe-{default,no-warmup,paper-init,biases-1,plateau,paper} \
+        --metric val-top1-error --out "$RUNS/recipe.png" --json > "$RUNS/recipe.json" ;;
     fig1)      # Figure 1: ReLU vs tanh, four-layer net, no regularisation, lr chosen per activation.
       # ReLU reaches 25% training error within a few epochs; tanh gets 12 (the paper: 6x slower).
       # Both warm up over one epoch: without it lr 0.04 kills the ReLUs in the first steps.
@@ -99,6 +101,12 @@ for claim in "$@"; do
       for seed in $SEEDS; do
         run cifar${ABL_EPOCHS}ep-s$seed $CIFAR --model cifar $PAPER_DROPOUT --epochs "$ABL_EPOCHS" --seed "$seed"
         run $claim-off$ABL-s$seed $CIFAR --model cifar --epochs "$ABL_EPOCHS" --seed "$seed" $off
+      done ;;
+    lrn-imagenette)  # Section 3.3 at ImageNet size: the paper model with and without LRN, 8 Imagenette epochs.
+      # The "with" arm is the two-tower run of the towers claim.
+      for seed in $SEEDS; do
+        run towers-paper-s$seed $IMAGENETTE --model paper --epochs 8 --seed "$seed"
+        run lrn-imagenette-off-s$seed $IMAGENETTE --model paper --epochs 8 --seed "$seed" --no-lrn
       done ;;
     towers)    # Section 3.2: two towers vs the half-width one-tower net, Imagenette.
       for seed in $SEEDS; do

@@ -247,6 +247,29 @@ fn cli_recipes_default_and_paper() {
     assert!(layers.iter().all(|l| l["type"] != "lrn"));
     let pools: Vec<_> = layers.iter().filter(|l| l["type"] == "max_pool").map(|l| l["kernel"].clone()).collect();
     assert_eq!(pools, [2, 2, 2]);
+    // --lrn-alpha sets every LRN layer's α; on a model without LRN it is an error, not a no-op.
+    let a = config_of("recipe-lrn-alpha", &["--model", "cifar", "--lrn-alpha", "0.4"]);
+    let alphas: Vec<_> = a["model"]["layers"].as_array().unwrap().iter().filter(|l| l["type"] == "lrn").collect();
+    assert_eq!(alphas.len(), 2);
+    assert!(alphas.iter().all(|l| (l["alpha"].as_f64().unwrap() - 0.4).abs() < 1e-6), "{alphas:?}");
+    let refused = |name: &str, model: &str, extra: &[&str]| -> String {
+        let o = Command::new(bin)
+            .args(["train", "--quiet", "--model", model, "--data"])
+            .arg(&root)
+            .arg("--out")
+            .arg(out_dir(name))
+            .args(extra)
+            .output()
+            .unwrap();
+        assert!(!o.status.success(), "{name} was accepted");
+        String::from_utf8_lossy(&o.stderr).into_owned()
+    };
+    let err = refused("lrn-alpha-4layer", "cifar-4layer", &["--lrn-alpha", "0.4"]);
+    assert!(err.contains("has no LRN layers"), "{err}");
+    let err = refused("lrn-alpha-no-lrn", "cifar", &["--lrn-alpha", "0.4", "--no-lrn"]);
+    assert!(err.contains("has no LRN layers"), "{err}");
+    let err = refused("lrn-alpha-negative", "cifar", &["--lrn-alpha=-1"]);
+    assert!(err.contains("alpha >= 0"), "{err}");
 }
 
 #[test]

@@ -184,6 +184,15 @@ impl LayerInfo {
                 if p.size == 0 {
                     return Err(bad(index, "lrn", "size must be positive"));
                 }
+                // A zero or negative k + α·Σ would divide by zero or take a power of a negative.
+                let finite = p.alpha.is_finite() && p.beta.is_finite() && p.k.is_finite();
+                if !finite || p.alpha < 0.0 || p.beta < 0.0 || p.k <= 0.0 {
+                    return Err(bad(
+                        index,
+                        "lrn",
+                        format!("needs k > 0, alpha >= 0, beta >= 0 (k {}, alpha {}, beta {})", p.k, p.alpha, p.beta),
+                    ));
+                }
                 (info.name, info.kernel, info.kind) = ("lrn".into(), Some(p.size), LayerKind::Lrn(*p));
             }
             LayerSpec::MaxPool { kernel, stride, pad } => {

@@ -126,6 +126,11 @@ pub struct Args {
     /// Which LRN formula the layers' α means (default: alpha-over-n).
     #[arg(long, value_enum)]
     lrn: Option<LrnConvention>,
+    /// The LRN layers' α (default: the paper's 1e-4). LRN is not scale-invariant: on inputs
+    /// standardised to std 1 rather than the paper's 0-255 pixels (std ~60), α·60² ≈ 0.4 gives
+    /// the window sum the weight it has in the paper.
+    #[arg(long)]
+    lrn_alpha: Option<f32>,
     /// Also checkpoint every this many steps (default: every epoch only).
     #[arg(long)]
     checkpoint_every: Option<u64>,
@@ -153,6 +158,17 @@ impl Args {
                 if let LayerSpec::Lrn(p) = l {
                     p.convention = c;
                 }
+            }
+        }
+        if let Some(a) = self.lrn_alpha {
+            let mut found = false;
+            for l in &mut m.layers {
+                if let LayerSpec::Lrn(p) = l {
+                    (p.alpha, found) = (a, true);
+                }
+            }
+            if !found || self.no_lrn {
+                anyhow::bail!("--lrn-alpha {a}: the model `{}` has no LRN layers (or --no-lrn removes them)", m.name);
             }
         }
         if let Some(n) = self.normalize {
@@ -305,6 +321,7 @@ impl Args {
             ("--no-lrn", self.no_lrn),
             ("--no-overlap-pool", self.no_overlap_pool),
             ("--lrn", self.lrn.is_some()),
+            ("--lrn-alpha", self.lrn_alpha.is_some()),
             ("--checkpoint-every", self.checkpoint_every.is_some()),
             ("--val-ten-crop", self.val_ten_crop),
         ];
