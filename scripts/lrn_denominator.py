@@ -8,11 +8,13 @@ the grouped conv2 for the second LRN) of a checkpoint on images of a folder, cen
 stored image (the whole 32x32 image for the cifar models), and prints the distribution of
 d / k^beta over every position and channel.
 
-  scripts/lrn_denominator.py CHECKPOINT.safetensors IMAGE_DIR [--images N]
+  scripts/lrn_denominator.py CHECKPOINT.safetensors IMAGE_DIR [--images N] [--json]
 
-Needs numpy and Pillow. The checkpoint is read as safetensors (a JSON header and raw float32
+Needs numpy and Pillow (`pip install numpy pillow`). The checkpoint is read as safetensors (a JSON header and raw float32
 data; nothing in it is executed). Only the `cifar`-family layer order is handled (conv, relu,
-lrn, max_pool, conv, relu, lrn) with the per-channel input normalisation.
+lrn, max_pool, conv, relu, lrn) with stride-1 convolutions, the per-channel input normalisation,
+and images already at the stored size (CIFAR's 32x32 files): anything else is refused rather
+than approximated.
 """
 import argparse
 import json
@@ -91,22 +93,35 @@ def main():
     kinds = [l["type"] for l in layers[:7]]
     if kinds != ["conv", "relu", "lrn", "max_pool", "conv", "relu", "lrn"]:
         raise SystemExit(f"{args.checkpoint}: layers start {kinds}, not conv relu lrn max_pool conv relu lrn")
+    norm = cfg.get("data", {}).get("normalize", {})
+    norm = norm.get("type") if isinstance(norm, dict) else norm
+    if norm != "per_channel":
+        raise SystemExit(f"{args.checkpoint}: input normalisation {norm!r}; only per_channel is handled")
+    for c in (layers[0], layers[4]):
+        if c.get("stride", 1) != 1:
+            raise SystemExit(f"{args.checkpoint}: {c['name']} has stride {c['stride']}; only stride 1 is handled")
     files = sorted(p for p in pathlib.Path(args.images).rglob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
     if not files:
         raise SystemExit(f"{args.images}: no images")
     files = files[:: max(1, len(files) // args.count)][: args.count]
     size = cfg["input"][1]
-    x = np.stack([np.asarray(Image.open(f).convert("RGB").resize((size, size)), dtype=np.float32) for f in files])
+    imgs = []
+    for f in files:
+        im = Image.open(f).convert("RGB")
+        if im.size != (size, size):
+            raise SystemExit(f"{f}: {im.size[0]}x{im.size[1]}, not the model's {size}x{size} (resize is not handled)")
+        imgs.append(np.asarray(im, dtype=np.float32))
+    x = np.stack(imgs)
     x = (x - np.array(stats["channel_mean"])) / np.array(stats["channel_std"])
     x = x.transpose(0, 3, 1, 2).astype(np.float32)
     out = {"checkpoint": args.checkpoint, "images": len(files)}
     c1, l1, p1, c2, l2 = layers[0], layers[2], layers[3], layers[4], layers[6]
     a1 = np.maximum(conv(x, t["param.conv1.weight"], t["param.conv1.bias"], c1["pad"], c1["groups"]), 0)
-    d1 = lrn_denominator(a1, l1["size"], l1["alpha"], l1["beta"], l1["k"], l1["convention"] == "alpha_over_n")
+    d1 = lrn_denominator(a1, l1["size"], l1["alpha"], l1["beta"], l1["k"], l1.get("convention", "alpha_over_n") == "alpha_over_n")
     out["lrn1"] = describe("lrn1 (after conv1)", d1, l1["k"], l1["beta"])
     h = max_pool(a1 / d1, p1["kernel"], p1["stride"], p1["pad"])
     a2 = np.maximum(conv(h, t["param.conv2.weight"], t["param.conv2.bias"], c2["pad"], c2["groups"]), 0)
-    d2 = lrn_denominator(a2, l2["size"], l2["alpha"], l2["beta"], l2["k"], l2["convention"] == "alpha_over_n")
+    d2 = lrn_denominator(a2, l2["size"], l2["alpha"], l2["beta"], l2["k"], l2.get("convention", "alpha_over_n") == "alpha_over_n")
     out["lrn2"] = describe("lrn2 (after conv2)", d2, l2["k"], l2["beta"])
     if args.json:
         print(json.dumps(out))

@@ -2,7 +2,7 @@
 # The runs behind REPRODUCTION.md, claim by claim. Each run goes to $RUNS/<name> and is resumed
 # if it stopped (a finished run is left alone), so the script can be run again across sittings.
 #
-#   scripts/reproduce.sh CLAIM...     claims: headline cifar30 embedded recipe fig1 lrn lrn-imagenette pool towers towers-cifar pca dropout ensemble
+#   scripts/reproduce.sh CLAIM...     claims: headline cifar30 embedded recipe fig1 lrn lrn-scaled lrn-imagenette pool towers towers-cifar pca dropout ensemble
 #
 # Environment: DATA (default ../shared/data), RUNS (default runs/repro), SEEDS (default "0 1 2"),
 # THREADS (default 2), BIN (default target/release/alexnet), ABL_EPOCHS (default 4: epochs of
@@ -107,6 +107,11 @@ for claim in "$@"; do
       for seed in $SEEDS; do
         run towers-paper-s$seed $IMAGENETTE --model paper --epochs 8 --seed "$seed"
         run lrn-imagenette-off-s$seed $IMAGENETTE --model paper --epochs 8 --seed "$seed" --no-lrn
+      done ;;
+    lrn-scaled)  # Section 3.3 with LRN at the paper's input scale: alpha x 60^2 (README, "LRN and the input scale").
+      for seed in $SEEDS; do
+        run cifar${ABL_EPOCHS}ep-s$seed $CIFAR --model cifar $PAPER_DROPOUT --epochs "$ABL_EPOCHS" --seed "$seed"
+        run lrn-scaled$ABL-s$seed $CIFAR --model cifar $PAPER_DROPOUT --epochs "$ABL_EPOCHS" --seed "$seed" --lrn-alpha 0.4
       done ;;
     towers)    # Section 3.2: two towers vs the half-width one-tower net, Imagenette.
       for seed in $SEEDS; do

@@ -249,3 +249,28 @@ fn training_reduces_the_loss_on_a_fixed_batch() {
     let last = loss_at(&mut net, &x, &y, Mode::Eval);
     assert!(last < 0.5 * first, "loss {first} -> {last}");
 }
+
+#[test]
+fn lrn_with_a_nonpositive_base_or_non_finite_values_is_refused() {
+    for (k, alpha, beta) in [
+        (0.0, 1e-4, 0.75),
+        (-2.0, 1e-4, 0.75),
+        (2.0, -1e-4, 0.75),
+        (2.0, 1e-4, -0.75),
+        (2.0, f32::NAN, 0.75),
+        (f32::INFINITY, 1e-4, 0.75),
+    ] {
+        let mut m = ModelConfig::variant("cifar").unwrap();
+        for l in &mut m.layers {
+            if let LayerSpec::Lrn(p) = l {
+                (p.k, p.alpha, p.beta) = (k, alpha, beta);
+            }
+        }
+        let err = plan(&m).unwrap_err().to_string();
+        assert!(
+            err.contains("lrn") && err.contains("needs k > 0, alpha >= 0, beta >= 0"),
+            "k {k} alpha {alpha} beta {beta}: {err}"
+        );
+    }
+    plan(&ModelConfig::variant("cifar").unwrap()).unwrap();
+}

@@ -252,24 +252,36 @@ fn cli_recipes_default_and_paper() {
     let alphas: Vec<_> = a["model"]["layers"].as_array().unwrap().iter().filter(|l| l["type"] == "lrn").collect();
     assert_eq!(alphas.len(), 2);
     assert!(alphas.iter().all(|l| (l["alpha"].as_f64().unwrap() - 0.4).abs() < 1e-6), "{alphas:?}");
-    let refused = |name: &str, model: &str, extra: &[&str]| -> String {
+    let refused = |name: &str, model: &str, extra: &[&str]| -> (String, PathBuf) {
+        let dir = out_dir(name);
         let o = Command::new(bin)
-            .args(["train", "--quiet", "--model", model, "--data"])
+            .args(["train", "--quiet", "--epochs", "1", "--batch", "16", "--model", model, "--data"])
             .arg(&root)
             .arg("--out")
-            .arg(out_dir(name))
+            .arg(&dir)
             .args(extra)
             .output()
             .unwrap();
         assert!(!o.status.success(), "{name} was accepted");
-        String::from_utf8_lossy(&o.stderr).into_owned()
+        (String::from_utf8_lossy(&o.stderr).into_owned(), dir)
     };
-    let err = refused("lrn-alpha-4layer", "cifar-4layer", &["--lrn-alpha", "0.4"]);
-    assert!(err.contains("has no LRN layers"), "{err}");
-    let err = refused("lrn-alpha-no-lrn", "cifar", &["--lrn-alpha", "0.4", "--no-lrn"]);
-    assert!(err.contains("has no LRN layers"), "{err}");
-    let err = refused("lrn-alpha-negative", "cifar", &["--lrn-alpha=-1"]);
-    assert!(err.contains("alpha >= 0"), "{err}");
+    for (name, model, extra, want) in [
+        (
+            "lrn-alpha-4layer",
+            "cifar-4layer",
+            &["--lrn-alpha", "0.4"][..],
+            "--lrn-alpha: the model `cifar-4layer` has no LRN",
+        ),
+        ("lrn-paper-4layer", "cifar-4layer", &["--lrn", "paper"], "--lrn: the model `cifar-4layer` has no LRN"),
+        ("no-lrn-4layer", "cifar-4layer", &["--no-lrn"], "--no-lrn: the model `cifar-4layer` has no LRN"),
+        ("lrn-alpha-no-lrn", "cifar", &["--lrn-alpha", "0.4", "--no-lrn"], "--no-lrn removes the LRN layers"),
+        ("lrn-alpha-negative", "cifar", &["--lrn-alpha=-1"], "--lrn-alpha -1: must be a finite number >= 0"),
+        ("lrn-alpha-nan", "cifar", &["--lrn-alpha", "NaN"], "--lrn-alpha NaN: must be a finite number >= 0"),
+    ] {
+        let (err, dir) = refused(name, model, extra);
+        assert!(err.contains(want), "{name}: {err}");
+        assert!(!dir.join("config.json").exists(), "{name}: a refused run wrote its config");
+    }
 }
 
 #[test]

@@ -111,7 +111,7 @@ impl TrainConfig {
 
 /// Model-level switches of a run: tanh for ReLU, another dropout probability, another init.
 ///
-/// A dropout probability above 0 for a model without dropout layers (`cifar-4layer`) is an
+/// A dropout probability other than 0 for a model without dropout layers (`cifar-4layer`) is an
 /// error rather than a silent no-op: the run would not be what its command line says.
 pub fn customise_model(
     mut m: ModelConfig,

@@ -103,7 +103,7 @@ pub struct Args {
     #[arg(long, value_enum)]
     pca: Option<PcaSource>,
     /// Dropout probability of every dropout layer (default: the model's; the paper's nets 0.5,
-    /// `cifar` and `cifar-half` 0).
+    /// `cifar` and `cifar-half` 0). Above 0 on a model without dropout layers it is an error.
     #[arg(long)]
     dropout: Option<f32>,
     /// tanh instead of ReLU (the paper's Figure 1).
@@ -127,8 +127,8 @@ pub struct Args {
     #[arg(long, value_enum)]
     lrn: Option<LrnConvention>,
     /// The LRN layers' α (default: the paper's 1e-4). LRN is not scale-invariant: on inputs
-    /// standardised to std 1 rather than the paper's 0-255 pixels (std ~60), α·60² ≈ 0.4 gives
-    /// the window sum the weight it has in the paper.
+    /// standardised to std 1 rather than 0-255 pixels (std ~60) the window sum is ~60² times
+    /// smaller, and 1e-4·60² ≈ 0.4 weighs it as on raw pixels (README, "LRN and the input scale").
     #[arg(long)]
     lrn_alpha: Option<f32>,
     /// Also checkpoint every this many steps (default: every epoch only).
@@ -151,24 +151,28 @@ pub struct Args {
 
 impl Args {
     /// A new run's model (already adapted by its recipe) with the model-level flags applied.
+    /// A flag that would change nothing in this model is an error, not a silent no-op, and the
+    /// result is planned here, so a bad value is named before any file is written.
     fn customise(&self, m: ModelConfig) -> Result<ModelConfig> {
         let mut m = train::customise_model(m, self.tanh, self.dropout, self.init)?;
-        if let Some(c) = self.lrn {
-            for l in &mut m.layers {
-                if let LayerSpec::Lrn(p) = l {
-                    p.convention = c;
-                }
-            }
+        let has_lrn = m.layers.iter().any(|l| matches!(l, LayerSpec::Lrn(_)));
+        let lrn_flags =
+            [("--lrn", self.lrn.is_some()), ("--lrn-alpha", self.lrn_alpha.is_some()), ("--no-lrn", self.no_lrn)];
+        if let Some((flag, _)) = lrn_flags.iter().find(|(_, given)| *given && !has_lrn) {
+            anyhow::bail!("{flag}: the model `{}` has no LRN layers", m.name);
         }
-        if let Some(a) = self.lrn_alpha {
-            let mut found = false;
-            for l in &mut m.layers {
-                if let LayerSpec::Lrn(p) = l {
-                    (p.alpha, found) = (a, true);
-                }
-            }
-            if !found || self.no_lrn {
-                anyhow::bail!("--lrn-alpha {a}: the model `{}` has no LRN layers (or --no-lrn removes them)", m.name);
+        if self.no_lrn && (self.lrn.is_some() || self.lrn_alpha.is_some()) {
+            anyhow::bail!("--no-lrn removes the LRN layers that --lrn / --lrn-alpha would set: give one or the other");
+        }
+        if let Some(a) = self.lrn_alpha
+            && !(a.is_finite() && a >= 0.0)
+        {
+            anyhow::bail!("--lrn-alpha {a}: must be a finite number >= 0");
+        }
+        for l in &mut m.layers {
+            if let LayerSpec::Lrn(p) = l {
+                p.convention = self.lrn.unwrap_or(p.convention);
+                p.alpha = self.lrn_alpha.unwrap_or(p.alpha);
             }
         }
         if let Some(n) = self.normalize {
@@ -178,14 +182,19 @@ impl Args {
             m.layers.retain(|l| !matches!(l, LayerSpec::Lrn(_)));
         }
         if self.no_overlap_pool {
+            let mut changed = false;
             for l in &mut m.layers {
                 if let LayerSpec::MaxPool { kernel, stride, pad } = l
                     && *kernel > *stride
                 {
-                    (*kernel, *pad) = (*stride, 0);
+                    (*kernel, *pad, changed) = (*stride, 0, true);
                 }
             }
+            if !changed {
+                anyhow::bail!("--no-overlap-pool: the model `{}` has no overlapping pools", m.name);
+            }
         }
+        alexnet::model::plan(&m)?;
         Ok(m)
     }
 
@@ -322,6 +331,7 @@ impl Args {
             ("--no-overlap-pool", self.no_overlap_pool),
             ("--lrn", self.lrn.is_some()),
             ("--lrn-alpha", self.lrn_alpha.is_some()),
+            ("--skip-bad", self.bad.skip_bad),
             ("--checkpoint-every", self.checkpoint_every.is_some()),
             ("--val-ten-crop", self.val_ten_crop),
         ];
