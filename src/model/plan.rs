@@ -181,18 +181,7 @@ impl LayerInfo {
             LayerSpec::Relu => (info.name, info.kind) = ("relu".into(), LayerKind::Relu),
             LayerSpec::Tanh => (info.name, info.kind) = ("tanh".into(), LayerKind::Tanh),
             LayerSpec::Lrn(p) => {
-                if p.size == 0 {
-                    return Err(bad(index, "lrn", "size must be positive"));
-                }
-                // A zero or negative k + α·Σ would divide by zero or take a power of a negative.
-                let finite = p.alpha.is_finite() && p.beta.is_finite() && p.k.is_finite();
-                if !finite || p.alpha < 0.0 || p.beta < 0.0 || p.k <= 0.0 {
-                    return Err(bad(
-                        index,
-                        "lrn",
-                        format!("needs k > 0, alpha >= 0, beta >= 0 (k {}, alpha {}, beta {})", p.k, p.alpha, p.beta),
-                    ));
-                }
+                check_lrn(index, p)?;
                 (info.name, info.kernel, info.kind) = ("lrn".into(), Some(p.size), LayerKind::Lrn(*p));
             }
             LayerSpec::MaxPool { kernel, stride, pad } => {
@@ -304,6 +293,20 @@ pub struct Summary {
 
 fn bad(index: usize, what: &str, problem: impl Into<String>) -> ConfigError {
     ConfigError::BadLayer { index, what: what.into(), problem: problem.into() }
+}
+
+/// An LRN layer's window and constants: a zero or negative base `k + α·Σ` would divide by zero
+/// or take a power of a negative.
+fn check_lrn(index: usize, p: &crate::kernels::lrn::LrnParams) -> Result<(), ConfigError> {
+    if p.size == 0 {
+        return Err(bad(index, "lrn", "size must be positive"));
+    }
+    let finite = p.alpha.is_finite() && p.beta.is_finite() && p.k.is_finite();
+    if !finite || p.alpha < 0.0 || p.beta < 0.0 || p.k <= 0.0 {
+        let values = format!("k {}, alpha {}, beta {}", p.k, p.alpha, p.beta);
+        return Err(bad(index, "lrn", format!("needs k > 0, alpha >= 0, beta >= 0 ({values})")));
+    }
+    Ok(())
 }
 
 /// Walks the layers, checking that each fits its input.

@@ -121,15 +121,13 @@ pub fn customise_model(
 ) -> crate::Result<ModelConfig> {
     m = m.with_activation(tanh);
     if let Some(p) = dropout {
-        let mut found = false;
+        if p != 0.0 && !m.layers.iter().any(|l| matches!(l, LayerSpec::Dropout { .. })) {
+            return Err(crate::Error::Invalid(format!("--dropout {p}: the model `{}` has no dropout layers", m.name)));
+        }
         for l in &mut m.layers {
             if let LayerSpec::Dropout { p: q } = l {
                 *q = p;
-                found = true;
             }
-        }
-        if !found && p != 0.0 {
-            return Err(crate::Error::Invalid(format!("--dropout {p}: the model `{}` has no dropout layers", m.name)));
         }
     }
     if let Some(i) = init {

@@ -36,9 +36,11 @@ pub struct RunOptions {
     pub quiet: bool,
 }
 
-/// Trains as `cfg` says; with `resume`, continues the run whose checkpoint that is. Writes
-/// `cfg.out/config.json` first and runs on a pool of `cfg.threads` threads.
+/// Trains as `cfg` says; with `resume`, continues the run whose checkpoint that is. Checks the
+/// model first (a bad layer is named before anything is written), then writes
+/// `cfg.out/config.json` and runs on a pool of `cfg.threads` threads.
 pub fn train(cfg: &TrainConfig, resume: Option<&Checkpoint>, opts: &RunOptions) -> Result<TrainOutcome> {
+    crate::model::plan(&cfg.model)?;
     std::fs::create_dir_all(&cfg.out).map_err(|e| Error::io(&cfg.out, e))?;
     if resume.is_none() && cfg.out.join("last.safetensors").exists() {
         return Err(Error::Invalid(format!(

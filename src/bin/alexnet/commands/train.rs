@@ -151,8 +151,7 @@ pub struct Args {
 
 impl Args {
     /// A new run's model (already adapted by its recipe) with the model-level flags applied.
-    /// A flag that would change nothing in this model is an error, not a silent no-op, and the
-    /// result is planned here, so a bad value is named before any file is written.
+    /// A flag that would change nothing in this model is an error, not a silent no-op.
     fn customise(&self, m: ModelConfig) -> Result<ModelConfig> {
         let mut m = train::customise_model(m, self.tanh, self.dropout, self.init)?;
         let has_lrn = m.layers.iter().any(|l| matches!(l, LayerSpec::Lrn(_)));
@@ -194,7 +193,6 @@ impl Args {
                 anyhow::bail!("--no-overlap-pool: the model `{}` has no overlapping pools", m.name);
             }
         }
-        alexnet::model::plan(&m)?;
         Ok(m)
     }
 
