@@ -6,7 +6,8 @@
 #
 # Environment: DATA (default ../shared/data), RUNS (default runs/repro), SEEDS (default "0 1 2"),
 # THREADS (default 2), BIN (default target/release/alexnet), ABL_EPOCHS (default 4: epochs of
-# the CIFAR-10 comparisons), RECIPE_EPOCHS (default 2: epochs of each recipe arm, about 25 minutes each on one thread), FIG1_LRS (default 0.02),
+# the CIFAR-10 comparisons), RECIPE_EPOCHS (default 2: epochs of each recipe arm, about 25 minutes each on one thread),
+# IMN_EPOCHS (default 8: epochs of the Imagenette comparisons lrn-imagenette and towers), FIG1_LRS (default 0.02),
 # FIG1_PAPER_INIT_LRS (default 0.002: at 0.01 the ReLU net on 0-255 inputs diverges in epoch 2). Never run two of these at once on
 # a 2-core machine when one is time-limited (headline, cifar30, embedded): they measure what the
 # cores do in that time. The epoch-counted claims may share them: THREADS=1, two scripts at once.
@@ -26,6 +27,9 @@ ABL_EPOCHS=${ABL_EPOCHS:-4}
 # so another ABL_EPOCHS never takes a finished 4-epoch run for its own.
 ABL=$([[ $ABL_EPOCHS == 4 ]] || echo "-${ABL_EPOCHS}ep")
 RECIPE_EPOCHS=${RECIPE_EPOCHS:-2}
+# Epochs of the Imagenette comparisons (lrn-imagenette, towers): 8 is ~55 minutes a run on 2
+# threads; at 2 the "with LRN" arm of seed 0 is the same command as recipe-default.
+IMN_EPOCHS=${IMN_EPOCHS:-8}
 # Figure 1's runs: constant lr, no weight decay, no augmentation, every image trained on.
 PAPER_INIT="--init paper --normalize per-pixel-mean"
 FIG1="--schedule step --step-every 1000 --warmup-epochs 1 --weight-decay 0 --no-random-crop --no-flip --pca-std 0 --val-split 0"
@@ -105,8 +109,8 @@ for claim in "$@"; do
     lrn-imagenette)  # Section 3.3 at ImageNet size: the paper model with and without LRN, 8 Imagenette epochs.
       # The "with" arm is the two-tower run of the towers claim.
       for seed in $SEEDS; do
-        run towers-paper-s$seed $IMAGENETTE --model paper --epochs 8 --seed "$seed"
-        run lrn-imagenette-off-s$seed $IMAGENETTE --model paper --epochs 8 --seed "$seed" --no-lrn
+        run towers-paper-${IMN_EPOCHS}ep-s$seed $IMAGENETTE --model paper --epochs "$IMN_EPOCHS" --seed "$seed"
+        run lrn-imagenette-off-${IMN_EPOCHS}ep-s$seed $IMAGENETTE --model paper --epochs "$IMN_EPOCHS" --seed "$seed" --no-lrn
       done ;;
     lrn-scaled)  # Section 3.3 with LRN at the paper's input scale: alpha x 60^2 (README, "LRN and the input scale").
       for seed in $SEEDS; do
@@ -115,8 +119,8 @@ for claim in "$@"; do
       done ;;
     towers)    # Section 3.2: two towers vs the half-width one-tower net, Imagenette.
       for seed in $SEEDS; do
-        run towers-paper-s$seed $IMAGENETTE --model paper --epochs 8 --seed "$seed"
-        run towers-half-s$seed $IMAGENETTE --model paper-half --epochs 8 --seed "$seed"
+        run towers-paper-${IMN_EPOCHS}ep-s$seed $IMAGENETTE --model paper --epochs "$IMN_EPOCHS" --seed "$seed"
+        run towers-half-${IMN_EPOCHS}ep-s$seed $IMAGENETTE --model paper-half --epochs "$IMN_EPOCHS" --seed "$seed"
       done ;;
     towers-cifar)  # Section 3.2 at CIFAR size: the two-tower cifar net vs its half-width one-tower net.
       # The two-tower arm is the cifar run of that seed with dropout 0.5, shared with the other claims.

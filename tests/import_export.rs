@@ -173,8 +173,9 @@ fn onnx_cases_for_onnxruntime() {
     let classes: Vec<_> =
         (0..10).map(|i| alexnet::data::ClassInfo { id: i.to_string(), name: i.to_string() }).collect();
     // With the paper's dropout (the variant has none by default), so the export has its Mul.
-    let cifar_dropout =
-        alexnet::train::customise_model(ModelConfig::variant("cifar").unwrap(), false, Some(0.5), None).unwrap();
+    let cifar_dropout = alexnet::model::ModelChanges { dropout: Some(0.5), ..Default::default() }
+        .apply(ModelConfig::variant("cifar").unwrap())
+        .unwrap();
     let cifar = Network::new(cifar_dropout, 3).unwrap();
     onnx_case(&dir, "cifar-paper-dropout", &Checkpoint::capture(&cifar, &classes, &stats, None, None), 4);
     let tv =

@@ -139,20 +139,11 @@ fn cifar_has_dropout_layers_at_zero_that_the_flag_sets() {
     };
     let cifar = ModelConfig::variant("cifar").unwrap();
     assert_eq!(ps(&cifar), [0.0, 0.0]);
-    assert_eq!(ps(&alexnet::train::customise_model(cifar, false, Some(0.5), None).unwrap()), [0.5, 0.5]);
-    assert_eq!(ps(&ModelConfig::variant("paper").unwrap()), [0.5, 0.5]);
-}
-
-#[test]
-fn dropout_on_a_model_without_dropout_layers_is_an_error() {
-    let four = || ModelConfig::variant("cifar-4layer").unwrap();
-    let err = alexnet::train::customise_model(four(), false, Some(0.5), None).unwrap_err().to_string();
-    assert!(
-        err.contains("--dropout 0.5") && err.contains("cifar-4layer") && err.contains("no dropout layers"),
-        "{err}"
+    assert_eq!(
+        ps(&alexnet::model::ModelChanges { dropout: Some(0.5), ..Default::default() }.apply(cifar).unwrap()),
+        [0.5, 0.5]
     );
-    // 0 asks for what the model already is: accepted.
-    assert_eq!(alexnet::train::customise_model(four(), false, Some(0.0), None).unwrap(), four());
+    assert_eq!(ps(&ModelConfig::variant("paper").unwrap()), [0.5, 0.5]);
 }
 
 #[test]

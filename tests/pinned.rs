@@ -35,7 +35,9 @@ fn one_epoch_gives_the_pinned_weights() {
     let _ = std::fs::remove_dir_all(&out);
     let cfg = TrainConfig {
         // With the dropout it had when the hash was pinned (the variant has none since).
-        model: alexnet::train::customise_model(ModelConfig::variant("cifar").unwrap(), false, Some(0.5), None).unwrap(),
+        model: alexnet::model::ModelChanges { dropout: Some(0.5), ..Default::default() }
+            .apply(ModelConfig::variant("cifar").unwrap())
+            .unwrap(),
         epochs: 1,
         batch: 32,
         seed: 11,

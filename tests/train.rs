@@ -46,7 +46,9 @@ fn config(name: &str, epochs: usize) -> TrainConfig {
     TrainConfig {
         val: Some(embedded("val")),
         val_split: 0.0,
-        model: alexnet::train::customise_model(ModelConfig::variant("cifar").unwrap(), false, Some(0.5), None).unwrap(),
+        model: alexnet::model::ModelChanges { dropout: Some(0.5), ..Default::default() }
+            .apply(ModelConfig::variant("cifar").unwrap())
+            .unwrap(),
         epochs,
         batch: 64,
         seed: 7,

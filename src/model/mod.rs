@@ -2,12 +2,14 @@
 //! the config alone), init, the typed layers and the network with its forward and backward
 //! passes and its training step.
 
+pub mod changes;
 pub mod config;
 pub mod init;
 pub mod layer;
 pub mod net;
 pub mod plan;
 
+pub use changes::ModelChanges;
 pub use config::{AlexNetWidths, ConfigError, Init, LayerSpec, ModelConfig, VARIANTS};
 pub use layer::{Layer, Mode, Param};
 pub use net::{LayerTime, Network, StepResult};

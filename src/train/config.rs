@@ -5,7 +5,6 @@ use super::recipe::Recipe;
 use super::schedule::Schedule;
 use crate::data::AugmentOptions;
 use crate::model::ModelConfig;
-use crate::model::config::{Init, LayerSpec};
 use crate::optim::SgdConfig;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
@@ -107,31 +106,4 @@ impl TrainConfig {
             warmup_epochs: recipe.warmup_epochs(),
         }
     }
-}
-
-/// Model-level switches of a run: tanh for ReLU, another dropout probability, another init.
-///
-/// A dropout probability other than 0 for a model without dropout layers (`cifar-4layer`) is an
-/// error rather than a silent no-op: the run would not be what its command line says.
-pub fn customise_model(
-    mut m: ModelConfig,
-    tanh: bool,
-    dropout: Option<f32>,
-    init: Option<Init>,
-) -> crate::Result<ModelConfig> {
-    m = m.with_activation(tanh);
-    if let Some(p) = dropout {
-        if p != 0.0 && !m.layers.iter().any(|l| matches!(l, LayerSpec::Dropout { .. })) {
-            return Err(crate::Error::Invalid(format!("--dropout {p}: the model `{}` has no dropout layers", m.name)));
-        }
-        for l in &mut m.layers {
-            if let LayerSpec::Dropout { p: q } = l {
-                *q = p;
-            }
-        }
-    }
-    if let Some(i) = init {
-        m.init = i;
-    }
-    Ok(m)
 }

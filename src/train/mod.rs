@@ -16,7 +16,7 @@ pub mod stop;
 pub mod trainer;
 
 pub use crate::data::{AugmentOptions, PcaSource};
-pub use config::{TrainConfig, customise_model};
+pub use config::TrainConfig;
 pub use metrics::{EpochMetrics, read_metrics};
 pub use recipe::Recipe;
 pub use schedule::{Schedule, ScheduleKind};

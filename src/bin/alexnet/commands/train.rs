@@ -5,7 +5,7 @@ use crate::common::{BadImages, Common, embedded, model_name};
 use alexnet::Checkpoint;
 use alexnet::data::{AugmentOptions, Normalize};
 use alexnet::kernels::lrn::LrnConvention;
-use alexnet::model::{Init, LayerSpec, ModelConfig};
+use alexnet::model::{Init, ModelChanges, ModelConfig};
 use alexnet::optim::SgdForm;
 use alexnet::train::{
     self, PcaSource, Recipe, RunOptions, Schedule, ScheduleKind, StopHandle, TrainConfig, TrainOutcome, schedule,
@@ -150,50 +150,19 @@ pub struct Args {
 }
 
 impl Args {
-    /// A new run's model (already adapted by its recipe) with the model-level flags applied.
-    /// A flag that would change nothing in this model is an error, not a silent no-op.
-    fn customise(&self, m: ModelConfig) -> Result<ModelConfig> {
-        let mut m = train::customise_model(m, self.tanh, self.dropout, self.init)?;
-        let has_lrn = m.layers.iter().any(|l| matches!(l, LayerSpec::Lrn(_)));
-        let lrn_flags =
-            [("--lrn", self.lrn.is_some()), ("--lrn-alpha", self.lrn_alpha.is_some()), ("--no-lrn", self.no_lrn)];
-        if let Some((flag, _)) = lrn_flags.iter().find(|(_, given)| *given && !has_lrn) {
-            anyhow::bail!("{flag}: the model `{}` has no LRN layers", m.name);
+    /// The model-level flags, applied by the library to a new run's model (already adapted by
+    /// its recipe); a flag that would change nothing in that model is an error there.
+    fn model_changes(&self) -> ModelChanges {
+        ModelChanges {
+            tanh: self.tanh,
+            dropout: self.dropout,
+            init: self.init,
+            normalize: self.normalize,
+            lrn: self.lrn,
+            lrn_alpha: self.lrn_alpha,
+            no_lrn: self.no_lrn,
+            no_overlap_pool: self.no_overlap_pool,
         }
-        if self.no_lrn && (self.lrn.is_some() || self.lrn_alpha.is_some()) {
-            anyhow::bail!("--no-lrn removes the LRN layers that --lrn / --lrn-alpha would set: give one or the other");
-        }
-        if let Some(a) = self.lrn_alpha
-            && !(a.is_finite() && a >= 0.0)
-        {
-            anyhow::bail!("--lrn-alpha {a}: must be a finite number >= 0");
-        }
-        for l in &mut m.layers {
-            if let LayerSpec::Lrn(p) = l {
-                p.convention = self.lrn.unwrap_or(p.convention);
-                p.alpha = self.lrn_alpha.unwrap_or(p.alpha);
-            }
-        }
-        if let Some(n) = self.normalize {
-            m.data.normalize = n;
-        }
-        if self.no_lrn {
-            m.layers.retain(|l| !matches!(l, LayerSpec::Lrn(_)));
-        }
-        if self.no_overlap_pool {
-            let mut changed = false;
-            for l in &mut m.layers {
-                if let LayerSpec::MaxPool { kernel, stride, pad } = l
-                    && *kernel > *stride
-                {
-                    (*kernel, *pad, changed) = (*stride, 0, true);
-                }
-            }
-            if !changed {
-                anyhow::bail!("--no-overlap-pool: the model `{}` has no overlapping pools", m.name);
-            }
-        }
-        Ok(m)
     }
 
     /// The configuration of a new run.
@@ -229,7 +198,7 @@ impl Args {
         let (factor, max_drops) =
             (self.lr_factor.unwrap_or(schedule::PAPER_FACTOR), self.lr_drops.unwrap_or(schedule::PAPER_MAX_DROPS));
         Ok(TrainConfig {
-            model: self.customise(d.model.clone())?,
+            model: self.model_changes().apply(d.model.clone())?,
             epochs: self.epochs.unwrap_or(if embedded_default { 30 } else { d.epochs }),
             batch: self.batch.unwrap_or(d.batch),
             schedule: Schedule::of_kind(
