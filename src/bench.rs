@@ -190,20 +190,25 @@ pub struct LoaderReport {
 }
 
 /// The loader alone: augmented batches from a packed set as fast as it can make them (one
-/// background thread, as in training), for at most `batches` batches.
+/// background thread, as in training), for at most `batches` batches. A folder is packed into
+/// (or found in) the shared cache, `cache_dir` or its default ([`crate::data::CacheStore`]).
 pub fn loader_throughput(
     model: &ModelConfig,
     data: &std::path::Path,
+    cache_dir: Option<&std::path::Path>,
     batch: usize,
     batches: usize,
 ) -> Result<LoaderReport> {
     let stored = model.data.stored;
-    // A folder is packed into a private temporary directory, removed when `tmp` drops.
-    let tmp = tempfile::tempdir().map_err(|e| Error::io(std::env::temp_dir(), e))?;
-    let cache = tmp.path().join(format!("loader-{stored}.bin"));
-    let opened =
-        crate::data::source::open(data, stored, None, &cache, crate::data::cache::OnBadImage::Fail, &|_, _| {});
-    let images = std::sync::Arc::new(opened?);
+    let store = crate::data::CacheStore::resolve(cache_dir, data);
+    let how = crate::data::source::Packing {
+        size: stored,
+        class_names: None,
+        on_bad: crate::data::cache::OnBadImage::Fail,
+        store: &store,
+        legacy: None,
+    };
+    let images = std::sync::Arc::new(crate::data::source::open(data, &how, &|_, _| {})?);
     let crop = model.input[1];
     let input =
         std::sync::Arc::new(TrainInput::new(&model.data, &images.stats, Augment::paper(&images.stats), crop, 1));

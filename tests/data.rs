@@ -161,7 +161,16 @@ fn cache_file_round_trip_and_damage() {
     let f = ImageFolder::scan(Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/data/cifar10-mini/val")), None).unwrap();
     let items: Vec<_> = f.items.iter().step_by(50).cloned().collect();
     let out = d.join("val.bin");
-    let r = cache::write_cache(&out, &items, f.classes.clone(), 32, "src", OnBadImage::Fail, &|_| {}).unwrap();
+    let r = cache::write_cache(
+        &out,
+        &items,
+        f.classes.clone(),
+        32,
+        cache::Origin { source: "src", key: "" },
+        OnBadImage::Fail,
+        &|_| {},
+    )
+    .unwrap();
     assert_eq!(r.images, items.len());
     let p = PackedImages::open(&out).unwrap();
     assert_eq!(p.count, items.len());

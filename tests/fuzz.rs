@@ -177,7 +177,16 @@ fn packed_cache() -> Vec<u8> {
         .collect();
     let out = dir.join("cache.bin");
     let bad = alexnet::data::cache::OnBadImage::Fail;
-    alexnet::data::cache::write_cache(&out, &items, classes, 8, "fuzz", bad, &|_| {}).unwrap();
+    alexnet::data::cache::write_cache(
+        &out,
+        &items,
+        classes,
+        8,
+        alexnet::data::cache::Origin { source: "fuzz", key: "" },
+        bad,
+        &|_| {},
+    )
+    .unwrap();
     let bytes = std::fs::read(&out).unwrap();
     let _ = std::fs::remove_dir_all(&dir);
     bytes

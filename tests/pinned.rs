@@ -70,8 +70,15 @@ fn one_epoch_gives_the_pinned_weights() {
 /// per-image input -> loader -> `train_step`.
 fn hand_loop(cfg: &TrainConfig) -> Vec<NamedTensor> {
     let tmp = std::env::temp_dir().join(format!("alexnet-pinned-hand-{}", std::process::id()));
-    let cache = tmp.join("cache.bin");
-    let opened = source::open(&cfg.data, cfg.model.data.stored, None, &cache, OnBadImage::Fail, &|_, _| {});
+    let store = alexnet::data::CacheStore { dir: tmp.clone() };
+    let how = source::Packing {
+        size: cfg.model.data.stored,
+        class_names: None,
+        on_bad: OnBadImage::Fail,
+        store: &store,
+        legacy: None,
+    };
+    let opened = source::open(&cfg.data, &how, &|_, _| {});
     let _ = std::fs::remove_dir_all(&tmp);
     let splits = Splits::new(Arc::new(opened.unwrap()), None, cfg.val_split, cfg.seed).unwrap();
     let stats = splits.train_stats();

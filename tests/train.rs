@@ -354,7 +354,8 @@ fn stats_are_of_the_training_split_only() {
     cfg.val_split = 0.5;
     train(&cfg, None, &stop_at(1)).unwrap();
     let ck = Checkpoint::load(&cfg.out.join("last.safetensors")).unwrap();
-    let all = alexnet::data::PackedImages::open(&cfg.out.join("cache/train-32.bin")).unwrap();
+    let store = alexnet::data::CacheStore::resolve(cfg.cache_dir.as_deref(), &cfg.data);
+    let all = alexnet::data::PackedImages::open(&store.file_for(&cfg.data, 32)).unwrap();
     let s: &DataStats = &ck.stats;
     assert_eq!(s.count, 500);
     assert_ne!(s.channel_mean, all.stats.channel_mean);

@@ -33,6 +33,10 @@ struct Meta {
     classes: Vec<ClassInfo>,
     stats: DataStats,
     source: String,
+    /// The key of the folder's contents it was packed from ([`super::store::content_key`]);
+    /// empty for files from before the shared store and for sets that are not folders.
+    #[serde(default)]
+    key: String,
 }
 
 enum Storage {
@@ -49,6 +53,8 @@ pub struct PackedImages {
     pub classes: Vec<ClassInfo>,
     pub stats: DataStats,
     pub source: String,
+    /// See [`super::store::content_key`]; empty when unknown.
+    pub key: String,
 }
 
 impl PackedImages {
@@ -133,6 +139,7 @@ impl PackedImages {
             classes: meta.classes,
             stats,
             source: meta.source,
+            key: meta.key,
         })
     }
 
@@ -158,13 +165,21 @@ pub struct Packer<W: Write> {
     labels: Vec<u32>,
     acc: StatsAccumulator,
     written: usize,
+    key: String,
 }
 
 impl<W: Write> Packer<W> {
     pub fn new(mut out: W, size: usize) -> std::io::Result<Self> {
         out.write_all(MAGIC)?;
         out.write_all(&[0u8; DATA_START - 16])?;
-        Ok(Self { out, size, labels: Vec::new(), acc: StatsAccumulator::new(size), written: DATA_START })
+        Ok(Self {
+            out,
+            size,
+            labels: Vec::new(),
+            acc: StatsAccumulator::new(size),
+            written: DATA_START,
+            key: String::new(),
+        })
     }
 
     pub fn push(&mut self, image: &[u8], label: u32) -> std::io::Result<()> {
@@ -178,6 +193,11 @@ impl<W: Write> Packer<W> {
 
     pub fn len(&self) -> usize {
         self.labels.len()
+    }
+
+    /// Records the key of the folder being packed (see [`super::store::content_key`]).
+    pub fn set_key(&mut self, key: &str) {
+        self.key = key.into();
     }
 
     pub fn is_empty(&self) -> bool {
@@ -194,8 +214,14 @@ impl<W: Write> Packer<W> {
             self.out.write_all(&m.to_le_bytes())?;
         }
         let json_off = self.written + 4 * self.labels.len() + 4 * stats.mean_image.len();
-        let meta =
-            Meta { count: self.labels.len(), size: self.size, classes, stats: stats.clone(), source: source.into() };
+        let meta = Meta {
+            count: self.labels.len(),
+            size: self.size,
+            classes,
+            stats: stats.clone(),
+            source: source.into(),
+            key: std::mem::take(&mut self.key),
+        };
         let json = serde_json::to_vec(&meta).map_err(std::io::Error::other)?;
         self.out.write_all(&json)?;
         self.out.write_all(&(json_off as u64).to_le_bytes())?;
@@ -271,39 +297,63 @@ pub fn pack_files<W: Write>(
     })
 }
 
-/// Packs labelled images into a cache file at `out`, atomically (temporary name, then rename).
+/// Where a packed set comes from, as its file records it.
+#[derive(Clone, Copy, Debug)]
+pub struct Origin<'a> {
+    /// The source's canonical path.
+    pub source: &'a str,
+    /// The key of the folder's contents ([`super::store::content_key`]); empty for none.
+    pub key: &'a str,
+}
+
+/// Bytes of a packed file of `count` images at `size × size` (the metadata JSON estimated
+/// generously: its classes and statistics are a few kB, a little more per class).
+pub fn packed_bytes(count: usize, size: usize, classes: usize) -> u64 {
+    let img = (size * size * 3) as u64;
+    DATA_START as u64 + count as u64 * (img + 4) + img * 4 + 65_536 + 512 * classes as u64 + 32
+}
+
+/// Packs labelled images into a cache file at `out`, atomically: the images go to a uniquely
+/// named temporary file in the same folder, renamed to `out` when complete, so neither an
+/// interrupted pack nor two concurrent ones ever leave a file at `out` that is not whole. The
+/// disk's free space is checked against the file's size before the first image is decoded.
 pub fn write_cache(
     out: &Path,
     items: &[(PathBuf, u32)],
     classes: Vec<ClassInfo>,
     size: usize,
-    source: &str,
+    origin: Origin<'_>,
     on_bad: OnBadImage,
     on_progress: &(dyn Fn(usize) + Sync),
 ) -> Result<PackReport, DataError> {
     let t0 = std::time::Instant::now();
-    if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(|e| DataError::io(dir, e))?;
-    }
+    let dir = out.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).map_err(|e| DataError::io(dir, e))?;
     crate::files::check_writable(out).map_err(|e| DataError::io(out, e))?;
-    let tmp = out.with_extension("partial");
-    let packed = (|| {
-        let file = crate::files::create_fresh(&tmp).map_err(|e| DataError::io(&tmp, e))?;
-        let mut packer =
-            Packer::new(std::io::BufWriter::with_capacity(1 << 20, file), size).map_err(|e| DataError::io(&tmp, e))?;
-        let skipped = pack_files(&mut packer, items, size, on_bad, on_progress)?;
-        if packer.is_empty() {
-            return Err(DataError::layout(out, "no image could be decoded"));
-        }
-        let images = packer.len();
-        packer.finish(classes, source).map_err(|e| DataError::io(&tmp, e))?;
-        std::fs::rename(&tmp, out).map_err(|e| DataError::io(out, e))?;
-        Ok((images, skipped))
-    })();
-    // Whatever failed (a bad image, a full disk), no partial file is left behind.
-    let (images, skipped) = packed.inspect_err(|_| {
-        let _ = std::fs::remove_file(&tmp);
-    })?;
+    let needed = packed_bytes(items.len(), size, classes.len());
+    super::store::check_room(out, needed, super::store::free_bytes(dir))?;
+    let (file, tmp) = tempfile::Builder::new()
+        .prefix(".packing-")
+        .suffix(".partial")
+        .tempfile_in(dir)
+        .map_err(|e| DataError::io(dir, e))?
+        .into_parts();
+    // `tmp` removes the file when dropped: whatever fails below (a bad image, a full disk), no
+    // partial file is left behind.
+    let mut packer =
+        Packer::new(std::io::BufWriter::with_capacity(1 << 20, file), size).map_err(|e| DataError::io(&*tmp, e))?;
+    packer.set_key(origin.key);
+    let skipped = pack_files(&mut packer, items, size, on_bad, on_progress)?;
+    if packer.is_empty() {
+        return Err(DataError::layout(out, "no image could be decoded"));
+    }
+    let images = packer.len();
+    let (w, _) = packer.finish(classes, origin.source).map_err(|e| DataError::io(&*tmp, e))?;
+    w.into_inner()
+        .map_err(|e| DataError::io(&*tmp, e.into_error()))?
+        .sync_all()
+        .map_err(|e| DataError::io(&*tmp, e))?;
+    tmp.persist(out).map_err(|e| DataError::io(out, e.error))?;
     let seconds = t0.elapsed().as_secs_f64();
     Ok(PackReport { images, skipped, seconds, images_per_s: items.len() as f64 / seconds.max(1e-9) })
 }

@@ -11,6 +11,7 @@ pub mod loader;
 pub mod pipeline;
 pub mod source;
 pub mod stats;
+pub mod store;
 
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
@@ -23,6 +24,7 @@ pub use pipeline::{
     LoaderOptions, SplitError, SplitRecord, Splits, TrainInput, UnknownClasses, ValSet, class_map, permutation,
 };
 pub use stats::DataStats;
+pub use store::CacheStore;
 
 #[derive(Debug, Error)]
 pub enum DataError {

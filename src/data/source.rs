@@ -2,6 +2,7 @@
 //! `alexnet prepare`, an IDX images file, or an image folder (packed into a cache on first use).
 
 use super::cache::{self, OnBadImage, PackedImages};
+use super::store::{self, CacheStore, PackLock};
 use super::{ClassInfo, DataError, folder::ImageFolder, idx};
 use std::path::{Path, PathBuf};
 
@@ -17,16 +18,26 @@ pub fn is_cache_file(path: &Path) -> bool {
         && &magic == b"ALEXNET-PACKED"
 }
 
-/// Opens `path` at `size × size`. Folders are packed into `cache_path` (reused while it
-/// matches the folder: same file count, size and source).
-pub fn open(
-    path: &Path,
-    size: usize,
-    class_names: Option<&Path>,
-    cache_path: &Path,
-    on_bad: OnBadImage,
-    progress: Progress<'_>,
-) -> Result<PackedImages, DataError> {
+/// How [`open`] packs a folder.
+#[derive(Clone, Copy, Debug)]
+pub struct Packing<'a> {
+    /// Stored image side.
+    pub size: usize,
+    /// Class names, `wnid<TAB>name` per line.
+    pub class_names: Option<&'a Path>,
+    pub on_bad: OnBadImage,
+    /// Where folders' caches live, shared between runs.
+    pub store: &'a CacheStore,
+    /// A cache packed before the shared store (a run folder's own `cache/NAME-SIZE.bin`), used
+    /// while it matches the folder (same source, size, count and classes) so that resuming an
+    /// old run reads exactly the pixels it started with.
+    pub legacy: Option<&'a Path>,
+}
+
+/// Opens `path` at `how.size × how.size`. A folder is packed into the shared cache on first use
+/// and found there again while its contents' key matches (see [`super::store`]).
+pub fn open(path: &Path, how: &Packing<'_>, progress: Progress<'_>) -> Result<PackedImages, DataError> {
+    let size = how.size;
     if !path.exists() {
         return Err(DataError::layout(path, "no such file or folder"));
     }
@@ -44,7 +55,7 @@ pub fn open(
         return Ok(p);
     }
     if idx::is_idx_images(path) {
-        return open_idx(path, size, class_names);
+        return open_idx(path, size, how.class_names);
     }
     if path.is_file() {
         return Err(DataError::layout(
@@ -52,25 +63,50 @@ pub fn open(
             "expected an image folder (ROOT/<class>/<image>), a file made by `alexnet prepare`, or an IDX images file",
         ));
     }
-    let folder = ImageFolder::scan(path, class_names)?;
+    let folder = ImageFolder::scan(path, how.class_names)?;
     let source = std::fs::canonicalize(path).unwrap_or_else(|_| path.into()).display().to_string();
-    if let Ok(c) = PackedImages::open(cache_path)
+    if let Some(legacy) = how.legacy
+        && let Ok(c) = PackedImages::open(legacy)
         && c.size == size
         && c.source == source
-        && c.count + count_skipped(cache_path) == folder.items.len()
+        && c.count + count_skipped(legacy) == folder.items.len()
         && c.classes == folder.classes
     {
         return Ok(c);
     }
+    let file = how.store.file_for(path, size);
+    let key = store::content_key(path, &folder.items, &folder.classes, size)?;
+    // Under the lock: a second run packing the same folder waits, then finds the first's file.
+    let _lock = PackLock::acquire(&file)?;
+    if let Ok(c) = PackedImages::open(&file)
+        && c.size == size
+        && c.key == key
+    {
+        return Ok(c);
+    }
     let total = folder.items.len();
-    let report = cache::write_cache(cache_path, &folder.items, folder.classes.clone(), size, &source, on_bad, &|d| {
+    let origin = cache::Origin { source: &source, key: &key };
+    let report = cache::write_cache(&file, &folder.items, folder.classes.clone(), size, origin, how.on_bad, &|d| {
         progress(d, total)
     })?;
-    if !report.skipped.is_empty() {
-        let list = report.skipped.join("\n");
-        std::fs::write(skipped_list(cache_path), list).map_err(|e| DataError::io(cache_path, e))?;
+    let list = skipped_list(&file);
+    if report.skipped.is_empty() {
+        let _ = std::fs::remove_file(&list);
+    } else {
+        std::fs::write(&list, report.skipped.join("\n")).map_err(|e| DataError::io(&list, e))?;
     }
-    PackedImages::open(cache_path)
+    PackedImages::open(&file)
+}
+
+/// The shared cache file [`open`] uses for the folder `path`; `None` for a file (a prepared
+/// cache or IDX images, read as they are).
+pub fn cache_file(path: &Path, how: &Packing<'_>) -> Option<PathBuf> {
+    path.is_dir().then(|| how.store.file_for(path, how.size))
+}
+
+/// The images skipped (undecodable, under `--skip-bad`) when the cache file `cache_path` was packed.
+pub fn skipped_files(cache_path: &Path) -> Vec<String> {
+    std::fs::read_to_string(skipped_list(cache_path)).map(|s| s.lines().map(String::from).collect()).unwrap_or_default()
 }
 
 fn skipped_list(cache_path: &Path) -> PathBuf {

@@ -46,6 +46,11 @@ pub struct TrainConfig {
     /// Epochs over which the learning rate ramps linearly up from 0 (0: none).
     #[serde(default)]
     pub warmup_epochs: f32,
+    /// Where packed image folders are cached, shared between runs (`--cache-dir`; default:
+    /// [`crate::data::CacheStore::resolve`]). Not part of what the run computes: a resume may
+    /// name another.
+    #[serde(default)]
+    pub cache_dir: Option<PathBuf>,
 }
 
 fn recipe_of_old_runs() -> Recipe {
@@ -104,6 +109,7 @@ impl TrainConfig {
             val_ten_crop: false,
             recipe,
             warmup_epochs: recipe.warmup_epochs(),
+            cache_dir: None,
         }
     }
 }

@@ -19,8 +19,9 @@ use super::stop::StopHandle;
 use crate::checkpoint::Checkpoint;
 use crate::data::cache::{OnBadImage, PackedImages};
 use crate::data::{
-    Augment, ClassInfo, DataError, DataStats, LoaderOptions, SplitError, SplitRecord, Splits, TrainInput, permutation,
-    source,
+    Augment, CacheStore, ClassInfo, DataError, DataStats, LoaderOptions, SplitError, SplitRecord, Splits, TrainInput,
+    permutation,
+    source::{self, Packing},
 };
 use crate::error::{Error, Result};
 use crate::eval::{Classifier, EvalResult, evaluate};
@@ -71,13 +72,21 @@ pub struct Trainer<'a> {
     epoch_start: Instant,
 }
 
-/// Packs (or reuses the run's cache of) the images at `path`, with a progress bar.
+/// Packs (or reuses the shared cache of) the images at `path`, with a progress bar. A run from
+/// before the shared cache keeps reading its own `RUN_DIR/cache/NAME-SIZE.bin` while that matches.
 fn open_images(cfg: &TrainConfig, path: &Path, name: &str, quiet: bool) -> Result<PackedImages> {
     let size = cfg.model.data.stored;
-    let cache = cfg.out.join("cache").join(format!("{name}-{size}.bin"));
+    let legacy = cfg.out.join("cache").join(format!("{name}-{size}.bin"));
+    let store = CacheStore::resolve(cfg.cache_dir.as_deref(), path);
+    let how = Packing {
+        size,
+        class_names: cfg.class_names.as_deref(),
+        on_bad: if cfg.skip_bad { OnBadImage::Skip } else { OnBadImage::Fail },
+        store: &store,
+        legacy: legacy.is_file().then_some(legacy.as_path()),
+    };
     let bar = progress_bar(quiet, &format!("packing {name} images"));
-    let on_bad = if cfg.skip_bad { OnBadImage::Skip } else { OnBadImage::Fail };
-    let p = source::open(path, size, cfg.class_names.as_deref(), &cache, on_bad, &|d, t| {
+    let p = source::open(path, &how, &|d, t| {
         bar.set_length(t as u64);
         bar.set_position(d as u64);
     })?;

@@ -15,6 +15,17 @@ pub struct Common {
     pub json: bool,
 }
 
+/// Where packed image folders are cached (the commands that pack folders: train, eval, bench,
+/// prepare).
+#[derive(clap::Args)]
+pub struct CacheDir {
+    /// Directory of the packed-image caches, shared between runs (default: `.alexnet-cache`
+    /// beside the data folder if writable, else ~/.cache/alexnet). A folder is decoded once
+    /// per stored size and found here again while its files are unchanged.
+    #[arg(long, value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
+}
+
 impl Common {
     pub fn threads(&self) -> usize {
         self.threads.unwrap_or_else(alexnet::threads::default_threads)
@@ -142,10 +153,12 @@ pub struct HeldOut {
 }
 
 /// Opens the run in `run` for weights that take `stored`-pixel images; a run stored at another
-/// size, or one that held nothing out, is an error naming it.
-pub fn open_held_out(run: &Path, stored: usize, quiet: bool) -> Result<HeldOut> {
+/// size, or one that held nothing out, is an error naming it. `cache_dir`: where its folders'
+/// caches are, when not where the run packed them.
+pub fn open_held_out(run: &Path, stored: usize, cache_dir: Option<&Path>, quiet: bool) -> Result<HeldOut> {
     use alexnet::train::{SplitUse, TrainConfig, open_splits};
-    let cfg = TrainConfig::of_run(run)?;
+    let mut cfg = TrainConfig::of_run(run)?;
+    cfg.cache_dir = cache_dir.map(Path::to_path_buf).or(cfg.cache_dir);
     if cfg.model.data.stored != stored {
         anyhow::bail!(
             "the run in {} stores its images at {}x{0}, these weights need {stored}x{stored}",

@@ -1,6 +1,6 @@
 //! `alexnet bench`: throughput of the network, the matrix multiply or the data loader.
 
-use crate::common::{Common, model_name};
+use crate::common::{CacheDir, Common, model_name};
 use alexnet::bench::{self, BenchConfig, BenchMode, BenchReport};
 use alexnet::model::ModelConfig;
 use anyhow::{Result, bail};
@@ -29,12 +29,17 @@ pub struct Args {
     #[arg(long)]
     data: Option<PathBuf>,
     #[command(flatten)]
+    cache: CacheDir,
+    #[command(flatten)]
     common: Common,
 }
 
 pub fn exec(a: Args) -> Result<i32> {
     let threads = a.common.threads();
     let model = ModelConfig::variant(&a.model)?;
+    if !matches!(a.mode, BenchMode::Loader) && (a.data.is_some() || a.cache.cache_dir.is_some()) {
+        bail!("--data and --cache-dir are for --mode loader only");
+    }
     match a.mode {
         BenchMode::Gemm => a.common.emit(&bench::gemm_peak(a.size, a.iters, threads)?, |r| {
             println!(
@@ -47,12 +52,15 @@ pub fn exec(a: Args) -> Result<i32> {
         }),
         BenchMode::Loader => {
             let Some(data) = &a.data else { bail!("--mode loader needs --data (a prepared cache or a folder)") };
-            a.common.emit(&bench::loader_throughput(&model, data, a.batch, a.iters.max(1) * 10)?, |r| {
-                println!(
-                    "loader ({} crops of {}px from {}px, paper augmentation): {:.0} images/s over {} images",
-                    r.model, r.crop, r.stored, r.images_per_s, r.images
-                )
-            })
+            a.common.emit(
+                &bench::loader_throughput(&model, data, a.cache.cache_dir.as_deref(), a.batch, a.iters.max(1) * 10)?,
+                |r| {
+                    println!(
+                        "loader ({} crops of {}px from {}px, paper augmentation): {:.0} images/s over {} images",
+                        r.model, r.crop, r.stored, r.images_per_s, r.images
+                    )
+                },
+            )
         }
         BenchMode::Infer | BenchMode::Train => {
             let cfg = BenchConfig {

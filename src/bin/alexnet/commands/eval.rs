@@ -1,8 +1,9 @@
 //! `alexnet eval`: top-1 and top-5 error of one network or an ensemble on a data set.
 
-use crate::common::{BadImages, Common, HeldOut, Weights, open_held_out, progress_bar};
+use crate::common::{BadImages, CacheDir, Common, HeldOut, Weights, open_held_out, progress_bar};
 use alexnet::data::cache::OnBadImage;
-use alexnet::data::{ClassInfo, PackedImages, class_map, source};
+use alexnet::data::source::{self, Packing};
+use alexnet::data::{CacheStore, ClassInfo, PackedImages, class_map};
 use alexnet::eval::evaluate;
 use anyhow::{Context, Result, bail};
 use std::path::{Path, PathBuf};
@@ -28,6 +29,8 @@ pub struct Args {
     #[command(flatten)]
     bad: BadImages,
     #[command(flatten)]
+    cache: CacheDir,
+    #[command(flatten)]
     common: Common,
 }
 
@@ -35,9 +38,10 @@ pub fn exec(a: Args) -> Result<i32> {
     let r = a.common.pool()?.install(|| -> Result<_> {
         let mut ens = a.weights.load()?;
         let (images, idx, map) = match (&a.held_out, &a.data) {
-            (Some(run), _) => held_out(run, &ens.classes, ens.stored, a.common.json)?,
+            (Some(run), _) => held_out(run, &ens.classes, ens.stored, a.cache.cache_dir.as_deref(), a.common.json)?,
             (None, Some(data)) => {
-                let images = open_eval_data(data, ens.stored, a.bad.policy(), a.common.json)?;
+                let images =
+                    open_eval_data(data, ens.stored, a.bad.policy(), a.cache.cache_dir.as_deref(), a.common.json)?;
                 let map = class_map(&images.classes, &ens.classes).with_context(|| data.display().to_string())?;
                 let idx: Vec<u32> = (0..images.count as u32).collect();
                 (Arc::new(images), idx, map)
@@ -73,22 +77,30 @@ fn held_out(
     run: &Path,
     net_classes: &[ClassInfo],
     stored: usize,
+    cache_dir: Option<&Path>,
     quiet: bool,
 ) -> Result<(Arc<PackedImages>, Vec<u32>, Vec<usize>)> {
-    let HeldOut { train, val: v, .. } = open_held_out(run, stored, quiet)?;
+    let HeldOut { train, val: v, .. } = open_held_out(run, stored, cache_dir, quiet)?;
     let to_net = class_map(&train.classes, net_classes)
         .with_context(|| format!("the run in {} has other classes than these weights", run.display()))?;
     let map = v.class_map.iter().map(|&c| to_net[c]).collect();
     Ok((v.images, v.indices, map))
 }
 
-/// Evaluation data: a folder is packed into a memory-mapped file in a private temporary
-/// directory, removed at once (the map stays valid), so a 50,000-image validation set does
-/// not have to fit in memory.
-fn open_eval_data(data: &Path, stored: usize, on_bad: OnBadImage, quiet: bool) -> Result<PackedImages> {
-    let tmp = tempfile::tempdir().context("creating a temporary directory")?;
+/// Evaluation data: a folder is packed into (or found in) the shared cache, memory-mapped, so a
+/// 50,000-image validation set does not have to fit in memory and a second evaluation of the
+/// same folder decodes nothing.
+fn open_eval_data(
+    data: &Path,
+    stored: usize,
+    on_bad: OnBadImage,
+    cache_dir: Option<&Path>,
+    quiet: bool,
+) -> Result<PackedImages> {
+    let store = CacheStore::resolve(cache_dir, data);
+    let how = Packing { size: stored, class_names: None, on_bad, store: &store, legacy: None };
     let bar = progress_bar(0, "decoding", quiet);
-    let r = source::open(data, stored, None, &tmp.path().join(format!("eval-{stored}.bin")), on_bad, &|d, t| {
+    let r = source::open(data, &how, &|d, t| {
         bar.set_length(t as u64);
         bar.set_position(d as u64);
     });

@@ -116,7 +116,7 @@ pub fn exec(a: Args) -> Result<i32> {
                 if a.queries == 0 {
                     bail!("--queries must be at least 1");
                 }
-                let HeldOut { cfg, train, train_indices, val: v } = open_held_out(run, stored, a.common.json)?;
+                let HeldOut { cfg, train, train_indices, val: v } = open_held_out(run, stored, None, a.common.json)?;
                 let names = cfg.class_names.as_deref();
                 let search = Images::packed(&train, &train_indices, &cfg.data, names);
                 let picked: Vec<u32> = spread(v.indices.len(), a.queries).into_iter().map(|j| v.indices[j]).collect();

@@ -1,17 +1,23 @@
-//! `alexnet prepare`: decode and resize a folder once into a memory-mapped uint8 cache.
+//! `alexnet prepare`: decode and resize a folder once into a memory-mapped uint8 cache: the
+//! shared cache that `train`, `eval` and `bench` then find (default), or a file of its own
+//! (`--out`), which `--data FILE` takes.
 
-use crate::common::{BadImages, Common, progress_bar};
+use crate::common::{BadImages, CacheDir, Common, progress_bar};
 use alexnet::data::cache;
-use alexnet::data::{DataStats, ImageFolder, PackedImages};
+use alexnet::data::source::{self, Packing};
+use alexnet::data::{CacheStore, DataStats, ImageFolder, PackedImages};
 use anyhow::Result;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Instant;
 
 #[derive(clap::Args)]
 pub struct Args {
     #[arg(long)]
     data: PathBuf,
+    /// Write the cache to this file instead of the shared cache directory.
     #[arg(long)]
-    out: PathBuf,
+    out: Option<PathBuf>,
     /// Stored image side (the paper: 256; the cifar model: 32).
     #[arg(long, default_value_t = 256)]
     size: usize,
@@ -20,6 +26,8 @@ pub struct Args {
     classes: Option<PathBuf>,
     #[command(flatten)]
     bad: BadImages,
+    #[command(flatten)]
+    cache: CacheDir,
     #[command(flatten)]
     common: Common,
 }
@@ -31,36 +39,36 @@ struct Prepared {
     classes: usize,
     size: usize,
     skipped: Vec<String>,
+    /// False when the shared cache already held this folder, unchanged: nothing was decoded.
+    packed: bool,
     seconds: f64,
     images_per_s: f64,
     stats: DataStats,
 }
 
 pub fn exec(a: Args) -> Result<i32> {
-    let folder = ImageFolder::scan(&a.data, a.classes.as_deref())?;
-    let bar = progress_bar(folder.items.len(), "decoding", a.common.json);
-    let on_bad = a.bad.policy();
-    let src = std::fs::canonicalize(&a.data).unwrap_or(a.data.clone()).display().to_string();
-    let report = a.common.pool()?.install(|| {
-        cache::write_cache(&a.out, &folder.items, folder.classes.clone(), a.size, &src, on_bad, &|d| {
-            bar.set_position(d as u64)
-        })
-    })?;
-    bar.finish_and_clear();
-    let packed = PackedImages::open(&a.out)?;
-    let o = Prepared {
-        out: a.out.display().to_string(),
-        images: report.images,
-        classes: packed.classes.len(),
-        size: a.size,
-        skipped: report.skipped,
-        seconds: report.seconds,
-        images_per_s: report.images_per_s,
-        stats: packed.stats.clone(),
+    let o = match &a.out {
+        Some(out) => {
+            if a.cache.cache_dir.is_some() {
+                anyhow::bail!("--out names the file itself: --cache-dir would change nothing");
+            }
+            to_file(&a, out)?
+        }
+        None => to_store(&a)?,
     };
     a.common.emit(&o, |o| {
         let s = &o.stats;
         let skipped = if o.skipped.is_empty() { String::new() } else { format!(", skipped {}", o.skipped.len()) };
+        if !o.packed {
+            println!(
+                "{} is up to date: {} images of {} classes at {size}x{size}",
+                o.out,
+                o.images,
+                o.classes,
+                size = o.size
+            );
+            return;
+        }
         println!(
             "packed {} images of {} classes at {size}x{size} into {} in {:.1}s ({:.0} images/s){skipped}",
             o.images,
@@ -74,5 +82,68 @@ pub fn exec(a: Args) -> Result<i32> {
             "channel mean {:.1?}  std {:.1?}  RGB eigenvalues (0-1 scale) {:.4?}",
             s.channel_mean, s.channel_std, s.eigval
         );
+    })
+}
+
+/// Packs the folder into `out`, always.
+fn to_file(a: &Args, out: &Path) -> Result<Prepared> {
+    let folder = ImageFolder::scan(&a.data, a.classes.as_deref())?;
+    let bar = progress_bar(folder.items.len(), "decoding", a.common.json);
+    let src = std::fs::canonicalize(&a.data).unwrap_or(a.data.clone()).display().to_string();
+    let key = alexnet::data::store::content_key(&a.data, &folder.items, &folder.classes, a.size)?;
+    let origin = cache::Origin { source: &src, key: &key };
+    let report = a.common.pool()?.install(|| {
+        cache::write_cache(out, &folder.items, folder.classes.clone(), a.size, origin, a.bad.policy(), &|d| {
+            bar.set_position(d as u64)
+        })
+    })?;
+    bar.finish_and_clear();
+    let packed = PackedImages::open(out)?;
+    Ok(Prepared {
+        out: out.display().to_string(),
+        images: report.images,
+        classes: packed.classes.len(),
+        size: a.size,
+        skipped: report.skipped,
+        packed: true,
+        seconds: report.seconds,
+        images_per_s: report.images_per_s,
+        stats: packed.stats.clone(),
+    })
+}
+
+/// Packs the folder into the shared cache unless it is there already, unchanged.
+fn to_store(a: &Args) -> Result<Prepared> {
+    let store = CacheStore::resolve(a.cache.cache_dir.as_deref(), &a.data);
+    let how = Packing {
+        size: a.size,
+        class_names: a.classes.as_deref(),
+        on_bad: a.bad.policy(),
+        store: &store,
+        legacy: None,
+    };
+    let bar = progress_bar(0, "decoding", a.common.json);
+    let decoded = AtomicUsize::new(0);
+    let t0 = Instant::now();
+    let packed = a.common.pool()?.install(|| {
+        source::open(&a.data, &how, &|d, t| {
+            decoded.store(t, Ordering::Relaxed);
+            bar.set_length(t as u64);
+            bar.set_position(d as u64);
+        })
+    })?;
+    bar.finish_and_clear();
+    let (seconds, total) = (t0.elapsed().as_secs_f64(), decoded.into_inner());
+    let file = source::cache_file(&a.data, &how).unwrap_or_else(|| a.data.clone());
+    Ok(Prepared {
+        out: file.display().to_string(),
+        images: packed.count,
+        classes: packed.classes.len(),
+        size: a.size,
+        skipped: source::skipped_files(&file),
+        packed: total > 0,
+        seconds,
+        images_per_s: total as f64 / seconds.max(1e-9),
+        stats: packed.stats.clone(),
     })
 }

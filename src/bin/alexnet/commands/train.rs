@@ -1,7 +1,7 @@
 //! `alexnet train`: the flags, turned once into a [`TrainConfig`] (the library's recipe gives
 //! the defaults; a flag given overrides one field), then the run.
 
-use crate::common::{BadImages, Common, embedded, model_name};
+use crate::common::{BadImages, CacheDir, Common, embedded, model_name};
 use alexnet::Checkpoint;
 use alexnet::data::{AugmentOptions, Normalize};
 use alexnet::kernels::lrn::LrnConvention;
@@ -139,6 +139,8 @@ pub struct Args {
     time_limit: Option<f64>,
     #[command(flatten)]
     bad: BadImages,
+    #[command(flatten)]
+    cache: CacheDir,
     /// Validate with the ten-crop average.
     #[arg(long)]
     val_ten_crop: bool,
@@ -227,6 +229,7 @@ impl Args {
             skip_bad: self.bad.skip_bad,
             val_ten_crop: self.val_ten_crop,
             warmup_epochs: self.warmup_epochs.unwrap_or(d.warmup_epochs),
+            cache_dir: self.cache.cache_dir.clone().map(absolute),
             val,
             ..d
         })
@@ -247,6 +250,7 @@ impl Args {
         let mut cfg = TrainConfig::of_run(dir)?;
         cfg.epochs = self.epochs.unwrap_or(cfg.epochs);
         cfg.time_limit_minutes = self.time_limit.or(cfg.time_limit_minutes);
+        cfg.cache_dir = self.cache.cache_dir.clone().map(absolute).or(cfg.cache_dir);
         if let Some(t) = self.common.threads
             && t != cfg.threads
         {

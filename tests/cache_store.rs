@@ -1,0 +1,165 @@
+//! The shared cache of packed folders: found again unchanged, re-packed when the folder changes,
+//! packed once by concurrent openers, an old run's own cache still used, and `prepare` /
+//! `train` from the command line finding it.
+
+use alexnet::data::cache::OnBadImage;
+use alexnet::data::source::{self, Packing};
+use alexnet::data::{CacheStore, PackedImages};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+fn tmpdir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("alexnet-store-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// A folder of `per_class` real photos in each of two classes, copied from the embedded set.
+fn photo_folder(dir: &Path, per_class: usize) -> PathBuf {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/cifar10-mini/train");
+    let root = dir.join("images");
+    for class in ["airplane", "bird"] {
+        std::fs::create_dir_all(root.join(class)).unwrap();
+        let mut files: Vec<_> = std::fs::read_dir(src.join(class)).unwrap().map(|e| e.unwrap().path()).collect();
+        files.sort();
+        for f in files.iter().take(per_class) {
+            std::fs::copy(f, root.join(class).join(f.file_name().unwrap())).unwrap();
+        }
+    }
+    root
+}
+
+/// Opens `root` through the store in `store_dir`; returns the set and how many images were decoded.
+fn open(root: &Path, store_dir: &Path, legacy: Option<&Path>) -> (PackedImages, usize) {
+    let store = CacheStore { dir: store_dir.into() };
+    let how = Packing { size: 32, class_names: None, on_bad: OnBadImage::Fail, store: &store, legacy };
+    let decoded = AtomicUsize::new(0);
+    let p = source::open(root, &how, &|d, _| {
+        decoded.fetch_max(d, Ordering::Relaxed);
+    })
+    .unwrap();
+    (p, decoded.into_inner())
+}
+
+#[test]
+fn a_second_open_decodes_nothing_and_a_changed_folder_is_repacked() {
+    let dir = tmpdir("reuse");
+    let root = photo_folder(&dir, 6);
+    let store = dir.join("store");
+    let (a, decoded) = open(&root, &store, None);
+    assert_eq!((a.count, decoded), (12, 12));
+    let (b, decoded) = open(&root, &store, None);
+    assert_eq!((b.count, decoded), (12, 0), "the second open must find the cache");
+    assert_eq!(b.key, a.key);
+    assert_eq!(b.image(5), a.image(5));
+    // One cache file for the folder (plus its lock), none left half-written.
+    let names: Vec<_> = std::fs::read_dir(&store).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(names.iter().filter(|n| n.to_string_lossy().ends_with(".bin")).count(), 1, "{names:?}");
+    assert!(!names.iter().any(|n| n.to_string_lossy().contains("partial")), "{names:?}");
+
+    // An image replaced by another of the same name and class (same count, same labels): its
+    // length and time change, so the key does, and the folder is packed again.
+    let victim = std::fs::read_dir(root.join("bird")).unwrap().next().unwrap().unwrap().path();
+    let other = std::fs::read_dir(root.join("airplane")).unwrap().next().unwrap().unwrap().path();
+    std::fs::copy(&other, &victim).unwrap();
+    let f = std::fs::File::options().write(true).open(&victim).unwrap();
+    f.set_modified(std::time::SystemTime::now() + std::time::Duration::from_secs(5)).unwrap();
+    let (c, decoded) = open(&root, &store, None);
+    assert_eq!((c.count, decoded), (12, 12));
+    assert_ne!(c.key, a.key);
+    let i = (0..c.count).find(|&i| c.image(i) != a.image(i)).expect("the replaced image's pixels changed");
+    assert_eq!(c.labels[i], 1, "the changed image is the bird");
+
+    // An image added: packed again, with it.
+    std::fs::copy(&other, root.join("airplane/added.png")).unwrap();
+    let (d, decoded) = open(&root, &store, None);
+    assert_eq!((d.count, decoded), (13, 13));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn concurrent_openers_pack_once_and_agree() {
+    let dir = tmpdir("concurrent");
+    let root = photo_folder(&dir, 8);
+    let store = dir.join("store");
+    let results: Vec<(PackedImages, usize)> = std::thread::scope(|s| {
+        let hs: Vec<_> = (0..3).map(|_| s.spawn(|| open(&root, &store, None))).collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let packs = results.iter().filter(|(_, d)| *d > 0).count();
+    assert_eq!(packs, 1, "one opener packs, the others wait for it and reuse its file");
+    for (p, _) in &results {
+        assert_eq!(p.count, 16);
+        assert_eq!(p.image(15), results[0].0.image(15));
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn an_old_runs_own_cache_is_used_while_it_matches() {
+    let dir = tmpdir("legacy");
+    let root = photo_folder(&dir, 4);
+    // A run's cache from before the shared store: packed into the run folder, no key.
+    let (fresh, _) = open(&root, &dir.join("first"), None);
+    let legacy = dir.join("run/cache/train-32.bin");
+    std::fs::create_dir_all(legacy.parent().unwrap()).unwrap();
+    std::fs::copy(CacheStore { dir: dir.join("first") }.file_for(&root, 32), &legacy).unwrap();
+    let (p, decoded) = open(&root, &dir.join("store"), Some(&legacy));
+    assert_eq!((p.count, decoded), (8, 0));
+    assert_eq!(p.image(7), fresh.image(7));
+    assert!(!dir.join("store").exists(), "nothing packed into the store");
+    // A folder that no longer matches it goes to the store instead.
+    std::fs::remove_file(std::fs::read_dir(root.join("bird")).unwrap().next().unwrap().unwrap().path()).unwrap();
+    let (p, decoded) = open(&root, &dir.join("store"), Some(&legacy));
+    assert_eq!((p.count, decoded), (7, 7));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn alexnet(args: &[&str]) -> (bool, String, String) {
+    let o = Command::new(env!("CARGO_BIN_EXE_alexnet")).args(args).output().unwrap();
+    (o.status.success(), String::from_utf8_lossy(&o.stdout).into(), String::from_utf8_lossy(&o.stderr).into())
+}
+
+#[test]
+fn prepare_then_train_and_eval_find_the_shared_cache() {
+    let dir = tmpdir("cli");
+    let root = photo_folder(&dir, 10);
+    let r = root.to_str().unwrap();
+    let json = |out: &str| serde_json::from_str::<serde_json::Value>(out.trim()).unwrap();
+    let (ok, out, err) = alexnet(&["prepare", "--data", r, "--size", "32", "--json"]);
+    assert!(ok, "{err}");
+    let first = json(&out);
+    assert_eq!((first["packed"].as_bool(), first["images"].as_u64()), (Some(true), Some(20)));
+    // The default store is beside the data folder.
+    let file = PathBuf::from(first["out"].as_str().unwrap());
+    assert_eq!(file.parent().unwrap(), std::fs::canonicalize(&dir).unwrap().join(".alexnet-cache"));
+    let inode = |p: &Path| std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(p).unwrap());
+    let before = inode(&file);
+    let (ok, out, err) = alexnet(&["prepare", "--data", r, "--size", "32", "--json"]);
+    assert!(ok, "{err}");
+    assert_eq!(json(&out)["packed"].as_bool(), Some(false), "{out}");
+
+    // A training run on the folder opens that file rather than packing its own.
+    let run = dir.join("run");
+    let args = ["train", "--data", r, "--model", "cifar-4layer", "--epochs", "1", "--batch", "4", "--quiet"];
+    let (ok, _, err) = alexnet(&[&args[..], &["--out", run.to_str().unwrap(), "--threads", "1"]].concat());
+    assert!(ok, "{err}");
+    assert!(!run.join("cache").exists(), "no per-run cache");
+    assert_eq!(inode(&file), before, "the shared cache was not re-packed");
+    let (ok, _, err) =
+        alexnet(&["eval", "--weights", run.join("last.safetensors").to_str().unwrap(), "--data", r, "--json"]);
+    assert!(ok, "{err}");
+    assert_eq!(inode(&file), before, "eval found it too");
+
+    // --cache-dir moves it; --cache-dir with --out is refused as a no-op.
+    let elsewhere = dir.join("elsewhere");
+    let (ok, out, err) =
+        alexnet(&["prepare", "--data", r, "--size", "32", "--cache-dir", elsewhere.to_str().unwrap(), "--json"]);
+    assert!(ok, "{err}");
+    assert!(json(&out)["out"].as_str().unwrap().starts_with(elsewhere.to_str().unwrap()), "{out}");
+    let (ok, _, err) = alexnet(&["prepare", "--data", r, "--out", "x.bin", "--cache-dir", "y"]);
+    assert!(!ok && err.contains("--cache-dir would change nothing"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
