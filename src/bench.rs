@@ -204,6 +204,7 @@ pub fn loader_throughput(
     let how = crate::data::source::Packing {
         size: stored,
         class_names: None,
+        labels: None,
         on_bad: crate::data::cache::OnBadImage::Fail,
         store: &store,
         legacy: None,

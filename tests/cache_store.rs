@@ -34,7 +34,7 @@ fn photo_folder(dir: &Path, per_class: usize) -> PathBuf {
 /// Opens `root` through the store in `store_dir`; returns the set and how many images were decoded.
 fn open(root: &Path, store_dir: &Path, legacy: Option<&Path>) -> (PackedImages, usize) {
     let store = CacheStore { dir: store_dir.into() };
-    let how = Packing { size: 32, class_names: None, on_bad: OnBadImage::Fail, store: &store, legacy };
+    let how = Packing { size: 32, class_names: None, labels: None, on_bad: OnBadImage::Fail, store: &store, legacy };
     let decoded = AtomicUsize::new(0);
     let p = source::open(root, &how, &|d, _| {
         decoded.fetch_max(d, Ordering::Relaxed);

@@ -74,6 +74,7 @@ fn hand_loop(cfg: &TrainConfig) -> Vec<NamedTensor> {
     let how = source::Packing {
         size: cfg.model.data.stored,
         class_names: None,
+        labels: None,
         on_bad: OnBadImage::Fail,
         store: &store,
         legacy: None,

@@ -63,7 +63,7 @@ pub fn class_id(name: &std::ffi::OsStr) -> String {
 
 /// Whether a class folder's entry is an image file to read; anything else is skipped with a
 /// warning saying why (never opened: a FIFO would block the run).
-fn is_image_candidate(p: &Path) -> bool {
+pub(crate) fn is_image_candidate(p: &Path) -> bool {
     if hidden(p) {
         return false;
     }
@@ -104,7 +104,12 @@ impl ImageFolder {
             }
         }
         if dirs.is_empty() {
-            let hint = if stray.is_empty() { "it is empty" } else { "it holds files but no class folders" };
+            let hint = if stray.is_empty() {
+                "it is empty"
+            } else {
+                "it holds files but no class folders (a flat validation folder, as ILSVRC-2012's ships, \
+                 needs its labels file: `train --val-labels FILE`, `eval --labels FILE`)"
+            };
             return Err(DataError::layout(
                 root,
                 format!("expected one folder per class (ROOT/<class>/<image>); {hint}"),

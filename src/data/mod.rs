@@ -5,6 +5,7 @@ pub mod augment;
 pub mod cache;
 pub mod folder;
 pub mod idx;
+pub mod ilsvrc;
 pub mod image;
 pub mod imagenet;
 pub mod loader;

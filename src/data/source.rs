@@ -25,6 +25,9 @@ pub struct Packing<'a> {
     pub size: usize,
     /// Class names, `wnid<TAB>name` per line.
     pub class_names: Option<&'a Path>,
+    /// The labels of a flat folder (ILSVRC-2012's validation set; [`super::ilsvrc`]): `None`
+    /// for a folder of class folders.
+    pub labels: Option<&'a Path>,
     pub on_bad: OnBadImage,
     /// Where folders' caches live, shared between runs.
     pub store: &'a CacheStore,
@@ -40,6 +43,14 @@ pub fn open(path: &Path, how: &Packing<'_>, progress: Progress<'_>) -> Result<Pa
     let size = how.size;
     if !path.exists() {
         return Err(DataError::layout(path, "no such file or folder"));
+    }
+    if let Some(labels) = how.labels
+        && !path.is_dir()
+    {
+        return Err(DataError::layout(
+            path,
+            format!("{} labels a flat folder of images; this is not a folder", labels.display()),
+        ));
     }
     if is_cache_file(path) {
         let p = PackedImages::open(path)?;
@@ -63,7 +74,10 @@ pub fn open(path: &Path, how: &Packing<'_>, progress: Progress<'_>) -> Result<Pa
             "expected an image folder (ROOT/<class>/<image>), a file made by `alexnet prepare`, or an IDX images file",
         ));
     }
-    let folder = ImageFolder::scan(path, how.class_names)?;
+    let folder = match how.labels {
+        Some(labels) => ImageFolder::scan_flat(path, labels, how.class_names)?,
+        None => ImageFolder::scan(path, how.class_names)?,
+    };
     let source = std::fs::canonicalize(path).unwrap_or_else(|_| path.into()).display().to_string();
     if let Some(legacy) = how.legacy
         && let Ok(c) = PackedImages::open(legacy)

@@ -51,6 +51,10 @@ pub struct TrainConfig {
     /// name another.
     #[serde(default)]
     pub cache_dir: Option<PathBuf>,
+    /// The labels of a flat `val` folder (ILSVRC-2012's validation set as it ships:
+    /// `LOC_val_solution.csv` or `FILE WNID` lines; [`crate::data::ilsvrc`]).
+    #[serde(default)]
+    pub val_labels: Option<PathBuf>,
 }
 
 fn recipe_of_old_runs() -> Recipe {
@@ -110,6 +114,7 @@ impl TrainConfig {
             recipe,
             warmup_epochs: recipe.warmup_epochs(),
             cache_dir: None,
+            val_labels: None,
         }
     }
 }

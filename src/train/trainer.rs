@@ -81,6 +81,7 @@ fn open_images(cfg: &TrainConfig, path: &Path, name: &str, quiet: bool) -> Resul
     let how = Packing {
         size,
         class_names: cfg.class_names.as_deref(),
+        labels: if name == "val" { cfg.val_labels.as_deref() } else { None },
         on_bad: if cfg.skip_bad { OnBadImage::Skip } else { OnBadImage::Fail },
         store: &store,
         legacy: legacy.is_file().then_some(legacy.as_path()),

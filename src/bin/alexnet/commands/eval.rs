@@ -1,7 +1,6 @@
 //! `alexnet eval`: top-1 and top-5 error of one network or an ensemble on a data set.
 
 use crate::common::{BadImages, CacheDir, Common, HeldOut, Weights, open_held_out, progress_bar};
-use alexnet::data::cache::OnBadImage;
 use alexnet::data::source::{self, Packing};
 use alexnet::data::{CacheStore, ClassInfo, PackedImages, class_map};
 use alexnet::eval::evaluate;
@@ -28,6 +27,10 @@ pub struct Args {
     batch: usize,
     #[command(flatten)]
     bad: BadImages,
+    /// The labels of a flat --data folder (ILSVRC-2012's validation set as it ships):
+    /// LOC_val_solution.csv, or `FILE WNID` lines.
+    #[arg(long, value_name = "FILE", requires = "data")]
+    labels: Option<PathBuf>,
     #[command(flatten)]
     cache: CacheDir,
     #[command(flatten)]
@@ -40,8 +43,7 @@ pub fn exec(a: Args) -> Result<i32> {
         let (images, idx, map) = match (&a.held_out, &a.data) {
             (Some(run), _) => held_out(run, &ens.classes, ens.stored, a.cache.cache_dir.as_deref(), a.common.json)?,
             (None, Some(data)) => {
-                let images =
-                    open_eval_data(data, ens.stored, a.bad.policy(), a.cache.cache_dir.as_deref(), a.common.json)?;
+                let images = open_eval_data(data, a.labels.as_deref(), ens.stored, &a)?;
                 let map = class_map(&images.classes, &ens.classes).with_context(|| data.display().to_string())?;
                 let idx: Vec<u32> = (0..images.count as u32).collect();
                 (Arc::new(images), idx, map)
@@ -90,16 +92,10 @@ fn held_out(
 /// Evaluation data: a folder is packed into (or found in) the shared cache, memory-mapped, so a
 /// 50,000-image validation set does not have to fit in memory and a second evaluation of the
 /// same folder decodes nothing.
-fn open_eval_data(
-    data: &Path,
-    stored: usize,
-    on_bad: OnBadImage,
-    cache_dir: Option<&Path>,
-    quiet: bool,
-) -> Result<PackedImages> {
-    let store = CacheStore::resolve(cache_dir, data);
-    let how = Packing { size: stored, class_names: None, on_bad, store: &store, legacy: None };
-    let bar = progress_bar(0, "decoding", quiet);
+fn open_eval_data(data: &Path, labels: Option<&Path>, stored: usize, a: &Args) -> Result<PackedImages> {
+    let store = CacheStore::resolve(a.cache.cache_dir.as_deref(), data);
+    let how = Packing { size: stored, class_names: None, labels, on_bad: a.bad.policy(), store: &store, legacy: None };
+    let bar = progress_bar(0, "decoding", a.common.json);
     let r = source::open(data, &how, &|d, t| {
         bar.set_length(t as u64);
         bar.set_position(d as u64);

@@ -24,6 +24,10 @@ pub struct Args {
     /// Class names, `wnid<TAB>name` per line.
     #[arg(long)]
     classes: Option<PathBuf>,
+    /// The labels of a flat --data folder (ILSVRC-2012's validation set as it ships):
+    /// LOC_val_solution.csv, or `FILE WNID` lines.
+    #[arg(long, value_name = "FILE")]
+    labels: Option<PathBuf>,
     #[command(flatten)]
     bad: BadImages,
     #[command(flatten)]
@@ -87,7 +91,10 @@ pub fn exec(a: Args) -> Result<i32> {
 
 /// Packs the folder into `out`, always.
 fn to_file(a: &Args, out: &Path) -> Result<Prepared> {
-    let folder = ImageFolder::scan(&a.data, a.classes.as_deref())?;
+    let folder = match &a.labels {
+        Some(labels) => ImageFolder::scan_flat(&a.data, labels, a.classes.as_deref())?,
+        None => ImageFolder::scan(&a.data, a.classes.as_deref())?,
+    };
     let bar = progress_bar(folder.items.len(), "decoding", a.common.json);
     let src = std::fs::canonicalize(&a.data).unwrap_or(a.data.clone()).display().to_string();
     let key = alexnet::data::store::content_key(&a.data, &folder.items, &folder.classes, a.size)?;
@@ -118,6 +125,7 @@ fn to_store(a: &Args) -> Result<Prepared> {
     let how = Packing {
         size: a.size,
         class_names: a.classes.as_deref(),
+        labels: a.labels.as_deref(),
         on_bad: a.bad.policy(),
         store: &store,
         legacy: None,

@@ -32,6 +32,10 @@ pub struct Args {
     /// Validation images (same forms as --data). Default: hold out --val-split of --data.
     #[arg(long)]
     val: Option<PathBuf>,
+    /// The labels of a flat --val folder (ILSVRC-2012's validation set as it ships):
+    /// LOC_val_solution.csv, or `FILE WNID` lines.
+    #[arg(long, value_name = "FILE", requires = "val")]
+    val_labels: Option<PathBuf>,
     /// Fraction of --data held out for validation (default 0.1).
     #[arg(long)]
     val_split: Option<f32>,
@@ -230,6 +234,7 @@ impl Args {
             val_ten_crop: self.val_ten_crop,
             warmup_epochs: self.warmup_epochs.unwrap_or(d.warmup_epochs),
             cache_dir: self.cache.cache_dir.clone().map(absolute),
+            val_labels: self.val_labels.clone().map(absolute),
             val,
             ..d
         })
@@ -271,6 +276,7 @@ impl Args {
         let given = [
             ("--data", self.data.is_some()),
             ("--val", self.val.is_some()),
+            ("--val-labels", self.val_labels.is_some()),
             ("--val-split", self.val_split.is_some()),
             ("--split-seed", self.split_seed.is_some()),
             ("--classes", self.classes.is_some()),

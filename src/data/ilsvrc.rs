@@ -1,0 +1,108 @@
+//! ILSVRC-2012's validation set as it ships: one flat folder of 50,000 files
+//! (`ILSVRC2012_val_00000001.JPEG` ...) whose classes are in a separate labels file, rather than
+//! one folder per class.
+//!
+//! Labels files read:
+//! - `LOC_val_solution.csv` (the Kaggle ImageNet layout): a header `ImageId,PredictionString`,
+//!   then `ILSVRC2012_val_00008726,n02119789 255 142 454 329 ...`: the image's name without its
+//!   extension, then boxes as `wnid x0 y0 x1 y1` groups; the class is the first group's wnid.
+//! - Plain text, one `FILE WNID` pair a line (space, tab or comma between; FILE with or without
+//!   its extension), which any other layout converts to in one line of shell.
+//!
+//! The devkit's `ILSVRC2012_validation_ground_truth.txt` holds ILSVRC2012_IDs, not wnids: their
+//! order is `meta.mat`'s, which differs from the sorted wnids of the usual class index, so it is
+//! refused with that said rather than mapped through a guessed order.
+
+use super::folder::{ImageFolder, class_id, is_image_candidate, read_class_names};
+use super::{ClassInfo, DataError};
+use std::collections::{BTreeSet, HashMap};
+use std::path::Path;
+
+/// Reads a labels file (see the module doc) into image name (without extension) -> wnid.
+pub fn read_val_labels(path: &Path) -> Result<HashMap<String, String>, DataError> {
+    let bytes = crate::files::read_regular(path, crate::files::MAX_TEXT_BYTES).map_err(|e| DataError::io(path, e))?;
+    let text = String::from_utf8(bytes).map_err(|_| DataError::layout(path, "not UTF-8 text"))?;
+    let bad = |line: usize, why: &str| DataError::layout(path, format!("line {line}: {why}"));
+    let mut out = HashMap::new();
+    let mut lines = text.lines().enumerate().map(|(i, l)| (i + 1, l.trim_end_matches('\r'))).peekable();
+    let csv = lines.peek().is_some_and(|(_, l)| l.trim() == "ImageId,PredictionString");
+    if csv {
+        lines.next();
+    }
+    for (n, line) in lines {
+        if line.trim().is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let (name, wnid) = if csv {
+            let (id, prediction) = line.split_once(',').ok_or_else(|| bad(n, "expected `ImageId,PredictionString`"))?;
+            let wnid = prediction.split_whitespace().next().ok_or_else(|| bad(n, "no class after the image name"))?;
+            (id.trim(), wnid)
+        } else {
+            let mut parts = line.split(|c: char| c.is_whitespace() || c == ',').filter(|s| !s.is_empty());
+            match (parts.next(), parts.next(), parts.next()) {
+                (Some(f), Some(w), None) => (f, w),
+                (Some(f), None, None) if f.parse::<u32>().is_ok() => {
+                    return Err(bad(
+                        n,
+                        "a bare number: this is the devkit's ILSVRC2012_validation_ground_truth.txt, whose \
+                         ILSVRC2012_IDs follow meta.mat's order, not the class index; give LOC_val_solution.csv \
+                         or a `FILE WNID` list instead",
+                    ));
+                }
+                _ => return Err(bad(n, &format!("expected `FILE WNID`, got {line:?}"))),
+            }
+        };
+        let stem = Path::new(name).file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+        if stem.is_empty() {
+            return Err(bad(n, "empty image name"));
+        }
+        if let Some(prev) = out.insert(stem.clone(), wnid.to_string())
+            && prev != wnid
+        {
+            return Err(bad(n, &format!("{stem} labelled twice, {prev} and {wnid}")));
+        }
+    }
+    if out.is_empty() {
+        return Err(DataError::layout(path, "no labels in the file"));
+    }
+    Ok(out)
+}
+
+impl ImageFolder {
+    /// A flat folder of images labelled by `labels` (see [`read_val_labels`]). Classes are the
+    /// labels' distinct wnids in sorted order (as class folders would be), named from
+    /// `class_names` when given. Every image in the folder needs a label; labels of images not
+    /// in the folder are ignored (a partial copy of the set is allowed).
+    pub fn scan_flat(root: &Path, labels: &Path, class_names: Option<&Path>) -> Result<Self, DataError> {
+        let label_of = read_val_labels(labels)?;
+        let names = class_names.map(read_class_names).transpose()?;
+        let mut files: Vec<_> = std::fs::read_dir(root)
+            .map_err(|e| DataError::io(root, e))?
+            .map(|e| e.map(|e| e.path()).map_err(|e| DataError::io(root, e)))
+            .collect::<Result<_, _>>()?;
+        files.retain(|p| !p.is_dir() && is_image_candidate(p));
+        if files.is_empty() {
+            return Err(DataError::layout(root, "holds no image files"));
+        }
+        files.sort();
+        let mut wnids = Vec::with_capacity(files.len());
+        for f in &files {
+            let stem = f.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+            let wnid = label_of.get(&stem).ok_or_else(|| {
+                DataError::layout(f, format!("has no label in {} (looked for `{stem}`)", labels.display()))
+            })?;
+            wnids.push(class_id(std::ffi::OsStr::new(wnid)));
+        }
+        let ids: Vec<String> = wnids.iter().cloned().collect::<BTreeSet<_>>().into_iter().collect();
+        let index: HashMap<&str, u32> = ids.iter().enumerate().map(|(i, id)| (id.as_str(), i as u32)).collect();
+        let items = files.into_iter().zip(&wnids).map(|(f, w)| (f, index[w.as_str()])).collect();
+        let classes = ids
+            .iter()
+            .map(|id| ClassInfo {
+                id: id.clone(),
+                name: names.as_ref().and_then(|m| m.get(id).cloned()).unwrap_or_else(|| id.clone()),
+            })
+            .collect();
+        Ok(Self { root: root.into(), classes, items })
+    }
+}

@@ -1,0 +1,145 @@
+//! ILSVRC-2012's layouts, made by the test from real photos: `train/<wnid>/<wnid>_N.JPEG` and a
+//! flat `val/ILSVRC2012_val_000000NN.JPEG` folder labelled by `LOC_val_solution.csv` or a
+//! `FILE WNID` list; the devkit's bare-ID ground truth refused with the reason.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+const WNIDS: [&str; 3] = ["n01440764", "n02102040", "n02979186"];
+
+/// The tree, with `per_class` training photos and 2 validation photos per class (the val files
+/// numbered across classes in an interleaved order, as the real set is not sorted by class).
+fn ilsvrc_tree(name: &str, per_class: usize) -> PathBuf {
+    let root = std::env::temp_dir().join(format!("alexnet-ilsvrc-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    let photos = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/cifar10-mini/train");
+    let sources = ["airplane", "bird", "ship"];
+    std::fs::create_dir_all(root.join("val")).unwrap();
+    let mut csv = String::from("ImageId,PredictionString\n");
+    for (c, (wnid, src)) in WNIDS.iter().zip(sources).enumerate() {
+        let dir = root.join("train").join(wnid);
+        std::fs::create_dir_all(&dir).unwrap();
+        for k in 0..per_class {
+            std::fs::copy(photos.join(src).join(format!("{k:04}.jpg")), dir.join(format!("{wnid}_{k}.JPEG"))).unwrap();
+        }
+        for v in 0..2 {
+            let id = 1 + v * WNIDS.len() + c;
+            let file = format!("ILSVRC2012_val_{id:08}");
+            std::fs::copy(
+                photos.join(src).join(format!("{:04}.jpg", 50 + v)),
+                root.join("val").join(format!("{file}.JPEG")),
+            )
+            .unwrap();
+            // Two boxes, as the real file has for many images.
+            csv.push_str(&format!("{file},{wnid} 10 20 30 40 {wnid} 1 2 3 4 \r\n"));
+        }
+    }
+    std::fs::write(root.join("LOC_val_solution.csv"), csv).unwrap();
+    root
+}
+
+fn alexnet(args: &[&str]) -> (bool, String, String) {
+    let o = Command::new(env!("CARGO_BIN_EXE_alexnet")).args(args).output().unwrap();
+    (o.status.success(), String::from_utf8_lossy(&o.stdout).into(), String::from_utf8_lossy(&o.stderr).into())
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+#[test]
+fn flat_val_folder_labels_each_file_by_its_name() {
+    let root = ilsvrc_tree("scan", 2);
+    let f = alexnet::data::ImageFolder::scan_flat(&root.join("val"), &root.join("LOC_val_solution.csv"), None).unwrap();
+    let ids: Vec<_> = f.classes.iter().map(|c| c.id.as_str()).collect();
+    assert_eq!(ids, WNIDS);
+    // Sorted by file name: ids 1, 2, 3 are one of each class, then 4, 5, 6 again.
+    let labels: Vec<u32> = f.items.iter().map(|(_, l)| *l).collect();
+    assert_eq!(labels, [0, 1, 2, 0, 1, 2]);
+    assert!(f.items[4].0.ends_with("ILSVRC2012_val_00000005.JPEG"));
+
+    // The same labels as `FILE WNID` lines (with extensions, a comment, tabs).
+    let list = root.join("labels.txt");
+    let text: String = f
+        .items
+        .iter()
+        .map(|(p, l)| format!("{}\t{}\n", p.file_name().unwrap().to_str().unwrap(), WNIDS[*l as usize]))
+        .collect();
+    std::fs::write(&list, format!("# file wnid\n{text}")).unwrap();
+    let g = alexnet::data::ImageFolder::scan_flat(&root.join("val"), &list, None).unwrap();
+    assert_eq!(g.items, f.items);
+
+    // The devkit's bare ILSVRC2012_IDs are refused, saying why.
+    let gt = root.join("ILSVRC2012_validation_ground_truth.txt");
+    std::fs::write(&gt, "490\n361\n171\n").unwrap();
+    let e = alexnet::data::ImageFolder::scan_flat(&root.join("val"), &gt, None).unwrap_err().to_string();
+    assert!(e.contains("line 1") && e.contains("meta.mat") && e.contains("LOC_val_solution.csv"), "{e}");
+
+    // A file without a label is named; so is a label file that contradicts itself.
+    std::fs::copy(root.join("val/ILSVRC2012_val_00000001.JPEG"), root.join("val/ILSVRC2012_val_00000099.JPEG"))
+        .unwrap();
+    let e = alexnet::data::ImageFolder::scan_flat(&root.join("val"), &root.join("LOC_val_solution.csv"), None)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("ILSVRC2012_val_00000099.JPEG") && e.contains("has no label"), "{e}");
+    std::fs::write(&list, "a.JPEG n01440764\na.JPEG n02102040\n").unwrap();
+    let e = alexnet::data::ImageFolder::scan_flat(&root.join("val"), &list, None).unwrap_err().to_string();
+    assert!(e.contains("line 2") && e.contains("labelled twice"), "{e}");
+    let _ = std::fs::remove_dir_all(&root);
+}
+
+#[test]
+fn train_and_eval_read_the_shipped_layout() {
+    let root = ilsvrc_tree("cli", 6);
+    let (train, val, csv) = (root.join("train"), root.join("val"), root.join("LOC_val_solution.csv"));
+    let run = root.join("run");
+    let (ok, out, err) = alexnet(&[
+        "train",
+        "--data",
+        s(&train),
+        "--val",
+        s(&val),
+        "--val-labels",
+        s(&csv),
+        "--model",
+        "cifar-4layer",
+        "--epochs",
+        "1",
+        "--batch",
+        "6",
+        "--threads",
+        "1",
+        "--out",
+        s(&run),
+        "--quiet",
+        "--json",
+    ]);
+    assert!(ok, "{err}");
+    assert!(out.contains("\"val_top1_error\""), "{out}");
+    let cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("config.json")).unwrap()).unwrap();
+    assert_eq!(cfg["val_labels"].as_str(), Some(s(&std::fs::canonicalize(&csv).unwrap())));
+    // Every validation image was evaluated, with the labels of the file.
+    let (ok, out, err) = alexnet(&[
+        "eval",
+        "--weights",
+        s(&run.join("last.safetensors")),
+        "--data",
+        s(&val),
+        "--labels",
+        s(&csv),
+        "--json",
+    ]);
+    assert!(ok, "{err}");
+    let r: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(r["images"].as_u64(), Some(6), "{out}");
+
+    // Without its labels the flat folder is refused with the flag to give; labels for a
+    // non-folder are refused too.
+    let (ok, _, err) = alexnet(&["eval", "--weights", s(&run.join("last.safetensors")), "--data", s(&val)]);
+    assert!(!ok && err.contains("no class folders") && err.contains("--labels FILE"), "{err}");
+    let (ok, _, err) =
+        alexnet(&["eval", "--weights", s(&run.join("last.safetensors")), "--data", s(&csv), "--labels", s(&csv)]);
+    assert!(!ok && err.contains("not a folder"), "{err}");
+    let _ = std::fs::remove_dir_all(&root);
+}
