@@ -33,14 +33,26 @@ fn photo_folder(dir: &Path, per_class: usize) -> PathBuf {
 
 /// Opens `root` through the store in `store_dir`; returns the set and how many images were decoded.
 fn open(root: &Path, store_dir: &Path, legacy: Option<&Path>) -> (PackedImages, usize) {
+    try_open(root, store_dir, legacy, OnBadImage::Fail).unwrap()
+}
+
+fn try_open(
+    root: &Path,
+    store_dir: &Path,
+    legacy: Option<&Path>,
+    on_bad: OnBadImage,
+) -> Result<(PackedImages, usize), alexnet::data::DataError> {
     let store = CacheStore { dir: store_dir.into() };
-    let how = Packing { size: 32, class_names: None, labels: None, on_bad: OnBadImage::Fail, store: &store, legacy };
+    let how = Packing { size: 32, class_names: None, labels: None, on_bad, store: &store, legacy };
     let decoded = AtomicUsize::new(0);
     let p = source::open(root, &how, &|d, _| {
         decoded.fetch_max(d, Ordering::Relaxed);
-    })
-    .unwrap();
-    (p, decoded.into_inner())
+    })?;
+    Ok((p, decoded.into_inner()))
+}
+
+fn set_mtime(p: &Path, t: std::time::SystemTime) {
+    std::fs::File::options().write(true).open(p).unwrap().set_modified(t).unwrap();
 }
 
 #[test]
@@ -59,18 +71,34 @@ fn a_second_open_decodes_nothing_and_a_changed_folder_is_repacked() {
     assert_eq!(names.iter().filter(|n| n.to_string_lossy().ends_with(".bin")).count(), 1, "{names:?}");
     assert!(!names.iter().any(|n| n.to_string_lossy().contains("partial")), "{names:?}");
 
-    // An image replaced by another of the same name and class (same count, same labels): its
-    // length and time change, so the key does, and the folder is packed again.
+    let a_pixels: Vec<Vec<u8>> = (0..a.count).map(|i| a.image(i).to_vec()).collect();
+
+    // Touched only (same bytes, a new modification time): packed again.
     let victim = std::fs::read_dir(root.join("bird")).unwrap().next().unwrap().unwrap().path();
+    let t0 = std::fs::metadata(&victim).unwrap().modified().unwrap();
+    set_mtime(&victim, t0 + std::time::Duration::from_secs(5));
+    let (t, decoded) = open(&root, &store, None);
+    assert_eq!(decoded, 12, "a touched file re-packs");
+    assert_ne!(t.key, a.key);
+
+    // Rewritten in place, its length kept and its modification time set back (as `cp -p` or
+    // `rsync -t` leave a file whose bytes changed): the change time still differs, packed again.
+    let bytes = std::fs::read(&victim).unwrap();
+    std::fs::write(&victim, &bytes).unwrap();
+    set_mtime(&victim, t0 + std::time::Duration::from_secs(5));
+    let (_, decoded) = open(&root, &store, None);
+    assert_eq!(decoded, 12, "a same-length rewrite with its old mtime re-packs");
+
+    // An image replaced by another of the same name and class (same count, same labels):
+    // packed again with the new pixels, while `a`, mapped before, still reads the old file.
     let other = std::fs::read_dir(root.join("airplane")).unwrap().next().unwrap().unwrap().path();
     std::fs::copy(&other, &victim).unwrap();
-    let f = std::fs::File::options().write(true).open(&victim).unwrap();
-    f.set_modified(std::time::SystemTime::now() + std::time::Duration::from_secs(5)).unwrap();
     let (c, decoded) = open(&root, &store, None);
     assert_eq!((c.count, decoded), (12, 12));
     assert_ne!(c.key, a.key);
-    let i = (0..c.count).find(|&i| c.image(i) != a.image(i)).expect("the replaced image's pixels changed");
+    let i = (0..c.count).find(|&i| c.image(i) != a_pixels[i].as_slice()).expect("the replaced image's pixels changed");
     assert_eq!(c.labels[i], 1, "the changed image is the bird");
+    assert!((0..a.count).all(|i| a.image(i) == a_pixels[i].as_slice()), "a reader of the old file is undisturbed");
 
     // An image added: packed again, with it.
     std::fs::copy(&other, root.join("airplane/added.png")).unwrap();
@@ -148,10 +176,28 @@ fn prepare_then_train_and_eval_find_the_shared_cache() {
     assert!(ok, "{err}");
     assert!(!run.join("cache").exists(), "no per-run cache");
     assert_eq!(inode(&file), before, "the shared cache was not re-packed");
-    let (ok, _, err) =
-        alexnet(&["eval", "--weights", run.join("last.safetensors").to_str().unwrap(), "--data", r, "--json"]);
+    let weights = run.join("last.safetensors");
+    let (ok, _, err) = alexnet(&["eval", "--weights", weights.to_str().unwrap(), "--data", r, "--json"]);
     assert!(ok, "{err}");
     assert_eq!(inode(&file), before, "eval found it too");
+    // eval with a cache folder of its own packs there once, then finds it.
+    let own = dir.join("eval-cache");
+    let eval_own = || {
+        alexnet(&["eval", "--weights", weights.to_str().unwrap(), "--data", r, "--cache-dir", own.to_str().unwrap()])
+    };
+    assert!(eval_own().0);
+    let packed: Vec<_> = std::fs::read_dir(&own)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "bin"))
+        .collect();
+    assert_eq!(packed.len(), 1, "{packed:?}");
+    let first = inode(&packed[0]);
+    assert!(eval_own().0);
+    assert_eq!(inode(&packed[0]), first, "the second eval decoded nothing");
+    // prepare packs folders only.
+    let (ok, _, err) = alexnet(&["prepare", "--data", file.to_str().unwrap(), "--size", "32"]);
+    assert!(!ok && err.contains("prepare packs an image folder"), "{err}");
 
     // --cache-dir moves it; --cache-dir with --out is refused as a no-op.
     let elsewhere = dir.join("elsewhere");
@@ -161,5 +207,39 @@ fn prepare_then_train_and_eval_find_the_shared_cache() {
     assert!(json(&out)["out"].as_str().unwrap().starts_with(elsewhere.to_str().unwrap()), "{out}");
     let (ok, _, err) = alexnet(&["prepare", "--data", r, "--out", "x.bin", "--cache-dir", "y"]);
     assert!(!ok && err.contains("--cache-dir would change nothing"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_cache_made_with_skip_bad_is_not_taken_by_a_run_that_stops_on_bad_files() {
+    let dir = tmpdir("skip-bad");
+    let root = photo_folder(&dir, 4);
+    std::fs::write(root.join("bird/broken.jpg"), b"\xff\xd8 not really a jpeg").unwrap();
+    let store = dir.join("store");
+    let (p, decoded) = try_open(&root, &store, None, OnBadImage::Skip).unwrap();
+    assert_eq!((p.count, decoded), (8, 9));
+    assert_eq!(p.skipped.len(), 1);
+    assert!(p.skipped[0].ends_with("broken.jpg"));
+    let (_, decoded) = try_open(&root, &store, None, OnBadImage::Skip).unwrap();
+    assert_eq!(decoded, 0, "a --skip-bad run takes it");
+    let e = try_open(&root, &store, None, OnBadImage::Fail).err().unwrap().to_string();
+    assert!(e.contains("broken.jpg"), "a run without --skip-bad stops on the bad file: {e}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_killed_packs_partial_file_is_removed_by_the_next_pack() {
+    let dir = tmpdir("partial");
+    let root = photo_folder(&dir, 2);
+    let store = dir.join("store");
+    let file = CacheStore { dir: store.clone() }.file_for(&root, 32);
+    std::fs::create_dir_all(&store).unwrap();
+    let leftover = store.join(format!("{}.abc123.partial", file.file_name().unwrap().to_str().unwrap()));
+    std::fs::write(&leftover, vec![0u8; 4096]).unwrap();
+    let (_, decoded) = open(&root, &store, None);
+    assert_eq!(decoded, 4);
+    assert!(!leftover.exists());
+    let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&file).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o644, "readable by other users of a shared cache");
     let _ = std::fs::remove_dir_all(&dir);
 }

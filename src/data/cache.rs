@@ -37,6 +37,9 @@ struct Meta {
     /// empty for files from before the shared store and for sets that are not folders.
     #[serde(default)]
     key: String,
+    /// The files of the folder that could not be decoded and were skipped (`--skip-bad`).
+    #[serde(default)]
+    skipped: Vec<String>,
 }
 
 enum Storage {
@@ -55,6 +58,8 @@ pub struct PackedImages {
     pub source: String,
     /// See [`super::store::content_key`]; empty when unknown.
     pub key: String,
+    /// Files of the source skipped as undecodable when it was packed (`--skip-bad`).
+    pub skipped: Vec<String>,
 }
 
 impl PackedImages {
@@ -140,6 +145,7 @@ impl PackedImages {
             stats,
             source: meta.source,
             key: meta.key,
+            skipped: meta.skipped,
         })
     }
 
@@ -166,6 +172,7 @@ pub struct Packer<W: Write> {
     acc: StatsAccumulator,
     written: usize,
     key: String,
+    skipped: Vec<String>,
 }
 
 impl<W: Write> Packer<W> {
@@ -179,6 +186,7 @@ impl<W: Write> Packer<W> {
             acc: StatsAccumulator::new(size),
             written: DATA_START,
             key: String::new(),
+            skipped: Vec::new(),
         })
     }
 
@@ -198,6 +206,11 @@ impl<W: Write> Packer<W> {
     /// Records the key of the folder being packed (see [`super::store::content_key`]).
     pub fn set_key(&mut self, key: &str) {
         self.key = key.into();
+    }
+
+    /// Records the files that were skipped as undecodable.
+    pub fn set_skipped(&mut self, skipped: Vec<String>) {
+        self.skipped = skipped;
     }
 
     pub fn is_empty(&self) -> bool {
@@ -221,6 +234,7 @@ impl<W: Write> Packer<W> {
             stats: stats.clone(),
             source: source.into(),
             key: std::mem::take(&mut self.key),
+            skipped: std::mem::take(&mut self.skipped),
         };
         let json = serde_json::to_vec(&meta).map_err(std::io::Error::other)?;
         self.out.write_all(&json)?;
@@ -309,14 +323,17 @@ pub struct Origin<'a> {
 /// Bytes of a packed file of `count` images at `size × size` (the metadata JSON estimated
 /// generously: its classes and statistics are a few kB, a little more per class).
 pub fn packed_bytes(count: usize, size: usize, classes: usize) -> u64 {
-    let img = (size * size * 3) as u64;
-    DATA_START as u64 + count as u64 * (img + 4) + img * 4 + 65_536 + 512 * classes as u64 + 32
+    let img = (size as u64).saturating_mul(size as u64).saturating_mul(3);
+    let images = (count as u64).saturating_mul(img.saturating_add(4));
+    images.saturating_add(img.saturating_mul(4)).saturating_add(DATA_START as u64 + 65_536 + 32 + 512 * classes as u64)
 }
 
 /// Packs labelled images into a cache file at `out`, atomically: the images go to a uniquely
-/// named temporary file in the same folder, renamed to `out` when complete, so neither an
-/// interrupted pack nor two concurrent ones ever leave a file at `out` that is not whole. The
-/// disk's free space is checked against the file's size before the first image is decoded.
+/// named temporary file `OUT.*.partial` in the same folder, renamed to `out` when complete, so
+/// neither an interrupted pack nor two concurrent ones ever leave a file at `out` that is not
+/// whole (a process killed outright leaves its `.partial`, which the next pack of `out` under
+/// the store's lock removes). The disk's free space is checked against the file's size before
+/// the first image is decoded. The file is readable by everyone (0644), as files `cp` makes.
 pub fn write_cache(
     out: &Path,
     items: &[(PathBuf, u32)],
@@ -326,15 +343,22 @@ pub fn write_cache(
     on_bad: OnBadImage,
     on_progress: &(dyn Fn(usize) + Sync),
 ) -> Result<PackReport, DataError> {
+    use std::os::unix::fs::PermissionsExt;
     let t0 = std::time::Instant::now();
+    let max = crate::model::plan::limits::MAX_STORED;
+    if size == 0 || size > max {
+        return Err(DataError::Cache { path: out.into(), problem: format!("stored size {size} outside 1..={max}") });
+    }
     let dir = out.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).map_err(|e| DataError::io(dir, e))?;
     crate::files::check_writable(out).map_err(|e| DataError::io(out, e))?;
     let needed = packed_bytes(items.len(), size, classes.len());
     super::store::check_room(out, needed, super::store::free_bytes(dir))?;
+    let name = out.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let (file, tmp) = tempfile::Builder::new()
-        .prefix(".packing-")
+        .prefix(&format!("{name}."))
         .suffix(".partial")
+        .permissions(std::fs::Permissions::from_mode(0o644))
         .tempfile_in(dir)
         .map_err(|e| DataError::io(dir, e))?
         .into_parts();
@@ -348,6 +372,7 @@ pub fn write_cache(
         return Err(DataError::layout(out, "no image could be decoded"));
     }
     let images = packer.len();
+    packer.set_skipped(skipped.clone());
     let (w, _) = packer.finish(classes, origin.source).map_err(|e| DataError::io(&*tmp, e))?;
     w.into_inner()
         .map_err(|e| DataError::io(&*tmp, e.into_error()))?

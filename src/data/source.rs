@@ -90,26 +90,36 @@ pub fn open(path: &Path, how: &Packing<'_>, progress: Progress<'_>) -> Result<Pa
     }
     let file = how.store.file_for(path, size);
     let key = store::content_key(path, &folder.items, &folder.classes, size)?;
+    // A cache made with --skip-bad lacks the bad files: a run that would stop on them does not
+    // take it, but packs again and stops on the first, naming it.
+    let fresh =
+        |c: &PackedImages| c.size == size && c.key == key && (how.on_bad == OnBadImage::Skip || c.skipped.is_empty());
+    // The names come from this command's `--classes` (the key holds only the ids).
+    let named = |mut c: PackedImages| {
+        c.classes = folder.classes.clone();
+        c
+    };
+    // Files appear at `file` only whole (by rename), so one found fresh is read without the
+    // lock, which a read-only cache folder could not give.
+    if let Ok(c) = PackedImages::open(&file)
+        && fresh(&c)
+    {
+        return Ok(named(c));
+    }
     // Under the lock: a second run packing the same folder waits, then finds the first's file.
     let _lock = PackLock::acquire(&file)?;
     if let Ok(c) = PackedImages::open(&file)
-        && c.size == size
-        && c.key == key
+        && fresh(&c)
     {
-        return Ok(c);
+        return Ok(named(c));
     }
+    store::remove_stale_partials(&file);
     let total = folder.items.len();
     let origin = cache::Origin { source: &source, key: &key };
-    let report = cache::write_cache(&file, &folder.items, folder.classes.clone(), size, origin, how.on_bad, &|d| {
+    cache::write_cache(&file, &folder.items, folder.classes.clone(), size, origin, how.on_bad, &|d| {
         progress(d, total)
     })?;
-    let list = skipped_list(&file);
-    if report.skipped.is_empty() {
-        let _ = std::fs::remove_file(&list);
-    } else {
-        std::fs::write(&list, report.skipped.join("\n")).map_err(|e| DataError::io(&list, e))?;
-    }
-    PackedImages::open(&file)
+    PackedImages::open(&file).map(named)
 }
 
 /// The shared cache file [`open`] uses for the folder `path`; `None` for a file (a prepared
@@ -118,17 +128,10 @@ pub fn cache_file(path: &Path, how: &Packing<'_>) -> Option<PathBuf> {
     path.is_dir().then(|| how.store.file_for(path, how.size))
 }
 
-/// The images skipped (undecodable, under `--skip-bad`) when the cache file `cache_path` was packed.
-pub fn skipped_files(cache_path: &Path) -> Vec<String> {
-    std::fs::read_to_string(skipped_list(cache_path)).map(|s| s.lines().map(String::from).collect()).unwrap_or_default()
-}
-
-fn skipped_list(cache_path: &Path) -> PathBuf {
-    cache_path.with_extension("skipped.txt")
-}
-
+/// Images skipped when a run's own cache was packed, before the shared cache kept that list in
+/// the file: the run's `cache/NAME-SIZE.skipped.txt`.
 fn count_skipped(cache_path: &Path) -> usize {
-    std::fs::read_to_string(skipped_list(cache_path)).map(|s| s.lines().count()).unwrap_or(0)
+    std::fs::read_to_string(cache_path.with_extension("skipped.txt")).map(|s| s.lines().count()).unwrap_or(0)
 }
 
 /// Greyscale IDX images, resized to `size` and replicated to RGB, packed in memory.

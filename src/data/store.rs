@@ -15,8 +15,10 @@ use super::{ClassInfo, DataError};
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 
-/// Bumped whenever the packed bytes of a given image would change, so old caches are re-packed.
-const FORMAT: &str = "alexnet-packed-v1";
+/// Bumped whenever the packed bytes of a given image would change, so old caches are re-packed;
+/// the crate's version is part of the key as well, so a release that decodes or resizes
+/// differently never reads another's pixels.
+const FORMAT: &str = concat!("alexnet-packed-v1 ", env!("CARGO_PKG_VERSION"));
 
 /// The directory holding the shared caches.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -26,20 +28,29 @@ pub struct CacheStore {
 
 impl CacheStore {
     /// `explicit` (`--cache-dir`) if given; else `.alexnet-cache` beside the data (in the folder
-    /// holding `data`) when that can be written; else the user's cache directory
-    /// (`$XDG_CACHE_HOME/alexnet`, `~/.cache/alexnet`); else the system's temporary directory.
+    /// holding `data`, symbolic links resolved) when this user can write there and others cannot
+    /// (not `/tmp`: another user could plant a cache there); else the user's cache directory
+    /// (`$XDG_CACHE_HOME/alexnet`, `~/.cache/alexnet`); else `alexnet-cache-UID` in the system's
+    /// temporary directory, made private to this user when first packed into. Nothing is
+    /// created here: a command that packs nothing leaves no trace.
     pub fn resolve(explicit: Option<&Path>, data: &Path) -> Self {
         if let Some(d) = explicit {
-            return Self { dir: d.into() };
+            return Self { dir: std::path::absolute(d).unwrap_or_else(|_| d.into()) };
         }
-        let beside = std::fs::canonicalize(data).ok().and_then(|d| d.parent().map(|p| p.join(".alexnet-cache")));
+        let beside = std::fs::canonicalize(data)
+            .ok()
+            .and_then(|d| d.parent().map(Path::to_path_buf))
+            .filter(|p| private_writable(p))
+            .map(|p| p.join(".alexnet-cache"));
         let user = std::env::var_os("XDG_CACHE_HOME")
             .filter(|v| !v.is_empty())
             .map(PathBuf::from)
             .or_else(|| std::env::var_os("HOME").filter(|v| !v.is_empty()).map(|h| PathBuf::from(h).join(".cache")))
             .map(|c| c.join("alexnet"));
-        let dir = [beside, user].into_iter().flatten().find(|d| writable_dir(d));
-        Self { dir: dir.unwrap_or_else(|| std::env::temp_dir().join("alexnet-cache")) }
+        // SAFETY: geteuid has no preconditions.
+        let uid = unsafe { libc::geteuid() };
+        let dir = beside.or(user).unwrap_or_else(|| std::env::temp_dir().join(format!("alexnet-cache-{uid}")));
+        Self { dir }
     }
 
     /// The cache file of the folder `root` at `size × size`.
@@ -56,17 +67,47 @@ impl CacheStore {
     }
 }
 
-/// True when `dir` exists or can be made, and a file can be created in it.
-fn writable_dir(dir: &Path) -> bool {
-    std::fs::create_dir_all(dir).is_ok() && tempfile::tempfile_in(dir).is_ok()
+/// True when this user can create files in the existing folder `dir` and it is not writable
+/// by everyone (the sticky `/tmp`, a shared scratch folder).
+fn private_writable(dir: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    let open_to_all = std::fs::metadata(dir).is_ok_and(|m| m.permissions().mode() & 0o002 != 0);
+    !open_to_all && tempfile::tempfile_in(dir).is_ok()
+}
+
+/// Creates the cache folder `dir` if needed. The temporary-directory fallback
+/// (`alexnet-cache-UID`) is made mode 0700 and must belong to this user: in a folder every user
+/// can write to, someone else could have made it first.
+pub fn ensure_dir(dir: &Path) -> Result<(), DataError> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+    let shared_tmp = dir.parent() == Some(std::env::temp_dir().as_path());
+    let mut b = std::fs::DirBuilder::new();
+    b.recursive(true);
+    if shared_tmp {
+        b.mode(0o700);
+    }
+    b.create(dir).map_err(|e| DataError::io(dir, e))?;
+    // SAFETY: geteuid has no preconditions.
+    let uid = unsafe { libc::geteuid() };
+    let m = std::fs::symlink_metadata(dir).map_err(|e| DataError::io(dir, e))?;
+    if shared_tmp && (!m.is_dir() || m.uid() != uid) {
+        return Err(DataError::Cache {
+            path: dir.into(),
+            problem: "belongs to another user or is not a folder: give --cache-dir".into(),
+        });
+    }
+    Ok(())
 }
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// The key of a folder's contents: SHA-256 over the format version, the stored size, the
-/// classes, and every image's path relative to `root`, length, modification time (ns) and label.
+/// The key of a folder's contents: SHA-256 over the format version, the stored size, the class
+/// ids (not their display names: `--classes` may name them or not, the pixels are the same),
+/// and every image's path relative to `root`, length, modification and change times (ns),
+/// inode and label. The change time cannot be set back by `touch`, `cp -p` or `rsync -t`, so
+/// a file rewritten in place with its old length and modification time is still noticed.
 /// Costs one `stat` per image (a few seconds for ImageNet's 1.28M), against the minutes or hours
 /// of decoding that a stale or missed cache costs.
 pub fn content_key(
@@ -80,22 +121,24 @@ pub fn content_key(
     h.update(FORMAT.as_bytes());
     h.update((size as u64).to_le_bytes());
     for c in classes {
-        for s in [&c.id, &c.name] {
-            h.update((s.len() as u64).to_le_bytes());
-            h.update(s.as_bytes());
-        }
+        h.update((c.id.len() as u64).to_le_bytes());
+        h.update(c.id.as_bytes());
     }
     let entries: Vec<Vec<u8>> = items
         .par_iter()
         .map(|(p, label)| {
+            use std::os::unix::fs::MetadataExt;
             let m = std::fs::metadata(p).map_err(|e| DataError::io(p, e))?;
             let mtime = m.modified().ok().and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok());
             let rel = p.strip_prefix(root).unwrap_or(p).as_os_str().as_encoded_bytes();
-            let mut e = Vec::with_capacity(rel.len() + 36);
+            let mut e = Vec::with_capacity(rel.len() + 60);
             e.extend((rel.len() as u64).to_le_bytes());
             e.extend(rel);
             e.extend(m.len().to_le_bytes());
             e.extend(mtime.map_or(u128::MAX, |d| d.as_nanos()).to_le_bytes());
+            e.extend(m.ctime().to_le_bytes());
+            e.extend(m.ctime_nsec().to_le_bytes());
+            e.extend(m.ino().to_le_bytes());
             e.extend(label.to_le_bytes());
             Ok(e)
         })
@@ -111,27 +154,50 @@ pub struct PackLock {
 }
 
 impl PackLock {
+    /// Takes the lock of `file` (in its folder, created if needed), saying on stderr when it
+    /// waits for another process. The lock file is never followed through a symbolic link.
     pub fn acquire(file: &Path) -> Result<Self, DataError> {
         use std::os::fd::AsRawFd;
+        use std::os::unix::fs::OpenOptionsExt;
         let path = file.with_extension("lock");
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|e| DataError::io(dir, e))?;
+            ensure_dir(dir)?;
         }
         let f = std::fs::OpenOptions::new()
             .create(true)
             .truncate(false)
             .write(true)
+            .custom_flags(libc::O_NOFOLLOW)
             .open(&path)
             .map_err(|e| DataError::io(&path, e))?;
+        let mut how = libc::LOCK_EX | libc::LOCK_NB;
         loop {
             // SAFETY: flock on a descriptor this function owns; no memory is involved.
-            if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) } == 0 {
+            if unsafe { libc::flock(f.as_raw_fd(), how) } == 0 {
                 return Ok(Self { _file: f });
             }
             let e = std::io::Error::last_os_error();
-            if e.kind() != std::io::ErrorKind::Interrupted {
-                return Err(DataError::io(&path, e));
+            match e.kind() {
+                std::io::ErrorKind::Interrupted => {}
+                std::io::ErrorKind::WouldBlock if how & libc::LOCK_NB != 0 => {
+                    eprintln!("waiting for another process packing {}", file.display());
+                    how = libc::LOCK_EX;
+                }
+                _ => return Err(DataError::io(&path, e)),
             }
+        }
+    }
+}
+
+/// Removes the temporary files (`FILE.*.partial`) an earlier pack of `file` left when it was
+/// killed before it could clean up. Call with the lock held: then no pack of `file` is running.
+pub fn remove_stale_partials(file: &Path) {
+    let (Some(dir), Some(name)) = (file.parent(), file.file_name().and_then(|n| n.to_str())) else { return };
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for e in entries.flatten() {
+        let n = e.file_name();
+        if n.to_str().is_some_and(|n| n.starts_with(&format!("{name}.")) && n.ends_with(".partial")) {
+            let _ = std::fs::remove_file(e.path());
         }
     }
 }
@@ -172,6 +238,7 @@ mod tests {
     #[test]
     fn explicit_dir_wins_and_file_names_depend_on_folder_and_size() {
         let s = CacheStore::resolve(Some(Path::new("/some/where")), Path::new("/data/train"));
+        assert!(!Path::new("/some").exists(), "resolving creates nothing");
         assert_eq!(s.dir, Path::new("/some/where"));
         let a = s.file_for(Path::new("/data/train"), 256);
         assert!(a.file_name().unwrap().to_str().unwrap().starts_with("train-256-"), "{a:?}");

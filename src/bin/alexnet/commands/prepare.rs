@@ -121,6 +121,9 @@ fn to_file(a: &Args, out: &Path) -> Result<Prepared> {
 
 /// Packs the folder into the shared cache unless it is there already, unchanged.
 fn to_store(a: &Args) -> Result<Prepared> {
+    if !a.data.is_dir() {
+        anyhow::bail!("{}: prepare packs an image folder; this is not one", a.data.display());
+    }
     let store = CacheStore::resolve(a.cache.cache_dir.as_deref(), &a.data);
     let how = Packing {
         size: a.size,
@@ -148,7 +151,7 @@ fn to_store(a: &Args) -> Result<Prepared> {
         images: packed.count,
         classes: packed.classes.len(),
         size: a.size,
-        skipped: source::skipped_files(&file),
+        skipped: packed.skipped.clone(),
         packed: total > 0,
         seconds,
         images_per_s: total as f64 / seconds.max(1e-9),

@@ -233,7 +233,7 @@ impl Args {
             skip_bad: self.bad.skip_bad,
             val_ten_crop: self.val_ten_crop,
             warmup_epochs: self.warmup_epochs.unwrap_or(d.warmup_epochs),
-            cache_dir: self.cache.cache_dir.clone().map(absolute),
+            cache_dir: self.cache.cache_dir.as_deref().map(std::path::absolute).transpose()?,
             val_labels: self.val_labels.clone().map(absolute),
             val,
             ..d
@@ -255,7 +255,7 @@ impl Args {
         let mut cfg = TrainConfig::of_run(dir)?;
         cfg.epochs = self.epochs.unwrap_or(cfg.epochs);
         cfg.time_limit_minutes = self.time_limit.or(cfg.time_limit_minutes);
-        cfg.cache_dir = self.cache.cache_dir.clone().map(absolute).or(cfg.cache_dir);
+        cfg.cache_dir = self.cache.cache_dir.as_deref().map(std::path::absolute).transpose()?.or(cfg.cache_dir);
         if let Some(t) = self.common.threads
             && t != cfg.threads
         {
