@@ -381,6 +381,11 @@ fn metrics_keep_one_line_per_epoch_and_last_keeps_its_predecessor() {
     let m = alexnet::train::read_metrics(&path).unwrap();
     assert_eq!(m.iter().map(|l| l.epoch).collect::<Vec<_>>(), [0, 1]);
     assert!(m[1].train_loss != 123.0);
+    // Every epoch says what the loader could deliver: a rate, measured, not the step's.
+    for l in &m {
+        let r = l.loader_images_per_s.expect("loader rate");
+        assert!(r.is_finite() && r > 0.0 && r != l.images_per_s, "{l:?}");
+    }
     // The previous `last` is kept: the whole checkpoint the second run started from.
     let prev = Checkpoint::load(&cfg.out.join("last.prev.safetensors")).unwrap();
     assert_eq!(prev.train_state, ck.train_state);

@@ -13,6 +13,10 @@ pub struct Batch {
     pub labels: Vec<usize>,
     /// Batch number within the epoch (0-based).
     pub index: usize,
+    /// Seconds the loader thread spent making this batch (reading, decoding, augmenting),
+    /// without the time it waited for the consumer: `labels.len() / make_seconds` is the rate
+    /// the loader could deliver, to compare with the rate the network consumes.
+    pub make_seconds: f64,
 }
 
 /// Turns image `i` (HWC bytes) into a network input. Called on the loader thread.
@@ -55,12 +59,14 @@ fn produce(
         if ids.len() < opts.batch && !opts.keep_last {
             break;
         }
+        let t0 = std::time::Instant::now();
         let mut x = vec![0.0f32; ids.len() * input_len];
         for (&i, out) in ids.iter().zip(x.chunks_mut(input_len)) {
             make(images.image(i as usize), i as usize, out);
         }
         let labels = ids.iter().map(|&i| images.labels[i as usize] as usize).collect();
-        if tx.send(Batch { x, labels, index }).is_err() {
+        let make_seconds = t0.elapsed().as_secs_f64();
+        if tx.send(Batch { x, labels, index, make_seconds }).is_err() {
             return; // the consumer hung up
         }
     }

@@ -21,16 +21,17 @@ fn progress_style(template: &str) -> ProgressStyle {
 pub struct Reporter {
     bar: ProgressBar,
     quiet: bool,
-    /// Start of the images/s window, and images seen since.
+    /// Start of the images/s window, images seen since, and the loader's seconds making them.
     window_start: std::time::Instant,
     window_images: usize,
+    window_loader_seconds: f64,
 }
 
 impl Reporter {
     pub fn new(quiet: bool, batches_per_epoch: usize) -> Self {
         let bar = if quiet { ProgressBar::hidden() } else { ProgressBar::new(batches_per_epoch as u64) };
         bar.set_style(progress_style("epoch {prefix} [{bar:30}] {pos}/{len} batches {msg} ETA {eta}"));
-        Self { bar, quiet, window_start: std::time::Instant::now(), window_images: 0 }
+        Self { bar, quiet, window_start: std::time::Instant::now(), window_images: 0, window_loader_seconds: 0.0 }
     }
 
     /// A line above the bar.
@@ -44,21 +45,25 @@ impl Reporter {
         self.bar.set_prefix(format!("{}/{epochs}", epoch + 1));
         self.bar.reset();
         self.bar.set_position(first_batch as u64);
-        (self.window_start, self.window_images) = (std::time::Instant::now(), 0);
+        (self.window_start, self.window_images, self.window_loader_seconds) = (std::time::Instant::now(), 0, 0.0);
     }
 
     /// After each step: the epoch's mean loss and the images/s of the last ~10 s.
-    pub fn step(&mut self, state: &TrainState, images: usize) {
+    /// `make_seconds`: the loader's time for this step's batch, so the line shows what the
+    /// loader could deliver beside what the step consumes.
+    pub fn step(&mut self, state: &TrainState, images: usize, make_seconds: f64) {
         self.window_images += images;
+        self.window_loader_seconds += make_seconds;
         let secs = self.window_start.elapsed().as_secs_f64();
         self.bar.set_message(format!(
-            "loss {:.3}  {:.0} img/s",
+            "loss {:.3}  {:.0} img/s  loader {:.0} img/s",
             state.epoch_loss(),
-            self.window_images as f64 / secs.max(1e-9)
+            self.window_images as f64 / secs.max(1e-9),
+            self.window_images as f64 / self.window_loader_seconds.max(1e-9)
         ));
         self.bar.inc(1);
         if secs > 10.0 {
-            (self.window_start, self.window_images) = (std::time::Instant::now(), 0);
+            (self.window_start, self.window_images, self.window_loader_seconds) = (std::time::Instant::now(), 0, 0.0);
         }
     }
 
@@ -70,12 +75,13 @@ impl Reporter {
             _ => "no validation".to_string(),
         };
         self.say(&format!(
-            "epoch {:>3}/{epochs}  train loss {:.4} top-1 err {:5.1}%  {val}  lr {:.2e}  {:.0} img/s  {:.1}s",
+            "epoch {:>3}/{epochs}  train loss {:.4} top-1 err {:5.1}%  {val}  lr {:.2e}  {:.0} img/s{}  {:.1}s",
             m.epoch + 1,
             m.train_loss,
             100.0 * m.train_top1_error,
             m.lr,
             m.images_per_s,
+            m.loader_images_per_s.map(|r| format!(" (loader {r:.0})")).unwrap_or_default(),
             m.epoch_seconds
         ));
     }

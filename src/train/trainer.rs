@@ -70,6 +70,9 @@ pub struct Trainer<'a> {
     report: Reporter,
     run_start: Instant,
     epoch_start: Instant,
+    /// Images and the loader's seconds making them, this epoch (this process's part of it).
+    loader_images: u64,
+    loader_seconds: f64,
 }
 
 /// Packs (or reuses the shared cache of) the images at `path`, with a progress bar. A run from
@@ -266,6 +269,8 @@ impl<'a> Trainer<'a> {
             report,
             run_start,
             epoch_start: run_start,
+            loader_images: 0,
+            loader_seconds: 0.0,
         };
         t.say_start();
         Ok(t)
@@ -332,7 +337,10 @@ impl<'a> Trainer<'a> {
         self.report.start_epoch(epoch, cfg.epochs, self.state.batch_in_epoch);
         self.epoch_start = Instant::now() - Duration::from_secs_f64(self.state.epoch_seconds);
         let (steps_before, t_steps) = (self.state.step, Instant::now());
+        (self.loader_images, self.loader_seconds) = (0, 0.0);
         for b in loader {
+            self.loader_images += b.labels.len() as u64;
+            self.loader_seconds += b.make_seconds;
             if cfg.schedule.per_step() {
                 if cfg.schedule.timed()
                     && self.state.planned_steps.is_none()
@@ -356,7 +364,7 @@ impl<'a> Trainer<'a> {
                 return Err(Error::Diverged { loss: r.loss, epoch: epoch + 1, step: s.step, lr, last });
             }
             self.state.record_step(b.index, b.labels.len(), r.loss, r.correct);
-            self.report.step(&self.state, b.labels.len());
+            self.report.step(&self.state, b.labels.len(), b.make_seconds);
             let stop = self.stop.should_stop(self.state.step);
             if stop || (cfg.checkpoint_every > 0 && self.state.step.is_multiple_of(cfg.checkpoint_every)) {
                 self.state.epoch_seconds = self.epoch_start.elapsed().as_secs_f64();
@@ -422,6 +430,7 @@ impl<'a> Trainer<'a> {
             epoch_seconds,
             wall_seconds: self.run_start.elapsed().as_secs_f64(),
             images_per_s: s.epoch_images as f64 / epoch_seconds.max(1e-9),
+            loader_images_per_s: (self.loader_seconds > 0.0).then(|| self.loader_images as f64 / self.loader_seconds),
         };
         self.report.epoch_done(&m, cfg.epochs);
         let ln_classes = (self.net.classes() as f64).ln();
