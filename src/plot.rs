@@ -70,7 +70,8 @@ pub fn compare_curves(
     out: &Path,
 ) -> std::io::Result<()> {
     register_font();
-    const COLOURS: [RGBColor; 8] = [
+    // Twelve distinct colours: comparisons of three seeds x four arms get a colour each.
+    const COLOURS: [RGBColor; 12] = [
         RGBColor(31, 119, 180),
         RGBColor(214, 39, 40),
         RGBColor(44, 160, 44),
@@ -79,6 +80,10 @@ pub fn compare_curves(
         RGBColor(140, 86, 75),
         RGBColor(227, 119, 194),
         RGBColor(23, 190, 207),
+        RGBColor(188, 189, 34),
+        RGBColor(127, 127, 127),
+        RGBColor(0, 0, 0),
+        RGBColor(0, 0, 128),
     ];
     let root = BitMapBackend::new(out, (800, 520)).into_drawing_area();
     root.fill(&WHITE).map_err(err)?;
