@@ -180,6 +180,13 @@ fn cache_file_round_trip_and_damage() {
     }
     assert_eq!(p.stats.mean_image.len(), 32 * 32 * 3);
     assert!(p.stats.eigval[0] > p.stats.eigval[1] && p.stats.eigval[2] > 0.0);
+    // Most of the set: its statistics from the file's sums minus the rest's, exactly those of
+    // reading the subset itself.
+    let subset: Vec<u32> = (0..p.count as u32).filter(|i| i % 7 != 3).collect();
+    let mut direct = alexnet::data::stats::StatsAccumulator::new(32);
+    subset.iter().for_each(|&i| direct.add(p.image(i as usize)));
+    assert_eq!(p.stats_of(&subset), direct.finish());
+    assert_eq!(p.stats_of(&(0..p.count as u32).collect::<Vec<_>>()), p.stats);
     // Cut short, as an interrupted write would be.
     let bytes = std::fs::read(&out).unwrap();
     let cut = d.join("cut.bin");

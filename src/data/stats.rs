@@ -23,8 +23,10 @@ pub struct DataStats {
     pub eigvec: [[f32; 3]; 3],
 }
 
-/// Exact integer sums over images, mergeable across threads.
-#[derive(Clone, Debug)]
+/// Exact integer sums over images, mergeable across threads, and stored in a packed cache so
+/// that the statistics of most of a set (its training part) are the whole set's sums minus
+/// those of the few images left out, without reading the rest again.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StatsAccumulator {
     size: usize,
     count: u64,
@@ -62,6 +64,36 @@ impl StatsAccumulator {
                 self.sum_sq[c][d] += sq[c][d];
             }
         }
+    }
+
+    /// The sums of the images in `self` but not in `part` (which must be a subset of them):
+    /// `None` when `part` cannot be one (another size, or a sum larger than the whole's).
+    pub fn minus(&self, part: &Self) -> Option<Self> {
+        if part.size != self.size || part.sum_image.len() != self.sum_image.len() {
+            return None;
+        }
+        let mut out = self.clone();
+        out.count = self.count.checked_sub(part.count)?;
+        for (a, b) in out.sum_image.iter_mut().zip(&part.sum_image) {
+            *a = a.checked_sub(*b)?;
+        }
+        for c in 0..3 {
+            out.sum[c] = out.sum[c].checked_sub(part.sum[c])?;
+            for d in 0..3 {
+                out.sum_sq[c][d] = out.sum_sq[c][d].checked_sub(part.sum_sq[c][d])?;
+            }
+        }
+        Some(out)
+    }
+
+    /// Images summed.
+    pub fn count(&self) -> u64 {
+        self.count
+    }
+
+    /// Whether the sums fit images of `size × size` (as read from a file: checked before use).
+    pub fn fits(&self, size: usize) -> bool {
+        self.size == size && size.checked_mul(size).and_then(|p| p.checked_mul(3)) == Some(self.sum_image.len())
     }
 
     pub fn merge(mut self, other: &Self) -> Self {
@@ -161,6 +193,23 @@ mod tests {
                 assert!((rec - m[r][c]).abs() < 1e-10, "{r},{c}: {rec} vs {}", m[r][c]);
             }
         }
+    }
+
+    #[test]
+    fn the_whole_minus_a_part_is_the_rest_exactly() {
+        let img = |k: u8| (0..12).map(|i| k.wrapping_mul(37).wrapping_add(i * 19)).collect::<Vec<u8>>();
+        let (mut all, mut part, mut rest) =
+            (StatsAccumulator::new(2), StatsAccumulator::new(2), StatsAccumulator::new(2));
+        for k in 0..10u8 {
+            all.add(&img(k));
+            if k % 3 == 0 { part.add(&img(k)) } else { rest.add(&img(k)) }
+        }
+        let diff = all.minus(&part).unwrap();
+        assert_eq!(diff, rest);
+        assert_eq!(diff.finish(), rest.finish());
+        // Not a part of it: refused rather than wrapped.
+        assert!(part.minus(&all).is_none());
+        assert!(all.minus(&StatsAccumulator::new(3)).is_none());
     }
 
     #[test]
