@@ -187,6 +187,33 @@ pub struct LoaderReport {
     pub images: usize,
     pub seconds: f64,
     pub images_per_s: f64,
+    /// The model's training step (forward, backward, SGD) on batches of the same size with the
+    /// given threads, images/s, when measured ([`loader_against_step`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub step_images_per_s: Option<f64>,
+    /// `images_per_s / step_images_per_s`: at least 2 and the loader never holds training up.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub loader_over_step: Option<f64>,
+}
+
+/// [`loader_throughput`], then the training step's rate for the same model and batch on
+/// `threads` threads (median of `iters` steps after one warm-up), and their ratio. Run one
+/// after the other, not at once: each is measured alone, as the loader's one thread and the
+/// step's threads would share the cores in training.
+pub fn loader_against_step(
+    model: &ModelConfig,
+    data: &std::path::Path,
+    cache_dir: Option<&std::path::Path>,
+    batch: usize,
+    iters: usize,
+    threads: usize,
+) -> Result<LoaderReport> {
+    let mut r = loader_throughput(model, data, cache_dir, batch, iters.max(1) * 10)?;
+    let cfg = BenchConfig { mode: BenchMode::Train, batch, iters: iters.max(1), warmup: 1, threads, profile: false };
+    let step = run(model, &cfg)?.img_per_s;
+    r.step_images_per_s = Some(step);
+    r.loader_over_step = Some(r.images_per_s / step);
+    Ok(r)
 }
 
 /// The loader alone: augmented batches from a packed set as fast as it can make them (one
@@ -228,5 +255,7 @@ pub fn loader_throughput(
         images: count,
         seconds: s,
         images_per_s: count as f64 / s,
+        step_images_per_s: None,
+        loader_over_step: None,
     })
 }

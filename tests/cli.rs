@@ -104,5 +104,30 @@ fn import_export_filters_and_forward_speak_json() {
     assert_eq!(v["logits"], serde_json::json!([4, 10]), "{v}");
     let v = json(&["bench", "--mode", "gemm", "--size", "64", "--iters", "1", "--json"]);
     assert!(v["gflops"].as_f64().unwrap() > 0.0);
+    // The loader against the training step it feeds: both rates, and their ratio.
+    let val = concat!(env!("CARGO_MANIFEST_DIR"), "/data/cifar10-mini/val");
+    let v = json(&[
+        "bench",
+        "--mode",
+        "loader",
+        "--model",
+        "cifar-4layer",
+        "--data",
+        val,
+        "--batch",
+        "8",
+        "--iters",
+        "1",
+        "--threads",
+        "1",
+        "--cache-dir",
+        &p("cache"),
+        "--json",
+    ]);
+    let (loader, step) = (v["images_per_s"].as_f64().unwrap(), v["step_images_per_s"].as_f64().unwrap());
+    assert!(loader > 0.0 && step > 0.0, "{v}");
+    assert!((v["loader_over_step"].as_f64().unwrap() - loader / step).abs() < 1e-9 * loader / step, "{v}");
+    let (ok, _, err) = alexnet(&["bench", "--mode", "gemm", "--data", val]);
+    assert!(!ok && err.contains("--mode loader only"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
 }

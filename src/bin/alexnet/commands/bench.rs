@@ -52,15 +52,21 @@ pub fn exec(a: Args) -> Result<i32> {
         }),
         BenchMode::Loader => {
             let Some(data) = &a.data else { bail!("--mode loader needs --data (a prepared cache or a folder)") };
-            a.common.emit(
-                &bench::loader_throughput(&model, data, a.cache.cache_dir.as_deref(), a.batch, a.iters.max(1) * 10)?,
-                |r| {
+            let r = bench::loader_against_step(&model, data, a.cache.cache_dir.as_deref(), a.batch, a.iters, threads)?;
+            a.common.emit(&r, |r| {
+                println!(
+                    "loader ({} crops of {}px from {}px, paper augmentation, one thread): {:.0} images/s over {} images",
+                    r.model, r.crop, r.stored, r.images_per_s, r.images
+                );
+                if let (Some(step), Some(ratio)) = (r.step_images_per_s, r.loader_over_step) {
                     println!(
-                        "loader ({} crops of {}px from {}px, paper augmentation): {:.0} images/s over {} images",
-                        r.model, r.crop, r.stored, r.images_per_s, r.images
-                    )
-                },
-            )
+                        "training step ({} threads, batch {}): {step:.1} images/s; loader / step = {ratio:.1}{}",
+                        threads,
+                        a.batch,
+                        if ratio < 2.0 { " (below 2: the loader can hold training up)" } else { "" }
+                    );
+                }
+            })
         }
         BenchMode::Infer | BenchMode::Train => {
             let cfg = BenchConfig {
