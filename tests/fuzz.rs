@@ -7,6 +7,8 @@
 //! runs under a 3 GiB address-space limit, so a runaway allocation fails the run), and the
 //! answer comes within a time bound. This file holds one test so the limit binds only it.
 
+mod common;
+
 use alexnet::Checkpoint;
 use alexnet::data::{idx, image};
 use alexnet::interop::{pickle, torch};
@@ -134,6 +136,8 @@ fn seeds() -> Vec<(&'static str, Vec<u8>, Parser)> {
         ("pth zip", zip, pth),
         ("pth legacy", fx("tiny_alexnet_legacy.pth"), pth),
         ("pickle", data_pkl, pkl),
+        ("meta.mat", common::meta_mat(false), |b| alexnet::data::matfile::parse(b, Path::new("fuzz")).is_ok()),
+        ("meta.mat zlib", common::meta_mat(true), |b| alexnet::data::matfile::parse(b, Path::new("fuzz")).is_ok()),
     ]
 }
 

@@ -5,7 +5,8 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-const WNIDS: [&str; 3] = ["n01440764", "n02102040", "n02979186"];
+mod common;
+use common::{ID_OF, WNIDS, meta_mat};
 
 /// The tree, with `per_class` training photos and 2 validation photos per class (the val files
 /// numbered across classes in an interleaved order, as the real set is not sorted by class).
@@ -69,11 +70,31 @@ fn flat_val_folder_labels_each_file_by_its_name() {
     let g = alexnet::data::ImageFolder::scan_flat(&root.join("val"), &list, None).unwrap();
     assert_eq!(g.items, f.items);
 
-    // The devkit's bare ILSVRC2012_IDs are refused, saying why.
-    let gt = root.join("ILSVRC2012_validation_ground_truth.txt");
-    std::fs::write(&gt, "490\n361\n171\n").unwrap();
+    // The devkit's bare ILSVRC2012_IDs need its meta.mat beside them.
+    let devkit = root.join("devkit/data");
+    std::fs::create_dir_all(&devkit).unwrap();
+    let gt = devkit.join("ILSVRC2012_validation_ground_truth.txt");
+    let ids: String = f.items.iter().map(|(_, l)| format!("{}\n", ID_OF[*l as usize])).collect();
+    std::fs::write(&gt, &ids).unwrap();
     let e = alexnet::data::ImageFolder::scan_flat(&root.join("val"), &gt, None).unwrap_err().to_string();
-    assert!(e.contains("line 1") && e.contains("meta.mat") && e.contains("LOC_val_solution.csv"), "{e}");
+    assert!(e.contains("ILSVRC2012_IDs") && e.contains("meta.mat"), "{e}");
+    for compressed in [false, true] {
+        std::fs::write(devkit.join("meta.mat"), meta_mat(compressed)).unwrap();
+        let g = alexnet::data::ImageFolder::scan_flat(&root.join("val"), &gt, None).unwrap();
+        assert_eq!(g.items, f.items, "compressed {compressed}");
+        assert_eq!(g.classes, f.classes);
+    }
+    // An ID that is not a leaf synset (1001 has children), and a damaged meta.mat: errors.
+    std::fs::write(&gt, format!("{ids}1001\n")).unwrap();
+    let e = alexnet::data::ImageFolder::scan_flat(&root.join("val"), &gt, None).unwrap_err().to_string();
+    assert!(e.contains("line 7") && e.contains("1001"), "{e}");
+    std::fs::write(&gt, &ids).unwrap();
+    let whole = meta_mat(false);
+    for cut in [130, whole.len() / 2, whole.len() - 3] {
+        std::fs::write(devkit.join("meta.mat"), &whole[..cut]).unwrap();
+        let e = alexnet::data::ImageFolder::scan_flat(&root.join("val"), &gt, None).unwrap_err().to_string();
+        assert!(e.contains("meta.mat"), "cut at {cut}: {e}");
+    }
 
     // A file without a label is named; so is a label file that contradicts itself.
     std::fs::copy(root.join("val/ILSVRC2012_val_00000001.JPEG"), root.join("val/ILSVRC2012_val_00000099.JPEG"))

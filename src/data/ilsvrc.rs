@@ -9,9 +9,10 @@
 //! - Plain text, one `FILE WNID` pair a line (space, tab or comma between; FILE with or without
 //!   its extension), which any other layout converts to in one line of shell.
 //!
-//! The devkit's `ILSVRC2012_validation_ground_truth.txt` holds ILSVRC2012_IDs, not wnids: their
-//! order is `meta.mat`'s, which differs from the sorted wnids of the usual class index, so it is
-//! refused with that said rather than mapped through a guessed order.
+//! - The devkit's `ILSVRC2012_validation_ground_truth.txt`: one ILSVRC2012_ID a line, line N
+//!   for `ILSVRC2012_val_N` (eight digits). The IDs follow the devkit's `meta.mat`, not the
+//!   sorted wnids of the usual class index, so they are mapped through the `meta.mat` beside the
+//!   file (the devkit's `data/` folder holds both), never through a guessed order.
 
 use super::folder::{ImageFolder, class_id, is_image_candidate, read_class_names};
 use super::{ClassInfo, DataError};
@@ -24,6 +25,10 @@ pub fn read_val_labels(path: &Path) -> Result<HashMap<String, String>, DataError
     let text = String::from_utf8(bytes).map_err(|_| DataError::layout(path, "not UTF-8 text"))?;
     let bad = |line: usize, why: &str| DataError::layout(path, format!("line {line}: {why}"));
     let mut out = HashMap::new();
+    let content = || text.lines().map(|l| l.trim()).filter(|l| !l.is_empty());
+    if content().next().is_some() && content().all(|l| l.parse::<u32>().is_ok()) {
+        return ground_truth(&text, path);
+    }
     let mut lines = text.lines().enumerate().map(|(i, l)| (i + 1, l.trim_end_matches('\r'))).peekable();
     let csv = lines.peek().is_some_and(|(_, l)| l.trim() == "ImageId,PredictionString");
     if csv {
@@ -41,14 +46,6 @@ pub fn read_val_labels(path: &Path) -> Result<HashMap<String, String>, DataError
             let mut parts = line.split(|c: char| c.is_whitespace() || c == ',').filter(|s| !s.is_empty());
             match (parts.next(), parts.next(), parts.next()) {
                 (Some(f), Some(w), None) => (f, w),
-                (Some(f), None, None) if f.parse::<u32>().is_ok() => {
-                    return Err(bad(
-                        n,
-                        "a bare number: this is the devkit's ILSVRC2012_validation_ground_truth.txt, whose \
-                         ILSVRC2012_IDs follow meta.mat's order, not the class index; give LOC_val_solution.csv \
-                         or a `FILE WNID` list instead",
-                    ));
-                }
                 _ => return Err(bad(n, &format!("expected `FILE WNID`, got {line:?}"))),
             }
         };
@@ -64,6 +61,34 @@ pub fn read_val_labels(path: &Path) -> Result<HashMap<String, String>, DataError
     }
     if out.is_empty() {
         return Err(DataError::layout(path, "no labels in the file"));
+    }
+    Ok(out)
+}
+
+/// The devkit's ground truth: line N's ILSVRC2012_ID is the class of `ILSVRC2012_val_N`,
+/// mapped to its wnid through `meta.mat` in the same folder.
+fn ground_truth(text: &str, path: &Path) -> Result<HashMap<String, String>, DataError> {
+    let meta = path.with_file_name("meta.mat");
+    if !meta.is_file() {
+        return Err(DataError::layout(
+            path,
+            format!(
+                "holds ILSVRC2012_IDs, which only the devkit's meta.mat maps to classes; expected it at {}",
+                meta.display()
+            ),
+        ));
+    }
+    let wnid_of = super::matfile::ilsvrc_ids(&meta)?;
+    let mut out = HashMap::new();
+    for (i, line) in text.lines().enumerate() {
+        let Ok(id) = line.trim().parse::<u32>() else { continue };
+        let wnid = wnid_of.get(&id).ok_or_else(|| {
+            DataError::layout(
+                path,
+                format!("line {}: ILSVRC2012_ID {id} is not a leaf synset of {}", i + 1, meta.display()),
+            )
+        })?;
+        out.insert(format!("ILSVRC2012_val_{:08}", i + 1), wnid.clone());
     }
     Ok(out)
 }

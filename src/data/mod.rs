@@ -9,6 +9,7 @@ pub mod ilsvrc;
 pub mod image;
 pub mod imagenet;
 pub mod loader;
+pub mod matfile;
 pub mod pipeline;
 pub mod source;
 pub mod stats;

@@ -59,3 +59,77 @@ pub fn assert_close(what: &str, ours: &[f32], reference: &[f32], tol: f64) {
     let e = alexnet::tensor::rel_err(ours, reference);
     assert!(e <= tol, "{what}: relative error {e:.3e} > {tol:.0e}");
 }
+
+/// The ILSVRC test tree's classes (tests/ilsvrc.rs), and a miniature devkit meta.mat for them.
+pub const WNIDS: [&str; 3] = ["n01440764", "n02102040", "n02979186"];
+/// Their ILSVRC2012_IDs in the fake devkit: not in wnid order, as in the real one.
+pub const ID_OF: [u32; 3] = [3, 1, 2];
+
+/// A level-5 MAT data element: tag, data, padding to 8 bytes.
+fn element(ty: u32, data: &[u8]) -> Vec<u8> {
+    let mut e = [ty.to_le_bytes(), (data.len() as u32).to_le_bytes()].concat();
+    e.extend(data);
+    e.resize(e.len().div_ceil(8) * 8, 0);
+    e
+}
+
+/// An array element: flags (class), dimensions, name, then `body`.
+fn matrix(class: u8, dims: &[i32], name: &str, body: &[u8]) -> Vec<u8> {
+    let mut c = element(6, &[class, 0, 0, 0, 0, 0, 0, 0]);
+    c.extend(element(5, &dims.iter().flat_map(|d| d.to_le_bytes()).collect::<Vec<_>>()));
+    c.extend(element(1, name.as_bytes()));
+    c.extend(body);
+    element(14, &c)
+}
+
+/// The devkit's meta.mat in miniature: `synsets`, a 4x1 struct array (three leaves, one inner
+/// node), numbers stored as MATLAB stores small doubles (uint8, uint16), wnids as UTF-16.
+pub fn meta_mat(compressed: bool) -> Vec<u8> {
+    let number = |v: f64| {
+        let stored = if v < 256.0 { element(2, &[v as u8]) } else { element(4, &(v as u16).to_le_bytes()) };
+        matrix(6, &[1, 1], "", &stored)
+    };
+    let text = |t: &str| {
+        let utf16: Vec<u8> = t.encode_utf16().flat_map(|c| c.to_le_bytes()).collect();
+        matrix(4, &[1, t.len() as i32], "", &element(4, &utf16))
+    };
+    let fields = ["ILSVRC2012_ID", "WNID", "words", "num_children"];
+    let mut body = [(4u32 << 16 | 5).to_le_bytes(), 32u32.to_le_bytes()].concat();
+    body.extend(element(
+        1,
+        &fields
+            .iter()
+            .flat_map(|f| {
+                let mut b = f.as_bytes().to_vec();
+                b.resize(32, 0);
+                b
+            })
+            .collect::<Vec<_>>(),
+    ));
+    let mut synsets: Vec<(u32, &str, u32)> = (0..3).map(|c| (ID_OF[c], WNIDS[c], 0)).collect();
+    synsets.sort();
+    synsets.push((1001, "n00001740", 2));
+    for (id, wnid, children) in &synsets {
+        body.extend(number(*id as f64));
+        body.extend(text(wnid));
+        body.extend(text("some words"));
+        body.extend(number(*children as f64));
+    }
+    let array = matrix(2, &[synsets.len() as i32, 1], "synsets", &body);
+    let mut header = b"MATLAB 5.0 MAT-file, written by the alexnet tests".to_vec();
+    header.resize(116, b' ');
+    header.extend([0u8; 8]);
+    header.extend([0x00, 0x01, b'I', b'M']);
+    if compressed {
+        use std::io::Write;
+        let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
+        z.write_all(&array).unwrap();
+        let z = z.finish().unwrap();
+        header.extend(15u32.to_le_bytes());
+        header.extend((z.len() as u32).to_le_bytes());
+        header.extend(z);
+    } else {
+        header.extend(array);
+    }
+    header
+}
