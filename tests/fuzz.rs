@@ -136,8 +136,12 @@ fn seeds() -> Vec<(&'static str, Vec<u8>, Parser)> {
         ("pth zip", zip, pth),
         ("pth legacy", fx("tiny_alexnet_legacy.pth"), pth),
         ("pickle", data_pkl, pkl),
-        ("meta.mat", common::meta_mat(false), |b| alexnet::data::matfile::parse(b, Path::new("fuzz")).is_ok()),
-        ("meta.mat zlib", common::meta_mat(true), |b| alexnet::data::matfile::parse(b, Path::new("fuzz")).is_ok()),
+        ("meta.mat", common::meta_mat(false), |b| {
+            alexnet::data::matfile::parse(b, Path::new("fuzz"), "synsets").is_ok()
+        }),
+        ("meta.mat zlib", common::meta_mat(true), |b| {
+            alexnet::data::matfile::parse(b, Path::new("fuzz"), "synsets").is_ok()
+        }),
     ]
 }
 

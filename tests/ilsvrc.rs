@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 mod common;
-use common::{ID_OF, WNIDS, meta_mat};
+use common::{ID_OF, WNIDS, element, mat_header, matrix, meta_mat};
 
 /// The tree, with `per_class` training photos and 2 validation photos per class (the val files
 /// numbered across classes in an interleaved order, as the real set is not sorted by class).
@@ -95,7 +95,29 @@ fn flat_val_folder_labels_each_file_by_its_name() {
         let e = alexnet::data::ImageFolder::scan_flat(&root.join("val"), &gt, None).unwrap_err().to_string();
         assert!(e.contains("meta.mat"), "cut at {cut}: {e}");
     }
+    std::fs::write(devkit.join("meta.mat"), &whole).unwrap();
 
+    // A byte-order mark before the CSV header is not part of it.
+    let bom = root.join("bom.csv");
+    std::fs::write(
+        &bom,
+        [b"\xef\xbb\xbf".as_slice(), &std::fs::read(root.join("LOC_val_solution.csv")).unwrap()].concat(),
+    )
+    .unwrap();
+    assert_eq!(alexnet::data::ImageFolder::scan_flat(&root.join("val"), &bom, None).unwrap().items, f.items);
+    // A blank line inside the ground truth would shift every later label: refused.
+    std::fs::write(&gt, ids.replacen('\n', "\n\n", 1)).unwrap();
+    let e = alexnet::data::ImageFolder::scan_flat(&root.join("val"), &gt, None).unwrap_err().to_string();
+    assert!(e.contains("line 2: expected an ILSVRC2012_ID"), "{e}");
+    std::fs::write(&gt, &ids).unwrap();
+    // Two files with one name but for the extension: whose label is it?
+    let twin = root.join("val/ILSVRC2012_val_00000001.png");
+    std::fs::copy(root.join("val/ILSVRC2012_val_00000001.JPEG"), &twin).unwrap();
+    let e = alexnet::data::ImageFolder::scan_flat(&root.join("val"), &root.join("LOC_val_solution.csv"), None)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("ILSVRC2012_val_00000001") && e.contains("shares its name"), "{e}");
+    std::fs::remove_file(&twin).unwrap();
     // A file without a label is named; so is a label file that contradicts itself.
     std::fs::copy(root.join("val/ILSVRC2012_val_00000001.JPEG"), root.join("val/ILSVRC2012_val_00000099.JPEG"))
         .unwrap();
@@ -163,4 +185,32 @@ fn train_and_eval_read_the_shipped_layout() {
         alexnet(&["eval", "--weights", s(&run.join("last.safetensors")), "--data", s(&csv), "--labels", s(&csv)]);
     assert!(!ok && err.contains("not a folder"), "{err}");
     let _ = std::fs::remove_dir_all(&root);
+}
+
+#[test]
+fn hostile_mat_files_are_refused_before_they_cost_memory() {
+    let parse = |body: &[u8]| {
+        let file = [mat_header(), body.to_vec()].concat();
+        alexnet::data::matfile::parse(&file, Path::new("meta.mat"), "synsets").map(|_| ()).unwrap_err().to_string()
+    };
+    // A 1x1 double whose data holds 4 MB of uint8: its values must number what its dimensions say.
+    let e = parse(&matrix(6, &[1, 1], "synsets", &element(2, &vec![7u8; 4 << 20])));
+    assert!(e.contains("do not number"), "{e}");
+    // A struct of ten million elements in a few bytes: more than the bytes left could hold.
+    let mut body = [(4u32 << 16 | 5).to_le_bytes(), 8u32.to_le_bytes()].concat();
+    body.extend(element(1, b"WNID\0\0\0\0"));
+    let e = parse(&matrix(2, &[10_000_000, 1], "synsets", &body));
+    assert!(e.contains("bytes left"), "{e}");
+    // ... and with no fields at all.
+    let mut body = [(4u32 << 16 | 5).to_le_bytes(), 8u32.to_le_bytes()].concat();
+    body.extend(element(1, b""));
+    let e = parse(&matrix(2, &[10_000_000, 1], "synsets", &body));
+    assert!(e.contains("field names"), "{e}");
+    // A zlib bomb: 100 MB of zeros inflated from ~100 kB.
+    use std::io::Write;
+    let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::best());
+    z.write_all(&vec![0u8; 100 << 20]).unwrap();
+    let z = z.finish().unwrap();
+    let e = parse(&[15u32.to_le_bytes().to_vec(), (z.len() as u32).to_le_bytes().to_vec(), z].concat());
+    assert!(e.contains("64 MB"), "{e}");
 }

@@ -139,11 +139,15 @@ impl PackedImages {
         if let Some(l) = labels.iter().find(|&&l| l as usize >= meta.classes.len()) {
             return Err(bad(&format!("label {l} out of range for {} classes", meta.classes.len())));
         }
-        if meta.sums.as_ref().is_some_and(|s| !s.fits(meta.size)) {
-            return Err(bad("the statistics' sums do not match the image size"));
-        }
         let mut stats = meta.stats;
         stats.mean_image = crate::tensor::f32_from_le_bytes(&b[mean_off..json_off]);
+        // The sums stand in for reading the images again (`stats_of`): they must be the ones
+        // these statistics came from.
+        if let Some(s) = &meta.sums
+            && !(s.fits(meta.size) && s.count() == meta.count as u64 && s.finish() == stats)
+        {
+            return Err(bad("the statistics do not match the sums they were computed from"));
+        }
         Ok(Self {
             storage,
             count: meta.count,
@@ -168,7 +172,8 @@ impl PackedImages {
             && indices.len() * 2 > self.count
         {
             let mut inside = vec![false; self.count];
-            let distinct = indices.iter().all(|&i| !std::mem::replace(&mut inside[i as usize], true));
+            let distinct =
+                indices.iter().all(|&i| inside.get_mut(i as usize).is_some_and(|seen| !std::mem::replace(seen, true)));
             if distinct {
                 let outside: Vec<u32> = (0..self.count as u32).filter(|&i| !inside[i as usize]).collect();
                 if let Some(rest) = total.minus(&self.sums_of(&outside)) {

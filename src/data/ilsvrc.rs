@@ -23,11 +23,13 @@ use std::path::Path;
 pub fn read_val_labels(path: &Path) -> Result<HashMap<String, String>, DataError> {
     let bytes = crate::files::read_regular(path, crate::files::MAX_TEXT_BYTES).map_err(|e| DataError::io(path, e))?;
     let text = String::from_utf8(bytes).map_err(|_| DataError::layout(path, "not UTF-8 text"))?;
+    // A byte-order mark, as Windows editors write: not part of the first line.
+    let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
     let bad = |line: usize, why: &str| DataError::layout(path, format!("line {line}: {why}"));
     let mut out = HashMap::new();
     let content = || text.lines().map(|l| l.trim()).filter(|l| !l.is_empty());
     if content().next().is_some() && content().all(|l| l.parse::<u32>().is_ok()) {
-        return ground_truth(&text, path);
+        return ground_truth(text, path);
     }
     let mut lines = text.lines().enumerate().map(|(i, l)| (i + 1, l.trim_end_matches('\r'))).peekable();
     let csv = lines.peek().is_some_and(|(_, l)| l.trim() == "ImageId,PredictionString");
@@ -80,8 +82,12 @@ fn ground_truth(text: &str, path: &Path) -> Result<HashMap<String, String>, Data
     }
     let wnid_of = super::matfile::ilsvrc_ids(&meta)?;
     let mut out = HashMap::new();
-    for (i, line) in text.lines().enumerate() {
-        let Ok(id) = line.trim().parse::<u32>() else { continue };
+    let lines: Vec<&str> = text.lines().map(str::trim).collect();
+    let last = lines.iter().rposition(|l| !l.is_empty()).unwrap_or(0);
+    for (i, line) in lines[..=last].iter().enumerate() {
+        // Line N is image N: a blank line inside would shift every label after it.
+        let id: u32 =
+            line.parse().map_err(|_| DataError::layout(path, format!("line {}: expected an ILSVRC2012_ID", i + 1)))?;
         let wnid = wnid_of.get(&id).ok_or_else(|| {
             DataError::layout(
                 path,
@@ -110,6 +116,16 @@ impl ImageFolder {
             return Err(DataError::layout(root, "holds no image files"));
         }
         files.sort();
+        // Labels are looked up by name without extension: two files sharing it are ambiguous.
+        let mut seen = std::collections::HashSet::new();
+        for f in &files {
+            if !seen.insert(f.file_stem().map(|s| s.to_owned())) {
+                return Err(DataError::layout(
+                    f,
+                    "shares its name without extension with another file: which label is whose?",
+                ));
+            }
+        }
         let mut wnids = Vec::with_capacity(files.len());
         for f in &files {
             let stem = f.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();

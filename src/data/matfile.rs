@@ -26,15 +26,20 @@ const MI_UINT64: u32 = 13;
 const MI_MATRIX: u32 = 14;
 const MI_COMPRESSED: u32 = 15;
 const MI_UTF8: u32 = 16;
+const MI_UTF16: u32 = 17;
+const MI_UTF32: u32 = 18;
 
 const MX_CELL: u8 = 1;
 const MX_STRUCT: u8 = 2;
 const MX_CHAR: u8 = 4;
 
-/// The most bytes a compressed element may inflate to (meta.mat's synsets are ~1 MB).
-const MAX_INFLATED: u64 = 256 << 20;
+/// The most bytes the file's compressed elements may inflate to in all (meta.mat's synsets are
+/// ~1 MB).
+const MAX_INFLATED: u64 = 64 << 20;
 /// The most elements an array may claim.
 const MAX_ELEMENTS: usize = 10_000_000;
+/// The most fields a struct may have, and the longest field name.
+const MAX_FIELDS: usize = 256;
 const MAX_DEPTH: usize = 8;
 
 /// A value read from the file.
@@ -118,13 +123,18 @@ impl<'a> Reader<'a> {
     }
 }
 
-/// Reads every top-level variable of the MAT file `path` (name, value).
-pub fn read(path: &Path) -> Result<Vec<(String, Value)>, DataError> {
+/// Reads the top-level variable `name` of the MAT file `path` (the others are skipped unread).
+pub fn read(path: &Path, name: &str) -> Result<Option<Value>, DataError> {
     let bytes = crate::files::read_regular(path, 1 << 30).map_err(|e| DataError::io(path, e))?;
-    parse(&bytes, path)
+    parse(&bytes, path, name)
 }
 
-pub fn parse(bytes: &[u8], path: &Path) -> Result<Vec<(String, Value)>, DataError> {
+/// The variable `name` of a MAT file's bytes (named `path` in errors), if it has one.
+///
+/// Memory stays proportional to the bytes read: every array's stored values must number what
+/// its dimensions say, a struct's elements must fit in the bytes that remain, and all the
+/// file's compressed elements together may inflate to at most 64 MB.
+pub fn parse(bytes: &[u8], path: &Path, name: &str) -> Result<Option<Value>, DataError> {
     if bytes.len() < 128 || &bytes[126..128] != b"IM" || !bytes.starts_with(b"MATLAB 5.0 MAT-file") {
         return Err(DataError::layout(
             path,
@@ -132,40 +142,46 @@ pub fn parse(bytes: &[u8], path: &Path) -> Result<Vec<(String, Value)>, DataErro
         ));
     }
     let mut r = Reader { b: &bytes[128..], pos: 0, path };
-    let mut out = Vec::new();
+    let mut budget = MAX_INFLATED;
     while let Some((ty, data)) = r.element()? {
         let inflated;
         let (ty, data) = if ty == MI_COMPRESSED {
-            inflated = inflate(data, path)?;
+            inflated = inflate(data, path, &mut budget)?;
             let mut inner = Reader { b: &inflated, pos: 0, path };
             inner.element()?.ok_or_else(|| inner.bad("empty compressed element"))?
         } else {
             (ty, data)
         };
-        if ty == MI_MATRIX {
-            out.push(array(data, path, 0)?);
+        if ty == MI_MATRIX
+            && let (n, Some(v)) = array(data, path, 0, Some(name))?
+            && n == name
+        {
+            return Ok(Some(v));
         }
     }
-    Ok(out)
+    Ok(None)
 }
 
-fn inflate(data: &[u8], path: &Path) -> Result<Vec<u8>, DataError> {
+/// Inflates a zlib element, spending `budget` (the bytes left for the whole file).
+fn inflate(data: &[u8], path: &Path, budget: &mut u64) -> Result<Vec<u8>, DataError> {
     let mut out = Vec::new();
     flate2::read::ZlibDecoder::new(data)
-        .take(MAX_INFLATED + 1)
+        .take(*budget + 1)
         .read_to_end(&mut out)
         .map_err(|e| DataError::layout(path, format!("bad compressed element: {e}")))?;
-    if out.len() as u64 > MAX_INFLATED {
-        return Err(DataError::layout(path, "a compressed element inflates to more than 256 MB"));
+    if out.len() as u64 > *budget {
+        return Err(DataError::layout(path, "its compressed elements inflate to more than 64 MB"));
     }
+    *budget -= out.len() as u64;
     Ok(out)
 }
 
-/// One array element's contents (after its tag): (name, value).
-fn array(data: &[u8], path: &Path, depth: usize) -> Result<(String, Value), DataError> {
+/// One array element's contents (after its tag): its name and, unless `only` names another
+/// variable (then it is skipped unread), its value.
+fn array(data: &[u8], path: &Path, depth: usize, only: Option<&str>) -> Result<(String, Option<Value>), DataError> {
     let mut r = Reader { b: data, pos: 0, path };
     if data.is_empty() {
-        return Ok((String::new(), Value::Numbers(Vec::new())));
+        return Ok((String::new(), Some(Value::Numbers(Vec::new()))));
     }
     if depth > MAX_DEPTH {
         return Err(r.bad("arrays nested too deep"));
@@ -181,13 +197,32 @@ fn array(data: &[u8], path: &Path, depth: usize) -> Result<(String, Value), Data
         .ok_or_else(|| r.bad("dimensions out of range"))?;
     let (_, name) = r.element()?.ok_or_else(|| r.bad("no array name"))?;
     let name = String::from_utf8_lossy(name).into_owned();
+    if only.is_some_and(|o| o != name) {
+        return Ok((name, None));
+    }
+    let sub = |r: &mut Reader<'_>, what: &str| -> Result<Value, DataError> {
+        let (ty, sub) = r.element()?.ok_or_else(|| r.bad(&format!("{what} cut short")))?;
+        if ty != MI_MATRIX {
+            return Err(r.bad(&format!("{what} that is not an array")));
+        }
+        Ok(array(sub, path, depth + 1, None)?.1.unwrap_or(Value::Other))
+    };
     let value = match class {
         MX_STRUCT => {
             let (_, len) = r.element()?.ok_or_else(|| r.bad("no field name length"))?;
             let len = len.get(..4).map(|l| u32::from_le_bytes([l[0], l[1], l[2], l[3]]) as usize).unwrap_or(0);
             let (_, names) = r.element()?.ok_or_else(|| r.bad("no field names"))?;
-            if len == 0 || names.len() % len != 0 {
-                return Err(r.bad("field names do not divide into their length"));
+            if len == 0
+                || len > MAX_FIELDS
+                || names.is_empty()
+                || names.len() % len != 0
+                || names.len() / len > MAX_FIELDS
+            {
+                return Err(r.bad("field names missing, too many, or not a whole number of names"));
+            }
+            // Every field of every element takes at least an 8-byte tag.
+            if count.saturating_mul(names.len() / len).saturating_mul(8) > data.len() - r.pos {
+                return Err(r.bad("more struct elements than the bytes left could hold"));
             }
             let fields: Vec<String> = names
                 .chunks(len)
@@ -197,46 +232,59 @@ fn array(data: &[u8], path: &Path, depth: usize) -> Result<(String, Value), Data
             for _ in 0..count {
                 let mut values = Vec::with_capacity(fields.len());
                 for _ in &fields {
-                    let (ty, sub) = r.element()?.ok_or_else(|| r.bad("struct element cut short"))?;
-                    if ty != MI_MATRIX {
-                        return Err(r.bad("a struct field that is not an array"));
-                    }
-                    values.push(array(sub, path, depth + 1)?.1);
+                    values.push(sub(&mut r, "a struct field")?);
                 }
                 elements.push(values);
             }
             Value::Struct { fields, elements }
         }
         MX_CELL => {
+            if count.saturating_mul(8) > data.len() - r.pos {
+                return Err(r.bad("more cells than the bytes left could hold"));
+            }
             let mut items = Vec::with_capacity(count.min(1 << 16));
             for _ in 0..count {
-                let (ty, sub) = r.element()?.ok_or_else(|| r.bad("cell array cut short"))?;
-                if ty != MI_MATRIX {
-                    return Err(r.bad("a cell that is not an array"));
-                }
-                items.push(array(sub, path, depth + 1)?.1);
+                items.push(sub(&mut r, "a cell")?);
             }
             Value::Cell(items)
         }
         MX_CHAR => {
-            let Some((ty, chars)) = r.element()? else { return Ok((name, Value::Text(String::new()))) };
-            let text = match ty {
+            let Some((ty, chars)) = r.element()? else { return Ok((name, Some(Value::Text(String::new())))) };
+            let text: String = match ty {
                 MI_UTF8 | MI_UINT8 | MI_INT8 => String::from_utf8_lossy(chars).into_owned(),
-                MI_UINT16 => char::decode_utf16(chars.chunks_exact(2).map(|c| u16::from_le_bytes([c[0], c[1]])))
-                    .map(|c| c.unwrap_or(char::REPLACEMENT_CHARACTER))
+                MI_UINT16 | MI_UTF16 => {
+                    char::decode_utf16(chars.chunks_exact(2).map(|c| u16::from_le_bytes([c[0], c[1]])))
+                        .map(|c| c.unwrap_or(char::REPLACEMENT_CHARACTER))
+                        .collect()
+                }
+                MI_UTF32 => chars
+                    .chunks_exact(4)
+                    .map(|c| {
+                        char::from_u32(u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                            .unwrap_or(char::REPLACEMENT_CHARACTER)
+                    })
                     .collect(),
                 _ => return Err(r.bad(&format!("characters stored as type {ty}"))),
             };
+            if text.chars().count() > count {
+                return Err(r.bad("more characters than the array's dimensions"));
+            }
             Value::Text(text)
         }
         // The numeric classes (double, single, the integer ones), stored in any numeric type.
         6..=15 => match r.element()? {
-            Some((ty, raw)) => Value::Numbers(numbers(ty, raw).ok_or_else(|| r.bad(&format!("numbers of type {ty}")))?),
+            Some((ty, raw)) => {
+                let v = numbers(ty, raw).ok_or_else(|| r.bad(&format!("numbers of type {ty}")))?;
+                if v.len() != count {
+                    return Err(r.bad("an array's values do not number what its dimensions say"));
+                }
+                Value::Numbers(v)
+            }
             None => Value::Numbers(Vec::new()),
         },
         _ => Value::Other,
     };
-    Ok((name, value))
+    Ok((name, Some(value)))
 }
 
 fn numbers(ty: u32, raw: &[u8]) -> Option<Vec<f64>> {
@@ -263,11 +311,7 @@ fn numbers(ty: u32, raw: &[u8]) -> Option<Vec<f64>> {
 /// The devkit's `meta.mat`: ILSVRC2012_ID -> wnid of the 1000 leaf synsets (those with no
 /// children), as torchvision reads it.
 pub fn ilsvrc_ids(path: &Path) -> Result<std::collections::HashMap<u32, String>, DataError> {
-    let vars = read(path)?;
-    let synsets = vars
-        .iter()
-        .find(|(n, _)| n == "synsets")
-        .map(|(_, v)| v)
+    let synsets = read(path, "synsets")?
         .ok_or_else(|| DataError::layout(path, "no variable `synsets`: not the ILSVRC-2012 devkit's meta.mat"))?;
     let field =
         |f: &str| synsets.field(f).ok_or_else(|| DataError::layout(path, format!("`synsets` has no field `{f}`")));
@@ -282,7 +326,9 @@ pub fn ilsvrc_ids(path: &Path) -> Result<std::collections::HashMap<u32, String>,
             if !(id >= 1.0 && id <= u32::MAX as f64 && id.fract() == 0.0) {
                 return Err(bad());
             }
-            out.insert(id as u32, wnid.to_string());
+            if let Some(other) = out.insert(id as u32, wnid.to_string()) {
+                return Err(DataError::layout(path, format!("ILSVRC2012_ID {id} is both {other} and {wnid}")));
+            }
         }
     }
     if out.is_empty() {

@@ -66,7 +66,7 @@ pub const WNIDS: [&str; 3] = ["n01440764", "n02102040", "n02979186"];
 pub const ID_OF: [u32; 3] = [3, 1, 2];
 
 /// A level-5 MAT data element: tag, data, padding to 8 bytes.
-fn element(ty: u32, data: &[u8]) -> Vec<u8> {
+pub fn element(ty: u32, data: &[u8]) -> Vec<u8> {
     let mut e = [ty.to_le_bytes(), (data.len() as u32).to_le_bytes()].concat();
     e.extend(data);
     e.resize(e.len().div_ceil(8) * 8, 0);
@@ -74,7 +74,7 @@ fn element(ty: u32, data: &[u8]) -> Vec<u8> {
 }
 
 /// An array element: flags (class), dimensions, name, then `body`.
-fn matrix(class: u8, dims: &[i32], name: &str, body: &[u8]) -> Vec<u8> {
+pub fn matrix(class: u8, dims: &[i32], name: &str, body: &[u8]) -> Vec<u8> {
     let mut c = element(6, &[class, 0, 0, 0, 0, 0, 0, 0]);
     c.extend(element(5, &dims.iter().flat_map(|d| d.to_le_bytes()).collect::<Vec<_>>()));
     c.extend(element(1, name.as_bytes()));
@@ -116,10 +116,7 @@ pub fn meta_mat(compressed: bool) -> Vec<u8> {
         body.extend(number(*children as f64));
     }
     let array = matrix(2, &[synsets.len() as i32, 1], "synsets", &body);
-    let mut header = b"MATLAB 5.0 MAT-file, written by the alexnet tests".to_vec();
-    header.resize(116, b' ');
-    header.extend([0u8; 8]);
-    header.extend([0x00, 0x01, b'I', b'M']);
+    let mut header = mat_header();
     if compressed {
         use std::io::Write;
         let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
@@ -131,5 +128,14 @@ pub fn meta_mat(compressed: bool) -> Vec<u8> {
     } else {
         header.extend(array);
     }
+    header
+}
+
+/// The 128-byte header of a little-endian level-5 MAT file.
+pub fn mat_header() -> Vec<u8> {
+    let mut header = b"MATLAB 5.0 MAT-file, written by the alexnet tests".to_vec();
+    header.resize(116, b' ');
+    header.extend([0u8; 8]);
+    header.extend([0x00, 0x01, b'I', b'M']);
     header
 }
