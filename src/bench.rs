@@ -197,19 +197,20 @@ pub struct LoaderReport {
 }
 
 /// [`loader_throughput`], then the training step's rate for the same model and batch on
-/// `threads` threads (median of `iters` steps after one warm-up), and their ratio. Run one
-/// after the other, not at once: each is measured alone, as the loader's one thread and the
-/// step's threads would share the cores in training.
+/// `threads` threads (median of `iters` steps after `warmup`), and their ratio: the issue's
+/// criterion that one loader thread make at least twice what the step consumes. Each is
+/// measured alone; in training the loader's thread shares the cores with the step's, which
+/// `metrics.jsonl`'s `data_wait_fraction` shows.
 pub fn loader_against_step(
     model: &ModelConfig,
     data: &std::path::Path,
     cache_dir: Option<&std::path::Path>,
     batch: usize,
-    iters: usize,
+    (iters, warmup): (usize, usize),
     threads: usize,
 ) -> Result<LoaderReport> {
     let mut r = loader_throughput(model, data, cache_dir, batch, iters.max(1) * 10)?;
-    let cfg = BenchConfig { mode: BenchMode::Train, batch, iters: iters.max(1), warmup: 1, threads, profile: false };
+    let cfg = BenchConfig { mode: BenchMode::Train, batch, iters: iters.max(1), warmup, threads, profile: false };
     let step = run(model, &cfg)?.img_per_s;
     r.step_images_per_s = Some(step);
     r.loader_over_step = Some(r.images_per_s / step);
@@ -226,6 +227,9 @@ pub fn loader_throughput(
     batch: usize,
     batches: usize,
 ) -> Result<LoaderReport> {
+    if batch == 0 {
+        return Err(Error::Invalid("--batch must be at least 1".into()));
+    }
     let stored = model.data.stored;
     let store = crate::data::CacheStore::resolve(cache_dir, data);
     let how = crate::data::source::Packing {
@@ -240,7 +244,14 @@ pub fn loader_throughput(
     let crop = model.input[1];
     let input =
         std::sync::Arc::new(TrainInput::new(&model.data, &images.stats, Augment::paper(&images.stats), crop, 1));
-    let n = (batch * batches).min(images.count - images.count % batch.max(1));
+    let n = (batch * batches).min(images.count - images.count % batch);
+    if n == 0 {
+        return Err(Error::Invalid(format!(
+            "{}: {} images, fewer than one batch of {batch}",
+            data.display(),
+            images.count
+        )));
+    }
     let order: Vec<u32> = permutation(images.count, 1).into_iter().take(n).collect();
     let t0 = Instant::now();
     let mut count = 0;

@@ -31,6 +31,7 @@ fn run(root: &Path, name: &str, train_errors: &[f64]) -> PathBuf {
                 wall_seconds: epoch as f64 + 1.0,
                 images_per_s: 100.0,
                 loader_images_per_s: None,
+                data_wait_fraction: None,
             };
             serde_json::to_string(&m).unwrap() + "\n"
         })

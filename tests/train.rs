@@ -381,10 +381,12 @@ fn metrics_keep_one_line_per_epoch_and_last_keeps_its_predecessor() {
     let m = alexnet::train::read_metrics(&path).unwrap();
     assert_eq!(m.iter().map(|l| l.epoch).collect::<Vec<_>>(), [0, 1]);
     assert!(m[1].train_loss != 123.0);
-    // Every epoch says what the loader could deliver: a rate, measured, not the step's.
+    // Every epoch says what the loader made and how long the step waited for it.
     for l in &m {
         let r = l.loader_images_per_s.expect("loader rate");
         assert!(r.is_finite() && r > 0.0 && r != l.images_per_s, "{l:?}");
+        let w = l.data_wait_fraction.expect("data wait");
+        assert!((0.0..1.0).contains(&w), "{l:?}");
     }
     // The previous `last` is kept: the whole checkpoint the second run started from.
     let prev = Checkpoint::load(&cfg.out.join("last.prev.safetensors")).unwrap();

@@ -13,9 +13,8 @@ pub struct Batch {
     pub labels: Vec<usize>,
     /// Batch number within the epoch (0-based).
     pub index: usize,
-    /// Seconds the loader thread spent making this batch (reading, decoding, augmenting),
-    /// without the time it waited for the consumer: `labels.len() / make_seconds` is the rate
-    /// the loader could deliver, to compare with the rate the network consumes.
+    /// Seconds the loader thread spent making this batch (reading, cropping, augmenting,
+    /// normalising), without the time it waited for the consumer.
     pub make_seconds: f64,
 }
 

@@ -20,11 +20,15 @@ pub struct EpochMetrics {
     pub epoch_seconds: f64,
     pub wall_seconds: f64,
     pub images_per_s: f64,
-    /// Images per second the data loader could deliver on its one thread this epoch (images
-    /// over the seconds it spent making batches, waiting excluded). Below `images_per_s` ×
-    /// ~1.5 the loader starts to be what limits the run. Absent in runs from before.
+    /// Images per second the data loader made on its one thread this epoch: images over the
+    /// seconds it spent making batches (its waits for the consumer excluded), while the step's
+    /// threads shared the cores with it. Absent in runs from before.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub loader_images_per_s: Option<f64>,
+    /// The part of the epoch (this process's share of it) the training step spent waiting for
+    /// the loader's next batch: what data cost the run. Absent in runs from before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_wait_fraction: Option<f64>,
 }
 
 /// Reads `metrics.jsonl`.

@@ -24,14 +24,14 @@ pub struct Reporter {
     /// Start of the images/s window, images seen since, and the loader's seconds making them.
     window_start: std::time::Instant,
     window_images: usize,
-    window_loader_seconds: f64,
+    window_wait_seconds: f64,
 }
 
 impl Reporter {
     pub fn new(quiet: bool, batches_per_epoch: usize) -> Self {
         let bar = if quiet { ProgressBar::hidden() } else { ProgressBar::new(batches_per_epoch as u64) };
         bar.set_style(progress_style("epoch {prefix} [{bar:30}] {pos}/{len} batches {msg} ETA {eta}"));
-        Self { bar, quiet, window_start: std::time::Instant::now(), window_images: 0, window_loader_seconds: 0.0 }
+        Self { bar, quiet, window_start: std::time::Instant::now(), window_images: 0, window_wait_seconds: 0.0 }
     }
 
     /// A line above the bar.
@@ -45,25 +45,24 @@ impl Reporter {
         self.bar.set_prefix(format!("{}/{epochs}", epoch + 1));
         self.bar.reset();
         self.bar.set_position(first_batch as u64);
-        (self.window_start, self.window_images, self.window_loader_seconds) = (std::time::Instant::now(), 0, 0.0);
+        (self.window_start, self.window_images, self.window_wait_seconds) = (std::time::Instant::now(), 0, 0.0);
     }
 
-    /// After each step: the epoch's mean loss and the images/s of the last ~10 s.
-    /// `make_seconds`: the loader's time for this step's batch, so the line shows what the
-    /// loader could deliver beside what the step consumes.
-    pub fn step(&mut self, state: &TrainState, images: usize, make_seconds: f64) {
+    /// After each step: the epoch's mean loss, the images/s of the last ~10 s, and the part of
+    /// that time spent waiting for data (`waited`: this step's wait for its batch).
+    pub fn step(&mut self, state: &TrainState, images: usize, waited: f64) {
         self.window_images += images;
-        self.window_loader_seconds += make_seconds;
+        self.window_wait_seconds += waited;
         let secs = self.window_start.elapsed().as_secs_f64();
         self.bar.set_message(format!(
-            "loss {:.3}  {:.0} img/s  loader {:.0} img/s",
+            "loss {:.3}  {:.0} img/s  data wait {:.0}%",
             state.epoch_loss(),
             self.window_images as f64 / secs.max(1e-9),
-            self.window_images as f64 / self.window_loader_seconds.max(1e-9)
+            100.0 * self.window_wait_seconds / secs.max(1e-9)
         ));
         self.bar.inc(1);
         if secs > 10.0 {
-            (self.window_start, self.window_images, self.window_loader_seconds) = (std::time::Instant::now(), 0, 0.0);
+            (self.window_start, self.window_images, self.window_wait_seconds) = (std::time::Instant::now(), 0, 0.0);
         }
     }
 
@@ -81,7 +80,10 @@ impl Reporter {
             100.0 * m.train_top1_error,
             m.lr,
             m.images_per_s,
-            m.loader_images_per_s.map(|r| format!(" (loader {r:.0})")).unwrap_or_default(),
+            match (m.loader_images_per_s, m.data_wait_fraction) {
+                (Some(r), Some(w)) => format!(" (loader {r:.0}, data wait {:.0}%)", 100.0 * w),
+                _ => String::new(),
+            },
             m.epoch_seconds
         ));
     }

@@ -73,6 +73,10 @@ pub struct Trainer<'a> {
     /// Images and the loader's seconds making them, this epoch (this process's part of it).
     loader_images: u64,
     loader_seconds: f64,
+    /// Seconds the step waited for the loader's next batch, and seconds of the training loop,
+    /// this epoch (this process's part of it).
+    data_wait_seconds: f64,
+    loop_seconds: f64,
 }
 
 /// Packs (or reuses the shared cache of) the images at `path`, with a progress bar. A run from
@@ -271,6 +275,8 @@ impl<'a> Trainer<'a> {
             epoch_start: run_start,
             loader_images: 0,
             loader_seconds: 0.0,
+            data_wait_seconds: 0.0,
+            loop_seconds: 0.0,
         };
         t.say_start();
         Ok(t)
@@ -333,12 +339,18 @@ impl<'a> Trainer<'a> {
             self.state.lr = cfg.schedule.lr_at(cfg.sgd.lr, &self.state, epoch);
         }
         let opts = LoaderOptions { start_batch: self.state.batch_in_epoch, ..LoaderOptions::new(cfg.batch) };
-        let loader = opts.spawn(self.data.train.clone(), self.epoch_order(epoch), &self.input, epoch);
+        let mut loader = opts.spawn(self.data.train.clone(), self.epoch_order(epoch), &self.input, epoch);
         self.report.start_epoch(epoch, cfg.epochs, self.state.batch_in_epoch);
         self.epoch_start = Instant::now() - Duration::from_secs_f64(self.state.epoch_seconds);
         let (steps_before, t_steps) = (self.state.step, Instant::now());
-        (self.loader_images, self.loader_seconds) = (0, 0.0);
-        for b in loader {
+        (self.loader_images, self.loader_seconds, self.data_wait_seconds) = (0, 0.0, 0.0);
+        let t_epoch = Instant::now();
+        loop {
+            // The time spent here is the time data held training up.
+            let t_wait = Instant::now();
+            let Some(b) = loader.next() else { break };
+            let waited = t_wait.elapsed().as_secs_f64();
+            self.data_wait_seconds += waited;
             self.loader_images += b.labels.len() as u64;
             self.loader_seconds += b.make_seconds;
             if cfg.schedule.per_step() {
@@ -364,7 +376,7 @@ impl<'a> Trainer<'a> {
                 return Err(Error::Diverged { loss: r.loss, epoch: epoch + 1, step: s.step, lr, last });
             }
             self.state.record_step(b.index, b.labels.len(), r.loss, r.correct);
-            self.report.step(&self.state, b.labels.len(), b.make_seconds);
+            self.report.step(&self.state, b.labels.len(), waited);
             let stop = self.stop.should_stop(self.state.step);
             if stop || (cfg.checkpoint_every > 0 && self.state.step.is_multiple_of(cfg.checkpoint_every)) {
                 self.state.epoch_seconds = self.epoch_start.elapsed().as_secs_f64();
@@ -384,6 +396,7 @@ impl<'a> Trainer<'a> {
                 return Ok(false);
             }
         }
+        self.loop_seconds = t_epoch.elapsed().as_secs_f64();
         Ok(true)
     }
 
@@ -431,6 +444,7 @@ impl<'a> Trainer<'a> {
             wall_seconds: self.run_start.elapsed().as_secs_f64(),
             images_per_s: s.epoch_images as f64 / epoch_seconds.max(1e-9),
             loader_images_per_s: (self.loader_seconds > 0.0).then(|| self.loader_images as f64 / self.loader_seconds),
+            data_wait_fraction: (self.loop_seconds > 0.0).then(|| self.data_wait_seconds / self.loop_seconds),
         };
         self.report.epoch_done(&m, cfg.epochs);
         let ln_classes = (self.net.classes() as f64).ln();

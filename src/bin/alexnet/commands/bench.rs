@@ -52,7 +52,17 @@ pub fn exec(a: Args) -> Result<i32> {
         }),
         BenchMode::Loader => {
             let Some(data) = &a.data else { bail!("--mode loader needs --data (a prepared cache or a folder)") };
-            let r = bench::loader_against_step(&model, data, a.cache.cache_dir.as_deref(), a.batch, a.iters, threads)?;
+            if a.profile {
+                bail!("--profile times the network's layers: not in --mode loader");
+            }
+            let r = bench::loader_against_step(
+                &model,
+                data,
+                a.cache.cache_dir.as_deref(),
+                a.batch,
+                (a.iters, a.warmup),
+                threads,
+            )?;
             a.common.emit(&r, |r| {
                 println!(
                     "loader ({} crops of {}px from {}px, paper augmentation, one thread): {:.0} images/s over {} images",
@@ -63,7 +73,7 @@ pub fn exec(a: Args) -> Result<i32> {
                         "training step ({} threads, batch {}): {step:.1} images/s; loader / step = {ratio:.1}{}",
                         threads,
                         a.batch,
-                        if ratio < 2.0 { " (below 2: the loader can hold training up)" } else { "" }
+                        if ratio < 2.0 { " (below 2: in training the loader may hold the step up)" } else { "" }
                     );
                 }
             })
