@@ -243,3 +243,21 @@ fn a_killed_packs_partial_file_is_removed_by_the_next_pack() {
     assert_eq!(mode & 0o777, 0o644, "readable by other users of a shared cache");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn the_default_store_is_beside_the_data_only_where_the_owner_allows_writing() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tmpdir("where");
+    let root = photo_folder(&dir, 1);
+    let beside = std::fs::canonicalize(&dir).unwrap().join(".alexnet-cache");
+    assert_eq!(CacheStore::resolve(None, &root).dir, beside);
+    // A dataset folder made read-only by its owner: not written into, even by root.
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o555)).unwrap();
+    assert_ne!(CacheStore::resolve(None, &root).dir, beside);
+    // One every user can write to, like /tmp: not either.
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+    assert_ne!(CacheStore::resolve(None, &root).dir, beside);
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    assert!(!beside.exists(), "resolving creates nothing");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -11,7 +11,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 fn tmpdir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("alexnet-hostile-{name}-{}", std::process::id()));
+    // Below a folder of this process's own: a data folder's shared cache then goes beside it,
+    // not into ~/.cache (/tmp is open to everyone).
+    let d = std::env::temp_dir().join(format!("alexnet-hostile-{}", std::process::id())).join(name);
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).unwrap();
     d

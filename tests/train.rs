@@ -13,7 +13,9 @@ fn embedded(split: &str) -> PathBuf {
 }
 
 fn out_dir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("alexnet-train-{name}-{}", std::process::id()));
+    // One level below a folder of this process's own, so that the shared cache of a data folder
+    // made here goes beside it (not into ~/.cache: /tmp is open to everyone).
+    let d = std::env::temp_dir().join(format!("alexnet-train-{}", std::process::id())).join(name);
     let _ = std::fs::remove_dir_all(&d);
     d
 }

@@ -67,12 +67,14 @@ impl CacheStore {
     }
 }
 
-/// True when this user can create files in the existing folder `dir` and it is not writable
-/// by everyone (the sticky `/tmp`, a shared scratch folder).
+/// True when this user can create files in the existing folder `dir`, its owner has not made
+/// it read-only (root can write into a `r-xr-xr-x` folder, but should not: it says "leave
+/// this alone", as a shared dataset folder does), and it is not writable by everyone (the
+/// sticky `/tmp`, a shared scratch folder).
 fn private_writable(dir: &Path) -> bool {
     use std::os::unix::fs::PermissionsExt;
-    let open_to_all = std::fs::metadata(dir).is_ok_and(|m| m.permissions().mode() & 0o002 != 0);
-    !open_to_all && tempfile::tempfile_in(dir).is_ok()
+    let Ok(mode) = std::fs::metadata(dir).map(|m| m.permissions().mode()) else { return false };
+    mode & 0o200 != 0 && mode & 0o002 == 0 && tempfile::tempfile_in(dir).is_ok()
 }
 
 /// Creates the cache folder `dir` if needed. The temporary-directory fallback
