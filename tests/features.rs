@@ -80,6 +80,38 @@ fn features_have_one_row_of_fc7_per_image() {
 }
 
 #[test]
+fn features_record_labels_and_refuse_bad_input() {
+    let (d, w) = setup("features-bad");
+    let out = d.join("f.safetensors");
+    let data = d.join("data");
+    let run = |args: &[&str]| alexnet(&[&["features"], args].concat());
+    let (ok, _, err) = run(&["--weights", &w, "--data", data.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    // The labels and classes beside the files: the first 8 are cats (class 0), the rest ships.
+    let bytes = std::fs::read(&out).unwrap();
+    let (_, meta) = SafeTensors::read_metadata(&bytes).unwrap();
+    let meta = meta.metadata().as_ref().unwrap();
+    let labels: Vec<u32> = serde_json::from_str(&meta["labels"]).unwrap();
+    assert_eq!(labels, [[0; 8], [1; 8]].concat());
+    let classes: serde_json::Value = serde_json::from_str(&meta["classes"]).unwrap();
+    assert_eq!((classes[0]["id"].as_str(), classes[1]["id"].as_str()), (Some("cat"), Some("ship")));
+    // No such folder; weights that are not a checkpoint; an output that cannot be written.
+    let missing = d.join("nowhere");
+    let (ok, _, err) = run(&["--weights", &w, "--data", missing.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+    assert!(!ok && err.contains("nowhere"), "{err}");
+    let junk = d.join("junk.safetensors");
+    std::fs::write(&junk, b"not a checkpoint").unwrap();
+    let (ok, _, err) =
+        run(&["--weights", junk.to_str().unwrap(), "--data", data.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+    assert!(!ok && err.contains("junk.safetensors"), "{err}");
+    let unwritable = d.join("no-such-dir/f.safetensors");
+    let (ok, _, err) = run(&["--weights", &w, "--data", data.to_str().unwrap(), "--out", unwritable.to_str().unwrap()]);
+    assert!(!ok && err.contains("no-such-dir"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+#[test]
 fn neighbors_are_the_nearest_by_a_direct_computation() {
     let (d, w) = setup("nearest");
     let data = d.join("data");
