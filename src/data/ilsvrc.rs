@@ -100,6 +100,15 @@ fn ground_truth(text: &str, path: &Path) -> Result<HashMap<String, String>, Data
 }
 
 impl ImageFolder {
+    /// A folder of class folders ([`ImageFolder::scan`]) or, given its `labels` file, a flat
+    /// folder of images ([`ImageFolder::scan_flat`]).
+    pub fn scan_labelled(root: &Path, labels: Option<&Path>, class_names: Option<&Path>) -> Result<Self, DataError> {
+        match labels {
+            Some(labels) => Self::scan_flat(root, labels, class_names),
+            None => Self::scan(root, class_names),
+        }
+    }
+
     /// A flat folder of images labelled by `labels` (see [`read_val_labels`]). Classes are the
     /// labels' distinct wnids in sorted order (as class folders would be), named from
     /// `class_names` when given. Every image in the folder needs a label; labels of images not

@@ -209,25 +209,11 @@ fn array(data: &[u8], path: &Path, depth: usize, only: Option<&str>) -> Result<(
     };
     let value = match class {
         MX_STRUCT => {
-            let (_, len) = r.element()?.ok_or_else(|| r.bad("no field name length"))?;
-            let len = len.get(..4).map(|l| u32::from_le_bytes([l[0], l[1], l[2], l[3]]) as usize).unwrap_or(0);
-            let (_, names) = r.element()?.ok_or_else(|| r.bad("no field names"))?;
-            if len == 0
-                || len > MAX_FIELDS
-                || names.is_empty()
-                || names.len() % len != 0
-                || names.len() / len > MAX_FIELDS
-            {
-                return Err(r.bad("field names missing, too many, or not a whole number of names"));
-            }
+            let fields = field_names(&mut r)?;
             // Every field of every element takes at least an 8-byte tag.
-            if count.saturating_mul(names.len() / len).saturating_mul(8) > data.len() - r.pos {
+            if count.saturating_mul(fields.len()).saturating_mul(8) > data.len() - r.pos {
                 return Err(r.bad("more struct elements than the bytes left could hold"));
             }
-            let fields: Vec<String> = names
-                .chunks(len)
-                .map(|n| String::from_utf8_lossy(n.split(|&c| c == 0).next().unwrap_or(&[])).into_owned())
-                .collect();
             let mut elements = Vec::with_capacity(count.min(1 << 16));
             for _ in 0..count {
                 let mut values = Vec::with_capacity(fields.len());
@@ -250,22 +236,7 @@ fn array(data: &[u8], path: &Path, depth: usize, only: Option<&str>) -> Result<(
         }
         MX_CHAR => {
             let Some((ty, chars)) = r.element()? else { return Ok((name, Some(Value::Text(String::new())))) };
-            let text: String = match ty {
-                MI_UTF8 | MI_UINT8 | MI_INT8 => String::from_utf8_lossy(chars).into_owned(),
-                MI_UINT16 | MI_UTF16 => {
-                    char::decode_utf16(chars.chunks_exact(2).map(|c| u16::from_le_bytes([c[0], c[1]])))
-                        .map(|c| c.unwrap_or(char::REPLACEMENT_CHARACTER))
-                        .collect()
-                }
-                MI_UTF32 => chars
-                    .chunks_exact(4)
-                    .map(|c| {
-                        char::from_u32(u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                            .unwrap_or(char::REPLACEMENT_CHARACTER)
-                    })
-                    .collect(),
-                _ => return Err(r.bad(&format!("characters stored as type {ty}"))),
-            };
+            let text = text(ty, chars).ok_or_else(|| r.bad(&format!("characters stored as type {ty}")))?;
             if text.chars().count() > count {
                 return Err(r.bad("more characters than the array's dimensions"));
             }
@@ -285,6 +256,37 @@ fn array(data: &[u8], path: &Path, depth: usize, only: Option<&str>) -> Result<(
         _ => Value::Other,
     };
     Ok((name, Some(value)))
+}
+
+/// A struct's field names: a length element, then the names, each NUL-padded to that length.
+fn field_names(r: &mut Reader<'_>) -> Result<Vec<String>, DataError> {
+    let (_, len) = r.element()?.ok_or_else(|| r.bad("no field name length"))?;
+    let len = len.get(..4).map(|l| u32::from_le_bytes([l[0], l[1], l[2], l[3]]) as usize).unwrap_or(0);
+    let (_, names) = r.element()?.ok_or_else(|| r.bad("no field names"))?;
+    if len == 0 || len > MAX_FIELDS || names.is_empty() || names.len() % len != 0 || names.len() / len > MAX_FIELDS {
+        return Err(r.bad("field names missing, too many, or not a whole number of names"));
+    }
+    Ok(names
+        .chunks(len)
+        .map(|n| String::from_utf8_lossy(n.split(|&c| c == 0).next().unwrap_or(&[])).into_owned())
+        .collect())
+}
+
+/// Characters stored as type `ty`, decoded; `None` for a type characters are not stored in.
+fn text(ty: u32, chars: &[u8]) -> Option<String> {
+    Some(match ty {
+        MI_UTF8 | MI_UINT8 | MI_INT8 => String::from_utf8_lossy(chars).into_owned(),
+        MI_UINT16 | MI_UTF16 => char::decode_utf16(chars.chunks_exact(2).map(|c| u16::from_le_bytes([c[0], c[1]])))
+            .map(|c| c.unwrap_or(char::REPLACEMENT_CHARACTER))
+            .collect(),
+        MI_UTF32 => chars
+            .chunks_exact(4)
+            .map(|c| {
+                char::from_u32(u32::from_le_bytes([c[0], c[1], c[2], c[3]])).unwrap_or(char::REPLACEMENT_CHARACTER)
+            })
+            .collect(),
+        _ => return None,
+    })
 }
 
 fn numbers(ty: u32, raw: &[u8]) -> Option<Vec<f64>> {

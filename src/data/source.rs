@@ -74,10 +74,13 @@ pub fn open(path: &Path, how: &Packing<'_>, progress: Progress<'_>) -> Result<Pa
             "expected an image folder (ROOT/<class>/<image>), a file made by `alexnet prepare`, or an IDX images file",
         ));
     }
-    let folder = match how.labels {
-        Some(labels) => ImageFolder::scan_flat(path, labels, how.class_names)?,
-        None => ImageFolder::scan(path, how.class_names)?,
-    };
+    open_folder(path, how, progress)
+}
+
+/// [`open`] for a folder: its shared cache, found fresh or packed now.
+fn open_folder(path: &Path, how: &Packing<'_>, progress: Progress<'_>) -> Result<PackedImages, DataError> {
+    let size = how.size;
+    let folder = ImageFolder::scan_labelled(path, how.labels, how.class_names)?;
     let source = std::fs::canonicalize(path).unwrap_or_else(|_| path.into()).display().to_string();
     if let Some(legacy) = how.legacy
         && let Ok(c) = PackedImages::open(legacy)

@@ -91,10 +91,7 @@ pub fn exec(a: Args) -> Result<i32> {
 
 /// Packs the folder into `out`, always.
 fn to_file(a: &Args, out: &Path) -> Result<Prepared> {
-    let folder = match &a.labels {
-        Some(labels) => ImageFolder::scan_flat(&a.data, labels, a.classes.as_deref())?,
-        None => ImageFolder::scan(&a.data, a.classes.as_deref())?,
-    };
+    let folder = ImageFolder::scan_labelled(&a.data, a.labels.as_deref(), a.classes.as_deref())?;
     let bar = progress_bar(folder.items.len(), "decoding", a.common.json);
     let src = std::fs::canonicalize(&a.data).unwrap_or(a.data.clone()).display().to_string();
     let key = alexnet::data::store::content_key(&a.data, &folder.items, &folder.classes, a.size)?;
