@@ -46,6 +46,10 @@ pub struct TrainConfig {
     /// Epochs over which the learning rate ramps linearly up from 0 (0: none).
     #[serde(default)]
     pub warmup_epochs: f32,
+    /// The warm-up is at most this share of the run's planned steps (the epochs', or with
+    /// `--time-limit` those the measured throughput allows). Runs from before the bound: 1.
+    #[serde(default = "no_warmup_bound")]
+    pub warmup_max_fraction: f32,
     /// Where packed image folders are cached, shared between runs (`--cache-dir`; default:
     /// [`crate::data::CacheStore::resolve`]). Not part of what the run computes: a resume may
     /// name another.
@@ -59,6 +63,10 @@ pub struct TrainConfig {
 
 fn recipe_of_old_runs() -> Recipe {
     Recipe::Paper
+}
+
+fn no_warmup_bound() -> f32 {
+    1.0
 }
 
 impl Default for TrainConfig {
@@ -113,6 +121,7 @@ impl TrainConfig {
             val_ten_crop: false,
             recipe,
             warmup_epochs: recipe.warmup_epochs(),
+            warmup_max_fraction: recipe.warmup_max_fraction(),
             cache_dir: None,
             val_labels: None,
         }

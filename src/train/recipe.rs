@@ -18,7 +18,9 @@
 //! - biases of 0.1 where the paper puts 1 (Caffe's bvlc_alexnet): still positive for the ReLUs,
 //!   a hundred times less of the constant ‖h7‖² above;
 //! - the learning rate ramps linearly from 0 over the first epoch (Goyal et al. 2017), so the
-//!   first steps on random weights cannot throw the net out of its working range;
+//!   first steps on random weights cannot throw the net out of its working range; over at most
+//!   the first 10% of the planned steps, so a short run is not all ramp (the ramp multiplies the
+//!   cosine: a one-epoch run under a one-epoch ramp never passes a quarter of the peak lr);
 //! - cosine decay to ~0 over the run (Loshchilov & Hutter 2017) instead of drops on a plateau:
 //!   over the epochs given, or with `--time-limit` over the steps the measured throughput allows
 //!   in that time. A plateau schedule needs tens of epochs to notice a plateau; a CPU budget
@@ -51,6 +53,8 @@ pub enum Recipe {
 pub const DEFAULT_POSITIVE_BIAS: f32 = 0.1;
 /// Epochs over which the default recipe ramps the learning rate up from 0.
 pub const DEFAULT_WARMUP_EPOCHS: f32 = 1.0;
+/// The largest share of a run's planned steps the default recipe's warm-up may take.
+pub const DEFAULT_WARMUP_MAX_FRACTION: f32 = 0.1;
 
 impl Recipe {
     /// The recipe's changes to a model variant's own settings. `Paper` keeps the variant as it is
@@ -89,6 +93,22 @@ impl Recipe {
             Recipe::Default => DEFAULT_WARMUP_EPOCHS,
         }
     }
+
+    /// The largest share of the planned steps the warm-up may take (the paper's has none).
+    pub fn warmup_max_fraction(self) -> f32 {
+        match self {
+            Recipe::Paper => 1.0,
+            Recipe::Default => DEFAULT_WARMUP_MAX_FRACTION,
+        }
+    }
+}
+
+/// Steps of warm-up in a run of `planned_steps`: `epoch_steps` (the warm-up epochs in steps),
+/// at most `max_fraction` of the plan (rounded up, so a bounded warm-up still has a step).
+pub fn warmup_steps(epoch_steps: u64, max_fraction: f32, planned_steps: u64) -> u64 {
+    // Less a hair, so 0.1 (an f32 slightly above a tenth) of 210 is 21 steps, not 22.
+    let bound = (f64::from(max_fraction.clamp(0.0, 1.0)) * planned_steps as f64 - 1e-6).ceil() as u64;
+    epoch_steps.min(bound.max(1))
 }
 
 /// The warm-up factor of step `step` (0-based) of `warmup_steps`: (step+1)/warmup_steps, then 1.
@@ -139,6 +159,18 @@ mod tests {
         // torchvision's fixed ImageNet statistics stay.
         let tv = ModelConfig::variant("torchvision").unwrap();
         assert_eq!(Recipe::Default.adapt_model(tv.clone()).data.normalize, tv.data.normalize);
+    }
+
+    #[test]
+    fn warmup_is_bounded_by_a_share_of_the_run() {
+        // A long run keeps its epoch of warm-up; a one-epoch run ramps over its first tenth.
+        assert_eq!(warmup_steps(210, 0.1, 210 * 90), 210);
+        assert_eq!(warmup_steps(210, 0.1, 210), 21);
+        assert_eq!(warmup_steps(210, 0.1, 205), 21);
+        assert_eq!(warmup_steps(210, 1.0, 210), 210);
+        assert_eq!(warmup_steps(0, 0.1, 210), 0);
+        assert_eq!(warmup_steps(210, 0.1, 3), 1);
+        assert_eq!(Recipe::Default.warmup_max_fraction(), DEFAULT_WARMUP_MAX_FRACTION);
     }
 
     #[test]

@@ -64,8 +64,8 @@ pub struct Trainer<'a> {
     pub opt: Sgd,
     pub state: TrainState,
     batches_per_epoch: usize,
-    /// Steps of linear learning-rate warm-up (`cfg.warmup_epochs` in steps).
-    warmup_steps: u64,
+    /// `cfg.warmup_epochs` in steps (before the bound by a share of the run: [`Self::warmup_steps`]).
+    warmup_epoch_steps: u64,
     history: Vec<EpochMetrics>,
     report: Reporter,
     run_start: Instant,
@@ -203,6 +203,12 @@ fn check_options(cfg: &TrainConfig, crop: usize, spec: &crate::data::DataSpec) -
             spec.stored
         )));
     }
+    if !(cfg.warmup_max_fraction > 0.0 && cfg.warmup_max_fraction <= 1.0) {
+        return Err(Error::Invalid(format!(
+            "--warmup-max-fraction {} must be above 0 and at most 1 (1: no bound)",
+            cfg.warmup_max_fraction
+        )));
+    }
     if cfg.schedule.timed() && cfg.time_limit_minutes.is_none() {
         return Err(Error::Invalid("--schedule time-cosine plans over the time available: give --time-limit".into()));
     }
@@ -268,7 +274,7 @@ impl<'a> Trainer<'a> {
             opt,
             state,
             batches_per_epoch,
-            warmup_steps: (cfg.warmup_epochs.max(0.0) * batches_per_epoch as f32).round() as u64,
+            warmup_epoch_steps: (cfg.warmup_epochs.max(0.0) * batches_per_epoch as f32).round() as u64,
             history,
             report,
             run_start,
@@ -366,7 +372,7 @@ impl<'a> Trainer<'a> {
             }
             // The schedule's lr (the plateau schedule's memory stays in the state), ramped up
             // during the warm-up.
-            self.opt.config.lr = self.state.lr * recipe::warmup_factor(self.state.step, self.warmup_steps);
+            self.opt.config.lr = self.state.lr * recipe::warmup_factor(self.state.step, self.warmup_steps());
             let r = self.net.train_step(&b.x, &b.labels, cfg.seed, self.state.step, &mut self.opt);
             if !r.loss.is_finite() {
                 self.report.abandon();
@@ -398,6 +404,15 @@ impl<'a> Trainer<'a> {
         }
         self.loop_seconds = t_epoch.elapsed().as_secs_f64();
         Ok(true)
+    }
+
+    /// Steps of warm-up: the warm-up epochs, at most `cfg.warmup_max_fraction` of the planned
+    /// steps. A time-limited run plans after its first [`CALIBRATION_STEPS`]; until then its
+    /// epochs stand for the plan, so a ramp that the plan shortens steepens from there on.
+    fn warmup_steps(&self) -> u64 {
+        let epochs = (self.cfg.epochs * self.batches_per_epoch) as u64;
+        let planned = self.state.planned_steps.unwrap_or(epochs);
+        recipe::warmup_steps(self.warmup_epoch_steps, self.cfg.warmup_max_fraction, planned)
     }
 
     /// The time-budget schedule's plan: the steps that fit in what is left of `--time-limit` at

@@ -25,6 +25,10 @@ pub struct Args {
     /// Epochs of linear lr warm-up from 0 (default recipe: 1; paper: 0).
     #[arg(long)]
     warmup_epochs: Option<f32>,
+    /// The warm-up takes at most this share of the run's planned steps (default recipe: 0.1;
+    /// 1: no bound).
+    #[arg(long, value_name = "F")]
+    warmup_max_fraction: Option<f32>,
     /// Training images: an image folder ROOT/<class>/<image>, a file from `alexnet prepare`, or
     /// an IDX images file. Default: the embedded CIFAR-10 subset (data/cifar10-mini).
     #[arg(long)]
@@ -233,6 +237,7 @@ impl Args {
             skip_bad: self.bad.skip_bad,
             val_ten_crop: self.val_ten_crop,
             warmup_epochs: self.warmup_epochs.unwrap_or(d.warmup_epochs),
+            warmup_max_fraction: self.warmup_max_fraction.unwrap_or(d.warmup_max_fraction),
             cache_dir: self.cache.cache_dir.as_deref().map(std::path::absolute).transpose()?,
             val_labels: self.val_labels.clone().map(absolute),
             val,
@@ -294,6 +299,7 @@ impl Args {
             ("--lr-factor", self.lr_factor.is_some()),
             ("--step-every", self.step_every.is_some()),
             ("--warmup-epochs", self.warmup_epochs.is_some()),
+            ("--warmup-max-fraction", self.warmup_max_fraction.is_some()),
             ("--out", self.out.is_some()),
             ("--seed", self.seed.is_some()),
             ("--no-random-crop", self.no_random_crop),
