@@ -256,7 +256,7 @@ pub fn loader_throughput(
     let t0 = Instant::now();
     let mut count = 0;
     for b in LoaderOptions::new(batch).spawn(images, order, &input, 0) {
-        count += b.labels.len();
+        count += b?.labels.len();
     }
     let s = t0.elapsed().as_secs_f64();
     Ok(LoaderReport {

@@ -110,17 +110,18 @@ pub fn evaluate(
     ten: bool,
     batch: usize,
     progress: &dyn Fn(usize),
-) -> EvalResult {
+) -> std::result::Result<EvalResult, crate::data::DataError> {
     let classes = members[0].net.classes();
     let mut probs = Vec::with_capacity(indices.len() * classes);
     let mut labels = Vec::with_capacity(indices.len());
     for chunk_ids in indices.chunks(256) {
-        let imgs: Vec<&[u8]> = chunk_ids.iter().map(|&i| images.image(i as usize)).collect();
+        let owned = chunk_ids.iter().map(|&i| images.image(i as usize)).collect::<std::result::Result<Vec<_>, _>>()?;
+        let imgs: Vec<&[u8]> = owned.iter().map(|c| &c[..]).collect();
         labels.extend(chunk_ids.iter().map(|&i| map[images.labels[i as usize] as usize]));
         probs.extend(average_probabilities(members, &imgs, ten, batch));
         progress(labels.len());
     }
-    score(&probs, &labels, classes)
+    Ok(score(&probs, &labels, classes))
 }
 
 /// A network with the input pipeline it was trained with: one member of an ensemble.

@@ -65,13 +65,13 @@ fn a_second_open_decodes_nothing_and_a_changed_folder_is_repacked() {
     let (b, decoded) = open(&root, &store, None);
     assert_eq!((b.count, decoded), (12, 0), "the second open must find the cache");
     assert_eq!(b.key, a.key);
-    assert_eq!(b.image(5), a.image(5));
+    assert_eq!(b.image(5).unwrap(), a.image(5).unwrap());
     // One cache file for the folder (plus its lock), none left half-written.
     let names: Vec<_> = std::fs::read_dir(&store).unwrap().map(|e| e.unwrap().file_name()).collect();
     assert_eq!(names.iter().filter(|n| n.to_string_lossy().ends_with(".bin")).count(), 1, "{names:?}");
     assert!(!names.iter().any(|n| n.to_string_lossy().contains("partial")), "{names:?}");
 
-    let a_pixels: Vec<Vec<u8>> = (0..a.count).map(|i| a.image(i).to_vec()).collect();
+    let a_pixels: Vec<Vec<u8>> = (0..a.count).map(|i| a.image(i).unwrap().to_vec()).collect();
 
     // Touched only (same bytes, a new modification time): packed again.
     let victim = std::fs::read_dir(root.join("bird")).unwrap().next().unwrap().unwrap().path();
@@ -96,9 +96,9 @@ fn a_second_open_decodes_nothing_and_a_changed_folder_is_repacked() {
     let (c, decoded) = open(&root, &store, None);
     assert_eq!((c.count, decoded), (12, 12));
     assert_ne!(c.key, a.key);
-    let i = (0..c.count).find(|&i| c.image(i) != a_pixels[i].as_slice()).expect("the replaced image's pixels changed");
+    let i = (0..c.count).find(|&i| c.image(i).unwrap() != a_pixels[i].as_slice()).expect("the replaced image's pixels changed");
     assert_eq!(c.labels[i], 1, "the changed image is the bird");
-    assert!((0..a.count).all(|i| a.image(i) == a_pixels[i].as_slice()), "a reader of the old file is undisturbed");
+    assert!((0..a.count).all(|i| a.image(i).unwrap() == a_pixels[i].as_slice()), "a reader of the old file is undisturbed");
 
     // An image added: packed again, with it.
     std::fs::copy(&other, root.join("airplane/added.png")).unwrap();
@@ -120,7 +120,7 @@ fn concurrent_openers_pack_once_and_agree() {
     assert_eq!(packs, 1, "one opener packs, the others wait for it and reuse its file");
     for (p, _) in &results {
         assert_eq!(p.count, 16);
-        assert_eq!(p.image(15), results[0].0.image(15));
+        assert_eq!(p.image(15).unwrap(), results[0].0.image(15).unwrap());
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -136,7 +136,7 @@ fn an_old_runs_own_cache_is_used_while_it_matches() {
     std::fs::copy(CacheStore { dir: dir.join("first") }.file_for(&root, 32), &legacy).unwrap();
     let (p, decoded) = open(&root, &dir.join("store"), Some(&legacy));
     assert_eq!((p.count, decoded), (8, 0));
-    assert_eq!(p.image(7), fresh.image(7));
+    assert_eq!(p.image(7).unwrap(), fresh.image(7).unwrap());
     assert!(!dir.join("store").exists(), "nothing packed into the store");
     // A folder that no longer matches it goes to the store instead.
     std::fs::remove_file(std::fs::read_dir(root.join("bird")).unwrap().next().unwrap().unwrap().path()).unwrap();

@@ -133,7 +133,7 @@ fn idx_files_plain_and_gzipped() {
         let p = source::open_idx(&im, 4, None).unwrap();
         assert_eq!((p.count, p.labels.clone(), p.classes.len()), (3, vec![2, 0, 1], 3));
         // Grey replicated to RGB, no resize at the native size.
-        assert_eq!(&p.image(1)[..6], &[80, 80, 80, 85, 85, 85]);
+        assert_eq!(&p.image(1).unwrap()[..6], &[80, 80, 80, 85, 85, 85]);
     }
     write_idx(&d.join("train-labels-idx1-ubyte"), &[2], &[0, 1], false);
     let e = source::open_idx(&d.join("train-images-idx3-ubyte"), 4, None).err().unwrap().to_string();
@@ -175,7 +175,7 @@ fn cache_file_round_trip_and_damage() {
     let p = PackedImages::open(&out).unwrap();
     assert_eq!(p.count, items.len());
     for (i, (path, label)) in items.iter().enumerate() {
-        assert_eq!(p.image(i), load_square(path, 32).unwrap().as_slice());
+        assert_eq!(&p.image(i).unwrap()[..], load_square(path, 32).unwrap().as_slice());
         assert_eq!(p.labels[i], *label);
     }
     assert_eq!(p.stats.mean_image.len(), 32 * 32 * 3);
@@ -184,9 +184,9 @@ fn cache_file_round_trip_and_damage() {
     // reading the subset itself.
     let subset: Vec<u32> = (0..p.count as u32).filter(|i| i % 7 != 3).collect();
     let mut direct = alexnet::data::stats::StatsAccumulator::new(32);
-    subset.iter().for_each(|&i| direct.add(p.image(i as usize)));
-    assert_eq!(p.stats_of(&subset), direct.finish());
-    assert_eq!(p.stats_of(&(0..p.count as u32).collect::<Vec<_>>()), p.stats);
+    subset.iter().for_each(|&i| direct.add(&p.image(i as usize).unwrap()));
+    assert_eq!(p.stats_of(&subset).unwrap(), direct.finish());
+    assert_eq!(p.stats_of(&(0..p.count as u32).collect::<Vec<_>>()).unwrap(), p.stats);
     // Cut short, as an interrupted write would be.
     let bytes = std::fs::read(&out).unwrap();
     let cut = d.join("cut.bin");

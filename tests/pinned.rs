@@ -82,7 +82,7 @@ fn hand_loop(cfg: &TrainConfig) -> Vec<NamedTensor> {
     let opened = source::open(&cfg.data, &how, &|_, _| {});
     let _ = std::fs::remove_dir_all(&tmp);
     let splits = Splits::new(Arc::new(opened.unwrap()), None, cfg.val_split, cfg.seed).unwrap();
-    let stats = splits.train_stats();
+    let stats = splits.train_stats().unwrap();
     let model = cfg.model.clone().with_classes(splits.train.classes.len());
     let augment = Augment::new(&cfg.augment, &stats);
     let input = Arc::new(TrainInput::new(&model.data, &stats, augment, model.input[1], cfg.seed));
@@ -92,6 +92,7 @@ fn hand_loop(cfg: &TrainConfig) -> Vec<NamedTensor> {
         let idx = &splits.train_indices;
         let order = permutation(idx.len(), rng::mix(&[cfg.seed, 0])).iter().map(|&i| idx[i as usize]).collect();
         for (step, b) in LoaderOptions::new(cfg.batch).spawn(splits.train.clone(), order, &input, 0).enumerate() {
+            let b = b.unwrap();
             net.train_step(&b.x, &b.labels, cfg.seed, step as u64, &mut opt);
         }
         net.params().map(|p| NamedTensor::new(&p.name, p.shape.clone(), p.data.clone())).collect()

@@ -1,30 +1,54 @@
-//! The packed image set: every image decoded once and stored as `size × size × 3` bytes, read
-//! back through a memory map so that epochs after the first decode no JPEG.
+//! The packed image set: every image of a source, compact, with labels, classes and the
+//! statistics of the pixels training will see, read back one image at a time.
 //!
-//! File layout (little-endian):
+//! Each image is stored the cheapest way that never changes what the network sees beyond the
+//! recipe's resize: an image whose shorter side is at most the stored size `S` keeps its own
+//! size (its file's bytes, or its central square raw when that is smaller) and is brought to
+//! `S × S` when read, so nothing is stored upscaled and its pixels are exactly those of a
+//! direct decode; a larger one is brought to `S × S` (shorter side to S, centre crop) and
+//! stored as a JPEG of quality [`JPEG_QUALITY`], or raw when that is smaller.
+//!
+//! File layout (little-endian), format 2:
 //! ```text
-//! [0, 16)    magic "ALEXNET-PACKED\0\x01"
+//! [0, 16)    magic "ALEXNET-PACKED\0\x02"
 //! [16, 64)   zero
-//! [64, ..)   images, count × size·size·3 bytes, HWC RGB
+//! [64, ..)   the images' records, one after another
+//!            index, count × 32 bytes: u64 offset, u64 length, u32 kind, u32 width, u32 height, u32 0
 //!            labels, count × u32
-//!            mean image, size·size·3 × f32 (HWC, 0-255)
-//!            metadata JSON (count, size, classes, statistics, source)
+//!            mean image, S·S·3 × f32 (HWC, 0-255)
+//!            metadata JSON (count, size, classes, statistics, source, key)
 //! last 32    u64 JSON offset, u64 JSON length, magic
 //! ```
-//! The metadata sits at the end so images stream straight to disk while statistics accumulate.
-//! A file is written under a temporary name and renamed when complete, so an interrupted
-//! `prepare` never leaves a file that looks valid.
+//! Format 1 (magic `...\x01`, every image `S·S·3` raw bytes from offset 64, no index) is still
+//! read. The metadata sits at the end so images stream straight to disk while statistics
+//! accumulate. A file is written under a temporary name and renamed when complete, so an
+//! interrupted pack never leaves a file that looks valid.
+//!
+//! Images are read with `pread`, not through a map of the whole file: a process's resident
+//! memory holds the batch it is making, whatever the set's size (the kernel's page cache keeps
+//! what is read often, outside the process).
 
+use super::image::{MAX_FILE_BYTES, decode_rgb, encode_jpeg, resize_center_square};
 use super::stats::{DataStats, StatsAccumulator};
 use super::{ClassInfo, DataError};
-use memmap2::Mmap;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
+use std::borrow::Cow;
 use std::io::Write;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-const MAGIC: &[u8; 16] = b"ALEXNET-PACKED\0\x01";
+const MAGIC_V1: &[u8; 16] = b"ALEXNET-PACKED\0\x01";
+const MAGIC: &[u8; 16] = b"ALEXNET-PACKED\0\x02";
 const DATA_START: usize = 64;
+/// Bytes of one index entry.
+const ENTRY_LEN: usize = 32;
+/// The largest metadata JSON read (classes and statistics are a few kB, ~100 B per class).
+const MAX_META: usize = 64 << 20;
+
+/// The quality of the JPEGs an image larger than the stored size is kept as (FFCV's default
+/// for ImageNet; README, *Data*, gives its measured size and cost).
+pub const JPEG_QUALITY: u8 = 90;
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 struct Meta {
@@ -45,14 +69,87 @@ struct Meta {
     sums: Option<StatsAccumulator>,
 }
 
+/// How one image is stored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// `S·S·3` bytes, HWC RGB, at the stored size.
+    Raw,
+    /// A JPEG or PNG file of `width × height` (after its EXIF rotation), brought to `S × S`
+    /// when read.
+    Encoded,
+    /// `width · height · 3` bytes, HWC RGB, brought to `S × S` when read.
+    RawNative,
+}
+
+impl Kind {
+    fn code(self) -> u32 {
+        match self {
+            Kind::Raw => 0,
+            Kind::Encoded => 1,
+            Kind::RawNative => 2,
+        }
+    }
+    fn from_code(c: u32) -> Option<Self> {
+        [Kind::Raw, Kind::Encoded, Kind::RawNative].into_iter().find(|k| k.code() == c)
+    }
+}
+
+/// One stored image: how, and where in the file.
+#[derive(Clone, Copy, Debug)]
+struct Entry {
+    offset: u64,
+    len: u64,
+    kind: Kind,
+    width: u32,
+    height: u32,
+}
+
+/// One image as [`Packer`] stores it.
+pub struct Record {
+    pub kind: Kind,
+    pub width: u32,
+    pub height: u32,
+    pub bytes: Vec<u8>,
+}
+
 enum Storage {
-    Mapped(Mmap),
+    File(std::fs::File),
     Owned(Vec<u8>),
 }
 
-/// A packed set of equally sized RGB images with labels, classes and statistics.
+impl Storage {
+    fn len(&self) -> std::io::Result<u64> {
+        match self {
+            Storage::File(f) => Ok(f.metadata()?.len()),
+            Storage::Owned(v) => Ok(v.len() as u64),
+        }
+    }
+
+    /// `len` bytes at `offset` (bounds already checked against the file's length).
+    fn read(&self, offset: u64, len: usize) -> std::io::Result<Cow<'_, [u8]>> {
+        match self {
+            Storage::File(f) => {
+                let mut buf = vec![0u8; len];
+                f.read_exact_at(&mut buf, offset)?;
+                Ok(Cow::Owned(buf))
+            }
+            Storage::Owned(v) => {
+                let o = usize::try_from(offset).map_err(std::io::Error::other)?;
+                v.get(o..o.saturating_add(len))
+                    .map(Cow::Borrowed)
+                    .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::UnexpectedEof))
+            }
+        }
+    }
+}
+
+/// A packed set of images with labels, classes and statistics; every image comes out RGB at
+/// `size × size`.
 pub struct PackedImages {
     storage: Storage,
+    /// The file's path, for errors (`<memory>` for an in-memory set).
+    path: PathBuf,
+    entries: Vec<Entry>,
     pub count: usize,
     pub size: usize,
     pub labels: Vec<u32>,
@@ -68,79 +165,120 @@ pub struct PackedImages {
 }
 
 impl PackedImages {
-    /// Bytes of one image.
+    /// Bytes of one image as it comes out: `size · size · 3`.
     pub fn image_len(&self) -> usize {
         self.size * self.size * 3
     }
 
-    /// Image `i`, HWC RGB.
-    pub fn image(&self, i: usize) -> &[u8] {
-        let n = self.image_len();
-        let bytes = match &self.storage {
-            Storage::Mapped(m) => &m[..],
-            Storage::Owned(v) => &v[..],
-        };
-        &bytes[DATA_START + i * n..DATA_START + (i + 1) * n]
+    /// Bytes the images take in the file (records only), for reports.
+    pub fn stored_bytes(&self) -> u64 {
+        self.entries.iter().map(|e| e.len).sum()
     }
 
-    /// Opens a cache file written by [`Packer`].
+    /// How many images are stored each way: raw at the stored size, encoded, raw at their own.
+    pub fn kinds(&self) -> [usize; 3] {
+        let mut n = [0; 3];
+        self.entries.iter().for_each(|e| n[e.kind.code() as usize] += 1);
+        n
+    }
+
+    /// Image `i`, `size × size` HWC RGB. An encoded image is decoded here; an error means the
+    /// file changed or was damaged after it was packed (every image decoded when it was).
+    pub fn image(&self, i: usize) -> Result<Cow<'_, [u8]>, DataError> {
+        let bad = |problem: String| DataError::Cache { path: self.path.clone(), problem: format!("image {i}: {problem}") };
+        let e = *self.entries.get(i).ok_or_else(|| bad(format!("out of range ({} images)", self.count)))?;
+        let bytes = self.storage.read(e.offset, e.len as usize).map_err(|err| bad(err.to_string()))?;
+        let img = match e.kind {
+            Kind::Raw => return Ok(bytes),
+            Kind::RawNative => image::RgbImage::from_raw(e.width, e.height, bytes.into_owned())
+                .ok_or_else(|| bad("raw pixels of the wrong length".into()))?,
+            Kind::Encoded => {
+                let name = self.path.join(format!("image-{i}"));
+                let img = decode_rgb(&bytes, &name).map_err(|err| bad(err.to_string()))?;
+                if img.dimensions() != (e.width, e.height) {
+                    return Err(bad(format!(
+                        "decodes to {}x{}, packed as {}x{}",
+                        img.width(),
+                        img.height(),
+                        e.width,
+                        e.height
+                    )));
+                }
+                img
+            }
+        };
+        Ok(Cow::Owned(resize_center_square(&img, self.size)))
+    }
+
+    /// Opens a cache file written by [`Packer`] (format 2) or by an earlier release (format 1).
     pub fn open(path: &Path) -> Result<Self, DataError> {
         let file = std::fs::File::open(path).map_err(|e| DataError::io(path, e))?;
-        // SAFETY: the map is read-only; a file changed underneath would give wrong pixels but
-        // not unsafety in Rust terms beyond what every mmap user accepts. Caches are ours.
-        let map = unsafe { Mmap::map(&file) }.map_err(|e| DataError::io(path, e))?;
-        Self::parse(Storage::Mapped(map), path)
+        Self::parse(Storage::File(file), path)
     }
 
-    /// Parses an in-memory packed set (as [`Packer::finish_in_memory`] returns).
+    /// Parses an in-memory packed set (as [`Packer::finish`] on a `Vec` returns).
     pub fn from_bytes(bytes: Vec<u8>) -> Result<Self, DataError> {
         Self::parse(Storage::Owned(bytes), Path::new("<memory>"))
     }
 
+    /// Reads the trailer, metadata, index, labels and mean image, checking every size the file
+    /// states against the file's length before anything is allocated from it.
     fn parse(storage: Storage, path: &Path) -> Result<Self, DataError> {
         let bad = |p: &str| DataError::Cache { path: path.into(), problem: p.into() };
-        let b: &[u8] = match &storage {
-            Storage::Mapped(m) => m,
-            Storage::Owned(v) => v,
-        };
-        if b.len() < DATA_START + 32 || &b[..16] != MAGIC {
-            return Err(bad("not an alexnet packed image file (bad magic); create it with `alexnet prepare`"));
+        let io = |e: std::io::Error| DataError::io(path, e);
+        let file_len = storage.len().map_err(io)?;
+        if file_len < (DATA_START + 32) as u64 {
+            return Err(bad("not an alexnet packed image file (too short); create it with `alexnet prepare`"));
         }
-        if &b[b.len() - 16..] != MAGIC {
+        let head = storage.read(0, 16).map_err(io)?;
+        let v1 = match &head[..] {
+            m if m == MAGIC => false,
+            m if m == MAGIC_V1 => true,
+            _ => return Err(bad("not an alexnet packed image file (bad magic); create it with `alexnet prepare`")),
+        };
+        let tail = storage.read(file_len - 32, 32).map_err(io)?;
+        if tail[16..] != head[..] {
             return Err(bad("incomplete file (no trailer); delete it and run `alexnet prepare` again"));
         }
-        let u64_at = |o: usize| {
-            let v = u64::from_le_bytes([b[o], b[o + 1], b[o + 2], b[o + 3], b[o + 4], b[o + 5], b[o + 6], b[o + 7]]);
-            usize::try_from(v).unwrap_or(usize::MAX)
-        };
-        let (json_off, json_len) = (u64_at(b.len() - 32), u64_at(b.len() - 24));
-        if json_off.checked_add(json_len).is_none_or(|end| end > b.len() - 32) {
+        let u64_at = |b: &[u8], o: usize| u64::from_le_bytes(b[o..o + 8].try_into().expect("8 bytes"));
+        let (json_off, json_len) = (u64_at(&tail, 0), u64_at(&tail, 8));
+        if json_len > MAX_META as u64 || json_off.checked_add(json_len).is_none_or(|end| end != file_len - 32) {
             return Err(bad("corrupt trailer"));
         }
-        let meta: Meta = serde_json::from_slice(&b[json_off..json_off + json_len])
-            .map_err(|e| bad(&format!("bad metadata: {e}")))?;
+        let json = storage.read(json_off, json_len as usize).map_err(io)?;
+        let meta: Meta = serde_json::from_slice(&json).map_err(|e| bad(&format!("bad metadata: {e}")))?;
         if meta.size == 0 || meta.size > crate::model::plan::limits::MAX_STORED {
             return Err(bad(&format!("image size {} out of range", meta.size)));
         }
-        // Every offset from the file's numbers, with checked arithmetic: a wrap must not pass.
-        let offsets = (|| {
-            let img_len = meta.size.checked_mul(meta.size)?.checked_mul(3)?;
-            let labels_off = meta.count.checked_mul(img_len)?.checked_add(DATA_START)?;
-            let mean_off = meta.count.checked_mul(4)?.checked_add(labels_off)?;
-            let end = img_len.checked_mul(4)?.checked_add(mean_off)?;
-            Some((labels_off, mean_off, end))
+        // The sections before the metadata, from the file's numbers with checked arithmetic (a
+        // wrap must not pass): they must end exactly where the metadata starts.
+        let img_len = (meta.size * meta.size * 3) as u64;
+        let layout = (|| {
+            let count = meta.count as u64;
+            let mean_off = json_off.checked_sub(img_len * 4)?;
+            let labels_off = mean_off.checked_sub(count.checked_mul(4)?)?;
+            let index_off = if v1 { labels_off } else { labels_off.checked_sub(count.checked_mul(ENTRY_LEN as u64)?)? };
+            let images_end = if v1 { count.checked_mul(img_len)?.checked_add(DATA_START as u64)? } else { index_off };
+            (index_off >= DATA_START as u64 && images_end == index_off).then_some((index_off, labels_off, mean_off))
         })();
-        let Some((labels_off, mean_off, end)) = offsets.filter(|o| o.2 == json_off) else {
+        let Some((index_off, labels_off, mean_off)) = layout else {
             return Err(bad("sizes in the metadata do not match the file"));
         };
-        debug_assert_eq!(end, json_off);
-        let labels: Vec<u32> =
-            b[labels_off..mean_off].chunks_exact(4).map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+        let entries = if v1 {
+            (0..meta.count as u64)
+                .map(|i| Entry { offset: DATA_START as u64 + i * img_len, len: img_len, kind: Kind::Raw, width: 0, height: 0 })
+                .collect()
+        } else {
+            let index = storage.read(index_off, meta.count * ENTRY_LEN).map_err(io)?;
+            parse_index(&index, index_off, meta.size).map_err(|p| bad(&p))?
+        };
+        let label_bytes = storage.read(labels_off, meta.count * 4).map_err(io)?;
+        let labels: Vec<u32> = label_bytes.chunks_exact(4).map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
         if let Some(l) = labels.iter().find(|&&l| l as usize >= meta.classes.len()) {
             return Err(bad(&format!("label {l} out of range for {} classes", meta.classes.len())));
         }
         let mut stats = meta.stats;
-        stats.mean_image = crate::tensor::f32_from_le_bytes(&b[mean_off..json_off]);
+        stats.mean_image = crate::tensor::f32_from_le_bytes(&storage.read(mean_off, img_len as usize * 4).map_err(io)?);
         // The sums stand in for reading the images again (`stats_of`): they must be the ones
         // these statistics came from.
         if let Some(s) = &meta.sums
@@ -150,6 +288,8 @@ impl PackedImages {
         }
         Ok(Self {
             storage,
+            path: path.into(),
+            entries,
             count: meta.count,
             size: meta.size,
             labels,
@@ -166,7 +306,7 @@ impl PackedImages {
     /// is most of the set and the file kept its sums, the images left out are read and their
     /// sums taken from the whole's (exact integers: the same statistics, a tenth of the reading
     /// for a 10% split).
-    pub fn stats_of(&self, indices: &[u32]) -> DataStats {
+    pub fn stats_of(&self, indices: &[u32]) -> Result<DataStats, DataError> {
         if let Some(total) = &self.sums
             && total.count() == self.count as u64
             && indices.len() * 2 > self.count
@@ -176,34 +316,97 @@ impl PackedImages {
                 indices.iter().all(|&i| inside.get_mut(i as usize).is_some_and(|seen| !std::mem::replace(seen, true)));
             if distinct {
                 let outside: Vec<u32> = (0..self.count as u32).filter(|&i| !inside[i as usize]).collect();
-                if let Some(rest) = total.minus(&self.sums_of(&outside)) {
-                    return rest.finish();
+                if let Some(rest) = total.minus(&self.sums_of(&outside)?) {
+                    return Ok(rest.finish());
                 }
             }
         }
-        self.sums_of(indices).finish()
+        Ok(self.sums_of(indices)?.finish())
     }
 
-    fn sums_of(&self, indices: &[u32]) -> StatsAccumulator {
+    fn sums_of(&self, indices: &[u32]) -> Result<StatsAccumulator, DataError> {
         indices
             .par_chunks(256)
             .map(|ch| {
                 let mut acc = StatsAccumulator::new(self.size);
-                ch.iter().for_each(|&i| acc.add(self.image(i as usize)));
-                acc
+                for &i in ch {
+                    acc.add(&self.image(i as usize)?);
+                }
+                Ok(acc)
             })
-            .reduce_with(|a, b| a.merge(&b))
-            .unwrap_or_else(|| StatsAccumulator::new(self.size))
+            .try_reduce(|| StatsAccumulator::new(self.size), |a, b| Ok(a.merge(&b)))
     }
 }
 
-/// Streams images into a packed set.
+/// The index of a format-2 file: every entry's record inside `[DATA_START, index_off)` and of
+/// the length its kind implies.
+fn parse_index(index: &[u8], index_off: u64, size: usize) -> Result<Vec<Entry>, String> {
+    let u32_at = |b: &[u8], o: usize| u32::from_le_bytes(b[o..o + 4].try_into().expect("4 bytes"));
+    let u64_at = |b: &[u8], o: usize| u64::from_le_bytes(b[o..o + 8].try_into().expect("8 bytes"));
+    let raw_len = (size * size * 3) as u64;
+    index
+        .chunks_exact(ENTRY_LEN)
+        .enumerate()
+        .map(|(i, b)| {
+            let (offset, len) = (u64_at(b, 0), u64_at(b, 8));
+            let kind = Kind::from_code(u32_at(b, 16)).ok_or_else(|| format!("image {i}: unknown kind {}", u32_at(b, 16)))?;
+            let (width, height) = (u32_at(b, 20), u32_at(b, 24));
+            let inside = offset >= DATA_START as u64 && offset.checked_add(len).is_some_and(|end| end <= index_off);
+            let native = u64::from(width) * u64::from(height) * 3;
+            let fits = match kind {
+                Kind::Raw => len == raw_len,
+                Kind::RawNative => width > 0 && height > 0 && len == native,
+                Kind::Encoded => width > 0 && height > 0 && len > 0 && len <= MAX_FILE_BYTES,
+            };
+            if !(inside && fits) {
+                return Err(format!("image {i}: its record ({len} bytes at {offset}, {kind:?} {width}x{height}) does not fit the file"));
+            }
+            Ok(Entry { offset, len, kind, width, height })
+        })
+        .collect()
+}
+
+/// One image file as the cache keeps it, and its pixels at `size × size` exactly as
+/// [`PackedImages::image`] will give them back (for the statistics). See the module doc.
+pub fn encode_file(path: &Path, size: usize) -> Result<(Record, Vec<u8>), DataError> {
+    let bytes = crate::files::read_regular(path, MAX_FILE_BYTES).map_err(|e| DataError::io(path, e))?;
+    let img = decode_rgb(&bytes, path)?;
+    let (w, h) = img.dimensions();
+    let pixels = resize_center_square(&img, size);
+    let side = w.min(h);
+    if side as usize <= size {
+        // Kept at its own size: the file, or its central square raw when smaller (a PNG of
+        // noise, a long panorama). The square gives the same pixels: the resize crops it first.
+        let square = u64::from(side) * u64::from(side) * 3;
+        let record = if bytes.len() as u64 <= square {
+            Record { kind: Kind::Encoded, width: w, height: h, bytes }
+        } else {
+            let (x0, y0) = ((w - side) / 2, (h - side) / 2);
+            let raw = image::imageops::crop_imm(&img, x0, y0, side, side).to_image().into_raw();
+            Record { kind: Kind::RawNative, width: side, height: side, bytes: raw }
+        };
+        return Ok((record, pixels));
+    }
+    let jpeg = encode_jpeg(&pixels, size, JPEG_QUALITY).map_err(|reason| DataError::Decode { path: path.into(), reason })?;
+    if jpeg.len() >= pixels.len() {
+        let s = size as u32;
+        return Ok((Record { kind: Kind::Raw, width: s, height: s, bytes: pixels.clone() }, pixels));
+    }
+    // The statistics are those of the pixels training will see: the JPEG's, decoded.
+    let seen = decode_rgb(&jpeg, path)?.into_raw();
+    let s = size as u32;
+    Ok((Record { kind: Kind::Encoded, width: s, height: s, bytes: jpeg }, seen))
+}
+
+/// Streams images into a packed set: records to the writer as they come, the index, labels
+/// and statistics at [`Packer::finish`].
 pub struct Packer<W: Write> {
     out: W,
     size: usize,
+    entries: Vec<Entry>,
     labels: Vec<u32>,
     acc: StatsAccumulator,
-    written: usize,
+    written: u64,
     key: String,
     skipped: Vec<String>,
 }
@@ -215,20 +418,32 @@ impl<W: Write> Packer<W> {
         Ok(Self {
             out,
             size,
+            entries: Vec::new(),
             labels: Vec::new(),
             acc: StatsAccumulator::new(size),
-            written: DATA_START,
+            written: DATA_START as u64,
             key: String::new(),
             skipped: Vec::new(),
         })
     }
 
+    /// Adds a `size × size` RGB image, stored raw.
     pub fn push(&mut self, image: &[u8], label: u32) -> std::io::Result<()> {
         assert_eq!(image.len(), self.size * self.size * 3, "image size");
-        self.out.write_all(image)?;
-        self.acc.add(image);
+        let s = self.size as u32;
+        self.push_record(Record { kind: Kind::Raw, width: s, height: s, bytes: image.to_vec() }, image, label)
+    }
+
+    /// Adds an image stored as `record`, whose pixels at the stored size are `pixels` (exactly
+    /// what reading it back gives: they go into the statistics).
+    pub fn push_record(&mut self, record: Record, pixels: &[u8], label: u32) -> std::io::Result<()> {
+        assert_eq!(pixels.len(), self.size * self.size * 3, "image size");
+        self.out.write_all(&record.bytes)?;
+        let len = record.bytes.len() as u64;
+        self.entries.push(Entry { offset: self.written, len, kind: record.kind, width: record.width, height: record.height });
+        self.acc.add(pixels);
         self.labels.push(label);
-        self.written += image.len();
+        self.written += len;
         Ok(())
     }
 
@@ -250,16 +465,26 @@ impl<W: Write> Packer<W> {
         self.labels.is_empty()
     }
 
-    /// Writes labels, mean image, metadata and trailer; returns the writer.
+    /// Writes the index, labels, mean image, metadata and trailer; returns the writer.
     pub fn finish(mut self, classes: Vec<ClassInfo>, source: &str) -> std::io::Result<(W, DataStats)> {
         let stats = self.acc.finish();
+        for e in &self.entries {
+            let mut b = [0u8; ENTRY_LEN];
+            b[0..8].copy_from_slice(&e.offset.to_le_bytes());
+            b[8..16].copy_from_slice(&e.len.to_le_bytes());
+            b[16..20].copy_from_slice(&e.kind.code().to_le_bytes());
+            b[20..24].copy_from_slice(&e.width.to_le_bytes());
+            b[24..28].copy_from_slice(&e.height.to_le_bytes());
+            self.out.write_all(&b)?;
+        }
         for l in &self.labels {
             self.out.write_all(&l.to_le_bytes())?;
         }
         for m in &stats.mean_image {
             self.out.write_all(&m.to_le_bytes())?;
         }
-        let json_off = self.written + 4 * self.labels.len() + 4 * stats.mean_image.len();
+        let n = self.labels.len() as u64;
+        let json_off = self.written + (ENTRY_LEN as u64 + 4) * n + 4 * stats.mean_image.len() as u64;
         let meta = Meta {
             count: self.labels.len(),
             size: self.size,
@@ -272,7 +497,7 @@ impl<W: Write> Packer<W> {
         };
         let json = serde_json::to_vec(&meta).map_err(std::io::Error::other)?;
         self.out.write_all(&json)?;
-        self.out.write_all(&(json_off as u64).to_le_bytes())?;
+        self.out.write_all(&json_off.to_le_bytes())?;
         self.out.write_all(&(json.len() as u64).to_le_bytes())?;
         self.out.write_all(MAGIC)?;
         self.out.flush()?;
@@ -311,14 +536,25 @@ pub fn decode_each(
     on_progress: &(dyn Fn(usize) + Sync),
     sink: &mut ImageSink<'_>,
 ) -> Result<Vec<String>, DataError> {
+    each_file(items, on_bad, on_progress, &|p| super::image::load_square(p, size), sink)
+}
+
+/// `work` on every file of `items` in parallel chunks of 256, results to `sink` in order; see
+/// [`decode_each`].
+fn each_file<T: Send>(
+    items: &[(PathBuf, u32)],
+    on_bad: OnBadImage,
+    on_progress: &(dyn Fn(usize) + Sync),
+    work: &(dyn Fn(&Path) -> Result<T, DataError> + Sync),
+    sink: &mut dyn FnMut(&Path, u32, T) -> Result<(), DataError>,
+) -> Result<Vec<String>, DataError> {
     let mut skipped = Vec::new();
     let mut done = 0;
     for chunk in items.chunks(256) {
-        let decoded: Vec<Result<Vec<u8>, DataError>> =
-            chunk.par_iter().map(|(p, _)| super::image::load_square(p, size)).collect();
-        for ((path, label), r) in chunk.iter().zip(decoded) {
+        let results: Vec<Result<T, DataError>> = chunk.par_iter().map(|(p, _)| work(p)).collect();
+        for ((path, label), r) in chunk.iter().zip(results) {
             match r {
-                Ok(img) => sink(path, *label, img)?,
+                Ok(v) => sink(path, *label, v)?,
                 Err(e) if on_bad == OnBadImage::Skip => {
                     eprintln!("warning: skipping {e}");
                     skipped.push(path.display().to_string());
@@ -332,7 +568,7 @@ pub fn decode_each(
     Ok(skipped)
 }
 
-/// Decodes `items` (see [`decode_each`]) and streams them into `packer`.
+/// Encodes `items` for the cache ([`encode_file`]) and streams them into `packer`.
 pub fn pack_files<W: Write>(
     packer: &mut Packer<W>,
     items: &[(PathBuf, u32)],
@@ -340,8 +576,8 @@ pub fn pack_files<W: Write>(
     on_bad: OnBadImage,
     on_progress: &(dyn Fn(usize) + Sync),
 ) -> Result<Vec<String>, DataError> {
-    decode_each(items, size, on_bad, on_progress, &mut |path, label, img| {
-        packer.push(&img, label).map_err(|e| DataError::io(path, e))
+    each_file(items, on_bad, on_progress, &|p| encode_file(p, size), &mut |path, label, (record, pixels)| {
+        packer.push_record(record, &pixels, label).map_err(|e| DataError::io(path, e))
     })
 }
 
@@ -354,11 +590,13 @@ pub struct Origin<'a> {
     pub key: &'a str,
 }
 
-/// Bytes of a packed file of `count` images at `size × size` (the metadata JSON estimated
-/// generously: its classes and statistics are a few kB, a little more per class).
-pub fn packed_bytes(count: usize, size: usize, classes: usize) -> u64 {
+/// About the bytes of a packed file of `images`, each at most `size × size`, given their files'
+/// lengths: an image keeps its file's bytes or fewer, or is re-encoded at `size` (rarely more
+/// than the file it came from), and never takes more than `size²·3` (plus the index, labels,
+/// mean image and a generous allowance for the metadata).
+pub fn packed_bytes(file_lens: &[u64], size: usize, classes: usize) -> u64 {
     let img = (size as u64).saturating_mul(size as u64).saturating_mul(3);
-    let images = (count as u64).saturating_mul(img.saturating_add(4));
+    let images = file_lens.iter().fold(0u64, |t, &l| t.saturating_add(l.min(img)).saturating_add(ENTRY_LEN as u64 + 4));
     images.saturating_add(img.saturating_mul(4)).saturating_add(DATA_START as u64 + 65_536 + 32 + 512 * classes as u64)
 }
 
@@ -386,7 +624,8 @@ pub fn write_cache(
     let dir = out.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).map_err(|e| DataError::io(dir, e))?;
     crate::files::check_writable(out).map_err(|e| DataError::io(out, e))?;
-    let needed = packed_bytes(items.len(), size, classes.len());
+    let lens: Vec<u64> = items.par_iter().map(|(p, _)| std::fs::metadata(p).map_or(0, |m| m.len())).collect();
+    let needed = packed_bytes(&lens, size, classes.len());
     super::store::check_room(out, needed, super::store::free_bytes(dir))?;
     let name = out.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let (file, tmp) = tempfile::Builder::new()

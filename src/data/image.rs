@@ -113,3 +113,13 @@ pub fn resize_center_square(img: &image::RgbImage, size: usize) -> Vec<u8> {
 pub fn load_square(path: &Path, size: usize) -> Result<Vec<u8>, DataError> {
     Ok(resize_center_square(&load_rgb(path)?, size))
 }
+
+/// `size × size` HWC RGB bytes as a baseline JPEG of `quality` (1-100).
+pub fn encode_jpeg(pixels: &[u8], size: usize, quality: u8) -> Result<Vec<u8>, String> {
+    let mut out = Vec::new();
+    let side = u32::try_from(size).map_err(|e| e.to_string())?;
+    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, quality)
+        .encode(pixels, side, side, image::ExtendedColorType::Rgb8)
+        .map_err(|e| format!("cannot encode as JPEG: {e}"))?;
+    Ok(out)
+}

@@ -130,9 +130,9 @@ impl Splits {
     }
 
     /// Statistics of exactly the training images.
-    pub fn train_stats(&self) -> DataStats {
+    pub fn train_stats(&self) -> Result<DataStats, super::DataError> {
         if self.train_indices.len() == self.train.count {
-            self.train.stats.clone()
+            Ok(self.train.stats.clone())
         } else {
             self.train.stats_of(&self.train_indices)
         }
@@ -179,16 +179,19 @@ pub struct LoaderOptions {
     pub start_batch: usize,
     /// Serve the last partial batch too.
     pub keep_last: bool,
-    /// Batches prepared ahead of the network.
+    /// Batches each worker prepares ahead of the network.
     pub prefetch: usize,
+    /// Threads reading, decoding and augmenting (`--loader-threads`; the batches are the same
+    /// whatever their number).
+    pub workers: usize,
 }
 
 impl LoaderOptions {
     pub fn new(batch: usize) -> Self {
-        Self { batch, start_batch: 0, keep_last: false, prefetch: 3 }
+        Self { batch, start_batch: 0, keep_last: false, prefetch: 3, workers: 1 }
     }
 
-    /// Serves `order` of `images`, each made by `input` for `epoch`, on a background thread.
+    /// Serves `order` of `images`, each made by `input` for `epoch`, on background threads.
     pub fn spawn(&self, images: Arc<PackedImages>, order: Vec<u32>, input: &Arc<TrainInput>, epoch: usize) -> Loader {
         Loader::spawn(images, order, *self, input.input_len(), input.for_epoch(epoch))
     }

@@ -15,10 +15,11 @@ use super::{ClassInfo, DataError};
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 
-/// Bumped whenever the packed bytes of a given image would change, so old caches are re-packed;
+/// Bumped whenever the packed bytes of a given image would change, so old caches are re-packed
+/// (v2: images kept compact, JPEGs of quality [`super::cache::JPEG_QUALITY`] above the stored size);
 /// the crate's version is part of the key as well, so a release that decodes or resizes
 /// differently never reads another's pixels.
-const FORMAT: &str = concat!("alexnet-packed-v1 ", env!("CARGO_PKG_VERSION"));
+const FORMAT: &str = concat!("alexnet-packed-v2 ", env!("CARGO_PKG_VERSION"));
 
 /// The directory holding the shared caches.
 #[derive(Clone, Debug, PartialEq, Eq)]

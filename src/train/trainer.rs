@@ -226,7 +226,10 @@ impl<'a> Trainer<'a> {
         let (crop, spec) = (model.input[1], model.data);
         check_options(cfg, crop, &spec)?;
         // Statistics of exactly the training images (a resumed run keeps the ones it started with).
-        let stats = resume.map_or_else(|| data.train_stats(), |c| c.stats.clone());
+        let stats = match resume {
+            Some(c) => c.stats.clone(),
+            None => data.train_stats()?,
+        };
         let augment = Augment::new(&cfg.augment, &stats);
         let input = Arc::new(TrainInput::new(&spec, &stats, augment, crop, cfg.seed));
         let (net, opt, state) = match resume {
@@ -355,6 +358,7 @@ impl<'a> Trainer<'a> {
             // The time spent here is the time data held training up.
             let t_wait = Instant::now();
             let Some(b) = loader.next() else { break };
+            let b = b?;
             let waited = t_wait.elapsed().as_secs_f64();
             self.data_wait_seconds += waited;
             self.loader_images += b.labels.len() as u64;
@@ -427,10 +431,11 @@ impl<'a> Trainer<'a> {
     }
 
     /// Validation on the held-out images, if there are any.
-    fn validate(&mut self) -> Option<EvalResult> {
-        let v = self.data.val.as_ref()?;
+    fn validate(&mut self) -> Result<Option<EvalResult>> {
+        let Some(v) = self.data.val.as_ref() else { return Ok(None) };
         let mut member = [Classifier::new(&mut self.net, &self.input.norm)];
-        Some(evaluate(&mut member, &v.images, &v.indices, &v.class_map, self.cfg.val_ten_crop, self.cfg.batch, &|_| {}))
+        let (ten, batch) = (self.cfg.val_ten_crop, self.cfg.batch);
+        Ok(Some(evaluate(&mut member, &v.images, &v.indices, &v.class_map, ten, batch, &|_| {})?))
     }
 
     /// After the last step of an epoch: validation, the schedule, checkpoints, the metrics line
@@ -438,7 +443,7 @@ impl<'a> Trainer<'a> {
     pub fn end_epoch(&mut self) -> Result<(EpochMetrics, bool)> {
         let cfg = self.cfg;
         let epoch_seconds = self.epoch_start.elapsed().as_secs_f64();
-        let val = self.validate();
+        let val = self.validate()?;
         if cfg.schedule.timed() {
             // Re-plan from the whole epoch's time, validation included, so the decay ends with
             // the last epoch that fits.

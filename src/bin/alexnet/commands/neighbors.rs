@@ -11,6 +11,7 @@ use alexnet::data::source::packed_files;
 use alexnet::data::{ClassInfo, PackedImages};
 use alexnet::features::{last_hidden_features, nearest};
 use anyhow::{Result, bail};
+use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 
 #[derive(clap::Args)]
@@ -71,14 +72,14 @@ struct Found {
 /// images cannot name their files), its class id, and its file when known.
 #[derive(Default)]
 struct Images<'a> {
-    pixels: Vec<&'a [u8]>,
+    pixels: Vec<Cow<'a, [u8]>>,
     names: Vec<String>,
     classes: Vec<String>,
     files: Vec<Option<PathBuf>>,
 }
 
 impl<'a> Images<'a> {
-    fn push(&mut self, pixels: &'a [u8], file: Option<PathBuf>, name: String, class: String) {
+    fn push(&mut self, pixels: Cow<'a, [u8]>, file: Option<PathBuf>, name: String, class: String) {
         self.pixels.push(pixels);
         self.names.push(name);
         self.classes.push(class);
@@ -86,16 +87,21 @@ impl<'a> Images<'a> {
     }
 
     /// Images `indices` of a packed set that was packed from `root`.
-    fn packed(set: &'a PackedImages, indices: &[u32], root: &Path, class_names: Option<&Path>) -> Self {
+    fn packed(set: &'a PackedImages, indices: &[u32], root: &Path, class_names: Option<&Path>) -> Result<Self> {
         let files = packed_files(root, class_names, set);
         let mut out = Images::default();
         for &i in indices {
             let i = i as usize;
             let file = files.as_ref().map(|f| f[i].clone());
             let name = file.as_ref().map_or_else(|| format!("#{i} of {}", root.display()), |f| f.display().to_string());
-            out.push(set.image(i), file, name, set.classes[set.labels[i] as usize].id.clone());
+            out.push(set.image(i)?, file, name, set.classes[set.labels[i] as usize].id.clone());
         }
-        out
+        Ok(out)
+    }
+
+    /// The pixels of every image, borrowed.
+    fn views(&self) -> Vec<&[u8]> {
+        self.pixels.iter().map(|p| &p[..]).collect()
     }
 }
 
@@ -118,9 +124,9 @@ pub fn exec(a: Args) -> Result<i32> {
                 }
                 let HeldOut { cfg, train, train_indices, val: v } = open_held_out(run, stored, None, a.common.json)?;
                 let names = cfg.class_names.as_deref();
-                let search = Images::packed(&train, &train_indices, &cfg.data, names);
+                let search = Images::packed(&train, &train_indices, &cfg.data, names)?;
                 let picked: Vec<u32> = spread(v.indices.len(), a.queries).into_iter().map(|j| v.indices[j]).collect();
-                let queries = Images::packed(&v.images, &picked, cfg.val.as_deref().unwrap_or(&cfg.data), names);
+                let queries = Images::packed(&v.images, &picked, cfg.val.as_deref().unwrap_or(&cfg.data), names)?;
                 answer(&a, &ck, &search, &queries)
             }
             None => {
@@ -129,7 +135,7 @@ pub fn exec(a: Args) -> Result<i32> {
                 let mut search = Images::default();
                 for ((img, file), &label) in data.images.iter().zip(&data.files).zip(&data.labels) {
                     let class = data.classes[label as usize].id.clone();
-                    search.push(img, Some(file.clone()), file.display().to_string(), class);
+                    search.push(Cow::Borrowed(img), Some(file.clone()), file.display().to_string(), class);
                 }
                 // Queries are never skipped: each must give its row.
                 let strict = BadImages { skip_bad: false, ..a.decoding };
@@ -138,7 +144,7 @@ pub fn exec(a: Args) -> Result<i32> {
                 decode_images(&items, stored, &strict, &mut |_, _, img| decoded.push(img))?;
                 let mut queries = Images::default();
                 for (img, path) in decoded.iter().zip(&a.query) {
-                    queries.push(img, Some(path.clone()), path.display().to_string(), class_of(path, &data.classes));
+                    queries.push(Cow::Borrowed(img), Some(path.clone()), path.display().to_string(), class_of(path, &data.classes));
                 }
                 answer(&a, &ck, &search, &queries)
             }
@@ -170,8 +176,9 @@ fn answer(a: &Args, ck: &Checkpoint, search: &Images, queries: &Images) -> Resul
     }
     let mut net = ck.network()?;
     let norm = Normalizer::new(&ck.config.data, &ck.stats);
-    let (features, d) = last_hidden_features(&mut net, &norm, &search.pixels, a.batch);
-    let (qf, _) = last_hidden_features(&mut net, &norm, &queries.pixels, a.batch);
+    let (search_pixels, query_pixels) = (search.views(), queries.views());
+    let (features, d) = last_hidden_features(&mut net, &norm, &search_pixels, a.batch);
+    let (qf, _) = last_hidden_features(&mut net, &norm, &query_pixels, a.batch);
     let canonical = |f: &Option<PathBuf>| f.as_ref().and_then(|f| std::fs::canonicalize(f).ok());
     let (mut rows, mut out) = (Vec::new(), Vec::new());
     for (qi, q) in qf.chunks(d.max(1)).enumerate() {
@@ -182,7 +189,7 @@ fn answer(a: &Args, ck: &Checkpoint, search: &Images, queries: &Images) -> Resul
             .filter(|&(i, _)| me.is_none() || canonical(&search.files[i]) != me)
             .take(a.k)
             .collect();
-        rows.push(std::iter::once(queries.pixels[qi]).chain(near.iter().map(|&(i, _)| search.pixels[i])).collect());
+        rows.push(std::iter::once(query_pixels[qi]).chain(near.iter().map(|&(i, _)| search_pixels[i])).collect());
         let neighbors = near
             .iter()
             .map(|&(i, distance)| Neighbor {
