@@ -94,12 +94,10 @@ impl Recipe {
         }
     }
 
-    /// The largest share of the planned steps the warm-up may take (the paper's has none).
+    /// The largest share of the planned steps the warm-up may take. The paper's recipe has no
+    /// warm-up; one added to it (`--warmup-epochs`) is bounded the same way.
     pub fn warmup_max_fraction(self) -> f32 {
-        match self {
-            Recipe::Paper => 1.0,
-            Recipe::Default => DEFAULT_WARMUP_MAX_FRACTION,
-        }
+        DEFAULT_WARMUP_MAX_FRACTION
     }
 }
 

@@ -25,7 +25,7 @@ pub struct Args {
     /// Epochs of linear lr warm-up from 0 (default recipe: 1; paper: 0).
     #[arg(long)]
     warmup_epochs: Option<f32>,
-    /// The warm-up takes at most this share of the run's planned steps (default recipe: 0.1;
+    /// The warm-up takes at most this share of the run's planned steps (default 0.1;
     /// 1: no bound).
     #[arg(long, value_name = "F")]
     warmup_max_fraction: Option<f32>,
