@@ -185,6 +185,10 @@ pub struct LoaderReport {
     pub stored: usize,
     pub crop: usize,
     pub images: usize,
+    /// Threads of the loader.
+    pub loader_threads: usize,
+    /// Mean bytes an image takes in the packed set (its record, as stored).
+    pub stored_bytes_per_image: f64,
     pub seconds: f64,
     pub images_per_s: f64,
     /// The model's training step (forward, backward, SGD) on batches of the same size with the
@@ -207,9 +211,9 @@ pub fn loader_against_step(
     cache_dir: Option<&std::path::Path>,
     batch: usize,
     (iters, warmup): (usize, usize),
-    threads: usize,
+    (threads, loader_threads): (usize, usize),
 ) -> Result<LoaderReport> {
-    let mut r = loader_throughput(model, data, cache_dir, batch, iters.max(1) * 10)?;
+    let mut r = loader_throughput(model, data, cache_dir, batch, iters.max(1) * 10, loader_threads)?;
     let cfg = BenchConfig { mode: BenchMode::Train, batch, iters: iters.max(1), warmup, threads, profile: false };
     let step = run(model, &cfg)?.img_per_s;
     r.step_images_per_s = Some(step);
@@ -226,9 +230,13 @@ pub fn loader_throughput(
     cache_dir: Option<&std::path::Path>,
     batch: usize,
     batches: usize,
+    loader_threads: usize,
 ) -> Result<LoaderReport> {
     if batch == 0 {
         return Err(Error::Invalid("--batch must be at least 1".into()));
+    }
+    if loader_threads == 0 {
+        return Err(Error::Invalid("--loader-threads must be at least 1".into()));
     }
     let stored = model.data.stored;
     let store = crate::data::CacheStore::resolve(cache_dir, data);
@@ -255,7 +263,9 @@ pub fn loader_throughput(
     let order: Vec<u32> = permutation(images.count, 1).into_iter().take(n).collect();
     let t0 = Instant::now();
     let mut count = 0;
-    for b in LoaderOptions::new(batch).spawn(images, order, &input, 0) {
+    let opts = LoaderOptions { workers: loader_threads, ..LoaderOptions::new(batch) };
+    let stored_bytes_per_image = images.stored_bytes() as f64 / images.count as f64;
+    for b in opts.spawn(images, order, &input, 0) {
         count += b?.labels.len();
     }
     let s = t0.elapsed().as_secs_f64();
@@ -264,6 +274,8 @@ pub fn loader_throughput(
         stored,
         crop,
         images: count,
+        loader_threads,
+        stored_bytes_per_image,
         seconds: s,
         images_per_s: count as f64 / s,
         step_images_per_s: None,

@@ -96,9 +96,14 @@ fn a_second_open_decodes_nothing_and_a_changed_folder_is_repacked() {
     let (c, decoded) = open(&root, &store, None);
     assert_eq!((c.count, decoded), (12, 12));
     assert_ne!(c.key, a.key);
-    let i = (0..c.count).find(|&i| c.image(i).unwrap() != a_pixels[i].as_slice()).expect("the replaced image's pixels changed");
+    let i = (0..c.count)
+        .find(|&i| c.image(i).unwrap() != a_pixels[i].as_slice())
+        .expect("the replaced image's pixels changed");
     assert_eq!(c.labels[i], 1, "the changed image is the bird");
-    assert!((0..a.count).all(|i| a.image(i).unwrap() == a_pixels[i].as_slice()), "a reader of the old file is undisturbed");
+    assert!(
+        (0..a.count).all(|i| a.image(i).unwrap() == a_pixels[i].as_slice()),
+        "a reader of the old file is undisturbed"
+    );
 
     // An image added: packed again, with it.
     std::fs::copy(&other, root.join("airplane/added.png")).unwrap();

@@ -13,7 +13,8 @@
 //! [0, 16)    magic "ALEXNET-PACKED\0\x02"
 //! [16, 64)   zero
 //! [64, ..)   the images' records, one after another
-//!            index, count × 32 bytes: u64 offset, u64 length, u32 kind, u32 width, u32 height, u32 0
+//!            index, count × 32 bytes: u64 offset, u64 length, u32 kind, u32 width, u32 height,
+//!                   u32 check (the first 4 bytes of the record's SHA-256, little-endian)
 //!            labels, count × u32
 //!            mean image, S·S·3 × f32 (HWC, 0-255)
 //!            metadata JSON (count, size, classes, statistics, source, key)
@@ -23,6 +24,9 @@
 //! read. The metadata sits at the end so images stream straight to disk while statistics
 //! accumulate. A file is written under a temporary name and renamed when complete, so an
 //! interrupted pack never leaves a file that looks valid.
+//!
+//! Every record is checked against its index entry's hash when read: a file damaged after it was
+//! packed gives an error naming the file and the image, never different pixels.
 //!
 //! Images are read with `pread`, not through a map of the whole file: a process's resident
 //! memory holds the batch it is making, whatever the set's size (the kernel's page cache keeps
@@ -102,6 +106,15 @@ struct Entry {
     kind: Kind,
     width: u32,
     height: u32,
+    /// [`check_of`] the record (format 1 files have none).
+    check: Option<u32>,
+}
+
+/// The first 4 bytes of the SHA-256 of `bytes`: what a record is checked against when read.
+fn check_of(bytes: &[u8]) -> u32 {
+    use sha2::Digest;
+    let h = sha2::Sha256::digest(bytes);
+    u32::from_le_bytes([h[0], h[1], h[2], h[3]])
 }
 
 /// One image as [`Packer`] stores it.
@@ -175,6 +188,11 @@ impl PackedImages {
         self.entries.iter().map(|e| e.len).sum()
     }
 
+    /// How image `i` is stored, and its record's bytes.
+    pub fn stored_as(&self, i: usize) -> Option<(Kind, u64)> {
+        self.entries.get(i).map(|e| (e.kind, e.len))
+    }
+
     /// How many images are stored each way: raw at the stored size, encoded, raw at their own.
     pub fn kinds(&self) -> [usize; 3] {
         let mut n = [0; 3];
@@ -185,9 +203,16 @@ impl PackedImages {
     /// Image `i`, `size × size` HWC RGB. An encoded image is decoded here; an error means the
     /// file changed or was damaged after it was packed (every image decoded when it was).
     pub fn image(&self, i: usize) -> Result<Cow<'_, [u8]>, DataError> {
-        let bad = |problem: String| DataError::Cache { path: self.path.clone(), problem: format!("image {i}: {problem}") };
+        let bad =
+            |problem: String| DataError::Cache { path: self.path.clone(), problem: format!("image {i}: {problem}") };
         let e = *self.entries.get(i).ok_or_else(|| bad(format!("out of range ({} images)", self.count)))?;
         let bytes = self.storage.read(e.offset, e.len as usize).map_err(|err| bad(err.to_string()))?;
+        if e.check.is_some_and(|c| c != check_of(&bytes)) {
+            return Err(bad(
+                "damaged since it was packed (its bytes do not match their hash): delete the file to pack it again"
+                    .into(),
+            ));
+        }
         let img = match e.kind {
             Kind::Raw => return Ok(bytes),
             Kind::RawNative => image::RgbImage::from_raw(e.width, e.height, bytes.into_owned())
@@ -257,7 +282,8 @@ impl PackedImages {
             let count = meta.count as u64;
             let mean_off = json_off.checked_sub(img_len * 4)?;
             let labels_off = mean_off.checked_sub(count.checked_mul(4)?)?;
-            let index_off = if v1 { labels_off } else { labels_off.checked_sub(count.checked_mul(ENTRY_LEN as u64)?)? };
+            let index_off =
+                if v1 { labels_off } else { labels_off.checked_sub(count.checked_mul(ENTRY_LEN as u64)?)? };
             let images_end = if v1 { count.checked_mul(img_len)?.checked_add(DATA_START as u64)? } else { index_off };
             (index_off >= DATA_START as u64 && images_end == index_off).then_some((index_off, labels_off, mean_off))
         })();
@@ -266,14 +292,18 @@ impl PackedImages {
         };
         let entries = if v1 {
             (0..meta.count as u64)
-                .map(|i| Entry { offset: DATA_START as u64 + i * img_len, len: img_len, kind: Kind::Raw, width: 0, height: 0 })
+                .map(|i| {
+                    let offset = DATA_START as u64 + i * img_len;
+                    Entry { offset, len: img_len, kind: Kind::Raw, width: 0, height: 0, check: None }
+                })
                 .collect()
         } else {
             let index = storage.read(index_off, meta.count * ENTRY_LEN).map_err(io)?;
             parse_index(&index, index_off, meta.size).map_err(|p| bad(&p))?
         };
         let label_bytes = storage.read(labels_off, meta.count * 4).map_err(io)?;
-        let labels: Vec<u32> = label_bytes.chunks_exact(4).map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+        let labels: Vec<u32> =
+            label_bytes.chunks_exact(4).map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
         if let Some(l) = labels.iter().find(|&&l| l as usize >= meta.classes.len()) {
             return Err(bad(&format!("label {l} out of range for {} classes", meta.classes.len())));
         }
@@ -349,7 +379,8 @@ fn parse_index(index: &[u8], index_off: u64, size: usize) -> Result<Vec<Entry>, 
         .enumerate()
         .map(|(i, b)| {
             let (offset, len) = (u64_at(b, 0), u64_at(b, 8));
-            let kind = Kind::from_code(u32_at(b, 16)).ok_or_else(|| format!("image {i}: unknown kind {}", u32_at(b, 16)))?;
+            let kind =
+                Kind::from_code(u32_at(b, 16)).ok_or_else(|| format!("image {i}: unknown kind {}", u32_at(b, 16)))?;
             let (width, height) = (u32_at(b, 20), u32_at(b, 24));
             let inside = offset >= DATA_START as u64 && offset.checked_add(len).is_some_and(|end| end <= index_off);
             let native = u64::from(width) * u64::from(height) * 3;
@@ -359,9 +390,11 @@ fn parse_index(index: &[u8], index_off: u64, size: usize) -> Result<Vec<Entry>, 
                 Kind::Encoded => width > 0 && height > 0 && len > 0 && len <= MAX_FILE_BYTES,
             };
             if !(inside && fits) {
-                return Err(format!("image {i}: its record ({len} bytes at {offset}, {kind:?} {width}x{height}) does not fit the file"));
+                return Err(format!(
+                    "image {i}: its record ({len} bytes at {offset}, {kind:?} {width}x{height}) does not fit the file"
+                ));
             }
-            Ok(Entry { offset, len, kind, width, height })
+            Ok(Entry { offset, len, kind, width, height, check: Some(u32_at(b, 28)) })
         })
         .collect()
 }
@@ -387,7 +420,8 @@ pub fn encode_file(path: &Path, size: usize) -> Result<(Record, Vec<u8>), DataEr
         };
         return Ok((record, pixels));
     }
-    let jpeg = encode_jpeg(&pixels, size, JPEG_QUALITY).map_err(|reason| DataError::Decode { path: path.into(), reason })?;
+    let jpeg =
+        encode_jpeg(&pixels, size, JPEG_QUALITY).map_err(|reason| DataError::Decode { path: path.into(), reason })?;
     if jpeg.len() >= pixels.len() {
         let s = size as u32;
         return Ok((Record { kind: Kind::Raw, width: s, height: s, bytes: pixels.clone() }, pixels));
@@ -440,7 +474,8 @@ impl<W: Write> Packer<W> {
         assert_eq!(pixels.len(), self.size * self.size * 3, "image size");
         self.out.write_all(&record.bytes)?;
         let len = record.bytes.len() as u64;
-        self.entries.push(Entry { offset: self.written, len, kind: record.kind, width: record.width, height: record.height });
+        let (kind, width, height, check) = (record.kind, record.width, record.height, Some(check_of(&record.bytes)));
+        self.entries.push(Entry { offset: self.written, len, kind, width, height, check });
         self.acc.add(pixels);
         self.labels.push(label);
         self.written += len;
@@ -475,6 +510,7 @@ impl<W: Write> Packer<W> {
             b[16..20].copy_from_slice(&e.kind.code().to_le_bytes());
             b[20..24].copy_from_slice(&e.width.to_le_bytes());
             b[24..28].copy_from_slice(&e.height.to_le_bytes());
+            b[28..32].copy_from_slice(&e.check.unwrap_or(0).to_le_bytes());
             self.out.write_all(&b)?;
         }
         for l in &self.labels {

@@ -50,6 +50,10 @@ pub struct TrainConfig {
     /// `--time-limit` those the measured throughput allows). Runs from before the bound: 1.
     #[serde(default = "no_warmup_bound")]
     pub warmup_max_fraction: f32,
+    /// Threads of the data loader (`--loader-threads`). Not part of what the run computes: the
+    /// batches are the same whatever their number, and a resume may change it.
+    #[serde(default = "one")]
+    pub loader_threads: usize,
     /// Where packed image folders are cached, shared between runs (`--cache-dir`; default:
     /// [`crate::data::CacheStore::resolve`]). Not part of what the run computes: a resume may
     /// name another.
@@ -67,6 +71,10 @@ fn recipe_of_old_runs() -> Recipe {
 
 fn no_warmup_bound() -> f32 {
     1.0
+}
+
+fn one() -> usize {
+    1
 }
 
 impl Default for TrainConfig {
@@ -122,6 +130,7 @@ impl TrainConfig {
             recipe,
             warmup_epochs: recipe.warmup_epochs(),
             warmup_max_fraction: recipe.warmup_max_fraction(),
+            loader_threads: 1,
             cache_dir: None,
             val_labels: None,
         }

@@ -203,6 +203,9 @@ fn check_options(cfg: &TrainConfig, crop: usize, spec: &crate::data::DataSpec) -
             spec.stored
         )));
     }
+    if cfg.loader_threads == 0 || cfg.loader_threads > 256 {
+        return Err(Error::Invalid(format!("--loader-threads {} must be 1 to 256", cfg.loader_threads)));
+    }
     if !(cfg.warmup_max_fraction > 0.0 && cfg.warmup_max_fraction <= 1.0) {
         return Err(Error::Invalid(format!(
             "--warmup-max-fraction {} must be above 0 and at most 1 (1: no bound)",
@@ -347,7 +350,11 @@ impl<'a> Trainer<'a> {
         if self.state.batch_in_epoch == 0 {
             self.state.lr = cfg.schedule.lr_at(cfg.sgd.lr, &self.state, epoch);
         }
-        let opts = LoaderOptions { start_batch: self.state.batch_in_epoch, ..LoaderOptions::new(cfg.batch) };
+        let opts = LoaderOptions {
+            start_batch: self.state.batch_in_epoch,
+            workers: cfg.loader_threads,
+            ..LoaderOptions::new(cfg.batch)
+        };
         let mut loader = opts.spawn(self.data.train.clone(), self.epoch_order(epoch), &self.input, epoch);
         self.report.start_epoch(epoch, cfg.epochs, self.state.batch_in_epoch);
         self.epoch_start = Instant::now() - Duration::from_secs_f64(self.state.epoch_seconds);

@@ -28,6 +28,9 @@ pub struct Args {
     /// Data for `--mode loader` (a cache from `alexnet prepare`, or a folder).
     #[arg(long)]
     data: Option<PathBuf>,
+    /// Threads of the loader for `--mode loader` (training's `--loader-threads`).
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    loader_threads: usize,
     #[command(flatten)]
     cache: CacheDir,
     #[command(flatten)]
@@ -61,12 +64,20 @@ pub fn exec(a: Args) -> Result<i32> {
                 a.cache.cache_dir.as_deref(),
                 a.batch,
                 (a.iters, a.warmup),
-                threads,
+                (threads, a.loader_threads),
             )?;
             a.common.emit(&r, |r| {
                 println!(
-                    "loader ({} crops of {}px from {}px, paper augmentation, one thread): {:.0} images/s over {} images",
-                    r.model, r.crop, r.stored, r.images_per_s, r.images
+                    "loader ({} crops of {}px from {}px, paper augmentation, {} thread{}): {:.0} images/s over {} images \
+                     ({:.0} bytes an image stored)",
+                    r.model,
+                    r.crop,
+                    r.stored,
+                    r.loader_threads,
+                    if r.loader_threads == 1 { "" } else { "s" },
+                    r.images_per_s,
+                    r.images,
+                    r.stored_bytes_per_image
                 );
                 if let (Some(step), Some(ratio)) = (r.step_images_per_s, r.loader_over_step) {
                     println!(

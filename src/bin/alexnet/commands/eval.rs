@@ -54,8 +54,9 @@ pub fn exec(a: Args) -> Result<i32> {
             bail!("no images to evaluate");
         }
         let bar = progress_bar(idx.len(), "evaluating", a.common.json);
-        let r =
-            evaluate(&mut ens.classifiers(), &images, &idx, &map, a.ten_crop, a.batch, &|d| bar.set_position(d as u64))?;
+        let r = evaluate(&mut ens.classifiers(), &images, &idx, &map, a.ten_crop, a.batch, &|d| {
+            bar.set_position(d as u64)
+        })?;
         bar.finish_and_clear();
         Ok(r)
     })?;

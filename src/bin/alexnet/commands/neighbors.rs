@@ -144,7 +144,12 @@ pub fn exec(a: Args) -> Result<i32> {
                 decode_images(&items, stored, &strict, &mut |_, _, img| decoded.push(img))?;
                 let mut queries = Images::default();
                 for (img, path) in decoded.iter().zip(&a.query) {
-                    queries.push(Cow::Borrowed(img), Some(path.clone()), path.display().to_string(), class_of(path, &data.classes));
+                    queries.push(
+                        Cow::Borrowed(img),
+                        Some(path.clone()),
+                        path.display().to_string(),
+                        class_of(path, &data.classes),
+                    );
                 }
                 answer(&a, &ck, &search, &queries)
             }

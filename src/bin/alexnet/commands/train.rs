@@ -29,6 +29,10 @@ pub struct Args {
     /// 1: no bound).
     #[arg(long, value_name = "F")]
     warmup_max_fraction: Option<f32>,
+    /// Threads reading, decoding and augmenting the images (default 1; the batches are the
+    /// same whatever their number). The progress line's "data wait" says when more would help.
+    #[arg(long, value_name = "N")]
+    loader_threads: Option<usize>,
     /// Training images: an image folder ROOT/<class>/<image>, a file from `alexnet prepare`, or
     /// an IDX images file. Default: the embedded CIFAR-10 subset (data/cifar10-mini).
     #[arg(long)]
@@ -238,6 +242,7 @@ impl Args {
             val_ten_crop: self.val_ten_crop,
             warmup_epochs: self.warmup_epochs.unwrap_or(d.warmup_epochs),
             warmup_max_fraction: self.warmup_max_fraction.unwrap_or(d.warmup_max_fraction),
+            loader_threads: self.loader_threads.unwrap_or(d.loader_threads),
             cache_dir: self.cache.cache_dir.as_deref().map(std::path::absolute).transpose()?,
             val_labels: self.val_labels.clone().map(absolute),
             val,
@@ -246,13 +251,13 @@ impl Args {
     }
 
     /// The configuration of the run in `dir`: its own, with what a resumed run may change
-    /// (epochs, time limit, threads) taken from the flags.
+    /// (epochs, time limit, threads, loader threads, cache folder) taken from the flags.
     fn resumed_config(&self, dir: &std::path::Path) -> Result<TrainConfig> {
         let fixed = self.fixed_by_the_run();
         if !fixed.is_empty() {
             anyhow::bail!(
-                "{} cannot change a resumed run: {} holds its settings (only --epochs, --time-limit and \
-                 --threads can change; start a new run with --out to change the others)",
+                "{} cannot change a resumed run: {} holds its settings (only --epochs, --time-limit, \
+                 --threads, --loader-threads and --cache-dir can change; start a new run with --out to change the others)",
                 fixed.join(", "),
                 dir.join("config.json").display()
             );
@@ -260,6 +265,7 @@ impl Args {
         let mut cfg = TrainConfig::of_run(dir)?;
         cfg.epochs = self.epochs.unwrap_or(cfg.epochs);
         cfg.time_limit_minutes = self.time_limit.or(cfg.time_limit_minutes);
+        cfg.loader_threads = self.loader_threads.unwrap_or(cfg.loader_threads);
         cfg.cache_dir = self.cache.cache_dir.as_deref().map(std::path::absolute).transpose()?.or(cfg.cache_dir);
         if let Some(t) = self.common.threads
             && t != cfg.threads
