@@ -8,11 +8,15 @@ use alexnet::train::{RunOptions, StopHandle, TrainConfig, train};
 use std::path::PathBuf;
 use std::process::Command;
 
+mod common;
+
 fn embedded(split: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("data/cifar10-mini").join(split)
 }
 
 fn out_dir(name: &str) -> PathBuf {
+    static SWEEP: std::sync::Once = std::sync::Once::new();
+    SWEEP.call_once(common::sweep_dead_scratch);
     // One level below a folder of this process's own, so that the shared cache of a data folder
     // made here goes beside it (not into ~/.cache: /tmp is open to everyone).
     let d = std::env::temp_dir().join(format!("alexnet-train-{}", std::process::id())).join(name);
@@ -152,15 +156,24 @@ fn warmup_ramps_the_lr_linearly_over_its_steps() {
     cfg.val = None;
     cfg.val_split = 0.1;
     cfg.warmup_epochs = 1.0;
-    for stop in [1u64, 5, 14] {
-        cfg.out = out_dir(&format!("warmup-{stop}"));
-        train(&cfg, None, &stop_at(stop)).unwrap();
-        let ck = Checkpoint::load(&cfg.out.join("last.safetensors")).unwrap();
-        let (used, schedule) = (ck.sgd.unwrap().lr, ck.train_state.unwrap().lr);
-        assert_eq!(schedule, 0.01);
-        let want = 0.01 * stop as f32 / 14.0;
-        assert!((used - want).abs() < 1e-7, "step {stop}: lr {used}, want {want}");
+    // Unbounded, the ramp takes the epoch; bounded by 10% of the run (one epoch of 14 steps
+    // here), it takes 2 steps.
+    for (fraction, steps, stops) in [(1.0, 14.0, [1u64, 5, 14]), (0.1, 2.0, [1, 2, 5])] {
+        cfg.warmup_max_fraction = fraction;
+        for stop in stops {
+            cfg.out = out_dir(&format!("warmup-{fraction}-{stop}"));
+            train(&cfg, None, &stop_at(stop)).unwrap();
+            let ck = Checkpoint::load(&cfg.out.join("last.safetensors")).unwrap();
+            let (used, schedule) = (ck.sgd.unwrap().lr, ck.train_state.unwrap().lr);
+            assert_eq!(schedule, 0.01);
+            let want = 0.01 * (stop as f32 / steps).min(1.0);
+            assert!((used - want).abs() < 1e-7, "bound {fraction}, step {stop}: lr {used}, want {want}");
+        }
     }
+    cfg.warmup_max_fraction = 0.0;
+    cfg.out = out_dir("warmup-bad");
+    let e = train(&cfg, None, &stop_at(1)).err().unwrap().to_string();
+    assert!(e.contains("--warmup-max-fraction"), "{e}");
 }
 
 #[test]

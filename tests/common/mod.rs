@@ -139,3 +139,40 @@ pub fn mat_header() -> Vec<u8> {
     header.extend([0x00, 0x01, b'I', b'M']);
     header
 }
+
+/// Removes the scratch folders (`$TMPDIR/alexnet-<test>-<pid>`) of test processes that are no
+/// longer running: a test killed, or one that kept its runs' checkpoints, would otherwise
+/// leave gigabytes behind on every run of the suite. Only this suite's own names are touched
+/// (never `alexnet-cache-<uid>`, the shared cache's fallback folder).
+pub fn sweep_dead_scratch() {
+    const OURS: &[&str] = &[
+        "cli-json",
+        "compact",
+        "compare",
+        "compare-bad",
+        "features",
+        "fuzz",
+        "fuzz-cache",
+        "fuzz-tv",
+        "hostile",
+        "ilsvrc",
+        "io",
+        "pinned",
+        "pinned-hand",
+        "store",
+        "test",
+        "train",
+    ];
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else { return };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(rest) = name.strip_prefix("alexnet-") else { continue };
+        // `<test>-<pid>`, or `<test>-<name>-<pid>` for the helpers that add a name.
+        let Some((head, pid)) = rest.rsplit_once('-') else { continue };
+        let Ok(pid) = pid.parse::<u32>() else { continue };
+        let ours = OURS.iter().any(|t| head == *t || head.starts_with(&format!("{t}-")));
+        if ours && pid != std::process::id() && !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
+}
