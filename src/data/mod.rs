@@ -1,5 +1,5 @@
-//! Data: image folders and IDX files in, a packed uint8 cache, augmentation, and a background
-//! loader handing out batches. Nothing here knows about the model beyond a [`DataSpec`].
+//! Data: image folders and IDX files in, a compact packed cache, augmentation, and background
+//! loaders handing out batches. Nothing here knows about the model beyond a [`DataSpec`].
 
 pub mod augment;
 pub mod cache;

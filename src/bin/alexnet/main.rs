@@ -22,7 +22,7 @@ enum Command {
     Bench(bench::Args),
     /// Train a model on an image folder (`--recipe default`, or the paper's as printed).
     Train(Box<train::Args>),
-    /// Decode and resize a folder once into a memory-mapped cache of uint8 images.
+    /// Pack a folder once into the compact image cache (its statistics computed on the way).
     Prepare(prepare::Args),
     /// Top-1 and top-5 error on an image folder; several --weights average their softmax.
     Eval(eval::Args),

@@ -90,9 +90,9 @@ fn held_out(
     Ok((v.images, v.indices, map))
 }
 
-/// Evaluation data: a folder is packed into (or found in) the shared cache, memory-mapped, so a
-/// 50,000-image validation set does not have to fit in memory and a second evaluation of the
-/// same folder decodes nothing.
+/// Evaluation data: a folder is packed into (or found in) the shared cache, read an image at a
+/// time, so a 50,000-image validation set does not have to fit in memory and a second
+/// evaluation of the same folder packs nothing.
 fn open_eval_data(data: &Path, labels: Option<&Path>, stored: usize, a: &Args) -> Result<PackedImages> {
     let store = CacheStore::resolve(a.cache.cache_dir.as_deref(), data);
     let how = Packing { size: stored, class_names: None, labels, on_bad: a.bad.policy(), store: &store, legacy: None };

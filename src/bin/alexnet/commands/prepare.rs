@@ -1,4 +1,4 @@
-//! `alexnet prepare`: decode and resize a folder once into a memory-mapped uint8 cache: the
+//! `alexnet prepare`: pack a folder once into the compact image cache: the
 //! shared cache that `train`, `eval` and `bench` then find (default), or a file of its own
 //! (`--out`), which `--data FILE` takes.
 
