@@ -115,23 +115,31 @@ fn damage_is_an_error_naming_the_file_and_image() {
     let d = tmpdir("damage");
     let (items, classes) = photos();
     let (out, p) = pack(&d, &items, &classes, 32);
-    let (_, len0) = p.stored_as(0).unwrap();
+    // A flipped bit in the middle of image 9's JPEG data (past the images whose decoded pixels
+    // are checked when the file is opened: for those, opening fails).
+    let k = 9;
+    let start: u64 = 64 + (0..k).map(|i| p.stored_as(i).unwrap().1).sum::<u64>();
     let mut bytes = std::fs::read(&out).unwrap();
-    // A flipped bit in the middle of the second image's JPEG data.
-    let second = 64 + len0 as usize + p.stored_as(1).unwrap().1 as usize / 2;
-    bytes[second] ^= 0x10;
+    bytes[(start + p.stored_as(k).unwrap().1 / 2) as usize] ^= 0x10;
     let bad = d.join("bad.bin");
     std::fs::write(&bad, &bytes).unwrap();
     let p = PackedImages::open(&bad).unwrap();
-    assert!(p.image(0).is_ok());
-    let e = p.image(1).unwrap_err().to_string();
-    assert!(e.contains("bad.bin") && e.contains("image 1") && e.contains("damaged"), "{e}");
-    // The loader hands the error over and stops.
+    assert!(p.image(k - 1).is_ok());
+    let e = p.image(k).unwrap_err().to_string();
+    assert!(e.contains("bad.bin") && e.contains("image 9") && e.contains("damaged"), "{e}");
+    // The loader hands the error over in its place, and stops.
     let input = train_input(&p);
-    let opts = LoaderOptions { keep_last: true, ..LoaderOptions::new(2) };
+    let opts = LoaderOptions { keep_last: true, workers: 2, ..LoaderOptions::new(2) };
     let got: Vec<_> = opts.spawn(Arc::new(p), (0..items.len() as u32).collect(), &input, 0).collect();
-    assert_eq!(got.len(), 1, "the first batch holds image 1: an error, then nothing");
-    assert!(got[0].as_ref().err().unwrap().to_string().contains("image 1"));
+    assert_eq!(got.len(), 5, "batches 0-3, then batch 4 (images 8 and 9): its error, then nothing");
+    assert!(got[..4].iter().all(|b| b.is_ok()));
+    assert!(got[4].as_ref().err().unwrap().to_string().contains("image 9"));
+    // A damaged probed image is refused when the file is opened.
+    let mut bytes = std::fs::read(&out).unwrap();
+    bytes[64 + 10] ^= 0x10;
+    std::fs::write(&bad, &bytes).unwrap();
+    let e = PackedImages::open(&bad).err().unwrap().to_string();
+    assert!(e.contains("bad.bin") && e.contains("image 0") && e.contains("damaged"), "{e}");
     // An index entry pointing past the images is refused when the file is opened.
     let mut bytes = std::fs::read(&out).unwrap();
     let n = bytes.len();
@@ -141,6 +149,23 @@ fn damage_is_an_error_naming_the_file_and_image() {
     std::fs::write(&bad, &bytes).unwrap();
     let e = PackedImages::open(&bad).err().unwrap().to_string();
     assert!(e.contains("bad.bin") && e.contains("image 0") && e.contains("does not fit"), "{e}");
+    // An entry claiming a record wider than the stored size (a huge read on every access).
+    let mut bytes = std::fs::read(&out).unwrap();
+    bytes[index_off + 20..index_off + 24].copy_from_slice(&u32::MAX.to_le_bytes());
+    bytes[index_off + 24..index_off + 28].copy_from_slice(&u32::MAX.to_le_bytes());
+    std::fs::write(&bad, &bytes).unwrap();
+    let e = PackedImages::open(&bad).err().unwrap().to_string();
+    assert!(e.contains("image 0") && e.contains("does not fit"), "{e}");
+    // Pixels recorded at packing time that this build's decoder does not give: refused at open.
+    let bytes = std::fs::read(&out).unwrap();
+    let meta = String::from_utf8_lossy(&bytes[json_off..n - 32]).into_owned();
+    let at = meta.find("\"probes\":[[0,").expect("probes recorded") + "\"probes\":[[0,".len();
+    let mut edited = bytes.clone();
+    let d = &mut edited[json_off + at];
+    *d = if *d == b'1' { b'2' } else { b'1' };
+    std::fs::write(&bad, &edited).unwrap();
+    let e = PackedImages::open(&bad).err().unwrap().to_string();
+    assert!(e.contains("image 0") && e.contains("decodes to other pixels"), "{e}");
 }
 
 #[test]

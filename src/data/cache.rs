@@ -32,7 +32,7 @@
 //! memory holds the batch it is making, whatever the set's size (the kernel's page cache keeps
 //! what is read often, outside the process).
 
-use super::image::{MAX_FILE_BYTES, decode_rgb, encode_jpeg, resize_center_square};
+use super::image::{MAX_FILE_BYTES, decode_rgb, decode_rgb_within, encode_jpeg, resize_center_square};
 use super::stats::{DataStats, StatsAccumulator};
 use super::{ClassInfo, DataError};
 use rayon::prelude::*;
@@ -47,8 +47,15 @@ const MAGIC: &[u8; 16] = b"ALEXNET-PACKED\0\x02";
 const DATA_START: usize = 64;
 /// Bytes of one index entry.
 const ENTRY_LEN: usize = 32;
-/// The largest metadata JSON read (classes and statistics are a few kB, ~100 B per class).
-const MAX_META: usize = 64 << 20;
+/// The largest metadata JSON read. It holds the exact sums behind the statistics, ~10 bytes of
+/// text per stored value (S·S·3 of them: ~2 MB at 256, ~500 MB at the largest stored size),
+/// and the classes; it is also bounded by the file's length, checked first.
+const MAX_META: usize = 1 << 30;
+/// Encoded images whose decoded pixels are recorded at packing time, so that a build whose
+/// JPEG/PNG decoder gives other pixels is caught when the file is opened.
+const DECODER_PROBES: usize = 8;
+/// The most pixels an encoded record may decode to (1 gigapixel, 3 GB as RGB).
+const MAX_DECODED_PIXELS: u64 = 1 << 30;
 
 /// The quality of the JPEGs an image larger than the stored size is kept as (FFCV's default
 /// for ImageNet; README, *Data*, gives its measured size and cost).
@@ -71,6 +78,9 @@ struct Meta {
     /// The exact sums behind `stats` (absent in files from before they were kept).
     #[serde(default)]
     sums: Option<StatsAccumulator>,
+    /// The first [`DECODER_PROBES`] encoded images: (index, [`check_of`] their pixels as read).
+    #[serde(default)]
+    probes: Vec<(usize, u32)>,
 }
 
 /// How one image is stored.
@@ -125,6 +135,37 @@ pub struct Record {
     pub bytes: Vec<u8>,
 }
 
+/// Where each image's record is: format 2's index, or format 1's fixed-size raw images from
+/// byte 64 (computed, not listed: a format-1 file of tiny images must not make a large index).
+enum Index {
+    Listed(Vec<Entry>),
+    Fixed { count: usize, len: u64 },
+}
+
+impl Index {
+    fn get(&self, i: usize) -> Option<Entry> {
+        match self {
+            Index::Listed(v) => v.get(i).copied(),
+            Index::Fixed { count, len } => (i < *count).then(|| Entry {
+                offset: DATA_START as u64 + i as u64 * len,
+                len: *len,
+                kind: Kind::Raw,
+                width: 0,
+                height: 0,
+                check: None,
+            }),
+        }
+    }
+
+    fn iter(&self) -> impl Iterator<Item = Entry> + '_ {
+        let n = match self {
+            Index::Listed(v) => v.len(),
+            Index::Fixed { count, .. } => *count,
+        };
+        (0..n).filter_map(|i| self.get(i))
+    }
+}
+
 enum Storage {
     File(std::fs::File),
     Owned(Vec<u8>),
@@ -162,7 +203,7 @@ pub struct PackedImages {
     storage: Storage,
     /// The file's path, for errors (`<memory>` for an in-memory set).
     path: PathBuf,
-    entries: Vec<Entry>,
+    entries: Index,
     pub count: usize,
     pub size: usize,
     pub labels: Vec<u32>,
@@ -205,7 +246,7 @@ impl PackedImages {
     pub fn image(&self, i: usize) -> Result<Cow<'_, [u8]>, DataError> {
         let bad =
             |problem: String| DataError::Cache { path: self.path.clone(), problem: format!("image {i}: {problem}") };
-        let e = *self.entries.get(i).ok_or_else(|| bad(format!("out of range ({} images)", self.count)))?;
+        let e = self.entries.get(i).ok_or_else(|| bad(format!("out of range ({} images)", self.count)))?;
         let bytes = self.storage.read(e.offset, e.len as usize).map_err(|err| bad(err.to_string()))?;
         if e.check.is_some_and(|c| c != check_of(&bytes)) {
             return Err(bad(
@@ -219,7 +260,10 @@ impl PackedImages {
                 .ok_or_else(|| bad("raw pixels of the wrong length".into()))?,
             Kind::Encoded => {
                 let name = self.path.join(format!("image-{i}"));
-                let img = decode_rgb(&bytes, &name).map_err(|err| bad(err.to_string()))?;
+                // The packer decoded it under its own pixel limit: allow exactly its size here
+                // (within a bound no real image passes), whatever this process's limit.
+                let limit = (u64::from(e.width) * u64::from(e.height)).min(MAX_DECODED_PIXELS);
+                let img = decode_rgb_within(&bytes, &name, limit).map_err(|err| bad(err.to_string()))?;
                 if img.dimensions() != (e.width, e.height) {
                     return Err(bad(format!(
                         "decodes to {}x{}, packed as {}x{}",
@@ -291,15 +335,10 @@ impl PackedImages {
             return Err(bad("sizes in the metadata do not match the file"));
         };
         let entries = if v1 {
-            (0..meta.count as u64)
-                .map(|i| {
-                    let offset = DATA_START as u64 + i * img_len;
-                    Entry { offset, len: img_len, kind: Kind::Raw, width: 0, height: 0, check: None }
-                })
-                .collect()
+            Index::Fixed { count: meta.count, len: img_len }
         } else {
             let index = storage.read(index_off, meta.count * ENTRY_LEN).map_err(io)?;
-            parse_index(&index, index_off, meta.size).map_err(|p| bad(&p))?
+            Index::Listed(parse_index(&index, index_off, meta.size).map_err(|p| bad(&p))?)
         };
         let label_bytes = storage.read(labels_off, meta.count * 4).map_err(io)?;
         let labels: Vec<u32> =
@@ -316,7 +355,8 @@ impl PackedImages {
         {
             return Err(bad("the statistics do not match the sums they were computed from"));
         }
-        Ok(Self {
+        let probes = meta.probes;
+        let set = Self {
             storage,
             path: path.into(),
             entries,
@@ -329,7 +369,27 @@ impl PackedImages {
             key: meta.key,
             skipped: meta.skipped,
             sums: meta.sums,
-        })
+        };
+        set.check_decoder(&probes)?;
+        Ok(set)
+    }
+
+    /// Decodes the probed images and compares their pixels with those recorded when the file
+    /// was packed: a build whose JPEG or PNG decoder gives other pixels would read other images
+    /// than the statistics describe.
+    fn check_decoder(&self, probes: &[(usize, u32)]) -> Result<(), DataError> {
+        for &(i, want) in probes.iter().take(DECODER_PROBES) {
+            if check_of(&self.image(i)?) != want {
+                return Err(DataError::Cache {
+                    path: self.path.clone(),
+                    problem: format!(
+                        "image {i} decodes to other pixels in this build than when the file was packed (a changed \
+                         JPEG/PNG decoder): pack the folder again (`alexnet prepare`)"
+                    ),
+                });
+            }
+        }
+        Ok(())
     }
 
     /// Statistics over a subset (e.g. the training part of a `--val-split`). When the subset
@@ -383,11 +443,13 @@ fn parse_index(index: &[u8], index_off: u64, size: usize) -> Result<Vec<Entry>, 
                 Kind::from_code(u32_at(b, 16)).ok_or_else(|| format!("image {i}: unknown kind {}", u32_at(b, 16)))?;
             let (width, height) = (u32_at(b, 20), u32_at(b, 24));
             let inside = offset >= DATA_START as u64 && offset.checked_add(len).is_some_and(|end| end <= index_off);
-            let native = u64::from(width) * u64::from(height) * 3;
+            // What the packer writes: a raw square no larger than the stored size, or a file
+            // whose shorter side is at most the stored size (a re-encoded image is exactly it).
+            let (w, h) = (width as usize, height as usize);
             let fits = match kind {
                 Kind::Raw => len == raw_len,
-                Kind::RawNative => width > 0 && height > 0 && len == native,
-                Kind::Encoded => width > 0 && height > 0 && len > 0 && len <= MAX_FILE_BYTES,
+                Kind::RawNative => w > 0 && w == h && w <= size && len == (w * w * 3) as u64,
+                Kind::Encoded => w > 0 && h > 0 && w.min(h) <= size && len > 0 && len <= MAX_FILE_BYTES,
             };
             if !(inside && fits) {
                 return Err(format!(
@@ -443,6 +505,7 @@ pub struct Packer<W: Write> {
     written: u64,
     key: String,
     skipped: Vec<String>,
+    probes: Vec<(usize, u32)>,
 }
 
 impl<W: Write> Packer<W> {
@@ -458,6 +521,7 @@ impl<W: Write> Packer<W> {
             written: DATA_START as u64,
             key: String::new(),
             skipped: Vec::new(),
+            probes: Vec::new(),
         })
     }
 
@@ -475,6 +539,9 @@ impl<W: Write> Packer<W> {
         self.out.write_all(&record.bytes)?;
         let len = record.bytes.len() as u64;
         let (kind, width, height, check) = (record.kind, record.width, record.height, Some(check_of(&record.bytes)));
+        if kind != Kind::Raw && self.probes.len() < DECODER_PROBES {
+            self.probes.push((self.labels.len(), check_of(pixels)));
+        }
         self.entries.push(Entry { offset: self.written, len, kind, width, height, check });
         self.acc.add(pixels);
         self.labels.push(label);
@@ -530,6 +597,7 @@ impl<W: Write> Packer<W> {
             key: std::mem::take(&mut self.key),
             skipped: std::mem::take(&mut self.skipped),
             sums: Some(self.acc.clone()),
+            probes: std::mem::take(&mut self.probes),
         };
         let json = serde_json::to_vec(&meta).map_err(std::io::Error::other)?;
         self.out.write_all(&json)?;

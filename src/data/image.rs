@@ -48,6 +48,11 @@ fn jpeg_is_complete(bytes: &[u8]) -> bool {
 /// Decodes bytes (named `path` in errors) to RGB8 with EXIF orientation applied. The image's
 /// size is checked against [`max_pixels`] from its header, before any pixel is allocated.
 pub fn decode_rgb(bytes: &[u8], path: &Path) -> Result<image::RgbImage, DataError> {
+    decode_rgb_within(bytes, path, max_pixels())
+}
+
+/// [`decode_rgb`] with the pixel limit `limit` instead of the process's.
+pub fn decode_rgb_within(bytes: &[u8], path: &Path, limit: u64) -> Result<image::RgbImage, DataError> {
     if bytes.is_empty() {
         return Err(DataError::EmptyFile { path: path.into() });
     }
@@ -62,7 +67,6 @@ pub fn decode_rgb(bytes: &[u8], path: &Path) -> Result<image::RgbImage, DataErro
             reason: "truncated JPEG (no end-of-image marker after the last scan)".into(),
         });
     }
-    let limit = max_pixels();
     let mut limits = Limits::default();
     // RGBA16 of the largest allowed image, plus the decoder's own buffers.
     limits.max_alloc = Some(limit.saturating_mul(8).saturating_add(64 << 20));
