@@ -18,7 +18,7 @@ use std::path::PathBuf;
 #[derive(clap::Args)]
 pub struct Args {
     /// Where the defaults come from: `default` (the paper's with He init, standardised inputs,
-    /// biases 0.1, a one-epoch warm-up and cosine decay: README, Recipes) or `paper` (section 5
+    /// biases 0.1, a warm-up of one epoch (at most 10% of the run) and cosine decay: README, Recipes) or `paper` (section 5
     /// exactly; other model variants keep their own init and input normalisation).
     #[arg(long, value_enum)]
     recipe: Option<Recipe>,
