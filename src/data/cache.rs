@@ -319,18 +319,8 @@ impl PackedImages {
         if meta.size == 0 || meta.size > crate::model::plan::limits::MAX_STORED {
             return Err(bad(&format!("image size {} out of range", meta.size)));
         }
-        // The sections before the metadata, from the file's numbers with checked arithmetic (a
-        // wrap must not pass): they must end exactly where the metadata starts.
         let img_len = (meta.size * meta.size * 3) as u64;
-        let layout = (|| {
-            let count = meta.count as u64;
-            let mean_off = json_off.checked_sub(img_len * 4)?;
-            let labels_off = mean_off.checked_sub(count.checked_mul(4)?)?;
-            let index_off =
-                if v1 { labels_off } else { labels_off.checked_sub(count.checked_mul(ENTRY_LEN as u64)?)? };
-            let images_end = if v1 { count.checked_mul(img_len)?.checked_add(DATA_START as u64)? } else { index_off };
-            (index_off >= DATA_START as u64 && images_end == index_off).then_some((index_off, labels_off, mean_off))
-        })();
+        let layout = sections(meta.count as u64, img_len, json_off, v1);
         let Some((index_off, labels_off, mean_off)) = layout else {
             return Err(bad("sizes in the metadata do not match the file"));
         };
@@ -426,6 +416,18 @@ impl PackedImages {
             })
             .try_reduce(|| StatsAccumulator::new(self.size), |a, b| Ok(a.merge(&b)))
     }
+}
+
+/// Where the index, labels and mean image start, from the file's numbers with checked
+/// arithmetic (a wrap must not pass): the sections before the metadata at `json_off` must end
+/// exactly where it starts, and the images (format 1: `count` raw images from byte 64) where
+/// the index does.
+fn sections(count: u64, img_len: u64, json_off: u64, v1: bool) -> Option<(u64, u64, u64)> {
+    let mean_off = json_off.checked_sub(img_len * 4)?;
+    let labels_off = mean_off.checked_sub(count.checked_mul(4)?)?;
+    let index_off = if v1 { labels_off } else { labels_off.checked_sub(count.checked_mul(ENTRY_LEN as u64)?)? };
+    let images_end = if v1 { count.checked_mul(img_len)?.checked_add(DATA_START as u64)? } else { index_off };
+    (index_off >= DATA_START as u64 && images_end == index_off).then_some((index_off, labels_off, mean_off))
 }
 
 /// The index of a format-2 file: every entry's record inside `[DATA_START, index_off)` and of
