@@ -29,7 +29,8 @@ fn photos() -> (Vec<(PathBuf, u32)>, Vec<ClassInfo>) {
 fn pack(dir: &Path, items: &[(PathBuf, u32)], classes: &[ClassInfo], size: usize) -> (PathBuf, PackedImages) {
     let out = dir.join(format!("set-{size}.bin"));
     let origin = Origin { source: "test", key: "" };
-    cache::write_cache(&out, items, classes.to_vec(), size, origin, OnBadImage::Fail, &|_| {}).unwrap();
+    cache::write_cache(&out, items, classes.to_vec(), cache::StoredAs::at(size), origin, OnBadImage::Fail, &|_| {})
+        .unwrap();
     let p = PackedImages::open(&out).unwrap();
     (out, p)
 }
@@ -77,6 +78,29 @@ fn larger_images_are_stored_at_the_stored_size() {
     assert!(p.kinds()[1] > 0, "some photos stored as JPEG: {:?}", p.kinds());
     assert!(p.stored_bytes() < (items.len() * raw) as u64);
     stats_of_reads(&p);
+}
+
+#[test]
+fn quality_and_reencoding_as_asked() {
+    let d = tmpdir("quality");
+    let (items, classes) = photos();
+    let origin = Origin { source: "test", key: "" };
+    let mut sizes = Vec::new();
+    for quality in [50, 95] {
+        let out = d.join(format!("q{quality}.bin"));
+        let how = cache::StoredAs { size: 32, quality, reencode: true };
+        cache::write_cache(&out, &items, classes.clone(), how, origin, OnBadImage::Fail, &|_| {}).unwrap();
+        let p = PackedImages::open(&out).unwrap();
+        // Every photo re-encoded at the stored size (or raw where that is smaller), none kept.
+        assert!((0..p.count).all(|i| p.stored_as(i).unwrap().0 != Kind::RawNative), "{:?}", p.kinds());
+        assert!(p.kinds()[1] > 0);
+        stats_of_reads(&p);
+        sizes.push(p.stored_bytes());
+    }
+    assert!(sizes[0] < sizes[1], "quality 50 is smaller than 95: {sizes:?}");
+    let how = cache::StoredAs { size: 32, quality: 0, reencode: false };
+    let e = cache::write_cache(&d.join("q0.bin"), &items, classes, how, origin, OnBadImage::Fail, &|_| {});
+    assert!(e.err().unwrap().to_string().contains("JPEG quality 0"));
 }
 
 #[test]

@@ -165,7 +165,7 @@ fn cache_file_round_trip_and_damage() {
         &out,
         &items,
         f.classes.clone(),
-        32,
+        cache::StoredAs::at(32),
         cache::Origin { source: "src", key: "" },
         OnBadImage::Fail,
         &|_| {},

@@ -189,7 +189,7 @@ fn packed_cache() -> Vec<u8> {
         &out,
         &items,
         classes,
-        8,
+        alexnet::data::cache::StoredAs::at(8),
         alexnet::data::cache::Origin { source: "fuzz", key: "" },
         bad,
         &|_| {},

@@ -463,15 +463,38 @@ fn parse_index(index: &[u8], index_off: u64, size: usize) -> Result<Vec<Entry>, 
         .collect()
 }
 
+/// How images are stored: the stored size, the JPEG quality of images larger than it, and
+/// whether every image is re-encoded at the stored size (to measure what a quality costs on
+/// sets whose photos are all below it; `prepare --reencode`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StoredAs {
+    pub size: usize,
+    pub quality: u8,
+    pub reencode: bool,
+}
+
+impl StoredAs {
+    /// `size × size`, the default quality, small images kept as they are.
+    pub fn at(size: usize) -> Self {
+        Self { size, quality: JPEG_QUALITY, reencode: false }
+    }
+}
+
 /// One image file as the cache keeps it, and its pixels at `size × size` exactly as
 /// [`PackedImages::image`] will give them back (for the statistics). See the module doc.
 pub fn encode_file(path: &Path, size: usize) -> Result<(Record, Vec<u8>), DataError> {
+    encode_file_as(path, StoredAs::at(size))
+}
+
+/// [`encode_file`] as `how` says.
+pub fn encode_file_as(path: &Path, how: StoredAs) -> Result<(Record, Vec<u8>), DataError> {
+    let size = how.size;
     let bytes = crate::files::read_regular(path, MAX_FILE_BYTES).map_err(|e| DataError::io(path, e))?;
     let img = decode_rgb(&bytes, path)?;
     let (w, h) = img.dimensions();
     let pixels = resize_center_square(&img, size);
     let side = w.min(h);
-    if side as usize <= size {
+    if side as usize <= size && !how.reencode {
         // Kept at its own size: the file, or its central square raw when smaller (a PNG of
         // noise, a long panorama). The square gives the same pixels: the resize crops it first.
         let square = u64::from(side) * u64::from(side) * 3;
@@ -485,7 +508,7 @@ pub fn encode_file(path: &Path, size: usize) -> Result<(Record, Vec<u8>), DataEr
         return Ok((record, pixels));
     }
     let jpeg =
-        encode_jpeg(&pixels, size, JPEG_QUALITY).map_err(|reason| DataError::Decode { path: path.into(), reason })?;
+        encode_jpeg(&pixels, size, how.quality).map_err(|reason| DataError::Decode { path: path.into(), reason })?;
     if jpeg.len() >= pixels.len() {
         let s = size as u32;
         return Ok((Record { kind: Kind::Raw, width: s, height: s, bytes: pixels.clone() }, pixels));
@@ -678,11 +701,11 @@ fn each_file<T: Send>(
 pub fn pack_files<W: Write>(
     packer: &mut Packer<W>,
     items: &[(PathBuf, u32)],
-    size: usize,
+    how: StoredAs,
     on_bad: OnBadImage,
     on_progress: &(dyn Fn(usize) + Sync),
 ) -> Result<Vec<String>, DataError> {
-    each_file(items, on_bad, on_progress, &|p| encode_file(p, size), &mut |path, label, (record, pixels)| {
+    each_file(items, on_bad, on_progress, &|p| encode_file_as(p, how), &mut |path, label, (record, pixels)| {
         packer.push_record(record, &pixels, label).map_err(|e| DataError::io(path, e))
     })
 }
@@ -716,12 +739,19 @@ pub fn write_cache(
     out: &Path,
     items: &[(PathBuf, u32)],
     classes: Vec<ClassInfo>,
-    size: usize,
+    how: StoredAs,
     origin: Origin<'_>,
     on_bad: OnBadImage,
     on_progress: &(dyn Fn(usize) + Sync),
 ) -> Result<PackReport, DataError> {
     use std::os::unix::fs::PermissionsExt;
+    let size = how.size;
+    if !(1..=100).contains(&how.quality) {
+        return Err(DataError::Cache {
+            path: out.into(),
+            problem: format!("JPEG quality {} outside 1..=100", how.quality),
+        });
+    }
     let t0 = std::time::Instant::now();
     let max = crate::model::plan::limits::MAX_STORED;
     if size == 0 || size > max {
@@ -746,7 +776,7 @@ pub fn write_cache(
     let mut packer =
         Packer::new(std::io::BufWriter::with_capacity(1 << 20, file), size).map_err(|e| DataError::io(&*tmp, e))?;
     packer.set_key(origin.key);
-    let skipped = pack_files(&mut packer, items, size, on_bad, on_progress)?;
+    let skipped = pack_files(&mut packer, items, how, on_bad, on_progress)?;
     if packer.is_empty() {
         return Err(DataError::layout(out, "no image could be decoded"));
     }
@@ -771,7 +801,7 @@ pub fn pack_in_memory(
     on_bad: OnBadImage,
 ) -> Result<PackedImages, DataError> {
     let mut packer = Packer::new(Vec::new(), size).map_err(|e| DataError::io(source, e))?;
-    pack_files(&mut packer, items, size, on_bad, &|_| {})?;
+    pack_files(&mut packer, items, StoredAs::at(size), on_bad, &|_| {})?;
     if packer.is_empty() {
         return Err(DataError::layout(source, "no image could be decoded"));
     }

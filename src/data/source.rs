@@ -119,9 +119,15 @@ fn open_folder(path: &Path, how: &Packing<'_>, progress: Progress<'_>) -> Result
     store::remove_stale_partials(&file);
     let total = folder.items.len();
     let origin = cache::Origin { source: &source, key: &key };
-    cache::write_cache(&file, &folder.items, folder.classes.clone(), size, origin, how.on_bad, &|d| {
-        progress(d, total)
-    })?;
+    cache::write_cache(
+        &file,
+        &folder.items,
+        folder.classes.clone(),
+        cache::StoredAs::at(size),
+        origin,
+        how.on_bad,
+        &|d| progress(d, total),
+    )?;
     PackedImages::open(&file).map(named)
 }
 

@@ -28,6 +28,14 @@ pub struct Args {
     /// LOC_val_solution.csv, or `FILE WNID` lines.
     #[arg(long, value_name = "FILE")]
     labels: Option<PathBuf>,
+    /// JPEG quality of images stored re-encoded (those larger than --size), 1-100 (default 90;
+    /// with --out only: the shared cache always uses the default).
+    #[arg(long, value_name = "Q", requires = "out")]
+    jpeg_quality: Option<u8>,
+    /// Re-encode every image at --size, even those at or below it (to measure what a quality
+    /// costs on a set whose photos are all small); with --out only.
+    #[arg(long, requires = "out")]
+    reencode: bool,
     #[command(flatten)]
     bad: BadImages,
     #[command(flatten)]
@@ -94,10 +102,18 @@ fn to_file(a: &Args, out: &Path) -> Result<Prepared> {
     let folder = ImageFolder::scan_labelled(&a.data, a.labels.as_deref(), a.classes.as_deref())?;
     let bar = progress_bar(folder.items.len(), "decoding", a.common.json);
     let src = std::fs::canonicalize(&a.data).unwrap_or(a.data.clone()).display().to_string();
-    let key = alexnet::data::store::content_key(&a.data, &folder.items, &folder.classes, a.size)?;
+    let how =
+        cache::StoredAs { size: a.size, quality: a.jpeg_quality.unwrap_or(cache::JPEG_QUALITY), reencode: a.reencode };
+    // A file stored otherwise than the shared cache stores folders carries no key, so it is
+    // never taken for the folder's shared cache.
+    let key = if how == cache::StoredAs::at(a.size) {
+        alexnet::data::store::content_key(&a.data, &folder.items, &folder.classes, a.size)?
+    } else {
+        String::new()
+    };
     let origin = cache::Origin { source: &src, key: &key };
     let report = a.common.pool()?.install(|| {
-        cache::write_cache(out, &folder.items, folder.classes.clone(), a.size, origin, a.bad.policy(), &|d| {
+        cache::write_cache(out, &folder.items, folder.classes.clone(), how, origin, a.bad.policy(), &|d| {
             bar.set_position(d as u64)
         })
     })?;
