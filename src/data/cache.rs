@@ -120,6 +120,16 @@ struct Entry {
     check: Option<u32>,
 }
 
+/// The little-endian u32 at `o` of `b` (in bounds: the caller read those bytes).
+fn le_u32(b: &[u8], o: usize) -> u32 {
+    u32::from_le_bytes(b[o..o + 4].try_into().expect("4 bytes"))
+}
+
+/// The little-endian u64 at `o` of `b` (in bounds: the caller read those bytes).
+fn le_u64(b: &[u8], o: usize) -> u64 {
+    u64::from_le_bytes(b[o..o + 8].try_into().expect("8 bytes"))
+}
+
 /// The first 4 bytes of the SHA-256 of `bytes`: what a record is checked against when read.
 fn check_of(bytes: &[u8]) -> u32 {
     use sha2::Digest;
@@ -309,8 +319,7 @@ impl PackedImages {
         if tail[16..] != head[..] {
             return Err(bad("incomplete file (no trailer); delete it and run `alexnet prepare` again"));
         }
-        let u64_at = |b: &[u8], o: usize| u64::from_le_bytes(b[o..o + 8].try_into().expect("8 bytes"));
-        let (json_off, json_len) = (u64_at(&tail, 0), u64_at(&tail, 8));
+        let (json_off, json_len) = (le_u64(&tail, 0), le_u64(&tail, 8));
         if json_len > MAX_META as u64 || json_off.checked_add(json_len).is_none_or(|end| end != file_len - 32) {
             return Err(bad("corrupt trailer"));
         }
@@ -331,8 +340,7 @@ impl PackedImages {
             Index::Listed(parse_index(&index, index_off, meta.size).map_err(|p| bad(&p))?)
         };
         let label_bytes = storage.read(labels_off, meta.count * 4).map_err(io)?;
-        let labels: Vec<u32> =
-            label_bytes.chunks_exact(4).map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+        let labels: Vec<u32> = label_bytes.chunks_exact(4).map(|c| le_u32(c, 0)).collect();
         if let Some(l) = labels.iter().find(|&&l| l as usize >= meta.classes.len()) {
             return Err(bad(&format!("label {l} out of range for {} classes", meta.classes.len())));
         }
@@ -433,17 +441,15 @@ fn sections(count: u64, img_len: u64, json_off: u64, v1: bool) -> Option<(u64, u
 /// The index of a format-2 file: every entry's record inside `[DATA_START, index_off)` and of
 /// the length its kind implies.
 fn parse_index(index: &[u8], index_off: u64, size: usize) -> Result<Vec<Entry>, String> {
-    let u32_at = |b: &[u8], o: usize| u32::from_le_bytes(b[o..o + 4].try_into().expect("4 bytes"));
-    let u64_at = |b: &[u8], o: usize| u64::from_le_bytes(b[o..o + 8].try_into().expect("8 bytes"));
     let raw_len = (size * size * 3) as u64;
     index
         .chunks_exact(ENTRY_LEN)
         .enumerate()
         .map(|(i, b)| {
-            let (offset, len) = (u64_at(b, 0), u64_at(b, 8));
+            let (offset, len) = (le_u64(b, 0), le_u64(b, 8));
             let kind =
-                Kind::from_code(u32_at(b, 16)).ok_or_else(|| format!("image {i}: unknown kind {}", u32_at(b, 16)))?;
-            let (width, height) = (u32_at(b, 20), u32_at(b, 24));
+                Kind::from_code(le_u32(b, 16)).ok_or_else(|| format!("image {i}: unknown kind {}", le_u32(b, 16)))?;
+            let (width, height) = (le_u32(b, 20), le_u32(b, 24));
             let inside = offset >= DATA_START as u64 && offset.checked_add(len).is_some_and(|end| end <= index_off);
             // What the packer writes: a raw square no larger than the stored size, or a file
             // whose shorter side is at most the stored size (a re-encoded image is exactly it).
@@ -458,7 +464,7 @@ fn parse_index(index: &[u8], index_off: u64, size: usize) -> Result<Vec<Entry>, 
                     "image {i}: its record ({len} bytes at {offset}, {kind:?} {width}x{height}) does not fit the file"
                 ));
             }
-            Ok(Entry { offset, len, kind, width, height, check: Some(u32_at(b, 28)) })
+            Ok(Entry { offset, len, kind, width, height, check: Some(le_u32(b, 28)) })
         })
         .collect()
 }
@@ -480,14 +486,10 @@ impl StoredAs {
     }
 }
 
-/// One image file as the cache keeps it, and its pixels at `size × size` exactly as
-/// [`PackedImages::image`] will give them back (for the statistics). See the module doc.
-pub fn encode_file(path: &Path, size: usize) -> Result<(Record, Vec<u8>), DataError> {
-    encode_file_as(path, StoredAs::at(size))
-}
-
-/// [`encode_file`] as `how` says.
-pub fn encode_file_as(path: &Path, how: StoredAs) -> Result<(Record, Vec<u8>), DataError> {
+/// One image file as the cache keeps it (as `how` says), and its pixels at `how.size` squared
+/// exactly as [`PackedImages::image`] will give them back (for the statistics). See the module
+/// doc.
+pub fn encode_file(path: &Path, how: StoredAs) -> Result<(Record, Vec<u8>), DataError> {
     let size = how.size;
     let bytes = crate::files::read_regular(path, MAX_FILE_BYTES).map_err(|e| DataError::io(path, e))?;
     let img = decode_rgb(&bytes, path)?;
@@ -705,7 +707,7 @@ pub fn pack_files<W: Write>(
     on_bad: OnBadImage,
     on_progress: &(dyn Fn(usize) + Sync),
 ) -> Result<Vec<String>, DataError> {
-    each_file(items, on_bad, on_progress, &|p| encode_file_as(p, how), &mut |path, label, (record, pixels)| {
+    each_file(items, on_bad, on_progress, &|p| encode_file(p, how), &mut |path, label, (record, pixels)| {
         packer.push_record(record, &pixels, label).map_err(|e| DataError::io(path, e))
     })
 }
