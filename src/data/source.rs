@@ -196,3 +196,43 @@ pub fn packed_files(root: &Path, class_names: Option<&Path>, packed: &PackedImag
         && folder.classes == packed.classes;
     same.then(|| folder.items.into_iter().map(|(p, _)| p).collect())
 }
+
+/// The size of the images a data source holds, from a sample: what the default model is
+/// chosen by.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ImageSides {
+    /// The median shorter side of the images sampled, in pixels.
+    pub median_short: usize,
+    /// Images looked at (headers read, for a folder; all, for a cache or IDX file).
+    pub sampled: usize,
+}
+
+/// The images' shorter side in `path` (a folder, a cache file or an IDX images file): every
+/// image of a cache or IDX file (they share one size), or the headers of up to `sample` images
+/// of a folder spread evenly over its classes. Unreadable images are left out; `None` when no
+/// image could be read.
+pub fn image_sides(path: &Path, sample: usize) -> Result<Option<ImageSides>, DataError> {
+    if is_cache_file(path) {
+        let p = PackedImages::open(path)?;
+        return Ok(Some(ImageSides { median_short: p.size, sampled: p.count }));
+    }
+    if idx::is_idx_images(path) {
+        let (dims, _) = idx::read_u8(path)?;
+        return Ok(dims.get(1).map(|&side| ImageSides { median_short: side, sampled: dims[0] }));
+    }
+    let folder = ImageFolder::scan(path, None)?;
+    let n = folder.items.len();
+    let step = n.div_ceil(sample.max(1)).max(1);
+    let mut sides: Vec<usize> = folder
+        .items
+        .iter()
+        .step_by(step)
+        .filter_map(|(p, _)| image::ImageReader::open(p).ok()?.with_guessed_format().ok()?.into_dimensions().ok())
+        .map(|(w, h)| w.min(h) as usize)
+        .collect();
+    if sides.is_empty() {
+        return Ok(None);
+    }
+    sides.sort_unstable();
+    Ok(Some(ImageSides { median_short: sides[sides.len() / 2], sampled: sides.len() }))
+}

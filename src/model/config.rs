@@ -8,6 +8,7 @@
 //! | `caffenet`   | Caffe's CaffeNet: pool before LRN |
 //! | `torchvision`| `torchvision.models.alexnet`: 64/192/384/256/256, conv1 pad 2, 224 input, no LRN, adaptive average pool to 6×6, 61,100,840 parameters |
 //! | `zfnet`      | Zeiler & Fergus 2013: 7×7/2 conv1, 5×5/2 conv2, 512/1024/512 in conv3–5 |
+//! | `alexnet64`  | the paper's eight layers for 64×64 images (Tiny ImageNet): conv1 5×5/2 instead of 11×11/4, pools padded by 1, 56×56 crops of 64×64 images |
 //! | `cifar`      | a small AlexNet-style net for 32×32 inputs (cuda-convnet's CIFAR-10 nets in spirit): no dropout unless `--dropout` |
 //! | `cifar-half` | `cifar` with half the kernels in conv1-4 and one tower (section 3.2's comparison at CIFAR size) |
 //! | `cifar-4layer` | the paper's Figure 1 net: four weight layers (cuda-convnet's layers-18pct without its normalisation), no dropout |
@@ -107,8 +108,30 @@ pub struct ModelConfig {
     pub data: DataSpec,
 }
 
-pub const VARIANTS: [&str; 9] =
-    ["paper", "paper-1gpu", "paper-half", "caffenet", "torchvision", "zfnet", "cifar", "cifar-half", "cifar-4layer"];
+pub const VARIANTS: [&str; 10] = [
+    "paper",
+    "paper-1gpu",
+    "paper-half",
+    "caffenet",
+    "torchvision",
+    "zfnet",
+    "alexnet64",
+    "cifar",
+    "cifar-half",
+    "cifar-4layer",
+];
+
+/// The built-in variant whose input fits images of shorter side `side` pixels: `cifar` (32×32
+/// input) below 45 px, `alexnet64` (56×56 crops of 64×64) below 128 px, `paper` (227×227 crops
+/// of 256×256) above; the bounds are about the geometric means of the neighbouring sizes, so
+/// an image is never scaled by more than ~1.4× or ~2× either way to fit.
+pub fn variant_for_side(side: usize) -> &'static str {
+    match side {
+        0..45 => "cifar",
+        45..128 => "alexnet64",
+        _ => "paper",
+    }
+}
 
 /// Widths of an AlexNet-shaped network, from which the paper-topology variants are built.
 #[derive(Clone, Debug, PartialEq)]
@@ -249,6 +272,7 @@ impl ModelConfig {
             }
             "torchvision" => torchvision_topology([64, 192, 384, 256, 256], [4096, 4096], 1000, 224),
             "zfnet" => zfnet(),
+            "alexnet64" => alexnet64(),
             "cifar" => cifar("cifar", [64, 128, 192, 192, 128], 2),
             // Section 3.2's comparison at CIFAR size, built as `paper-half` is: half the kernels
             // of every convolutional layer but conv5, one tower.
@@ -284,6 +308,47 @@ impl ModelConfig {
             Some(LayerSpec::Linear { out, .. }) => Ok(*out),
             _ => Err(ConfigError::NoClassifier),
         }
+    }
+}
+
+/// The paper's network for 64×64 images (`alexnet64`): the same eight layers, widths, groups,
+/// biases, LRN, overlapping 3×3/2 pools and dropout, with two changes so that the maps keep the
+/// paper's proportions on a 56×56 crop of a 64×64 image (the paper: 227 of 256):
+/// - conv1 is 5×5 with stride 2 and padding 2 (the paper: 11×11/4 on 227). Its kernel covers
+///   9% of the crop's side (the paper's 4.8%), and stride 2 keeps 28×28 maps where stride 4
+///   would leave 14×14 before the first pool.
+/// - the three pools are padded by 1, so the maps go 28 → 14 → 7 → 4 (the paper: 55 → 27 → 13
+///   → 6) and fc6 sees 4×4×256 = 4096 values (the paper: 6×6×256 = 9216).
+///
+/// About 198 M multiply-adds an image (the paper: 724 M) and 37.6 M parameters, most of them in
+/// fc6 and fc7 as in the paper.
+fn alexnet64() -> ModelConfig {
+    use LayerSpec::*;
+    let lrn = Lrn(LrnParams::paper());
+    let mut layers = vec![
+        conv("conv1", 96, 5, 2, 2, 1, 0.0),
+        Relu,
+        lrn.clone(),
+        pool(3, 2, 1),
+        conv("conv2", 256, 5, 1, 2, 2, 1.0),
+        Relu,
+        lrn,
+        pool(3, 2, 1),
+    ];
+    let paper = ModelConfig::paper();
+    // conv3 to fc8 exactly as the paper's (from conv3 on), bar the last pool's padding.
+    let conv3 = paper.layers.iter().position(|l| matches!(l, Conv { name, .. } if name == "conv3")).unwrap_or(0);
+    layers.extend(paper.layers[conv3..].iter().cloned().map(|l| match l {
+        MaxPool { kernel, stride, .. } => MaxPool { kernel, stride, pad: 1 },
+        other => other,
+    }));
+    ModelConfig {
+        name: "alexnet64".into(),
+        input: [3, 56, 56],
+        layers,
+        // 64×64 images stored as they are; random 56×56 crops (centre crop at test).
+        data: DataSpec { stored: 64, pad: 0, normalize: Normalize::PerPixelMean },
+        ..paper
     }
 }
 

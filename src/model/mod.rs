@@ -10,7 +10,7 @@ pub mod net;
 pub mod plan;
 
 pub use changes::ModelChanges;
-pub use config::{AlexNetWidths, ConfigError, Init, LayerSpec, ModelConfig, VARIANTS};
+pub use config::{AlexNetWidths, ConfigError, Init, LayerSpec, ModelConfig, VARIANTS, variant_for_side};
 pub use layer::{Layer, Mode, Param};
 pub use net::{LayerTime, Network, StepResult};
 pub use plan::{LayerInfo, LayerKind, ParamSpec, Summary, plan};

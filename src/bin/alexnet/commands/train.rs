@@ -5,7 +5,7 @@ use crate::common::{BadImages, CacheDir, Common, embedded, model_name};
 use alexnet::Checkpoint;
 use alexnet::data::{AugmentOptions, Normalize};
 use alexnet::kernels::lrn::LrnConvention;
-use alexnet::model::{Init, ModelChanges, ModelConfig};
+use alexnet::model::{Init, ModelChanges, ModelConfig, variant_for_side};
 use alexnet::optim::SgdForm;
 use alexnet::train::{
     self, PcaSource, Recipe, RunOptions, Schedule, ScheduleKind, StopHandle, TrainConfig, TrainOutcome, schedule,
@@ -50,7 +50,8 @@ pub struct Args {
     /// Class names, `wnid<TAB>name` per line (e.g. imagenet1k_classes.tsv).
     #[arg(long)]
     classes: Option<PathBuf>,
-    /// Model variant. Default: paper, or cifar for the embedded data.
+    /// Model variant. Default: the one whose input fits the images (a sample of their sizes):
+    /// cifar below 45 px, alexnet64 below 128 px, paper above.
     #[arg(long, value_parser = model_name)]
     model: Option<String>,
     /// Default: 90 (the paper), or 30 for the embedded data.
@@ -189,7 +190,10 @@ impl Args {
         // config.json holds absolute paths, so that --resume and eval --held-out work from any
         // directory.
         let (data, val) = (absolute(data), val.map(absolute));
-        let model_name = self.model.clone().unwrap_or_else(|| if embedded_default { "cifar" } else { "paper" }.into());
+        let model_name = match &self.model {
+            Some(m) => m.clone(),
+            None => self.model_for_images(&data)?,
+        };
         let recipe = self.recipe.unwrap_or_default();
         let d = TrainConfig::for_recipe(recipe, data, ModelConfig::variant(&model_name)?, self.time_limit.is_some());
         let mut sgd = d.sgd;
@@ -282,6 +286,24 @@ impl Args {
 }
 
 impl Args {
+    /// The built-in variant that fits the images in `data` (a sample of their sizes), said in one
+    /// line: what `train` uses when no `--model` is given.
+    fn model_for_images(&self, data: &std::path::Path) -> Result<String> {
+        const SAMPLE: usize = 64;
+        let sides = alexnet::data::source::image_sides(data, SAMPLE).map_err(|e| anyhow::anyhow!(e))?;
+        let (name, why) = match sides {
+            Some(s) => (
+                variant_for_side(s.median_short),
+                format!("the images' median shorter side is {} px, of {} looked at", s.median_short, s.sampled),
+            ),
+            None => ("paper", "no image's size could be read".to_string()),
+        };
+        if !self.quiet {
+            eprintln!("model: {name} ({why}; --model chooses another)");
+        }
+        Ok(name.to_string())
+    }
+
     /// The flags given that set what config.json fixes for a resumed run.
     fn fixed_by_the_run(&self) -> Vec<&'static str> {
         let given = [
