@@ -12,6 +12,7 @@ mod common;
 use alexnet::Checkpoint;
 use alexnet::data::{idx, image};
 use alexnet::interop::{pickle, torch};
+use alexnet::model::{ModelConfig, ModelFormat};
 use std::io::{Read, Write};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
@@ -136,6 +137,9 @@ fn seeds() -> Vec<(&'static str, Vec<u8>, Parser)> {
         ("pth zip", zip, pth),
         ("pth legacy", fx("tiny_alexnet_legacy.pth"), pth),
         ("pickle", data_pkl, pkl),
+        // A model file is untrusted too: parsed, then planned (every size checked, nothing allocated).
+        ("model toml", std::fs::read(root().join("models/paper.toml")).unwrap(), |b| model_file(b, ModelFormat::Toml)),
+        ("model json", serde_json::to_vec(&ModelConfig::paper()).unwrap(), |b| model_file(b, ModelFormat::Json)),
         ("meta.mat", common::meta_mat(false), |b| {
             alexnet::data::matfile::parse(b, Path::new("fuzz"), "synsets").is_ok()
         }),
@@ -145,9 +149,16 @@ fn seeds() -> Vec<(&'static str, Vec<u8>, Parser)> {
     ]
 }
 
+/// A model file's text parsed and planned.
+fn model_file(bytes: &[u8], format: ModelFormat) -> bool {
+    let Ok(text) = std::str::from_utf8(bytes) else { return false };
+    ModelConfig::parse(text, format).is_ok_and(|c| alexnet::model::plan(&c).is_ok())
+}
+
 /// The tiny reference net's weights as safetensors with torchvision's key names.
 fn torchvision_safetensors() -> Vec<u8> {
-    let ck = alexnet::interop::import(&root().join("tests/fixtures/tiny_alexnet_zip.pth"), None, None).unwrap();
+    let ck = alexnet::interop::import(&root().join("tests/fixtures/tiny_alexnet_zip.pth"), &Default::default(), None)
+        .unwrap();
     let path = std::env::temp_dir().join(format!("alexnet-fuzz-tv-{}.safetensors", std::process::id()));
     let named = alexnet::interop::torchvision_named(&ck).unwrap();
     alexnet::interop::plain::write_plain(&path, &named, Default::default()).unwrap();

@@ -212,7 +212,7 @@ fn globals_outside_the_state_dict_types_are_refused() {
         // Also through import, from a file.
         let path = tmp("os_system.pth");
         std::fs::write(&path, &bytes).unwrap();
-        let e = import(&path, None, None).unwrap_err().to_string();
+        let e = import(&path, &Default::default(), None).unwrap_err().to_string();
         assert!(e.contains("refusing pickle global os.system"), "{e}");
     }
     // The legacy format: the same entry in its state-dict pickle (the 4th).
@@ -291,14 +291,14 @@ fn wrapping_shapes_strides_and_offsets_are_errors() {
     // A shape whose product wraps, imported as fc8: an error, not a capacity overflow.
     let path = tmp("wrapping.pth");
     std::fs::write(&path, one_tensor_zip("classifier.6.weight", 6, 0, &[huge, 8], &[8, 1], 6)).unwrap();
-    let e = import(&path, None, None).unwrap_err().to_string();
+    let e = import(&path, &Default::default(), None).unwrap_err().to_string();
     assert!(e.contains("classifier.6.weight") && e.contains("more elements than"), "{e}");
     assert_memory_reasonable();
 }
 
 /// The tiny fixture's tensors under torchvision's names, edited, as a plain safetensors file.
 fn tiny_with(name: &str, edit: impl Fn(&mut Vec<NamedTensor>), meta: Vec<(String, String)>) -> PathBuf {
-    let a = import(&common::fixture_path("tiny_alexnet_zip.pth"), None, None).unwrap();
+    let a = import(&common::fixture_path("tiny_alexnet_zip.pth"), &Default::default(), None).unwrap();
     let mut named = torchvision_named(&a).unwrap();
     edit(&mut named);
     let path = tmp(name);
@@ -325,18 +325,18 @@ fn weights_of_the_wrong_rank_are_named() {
     ];
     for (key, shape, msg) in cases {
         let path = tiny_with("rank.safetensors", |n| reshape(n, key, shape.clone()), vec![]);
-        let e = import(&path, None, None).unwrap_err().to_string();
+        let e = import(&path, &Default::default(), None).unwrap_err().to_string();
         assert!(e.contains(msg), "{key} {shape:?}: {e}");
     }
     // Empty dimensions would give widths that no data backs.
     let path = tiny_with("empty_dim.safetensors", |n| reshape(n, "features.0.weight", vec![1 << 40, 3, 0, 11]), vec![]);
-    let e = import(&path, None, None).unwrap_err().to_string();
+    let e = import(&path, &Default::default(), None).unwrap_err().to_string();
     assert!(e.contains("features.0.weight") && e.contains("empty dimension"), "{e}");
     // With our config in the metadata the shapes are not inferred, but fc8's is still read.
-    let a = import(&common::fixture_path("tiny_alexnet_zip.pth"), None, None).unwrap();
+    let a = import(&common::fixture_path("tiny_alexnet_zip.pth"), &Default::default(), None).unwrap();
     let meta = vec![("alexnet.config".to_string(), serde_json::to_string(&a.config).unwrap())];
     let path = tiny_with("rank_meta.safetensors", |n| reshape(n, "classifier.6.weight", vec![]), meta);
-    let e = import(&path, None, None).unwrap_err().to_string();
+    let e = import(&path, &Default::default(), None).unwrap_err().to_string();
     assert!(e.contains("`fc8.weight` has shape []"), "{e}");
 }
 
@@ -354,7 +354,7 @@ fn pad_header_to_0x80(bytes: &[u8]) -> Vec<u8> {
 
 #[test]
 fn safetensors_whose_header_length_starts_with_0x80_are_read() {
-    let a = import(&common::fixture_path("tiny_alexnet_zip.pth"), None, None).unwrap();
+    let a = import(&common::fixture_path("tiny_alexnet_zip.pth"), &Default::default(), None).unwrap();
     let plain = tiny_with("plain.safetensors", |_| {}, vec![]);
     let ours = tmp("ours.safetensors");
     a.save(&ours).unwrap();
@@ -363,7 +363,7 @@ fn safetensors_whose_header_length_starts_with_0x80_are_read() {
         assert_eq!(padded[0], 0x80);
         assert_eq!(torch::detect(&padded), Some(FileKind::Safetensors));
         std::fs::write(&path, &padded).unwrap();
-        let b = import(&path, None, None).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let b = import(&path, &Default::default(), None).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         assert_eq!(a.params, b.params);
         assert_eq!(a.config, b.config);
     }
@@ -399,7 +399,7 @@ fn nan_and_infinite_weights_are_refused() {
     for (key, i, x, msg) in cases {
         let path =
             tiny_with("nonfinite.safetensors", |n| n.iter_mut().find(|t| t.name == key).unwrap().data[i] = x, vec![]);
-        let e = import(&path, None, None).unwrap_err().to_string();
+        let e = import(&path, &Default::default(), None).unwrap_err().to_string();
         assert!(e.contains(msg), "{e}");
     }
 }

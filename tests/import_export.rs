@@ -25,7 +25,7 @@ fn tmp(name: &str) -> PathBuf {
 fn torch_save_files_reproduce_the_reference_logits() {
     let fx = Fixture::load("tiny_alexnet.safetensors");
     for file in ["tiny_alexnet_zip.pth", "tiny_alexnet_legacy.pth"] {
-        let ck = import(&reference(file), None, None).unwrap_or_else(|e| panic!("{file}: {e}"));
+        let ck = import(&reference(file), &Default::default(), None).unwrap_or_else(|e| panic!("{file}: {e}"));
         assert_eq!(ck.config.input, [3, 99, 99], "{file}: input size read from the shapes");
         assert_eq!(ck.param_count(), 56_554);
         for p in &ck.params {
@@ -42,18 +42,18 @@ fn torch_save_files_reproduce_the_reference_logits() {
 
 #[test]
 fn import_export_import_is_the_identity() {
-    let a = import(&reference("tiny_alexnet_zip.pth"), None, None).unwrap();
+    let a = import(&reference("tiny_alexnet_zip.pth"), &Default::default(), None).unwrap();
     let tv = tmp("roundtrip_tv.safetensors");
     let meta = [("alexnet.config".to_string(), serde_json::to_string(&a.config).unwrap())];
     write_plain(&tv, &torchvision_named(&a).unwrap(), meta.into_iter().collect()).unwrap();
-    let b = import(&tv, None, None).unwrap();
+    let b = import(&tv, &Default::default(), None).unwrap();
     assert_eq!(a.config, b.config);
     assert_eq!(a.classes, b.classes);
     assert_eq!(a.params, b.params);
     // Without our metadata the topology is inferred from shapes alone: the same network.
     let bare = tmp("roundtrip_bare.safetensors");
     write_plain(&bare, &torchvision_named(&a).unwrap(), Default::default()).unwrap();
-    let c = import(&bare, None, None).unwrap();
+    let c = import(&bare, &Default::default(), None).unwrap();
     assert_eq!(a.config, c.config);
     assert_eq!(a.params, c.params);
     // Through the CLI: import -> export --safetensors -> import.
@@ -72,7 +72,7 @@ fn import_export_import_is_the_identity() {
 }
 
 fn write_with(path: &Path, edit: impl Fn(&mut Vec<NamedTensor>)) {
-    let a = import(&reference("tiny_alexnet_zip.pth"), None, None).unwrap();
+    let a = import(&reference("tiny_alexnet_zip.pth"), &Default::default(), None).unwrap();
     let mut named = torchvision_named(&a).unwrap();
     edit(&mut named);
     write_plain(path, &named, Default::default()).unwrap();
@@ -82,12 +82,12 @@ fn write_with(path: &Path, edit: impl Fn(&mut Vec<NamedTensor>)) {
 fn unknown_missing_and_misshapen_keys_are_named() {
     let p = tmp("bad_unknown.safetensors");
     write_with(&p, |n| n.push(NamedTensor::new("features.99.weight", vec![2], vec![0.0, 0.0])));
-    let e = import(&p, None, None).unwrap_err().to_string();
+    let e = import(&p, &Default::default(), None).unwrap_err().to_string();
     assert!(e.contains("features.99.weight") && e.contains("unknown"), "{e}");
 
     let p = tmp("bad_missing.safetensors");
     write_with(&p, |n| n.retain(|t| t.name != "classifier.4.bias"));
-    let e = import(&p, None, None).unwrap_err().to_string();
+    let e = import(&p, &Default::default(), None).unwrap_err().to_string();
     assert!(e.contains("fc7.bias") && e.contains("missing"), "{e}");
 
     let p = tmp("bad_shape.safetensors");
@@ -96,13 +96,13 @@ fn unknown_missing_and_misshapen_keys_are_named() {
         t.shape = vec![32, 128];
         t.data.truncate(32 * 128);
     });
-    let e = import(&p, None, None).unwrap_err().to_string();
+    let e = import(&p, &Default::default(), None).unwrap_err().to_string();
     // fc7's width is read from this shape (32), so its input must be fc6's 64.
     assert!(e.contains("fc7.weight") && e.contains("[32, 128]") && e.contains("[32, 64]"), "{e}");
 
     let p = tmp("not_weights.bin");
     std::fs::write(&p, b"hello world").unwrap();
-    assert!(import(&p, None, None).unwrap_err().to_string().contains("not a PyTorch"));
+    assert!(import(&p, &Default::default(), None).unwrap_err().to_string().contains("not a PyTorch"));
 }
 
 /// The full-size torchvision network with the reference formula weights, written under
@@ -120,7 +120,7 @@ fn torchvision_weights_import_as_torchvision_and_match_pytorch() {
     );
     let p = tmp("torchvision_formula.safetensors");
     write_plain(&p, &torchvision_named(&ours).unwrap(), Default::default()).unwrap();
-    let ck = import(&p, None, None).unwrap();
+    let ck = import(&p, &Default::default(), None).unwrap();
     assert_eq!(ck.config.name, "torchvision");
     assert_eq!(ck.config.input, [3, 224, 224]);
     assert_eq!(ck.classes.len(), 1000);
@@ -157,11 +157,13 @@ fn onnx_cases_for_onnxruntime() {
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("onnx-cases"));
     let _ = std::fs::remove_dir_all(&dir);
-    let tiny = import(&reference("tiny_alexnet_zip.pth"), None, None).unwrap();
+    let tiny = import(&reference("tiny_alexnet_zip.pth"), &Default::default(), None).unwrap();
     onnx_case(&dir, "tiny-paper-topology", &tiny, 3);
     // The printed formula's convention must export as alpha·n.
-    let mut paper_lrn =
-        Checkpoint { config: tiny.config.clone(), ..import(&reference("tiny_alexnet_zip.pth"), None, None).unwrap() };
+    let mut paper_lrn = Checkpoint {
+        config: tiny.config.clone(),
+        ..import(&reference("tiny_alexnet_zip.pth"), &Default::default(), None).unwrap()
+    };
     for l in &mut paper_lrn.config.layers {
         if let alexnet::model::LayerSpec::Lrn(p) = l {
             p.convention = alexnet::kernels::lrn::LrnConvention::Paper;

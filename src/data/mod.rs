@@ -64,7 +64,7 @@ pub struct ClassInfo {
 
 /// How the model's input normalisation is computed.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Normalize {
     /// The paper: subtract the mean image of the training set, pixel by pixel (0-255 units).
     PerPixelMean,
@@ -99,6 +99,7 @@ impl clap::ValueEnum for Normalize {
 
 /// Image sizes and normalisation: part of a model's configuration.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct DataSpec {
     /// Images are resized (shorter side) and centre-cropped to `stored × stored` (the paper: 256).
     pub stored: usize,

@@ -124,6 +124,19 @@ fn shapes_of(t: &HashMap<String, (Vec<usize>, Vec<f32>)>) -> Result<Shapes> {
     Ok(Shapes { conv, groups, fc, classes, side })
 }
 
+/// What `import` takes the tensors to be (`--model`).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub enum ImportAs {
+    /// The topology the tensors' shapes and key names say (grouped: paper; torchvision keys:
+    /// torchvision; else paper-1gpu).
+    #[default]
+    Infer,
+    /// `paper`, `paper-1gpu`, `caffenet` or `torchvision`, with the widths the shapes say.
+    Topology(String),
+    /// Exactly this network (a model file): every tensor under its name, with its shape.
+    Config(ModelConfig),
+}
+
 /// Builds the model config the tensors describe.
 fn infer_config(
     t: &HashMap<String, (Vec<usize>, Vec<f32>)>,
@@ -181,7 +194,7 @@ fn finite(name: &str, data: &[f32]) -> Result<()> {
 
 /// Reads `path` and builds a checkpoint. `classes` names the outputs (default: ImageNet's for
 /// 1000 outputs, else numbers).
-pub fn import(path: &Path, model: Option<&str>, classes: Option<Vec<ClassInfo>>) -> Result<Checkpoint> {
+pub fn import(path: &Path, model: &ImportAs, classes: Option<Vec<ClassInfo>>) -> Result<Checkpoint> {
     let (tensors, meta): (Vec<Named>, _) = torch::read_tensors(path)?;
     // Our own checkpoints, and files we exported with our config attached, round-trip exactly.
     if meta.get("format").is_some_and(|f| crate::checkpoint::is_checkpoint_format(f)) {
@@ -194,8 +207,19 @@ pub fn import(path: &Path, model: Option<&str>, classes: Option<Vec<ClassInfo>>)
     let mut by_name = HashMap::new();
     let mut unknown = Vec::new();
     let mut tv_keys = false;
+    // A model file's own layer names are taken as they are (`module.` stripped, as PyTorch's
+    // DataParallel adds it).
+    let exact: Vec<String> = match model {
+        ImportAs::Config(c) => plan(c)?.param_specs().map(|p| p.name.clone()).collect(),
+        _ => Vec::new(),
+    };
     for NamedTensor { name: key, shape, data } in tensors {
-        match our_name(&key) {
+        let plain = key.strip_prefix("module.").unwrap_or(&key);
+        let mapped = match exact.iter().find(|n| *n == plain) {
+            Some(n) => Some((n.clone(), false)),
+            None => our_name(&key),
+        };
+        match mapped {
             Some((n, tv)) => {
                 tv_keys |= tv;
                 if shape.contains(&0) {
@@ -217,16 +241,27 @@ pub fn import(path: &Path, model: Option<&str>, classes: Option<Vec<ClassInfo>>)
     }
     let mut cfg = match meta.get("alexnet.config") {
         Some(json) => serde_json::from_str(json).map_err(|e| format!("metadata alexnet.config: {e}"))?,
-        None => infer_config(&by_name, model, tv_keys)?,
+        None => match model {
+            ImportAs::Config(c) => c.clone(),
+            ImportAs::Topology(t) => infer_config(&by_name, Some(t), tv_keys)?,
+            ImportAs::Infer => infer_config(&by_name, None, tv_keys)?,
+        },
     };
-    let n_out = match by_name.get("fc8.weight").map(|(s, _)| s.as_slice()) {
+    let classifier = match cfg.layers.iter().rev().find_map(|l| match l {
+        crate::model::LayerSpec::Linear { name, .. } => Some(name.clone()),
+        _ => None,
+    }) {
+        Some(name) => format!("{name}.weight"),
+        None => return Err(crate::model::ConfigError::NoClassifier.into()),
+    };
+    let n_out = match by_name.get(&classifier).map(|(s, _)| s.as_slice()) {
         Some(&[n, _]) => n,
         Some(s) => {
             return Err(InteropError::Weights(format!(
-                "`fc8.weight` has shape {s:?}: a weight of 2 dimensions expected"
+                "`{classifier}` has shape {s:?}: a weight of 2 dimensions expected"
             )));
         }
-        None => return Err(InteropError::Weights("missing key for `fc8.weight`".into())),
+        None => return Err(InteropError::Weights(format!("missing key for `{classifier}`"))),
     };
     let classes = match (classes, meta.get("alexnet.classes")) {
         (Some(c), _) => c,

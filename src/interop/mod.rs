@@ -7,7 +7,7 @@ pub mod pickle;
 pub mod plain;
 pub mod torch;
 
-pub use import::{import, torchvision_named};
+pub use import::{ImportAs, import, torchvision_named};
 use std::path::PathBuf;
 
 /// What can go wrong reading or writing another tool's files.

@@ -30,7 +30,9 @@ pub enum LrnConvention {
     Paper,
 }
 
+/// An LRN layer's constants; in a model file every field defaults to the paper's.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct LrnParams {
     pub size: usize,
     pub alpha: f32,
@@ -38,6 +40,12 @@ pub struct LrnParams {
     pub k: f32,
     #[serde(default)]
     pub convention: LrnConvention,
+}
+
+impl Default for LrnParams {
+    fn default() -> Self {
+        Self::paper()
+    }
 }
 
 impl LrnParams {

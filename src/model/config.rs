@@ -21,26 +21,40 @@ use thiserror::Error;
 
 #[derive(Debug, Error, PartialEq)]
 pub enum ConfigError {
-    #[error("unknown model '{0}' (known: {known})", known = VARIANTS.join(", "))]
+    #[error("unknown model '{0}': neither a built-in variant ({known}) nor a model file", known = VARIANTS.join(", "))]
     UnknownModel(String),
-    #[error("layer {index} ({what}): {problem}")]
+    /// A model file that cannot be read, parsed or built; `problem` names the layer and field.
+    #[error("{}: {problem}", path.display())]
+    File { path: std::path::PathBuf, problem: String },
+    /// `index` counts from 0 in the config's list; the message counts from 1, as a reader of
+    /// the file's `[[layers]]` tables does.
+    #[error("layer {} ({what}): {problem}", index + 1)]
     BadLayer { index: usize, what: String, problem: String },
+    /// A problem of the whole network: its input, its data pipeline, its init, its size.
+    #[error("{0}")]
+    BadModel(String),
     #[error("the network must end in a fully connected layer giving the class scores")]
     NoClassifier,
 }
 
-/// One layer of the network.
+/// One layer of the network. In a model file, a `[[layers]]` table with `type` one of the
+/// variants' snake_case names (`conv`, `relu`, `lrn`, `max_pool`, ...); unknown fields are
+/// errors. Defaults: `stride` 1, `pad` 0, `groups` 1, `bias_init` 0, and the paper's LRN.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum LayerSpec {
     /// Convolution; `groups` > 1 splits channels as the paper's two GPUs did.
     Conv {
         name: String,
         out: usize,
         kernel: usize,
+        #[serde(default = "one")]
         stride: usize,
+        #[serde(default)]
         pad: usize,
+        #[serde(default = "one")]
         groups: usize,
+        #[serde(default)]
         bias_init: f32,
     },
     Relu,
@@ -64,18 +78,31 @@ pub enum LayerSpec {
     Linear {
         name: String,
         out: usize,
+        #[serde(default)]
         bias_init: f32,
     },
 }
 
+/// Serde's default for strides and groups.
+fn one() -> usize {
+    1
+}
+
 /// How weights are drawn. Biases always take each layer's `bias_init`.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Init {
     /// The paper: every weight from N(0, std²), std = 0.01.
     Gaussian { std: f32 },
     /// He et al. 2015: N(0, 2/fan_in), fan_in = in/groups·kh·kw (or in, for a linear layer).
     He,
+}
+
+impl Default for Init {
+    /// The paper's.
+    fn default() -> Self {
+        Init::Gaussian { std: 0.01 }
+    }
 }
 
 /// `--init paper|he`: the paper's N(0, 0.01²) or He's N(0, 2/fan_in).
@@ -94,12 +121,18 @@ impl clap::ValueEnum for Init {
     }
 }
 
+/// A network: what a model file holds (README, *Model files*). Unknown fields are errors; `init`
+/// defaults to the paper's N(0, 0.01²), `data` to the paper's 256-pixel pipeline, `name` to the
+/// file's stem.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ModelConfig {
+    #[serde(default)]
     pub name: String,
     /// `[C, H, W]` of one input image.
     pub input: [usize; 3],
     pub layers: Vec<LayerSpec>,
+    #[serde(default)]
     pub init: Init,
     #[serde(default)]
     pub dropout_mode: DropoutMode,

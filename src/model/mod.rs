@@ -4,6 +4,7 @@
 
 pub mod changes;
 pub mod config;
+pub mod file;
 pub mod init;
 pub mod layer;
 pub mod net;
@@ -11,6 +12,7 @@ pub mod plan;
 
 pub use changes::ModelChanges;
 pub use config::{AlexNetWidths, ConfigError, Init, LayerSpec, ModelConfig, VARIANTS, variant_for_side};
+pub use file::ModelFormat;
 pub use layer::{Layer, Mode, Param};
 pub use net::{LayerTime, Network, StepResult};
 pub use plan::{LayerInfo, LayerKind, ParamSpec, Summary, plan};

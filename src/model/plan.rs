@@ -131,6 +131,7 @@ impl LayerInfo {
 
     /// Resolves layer `index` of spec `spec` against its input `[c, h, w]`, checking that it fits.
     fn new(index: usize, spec: &LayerSpec, input: [usize; 3]) -> Result<Self, ConfigError> {
+        check_name_and_bias(index, spec)?;
         let info = Self::resolve(index, spec, input)?;
         checked_len(index, &info.name, &info.output, limits::MAX_ACTIVATION)?;
         for p in info.param_specs() {
@@ -167,7 +168,7 @@ impl LayerInfo {
             }
             LayerSpec::Linear { name, out, bias_init } => {
                 if *out == 0 {
-                    return Err(bad(index, name, "width must be positive"));
+                    return Err(bad(index, name, format!("{name}.out = 0: must be positive")));
                 }
                 let inp = checked_len(index, name, &input, limits::MAX_ACTIVATION)?;
                 info.name = name.clone();
@@ -216,6 +217,27 @@ impl LayerInfo {
     }
 }
 
+/// A parametrised layer's name becomes its tensors' names (`conv1.weight`) in checkpoints and
+/// exports: short, plain and without a dot. Its bias fill must be a number.
+fn check_name_and_bias(index: usize, spec: &LayerSpec) -> Result<(), ConfigError> {
+    let (LayerSpec::Conv { name, bias_init, .. } | LayerSpec::Linear { name, bias_init, .. }) = spec else {
+        return Ok(());
+    };
+    let plain = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == '-';
+    if name.is_empty() || name.len() > 64 || !name.chars().all(plain) {
+        let shown: String = name.chars().take(64).collect();
+        return Err(bad(
+            index,
+            "name",
+            format!("name = {shown:?}: a layer's name is 1 to 64 letters, digits, '_' or '-' (it names its tensors)"),
+        ));
+    }
+    if !bias_init.is_finite() {
+        return Err(bad(index, name, format!("{name}.bias_init = {bias_init}: must be a finite number")));
+    }
+    Ok(())
+}
+
 fn weight_and_bias(layer: &str, wshape: Vec<usize>, out: usize, bias_init: f32) -> [ParamSpec; 2] {
     [
         ParamSpec { name: format!("{layer}.weight"), shape: wshape, is_bias: false, fill: 0.0 },
@@ -256,27 +278,40 @@ fn conv_shape(
     [c, h, w]: [usize; 3],
     (out, k, s, p, g): (usize, usize, usize, usize, usize),
 ) -> Result<ConvShape, ConfigError> {
-    if k == 0 || s == 0 || g == 0 || out == 0 {
-        return Err(bad(index, name, "kernel, stride, groups and width must be positive"));
+    for (field, v) in [("out", out), ("kernel", k), ("stride", s), ("groups", g)] {
+        if v == 0 {
+            return Err(bad(index, name, format!("{name}.{field} = 0: must be positive")));
+        }
     }
-    if c % g != 0 || out % g != 0 {
-        return Err(bad(index, name, format!("{c} input and {out} output channels do not split into {g} groups")));
+    if c % g != 0 {
+        return Err(bad(index, name, format!("{name}.groups = {g} does not divide {c} input channels")));
+    }
+    if out % g != 0 {
+        return Err(bad(index, name, format!("{name}.groups = {g} does not divide {name}.out = {out}")));
     }
     if h + 2 * p < k || w + 2 * p < k {
-        return Err(bad(index, name, format!("kernel {k} larger than padded input {h}x{w} (pad {p})")));
+        return Err(bad(
+            index,
+            name,
+            format!("{name}.kernel = {k} is larger than its {h}x{w} input padded by {p}: the map shrinks to nothing"),
+        ));
     }
     Ok(ConvShape { in_c: c, in_h: h, in_w: w, out_c: out, kh: k, kw: k, stride: s, pad: p, groups: g })
 }
 
 fn pool_shape(index: usize, [c, h, w]: [usize; 3], (k, s, p): (usize, usize, usize)) -> Result<PoolShape, ConfigError> {
     if k == 0 || s == 0 {
-        return Err(bad(index, "maxpool", "kernel and stride must be positive"));
+        return Err(bad(index, "max_pool", format!("kernel = {k}, stride = {s}: both must be positive")));
     }
     if p >= k {
-        return Err(bad(index, "maxpool", format!("pad {p} must be smaller than the kernel {k}")));
+        return Err(bad(index, "max_pool", format!("pad = {p} must be smaller than kernel = {k}")));
     }
     if h + 2 * p < k || w + 2 * p < k {
-        return Err(bad(index, "maxpool", format!("window {k} larger than input {h}x{w}")));
+        return Err(bad(
+            index,
+            "max_pool",
+            format!("kernel = {k} is larger than its {h}x{w} input padded by {p}: the map shrinks to nothing"),
+        ));
     }
     Ok(PoolShape { c, in_h: h, in_w: w, kernel: k, stride: s, pad: p })
 }
@@ -311,42 +346,78 @@ fn check_lrn(index: usize, p: &crate::kernels::lrn::LrnParams) -> Result<(), Con
 
 /// Walks the layers, checking that each fits its input.
 pub fn plan(cfg: &ModelConfig) -> Result<Summary, ConfigError> {
+    check_model(cfg)?;
     let mut shape = cfg.input;
-    if shape.contains(&0) {
-        return Err(bad(0, "input", format!("input shape {shape:?} has a zero")));
-    }
-    if shape.iter().any(|&d| d > limits::MAX_DIM) || cfg.layers.len() > limits::MAX_LAYERS {
-        return Err(bad(0, "input", format!("input {shape:?} or {} layers beyond the limits", cfg.layers.len())));
-    }
-    checked_len(0, "input", &shape, limits::MAX_ACTIVATION)?;
-    // Inputs are square RGB crops of the stored images (what the data pipeline makes).
-    let d = cfg.data;
-    if shape[0] != 3 || shape[1] != shape[2] {
-        return Err(bad(0, "input", format!("input {shape:?}: the pipeline makes square RGB crops [3, S, S]")));
-    }
-    if d.stored == 0 || d.stored > limits::MAX_STORED || d.pad > limits::MAX_STORED || d.stored + 2 * d.pad < shape[1] {
-        return Err(bad(
-            0,
-            "input",
-            format!("stored images of {} (pad {}) cannot give {}-pixel crops", d.stored, d.pad, shape[1]),
-        ));
-    }
-    let mut layers = Vec::with_capacity(cfg.layers.len());
+    let mut layers: Vec<LayerInfo> = Vec::with_capacity(cfg.layers.len());
     for (index, spec) in cfg.layers.iter().enumerate() {
         let info = LayerInfo::new(index, spec, shape)?;
+        if !info.param_specs().is_empty()
+            && let Some(first) = layers.iter().position(|l| !l.param_specs().is_empty() && l.name == info.name)
+        {
+            return Err(bad(
+                index,
+                &info.name,
+                format!("name = {:?} is layer {}'s too: its tensors would collide", info.name, first + 1),
+            ));
+        }
         shape = info.output;
         layers.push(info);
     }
     let params: usize = layers.iter().map(|l| l.params).sum();
     if params > limits::MAX_PARAMS {
-        return Err(bad(
-            layers.len(),
-            "network",
-            format!("{params} parameters, beyond the limit of {}", limits::MAX_PARAMS),
-        ));
+        return Err(ConfigError::BadModel(format!("{params} parameters, beyond the limit of {}", limits::MAX_PARAMS)));
     }
     cfg.classes()?;
     Ok(Summary { model: cfg.name.clone(), input: cfg.input, params, macs: layers.iter().map(|l| l.macs).sum(), layers })
+}
+
+/// The network's own fields: its input, its data pipeline, its init, its layer count.
+fn check_model(cfg: &ModelConfig) -> Result<(), ConfigError> {
+    let bad_model = |m: String| Err(ConfigError::BadModel(m));
+    // The name becomes a run folder's (runs/<name>-N) and appears in files: plain, no path.
+    let plain = |c: char| c.is_ascii_alphanumeric() || "_-.+".contains(c);
+    if cfg.name.is_empty() || cfg.name.len() > 128 || cfg.name.starts_with('.') || !cfg.name.chars().all(plain) {
+        let shown: String = cfg.name.chars().take(128).collect();
+        return bad_model(format!(
+            "name = {shown:?}: 1 to 128 letters, digits, '_', '-', '.' or '+', not starting with '.'"
+        ));
+    }
+    let shape = cfg.input;
+    if shape.contains(&0) {
+        return bad_model(format!("input = {shape:?} has a zero"));
+    }
+    if shape.iter().any(|&d| d > limits::MAX_DIM) {
+        return bad_model(format!("input = {shape:?} is beyond the limit of {} a side", limits::MAX_DIM));
+    }
+    if cfg.layers.len() > limits::MAX_LAYERS {
+        return bad_model(format!("{} layers, beyond the limit of {}", cfg.layers.len(), limits::MAX_LAYERS));
+    }
+    checked_len(0, "input", &shape, limits::MAX_ACTIVATION).map_err(|e| ConfigError::BadModel(e.to_string()))?;
+    // Inputs are square RGB crops of the stored images (what the data pipeline makes).
+    if shape[0] != 3 || shape[1] != shape[2] {
+        return bad_model(format!("input = {shape:?}: the pipeline makes square RGB crops [3, S, S]"));
+    }
+    let d = cfg.data;
+    if d.stored == 0 || d.stored > limits::MAX_STORED || d.pad > limits::MAX_STORED || d.stored + 2 * d.pad < shape[1] {
+        return bad_model(format!(
+            "data.stored = {}, data.pad = {}: cannot give {}-pixel crops (stored at most {})",
+            d.stored,
+            d.pad,
+            shape[1],
+            limits::MAX_STORED
+        ));
+    }
+    if let crate::data::Normalize::Fixed { mean, std } = d.normalize
+        && !(mean.iter().all(|m| m.is_finite()) && std.iter().all(|s| s.is_finite() && *s > 0.0))
+    {
+        return bad_model(format!("data.normalize: mean {mean:?} must be finite and std {std:?} positive"));
+    }
+    if let super::Init::Gaussian { std } = cfg.init
+        && !(std.is_finite() && std > 0.0)
+    {
+        return bad_model(format!("init.std = {std}: must be a positive number"));
+    }
+    Ok(())
 }
 
 impl Summary {

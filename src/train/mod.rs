@@ -55,6 +55,19 @@ pub fn train(cfg: &TrainConfig, resume: Option<&Checkpoint>, opts: &RunOptions) 
         .install(|| Trainer::new(cfg, resume, opts.stop.clone(), opts.quiet)?.run())
 }
 
+/// The built-in variant whose input fits the images of `data` (a folder, a cache or an IDX
+/// file; up to 64 images' headers read), and why, in words: what `train` uses when no model is
+/// named. See [`crate::model::variant_for_side`].
+pub fn fitting_variant(data: &std::path::Path) -> Result<(&'static str, String)> {
+    Ok(match crate::data::source::image_sides(data, 64)? {
+        Some(s) => (
+            crate::model::variant_for_side(s.median_short),
+            format!("the images' median shorter side is {} px, of {} looked at", s.median_short, s.sampled),
+        ),
+        None => ("paper", "no image's size could be read".to_string()),
+    })
+}
+
 /// The next free `runs/<model>-N`.
 pub fn default_run_dir(model: &str) -> PathBuf {
     (1..).map(|i| PathBuf::from(format!("runs/{model}-{i}"))).find(|p| !p.exists()).unwrap_or_default()

@@ -46,9 +46,14 @@ impl Common {
     }
 }
 
-/// `--model`'s value parser: one of the known variants.
+/// `--model`'s value parser: a built-in variant's name, or a model file that exists (read and
+/// checked when the command runs, so its errors name the file, the layer and the field).
 pub fn model_name(s: &str) -> Result<String, String> {
-    if VARIANTS.contains(&s) { Ok(s.to_string()) } else { Err(format!("known models: {}", VARIANTS.join(", "))) }
+    if VARIANTS.contains(&s) || std::path::Path::new(s).is_file() {
+        Ok(s.to_string())
+    } else {
+        Err(format!("neither a built-in model ({}) nor a model file (.toml or .json)", VARIANTS.join(", ")))
+    }
 }
 
 /// The embedded dataset, found relative to the source tree this binary was built from.

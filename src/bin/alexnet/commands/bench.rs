@@ -39,7 +39,7 @@ pub struct Args {
 
 pub fn exec(a: Args) -> Result<i32> {
     let threads = a.common.threads();
-    let model = ModelConfig::variant(&a.model)?;
+    let model = ModelConfig::named_or_file(&a.model)?;
     if !matches!(a.mode, BenchMode::Loader) && (a.data.is_some() || a.cache.cache_dir.is_some()) {
         bail!("--data and --cache-dir are for --mode loader only");
     }

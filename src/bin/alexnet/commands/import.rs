@@ -1,7 +1,9 @@
 //! `alexnet import`: PyTorch weights (`.pth` zip or legacy, or safetensors) into a checkpoint.
 
 use crate::common::{Common, model_name};
+use alexnet::interop::ImportAs;
 use alexnet::model::plan::thousands;
+use alexnet::model::{ModelConfig, VARIANTS};
 use anyhow::Result;
 use std::path::PathBuf;
 
@@ -11,7 +13,9 @@ pub struct Args {
     file: PathBuf,
     #[arg(long)]
     to: PathBuf,
-    /// Topology (default: read from the tensors: grouped = paper, torchvision keys = torchvision).
+    /// Topology: paper, paper-1gpu, caffenet or torchvision with the widths the tensors' shapes
+    /// say (default: grouped = paper, torchvision keys = torchvision), or a model file the
+    /// tensors must match exactly.
     #[arg(long, value_parser = model_name)]
     model: Option<String>,
     /// Class names, `wnid<TAB>name` per line in output order (default: ImageNet's for 1000 outputs).
@@ -32,7 +36,12 @@ struct Imported {
 
 pub fn exec(a: Args) -> Result<i32> {
     let names = a.classes.as_deref().map(alexnet::data::folder::read_class_list).transpose()?;
-    let ck = alexnet::interop::import(&a.file, a.model.as_deref(), names).map_err(|e| e.in_file(&a.file))?;
+    let model = match a.model.as_deref() {
+        None => ImportAs::Infer,
+        Some(m) if VARIANTS.contains(&m) => ImportAs::Topology(m.into()),
+        Some(file) => ImportAs::Config(ModelConfig::named_or_file(file)?),
+    };
+    let ck = alexnet::interop::import(&a.file, &model, names).map_err(|e| e.in_file(&a.file))?;
     ck.save(&a.to)?;
     let o = Imported {
         out: a.to.display().to_string(),

@@ -5,7 +5,7 @@ use crate::common::{BadImages, CacheDir, Common, embedded, model_name};
 use alexnet::Checkpoint;
 use alexnet::data::{AugmentOptions, Normalize};
 use alexnet::kernels::lrn::LrnConvention;
-use alexnet::model::{Init, ModelChanges, ModelConfig, variant_for_side};
+use alexnet::model::{Init, ModelChanges, ModelConfig};
 use alexnet::optim::SgdForm;
 use alexnet::train::{
     self, PcaSource, Recipe, RunOptions, Schedule, ScheduleKind, StopHandle, TrainConfig, TrainOutcome, schedule,
@@ -50,7 +50,8 @@ pub struct Args {
     /// Class names, `wnid<TAB>name` per line (e.g. imagenet1k_classes.tsv).
     #[arg(long)]
     classes: Option<PathBuf>,
-    /// Model variant. Default: the one whose input fits the images (a sample of their sizes):
+    /// A built-in variant or a model file (.toml; .json as in a run's config.json). Default:
+    /// the built-in variant whose input fits the images (a sample of their sizes):
     /// cifar below 45 px, alexnet64 below 128 px, paper above.
     #[arg(long, value_parser = model_name)]
     model: Option<String>,
@@ -195,7 +196,9 @@ impl Args {
             None => self.model_for_images(&data)?,
         };
         let recipe = self.recipe.unwrap_or_default();
-        let d = TrainConfig::for_recipe(recipe, data, ModelConfig::variant(&model_name)?, self.time_limit.is_some());
+        let model = ModelConfig::named_or_file(&model_name)?;
+        let run_name = model.name.clone();
+        let d = TrainConfig::for_recipe(recipe, data, model, self.time_limit.is_some());
         let mut sgd = d.sgd;
         sgd.lr = self.lr.unwrap_or(sgd.lr);
         sgd.momentum = self.momentum.unwrap_or(sgd.momentum);
@@ -233,7 +236,7 @@ impl Args {
             class_names: self.classes.clone().map(absolute),
             seed: self.seed.unwrap_or(d.seed),
             threads: self.common.threads(),
-            out: self.out.clone().unwrap_or_else(|| train::default_run_dir(&model_name)),
+            out: self.out.clone().unwrap_or_else(|| train::default_run_dir(&run_name)),
             augment: AugmentOptions {
                 random_crop: d.augment.random_crop && !self.no_random_crop,
                 flip: d.augment.flip && !self.no_flip,
@@ -286,18 +289,9 @@ impl Args {
 }
 
 impl Args {
-    /// The built-in variant that fits the images in `data` (a sample of their sizes), said in one
-    /// line: what `train` uses when no `--model` is given.
+    /// The built-in variant that fits the images in `data`, said in one line.
     fn model_for_images(&self, data: &std::path::Path) -> Result<String> {
-        const SAMPLE: usize = 64;
-        let sides = alexnet::data::source::image_sides(data, SAMPLE).map_err(|e| anyhow::anyhow!(e))?;
-        let (name, why) = match sides {
-            Some(s) => (
-                variant_for_side(s.median_short),
-                format!("the images' median shorter side is {} px, of {} looked at", s.median_short, s.sampled),
-            ),
-            None => ("paper", "no image's size could be read".to_string()),
-        };
+        let (name, why) = train::fitting_variant(data)?;
         if !self.quiet {
             eprintln!("model: {name} ({why}; --model chooses another)");
         }
