@@ -150,7 +150,11 @@ fn bad_model_files_are_refused_naming_the_layer_and_the_field() {
             "must end in a fully connected layer",
         ),
         ("dropout-p", paper_with("p = 0.5", "p = 1.5"), "probability 1.5 not in [0, 1)"),
-        ("twice-named", paper_with(r#"name = "fc7""#, r#"name = "fc6""#), "layer 21 (fc6): name = \"fc6\" is layer 18's too"),
+        (
+            "twice-named",
+            paper_with(r#"name = "fc7""#, r#"name = "fc6""#),
+            "layer 21 (fc6): name = \"fc6\" is layer 18's too",
+        ),
         ("dotted-name", paper_with(r#"name = "conv3""#, r#"name = "conv.3""#), "layer 9 (name): name = \"conv.3\""),
         (
             "path-as-model-name",
