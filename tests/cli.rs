@@ -131,3 +131,27 @@ fn import_export_filters_and_forward_speak_json() {
     assert!(!ok && err.contains("--mode loader only"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `import --model NAME` for a built-in whose widths the tensors' shapes cannot say (`cifar`,
+/// `alexnet64`, ...): the tensors are taken as that network, with the classes they have. A file
+/// that says which network it holds refuses a `--model` that names another.
+#[test]
+fn import_into_any_built_in_variant() {
+    use alexnet::model::{ModelConfig, plan};
+    use alexnet::tensor::NamedTensor;
+    let dir = std::env::temp_dir().join(format!("alexnet-cli-import-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let p = |f: &str| dir.join(f).display().to_string();
+    let cfg = ModelConfig::variant("cifar").unwrap().with_classes(7);
+    let summary = plan(&cfg).unwrap();
+    let tensors: Vec<NamedTensor> =
+        summary.param_specs().map(|s| NamedTensor::new(&s.name, s.shape.clone(), vec![0.01; s.len()])).collect();
+    alexnet::interop::plain::write_plain(&dir.join("cifar.safetensors"), &tensors, Default::default()).unwrap();
+    let v = json(&["import", &p("cifar.safetensors"), "--model", "cifar", "--to", &p("ours.safetensors"), "--json"]);
+    assert_eq!(v["model"], "cifar", "{v}");
+    assert_eq!((v["params"].as_u64(), v["classes"].as_u64()), (Some(summary.params as u64), Some(7)), "{v}");
+    let (ok, _, err) =
+        alexnet(&["import", &p("ours.safetensors"), "--model", "alexnet64", "--to", &p("x.safetensors")]);
+    assert!(!ok && err.contains("holds the `cifar` network") && err.contains("alexnet64"), "{err}");
+    std::fs::remove_dir_all(&dir).ok();
+}

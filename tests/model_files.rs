@@ -134,8 +134,42 @@ fn bad_model_files_are_refused_naming_the_layer_and_the_field() {
         ),
         ("zero-width", paper_with("out = 96", "out = 0"), "layer 1 (conv1): conv1.out = 0: must be positive"),
         ("zero-stride", paper_with("stride = 4", "stride = 0"), "conv1.stride = 0: must be positive"),
-        ("huge-width", paper_with("out = 96", "out = 100000000000"), "beyond the limit"),
-        ("huge-input", paper_with("input = [3, 227, 227]", "input = [3, 40000, 40000]"), "input"),
+        (
+            "huge-width",
+            paper_with("out = 96", "out = 100000000000"),
+            "layer 1 (conv1): conv1.out = 100000000000 is beyond the limit",
+        ),
+        (
+            "huge-input",
+            paper_with("input = [3, 227, 227]", "input = [3, 40000, 40000]"),
+            "input = [3, 40000, 40000] is too large",
+        ),
+        (
+            "activations-add-up",
+            format!(
+                "input = [3, 2048, 2048]\ndata = {{ stored = 2048 }}\nlayers = [\n{}  {{ type = \"linear\", name = \"fc\", out = 2 }},\n]\n",
+                "  { type = \"relu\" },\n".repeat(40)
+            ),
+            "layer 11 (relu): the activations of one image reach 138412032 values here, beyond the limit",
+        ),
+        (
+            "field-beside-a-bare-type",
+            paper_with(r#"{ type = "relu" }"#, r#"{ type = "relu", kernel = 3 }"#),
+            "layer 2: unknown field `kernel`",
+        ),
+        (
+            "std-for-he",
+            paper_with(r#"init = { type = "gaussian", std = 0.01 }"#, r#"init = { type = "he", std = 0.01 }"#),
+            "unknown field `init.std`",
+        ),
+        (
+            "mean-for-the-mean-image",
+            paper_with(
+                r#"normalize = { type = "per_pixel_mean" }"#,
+                r#"normalize = { type = "per_pixel_mean", mean = [1, 2, 3] }"#,
+            ),
+            "unknown field `data.normalize.mean`",
+        ),
         (
             "shrinks-to-nothing",
             paper_with("input = [3, 227, 227]", "input = [3, 64, 64]"),

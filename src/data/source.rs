@@ -218,7 +218,8 @@ pub fn image_sides(path: &Path, sample: usize) -> Result<Option<ImageSides>, Dat
     }
     if idx::is_idx_images(path) {
         let (dims, _) = idx::read_u8(path)?;
-        return Ok(dims.get(1).map(|&side| ImageSides { median_short: side, sampled: dims[0] }));
+        // [count, rows, cols]: every image has the same shorter side.
+        return Ok(dims.get(1..3).map(|hw| ImageSides { median_short: hw[0].min(hw[1]), sampled: dims[0] }));
     }
     let folder = ImageFolder::scan(path, None)?;
     let n = folder.items.len();

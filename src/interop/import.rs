@@ -184,6 +184,35 @@ fn infer_config(
     Ok(cfg)
 }
 
+/// A file that says which network it holds (`own`, from its alexnet.config) and a `--model`
+/// that names another: a mistake, not an instruction to reinterpret the tensors.
+fn check_holds(own: &ModelConfig, given: &ModelConfig) -> Result<()> {
+    if same_network(own, given) {
+        return Ok(());
+    }
+    Err(InteropError::Weights(format!(
+        "the file holds the `{}` network (its alexnet.config), not the `{}` given by --model: leave --model out",
+        own.name, given.name
+    )))
+}
+
+/// Whether `a` and `b` compute the same function of the same tensors, whatever their class
+/// counts and the values their biases started from.
+fn same_network(a: &ModelConfig, b: &ModelConfig) -> bool {
+    let layers = |c: &ModelConfig| {
+        let mut c = c.clone().with_classes(1);
+        for l in &mut c.layers {
+            if let crate::model::LayerSpec::Conv { bias_init, .. } | crate::model::LayerSpec::Linear { bias_init, .. } =
+                l
+            {
+                *bias_init = 0.0;
+            }
+        }
+        c.layers
+    };
+    a.input == b.input && layers(a) == layers(b)
+}
+
 /// Refuses NaN and infinite weights, naming the tensor and the first bad element.
 fn finite(name: &str, data: &[f32]) -> Result<()> {
     match crate::tensor::first_non_finite(data) {
@@ -199,6 +228,9 @@ pub fn import(path: &Path, model: &ImportAs, classes: Option<Vec<ClassInfo>>) ->
     // Our own checkpoints, and files we exported with our config attached, round-trip exactly.
     if meta.get("format").is_some_and(|f| crate::checkpoint::is_checkpoint_format(f)) {
         let ck = Checkpoint::load(path)?;
+        if let ImportAs::Config(c) = model {
+            check_holds(&ck.config, c)?;
+        }
         for p in &ck.params {
             finite(&p.name, &p.data)?;
         }
@@ -240,7 +272,13 @@ pub fn import(path: &Path, model: &ImportAs, classes: Option<Vec<ClassInfo>>) ->
         )));
     }
     let mut cfg = match meta.get("alexnet.config") {
-        Some(json) => serde_json::from_str(json).map_err(|e| format!("metadata alexnet.config: {e}"))?,
+        Some(json) => {
+            let own: ModelConfig = serde_json::from_str(json).map_err(|e| format!("metadata alexnet.config: {e}"))?;
+            if let ImportAs::Config(c) = model {
+                check_holds(&own, c)?;
+            }
+            own
+        }
         None => match model {
             ImportAs::Config(c) => c.clone(),
             ImportAs::Topology(t) => infer_config(&by_name, Some(t), tv_keys)?,

@@ -353,8 +353,8 @@ impl ModelConfig {
 /// - the three pools are padded by 1, so the maps go 28 → 14 → 7 → 4 (the paper: 55 → 27 → 13
 ///   → 6) and fc6 sees 4×4×256 = 4096 values (the paper: 6×6×256 = 9216).
 ///
-/// About 198 M multiply-adds an image (the paper: 724 M) and 37.6 M parameters, most of them in
-/// fc6 and fc7 as in the paper.
+/// 201,048,576 multiply-adds an image (the paper: 724 M) and 39,966,056 parameters with 1000
+/// classes (36,688,456 with 200), most of them in fc6 and fc7 as in the paper.
 fn alexnet64() -> ModelConfig {
     use LayerSpec::*;
     let lrn = Lrn(LrnParams::paper());

@@ -35,8 +35,12 @@ impl ModelFormat {
 impl ModelConfig {
     /// Parses a model file's text (not yet checked: see [`ModelConfig::load`]).
     pub fn parse(text: &str, format: ModelFormat) -> Result<Self, String> {
-        match format {
-            ModelFormat::Toml => toml::from_str(text).map_err(|e| e.to_string().trim_end().to_string()),
+        let (cfg, input): (Self, serde_json::Value) = match format {
+            ModelFormat::Toml => {
+                let cfg = toml::from_str(text).map_err(|e| e.to_string().trim_end().to_string())?;
+                let input: toml::Value = toml::from_str(text).map_err(|e| e.to_string())?;
+                (cfg, serde_json::to_value(input).map_err(|e| e.to_string())?)
+            }
             ModelFormat::Json => {
                 let v: serde_json::Value = serde_json::from_str(text).map_err(|e| e.to_string())?;
                 // A run's config.json holds the model under `model`, beside the recipe.
@@ -44,8 +48,16 @@ impl ModelConfig {
                     Some(m) if v.get("layers").is_none() => m.clone(),
                     _ => v,
                 };
-                serde_json::from_value(v).map_err(|e| e.to_string())
+                (serde_json::from_value(v.clone()).map_err(|e| e.to_string())?, v)
             }
+        };
+        // serde's deny_unknown_fields misses keys beside a field-less variant's tag
+        // (`type = "relu"` with `kernel = 3`, `init = { type = "he", std = 0.1 }`): a key of the
+        // file that the parsed config does not hold was not read, and is an error like any other.
+        let parsed = serde_json::to_value(&cfg).map_err(|e| e.to_string())?;
+        match unread_key(&input, &parsed, "") {
+            Some(key) => Err(unknown_field_message(&key)),
+            None => Ok(cfg),
         }
     }
 
@@ -65,7 +77,8 @@ impl ModelConfig {
                 "{len} bytes is too large for a model file (at most {MAX_MODEL_FILE}); is it a checkpoint?"
             )));
         }
-        let bytes = std::fs::read(path).map_err(|e| file_error(e.to_string()))?;
+        // Regular files only: a FIFO or /proc file given as a model would block or never end.
+        let bytes = crate::files::read_regular(path, MAX_MODEL_FILE).map_err(|e| file_error(e.to_string()))?;
         let text = String::from_utf8(bytes).map_err(|_| file_error("not UTF-8 text: is it a checkpoint?".into()))?;
         let mut cfg = Self::parse(&text, ModelFormat::of(path, &text)).map_err(file_error)?;
         if cfg.name.is_empty() {
@@ -87,5 +100,38 @@ impl ModelConfig {
             return Self::load(path);
         }
         Err(ConfigError::UnknownModel(name_or_path.into()))
+    }
+}
+
+/// The first key of `input` that `parsed` (the config read from it, serialised back) does not
+/// hold, as a path: `layers[3].kernel`, `init.std`. Keys only `parsed` has are defaults.
+fn unread_key(input: &serde_json::Value, parsed: &serde_json::Value, at: &str) -> Option<String> {
+    use serde_json::Value::{Array, Object};
+    match (input, parsed) {
+        (Object(input), Object(parsed)) => input.iter().find_map(|(key, value)| {
+            let here = if at.is_empty() { key.clone() } else { format!("{at}.{key}") };
+            match parsed.get(key) {
+                None => Some(here),
+                Some(read) => unread_key(value, read, &here),
+            }
+        }),
+        (Array(input), Array(parsed)) => input
+            .iter()
+            .zip(parsed)
+            .enumerate()
+            .find_map(|(n, (value, read))| unread_key(value, read, &format!("{at}[{n}]"))),
+        _ => None,
+    }
+}
+
+/// `layers[3].kernel` -> "layer 4: unknown field `kernel` (this type of layer has no such field)".
+fn unknown_field_message(key: &str) -> String {
+    let layer = key
+        .strip_prefix("layers[")
+        .and_then(|rest| rest.split_once("]."))
+        .and_then(|(n, field)| Some((n.parse::<usize>().ok()?, field)));
+    match layer {
+        Some((n, field)) => format!("layer {}: unknown field `{field}` (this type of layer has no such field)", n + 1),
+        None => format!("unknown field `{key}` (nothing of that name is read there)"),
     }
 }

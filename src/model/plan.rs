@@ -18,9 +18,13 @@ pub mod limits {
     pub const MAX_ACTIVATION: usize = 1 << 24;
     /// Side of the stored images (the paper: 256) and their padding.
     pub const MAX_STORED: usize = 4096;
-    /// Parameters of one layer (16 GiB of f32), and of the whole network.
-    pub const MAX_LAYER_PARAMS: usize = 1 << 32;
-    pub const MAX_PARAMS: usize = 1 << 33;
+    /// Values of all the activations of one image together: what training keeps for the
+    /// backward pass (512 MiB of f32 an image; the paper's net: ~2.5 M).
+    pub const MAX_ACTIVATIONS: usize = 1 << 27;
+    /// Parameters of one layer, and of the whole network (8 GiB of f32, before the gradient
+    /// and the momentum that training adds; the paper's net: 61 M).
+    pub const MAX_LAYER_PARAMS: usize = 1 << 31;
+    pub const MAX_PARAMS: usize = 1 << 31;
     /// Layers in a network.
     pub const MAX_LAYERS: usize = 1 << 12;
 }
@@ -248,18 +252,24 @@ fn weight_and_bias(layer: &str, wshape: Vec<usize>, out: usize, bias_init: f32) 
 /// Every number of a spec within [`limits::MAX_DIM`], so that the shape arithmetic below
 /// cannot overflow.
 fn spec_dims_within_limits(index: usize, spec: &LayerSpec) -> Result<(), ConfigError> {
-    let (what, dims): (&str, Vec<usize>) = match spec {
+    let (what, dims): (&str, Vec<(&str, usize)>) = match spec {
         LayerSpec::Conv { name, out, kernel, stride, pad, groups, .. } => {
-            (name, vec![*out, *kernel, *stride, *pad, *groups])
+            (name, vec![("out", *out), ("kernel", *kernel), ("stride", *stride), ("pad", *pad), ("groups", *groups)])
         }
-        LayerSpec::Linear { name, out, .. } => (name, vec![*out]),
-        LayerSpec::Lrn(p) => ("lrn", vec![p.size]),
-        LayerSpec::MaxPool { kernel, stride, pad } => ("maxpool", vec![*kernel, *stride, *pad]),
-        LayerSpec::AdaptiveAvgPool { out_h, out_w } => ("avgpool", vec![*out_h, *out_w]),
+        LayerSpec::Linear { name, out, .. } => (name, vec![("out", *out)]),
+        LayerSpec::Lrn(p) => ("lrn", vec![("size", p.size)]),
+        LayerSpec::MaxPool { kernel, stride, pad } => {
+            ("max_pool", vec![("kernel", *kernel), ("stride", *stride), ("pad", *pad)])
+        }
+        LayerSpec::AdaptiveAvgPool { out_h, out_w } => {
+            ("adaptive_avg_pool", vec![("out_h", *out_h), ("out_w", *out_w)])
+        }
         LayerSpec::Relu | LayerSpec::Tanh | LayerSpec::Flatten | LayerSpec::Dropout { .. } => return Ok(()),
     };
-    match dims.iter().find(|&&d| d > limits::MAX_DIM) {
-        Some(d) => Err(bad(index, what, format!("size {d} is beyond the limit of {}", limits::MAX_DIM))),
+    match dims.iter().find(|(_, d)| *d > limits::MAX_DIM) {
+        Some((field, d)) => {
+            Err(bad(index, what, format!("{what}.{field} = {d} is beyond the limit of {}", limits::MAX_DIM)))
+        }
         None => Ok(()),
     }
 }
@@ -349,6 +359,7 @@ pub fn plan(cfg: &ModelConfig) -> Result<Summary, ConfigError> {
     check_model(cfg)?;
     let mut shape = cfg.input;
     let mut layers: Vec<LayerInfo> = Vec::with_capacity(cfg.layers.len());
+    let mut activations = 0usize;
     for (index, spec) in cfg.layers.iter().enumerate() {
         let info = LayerInfo::new(index, spec, shape)?;
         if !info.param_specs().is_empty()
@@ -361,6 +372,17 @@ pub fn plan(cfg: &ModelConfig) -> Result<Summary, ConfigError> {
             ));
         }
         shape = info.output;
+        activations += info.out_len();
+        if activations > limits::MAX_ACTIVATIONS {
+            return Err(bad(
+                index,
+                &info.name,
+                format!(
+                    "the activations of one image reach {activations} values here, beyond the limit of {} for all layers",
+                    limits::MAX_ACTIVATIONS
+                ),
+            ));
+        }
         layers.push(info);
     }
     let params: usize = layers.iter().map(|l| l.params).sum();
@@ -392,7 +414,9 @@ fn check_model(cfg: &ModelConfig) -> Result<(), ConfigError> {
     if cfg.layers.len() > limits::MAX_LAYERS {
         return bad_model(format!("{} layers, beyond the limit of {}", cfg.layers.len(), limits::MAX_LAYERS));
     }
-    checked_len(0, "input", &shape, limits::MAX_ACTIVATION).map_err(|e| ConfigError::BadModel(e.to_string()))?;
+    if shape.iter().product::<usize>() > limits::MAX_ACTIVATION {
+        return bad_model(format!("input = {shape:?} is too large (at most {} values)", limits::MAX_ACTIVATION));
+    }
     // Inputs are square RGB crops of the stored images (what the data pipeline makes).
     if shape[0] != 3 || shape[1] != shape[2] {
         return bad_model(format!("input = {shape:?}: the pipeline makes square RGB crops [3, S, S]"));

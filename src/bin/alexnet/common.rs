@@ -52,7 +52,7 @@ pub fn model_name(s: &str) -> Result<String, String> {
     if VARIANTS.contains(&s) || std::path::Path::new(s).is_file() {
         Ok(s.to_string())
     } else {
-        Err(format!("neither a built-in model ({}) nor a model file (.toml or .json)", VARIANTS.join(", ")))
+        Err(format!("neither one of the known models ({}) nor a model file (.toml or .json)", VARIANTS.join(", ")))
     }
 }
 

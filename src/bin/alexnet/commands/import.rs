@@ -2,8 +2,8 @@
 
 use crate::common::{Common, model_name};
 use alexnet::interop::ImportAs;
+use alexnet::model::ModelConfig;
 use alexnet::model::plan::thousands;
-use alexnet::model::{ModelConfig, VARIANTS};
 use anyhow::Result;
 use std::path::PathBuf;
 
@@ -38,7 +38,8 @@ pub fn exec(a: Args) -> Result<i32> {
     let names = a.classes.as_deref().map(alexnet::data::folder::read_class_list).transpose()?;
     let model = match a.model.as_deref() {
         None => ImportAs::Infer,
-        Some(m) if VARIANTS.contains(&m) => ImportAs::Topology(m.into()),
+        // Topologies whose widths the tensors' shapes give; any other built-in is taken as it is.
+        Some(m @ ("paper" | "paper-1gpu" | "caffenet" | "torchvision")) => ImportAs::Topology(m.into()),
         Some(file) => ImportAs::Config(ModelConfig::named_or_file(file)?),
     };
     let ck = alexnet::interop::import(&a.file, &model, names).map_err(|e| e.in_file(&a.file))?;

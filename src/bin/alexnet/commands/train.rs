@@ -198,7 +198,16 @@ impl Args {
         let recipe = self.recipe.unwrap_or_default();
         let model = ModelConfig::named_or_file(&model_name)?;
         let run_name = model.name.clone();
-        let d = TrainConfig::for_recipe(recipe, data, model, self.time_limit.is_some());
+        let from_file = !alexnet::model::VARIANTS.contains(&model_name.as_str());
+        let d = TrainConfig::for_recipe(recipe, data, model.clone(), self.time_limit.is_some());
+        if from_file && d.model != model && !self.quiet {
+            // The recipe's changes apply to every model; a file's author should not be surprised.
+            eprintln!(
+                "note: the default recipe trains {model_name} with He init, per-channel standardisation and \
+                 biases of at most {}; --recipe paper keeps the file's own",
+                alexnet::train::recipe::DEFAULT_POSITIVE_BIAS
+            );
+        }
         let mut sgd = d.sgd;
         sgd.lr = self.lr.unwrap_or(sgd.lr);
         sgd.momentum = self.momentum.unwrap_or(sgd.momentum);
