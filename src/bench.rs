@@ -6,6 +6,7 @@
 
 use crate::data::{Augment, LoaderOptions, TrainInput, permutation};
 use crate::error::{Error, Result};
+use crate::kernels::conv::{ConvAlgo, ConvChoice};
 use crate::matmul::{Operand, Threads, matmul};
 use crate::model::{Mode, ModelConfig, Network};
 use crate::optim::{Sgd, SgdConfig};
@@ -35,11 +36,16 @@ pub struct BenchConfig {
     pub warmup: usize,
     pub threads: usize,
     pub profile: bool,
+    /// How the convolutions compute (`--conv`).
+    pub conv: ConvChoice,
 }
 
 #[derive(Clone, Debug, Serialize)]
 pub struct LayerProfile {
     pub name: String,
+    /// A convolution's algorithm: `im2col`, or `winograd` with its tile.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub algo: Option<String>,
     pub forward_ms: f64,
     pub backward_ms: f64,
     /// Achieved GFLOP/s of the forward (backward: 2× the forward's FLOPs), for conv and fc.
@@ -49,12 +55,61 @@ pub struct LayerProfile {
     pub backward_gflops: Option<f64>,
 }
 
+/// The processor a figure was measured on: its name and the vector extensions the kernels
+/// dispatch on at run time.
+#[derive(Clone, Debug, Serialize)]
+pub struct CpuInfo {
+    /// `model name` of /proc/cpuinfo (e.g. "AMD EPYC"), or "unknown".
+    pub model: String,
+    /// `cpu family` and `model` numbers (/proc/cpuinfo): they tell Zen generations apart when
+    /// the name does not (Zen 3: family 25 model 0-1; Zen 4: 25 model 17+; Zen 5: 26).
+    pub family: Option<u32>,
+    pub model_number: Option<u32>,
+    pub avx2: bool,
+    pub avx512f: bool,
+    pub avx512_bf16: bool,
+}
+
+/// This machine's [`CpuInfo`].
+pub fn cpu_info() -> CpuInfo {
+    let text = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let field = |key: &str| {
+        text.lines()
+            .find(|l| l.split(':').next().is_some_and(|k| k.trim() == key))
+            .and_then(|l| l.split_once(':'))
+            .map(|(_, v)| v.trim().to_string())
+    };
+    #[cfg(target_arch = "x86_64")]
+    let (avx2, avx512f, avx512_bf16) = (
+        std::arch::is_x86_feature_detected!("avx2"),
+        std::arch::is_x86_feature_detected!("avx512f"),
+        std::arch::is_x86_feature_detected!("avx512bf16"),
+    );
+    #[cfg(not(target_arch = "x86_64"))]
+    let (avx2, avx512f, avx512_bf16) = (false, false, false);
+    CpuInfo {
+        model: field("model name").unwrap_or_else(|| "unknown".into()),
+        family: field("cpu family").and_then(|v| v.parse().ok()),
+        model_number: field("model").and_then(|v| v.parse().ok()),
+        avx2,
+        avx512f,
+        avx512_bf16,
+    }
+}
+
 #[derive(Clone, Debug, Serialize)]
 pub struct BenchReport {
     pub model: String,
     pub mode: BenchMode,
     pub batch: usize,
     pub threads: usize,
+    pub conv: ConvChoice,
+    pub cpu: CpuInfo,
+    /// This run's matrix-multiply peak on the same threads (1024³ f32 products, GFLOP/s).
+    pub gemm_peak_gflops: f64,
+    /// `gflops / gemm_peak_gflops`, FLOPs counted as direct convolution does them: above 1 is
+    /// faster than any im2col implementation could be on this machine.
+    pub peak_fraction: f64,
     pub ms_per_iter: f64,
     pub img_per_s: f64,
     pub gflops: f64,
@@ -92,8 +147,11 @@ pub fn run(model: &ModelConfig, cfg: &BenchConfig) -> Result<BenchReport> {
             cfg.mode
         )));
     }
+    let peak = gemm_peak(1024, 5, cfg.threads)?.gflops;
     thread_pool(cfg.threads)?.install(|| {
         let mut net = Network::new(model.clone(), 0)?;
+        net.set_conv(cfg.conv);
+        let algos = net.conv_algos();
         let classes = net.classes();
         let x = crate::rng::uniform_vec(cfg.batch * net.input_len(), 1);
         let labels: Vec<usize> = (0..cfg.batch).map(|i| i % classes).collect();
@@ -126,8 +184,13 @@ pub fn run(model: &ModelConfig, cfg: &BenchConfig) -> Result<BenchReport> {
                     let (f, b) = (t.forward_s / calls, t.backward_s / calls);
                     let fl = 2.0 * l.macs as f64 * cfg.batch as f64;
                     let rate = |secs: f64, mult: f64| (l.macs > 0 && secs > 0.0).then(|| mult * fl / secs / 1e9);
+                    let algo = algos.iter().find(|(n, _)| *n == l.name).map(|(_, a)| match a {
+                        ConvAlgo::Im2col => "im2col".to_string(),
+                        ConvAlgo::Winograd(t) => format!("winograd {}x{}", t.m(), t.m()),
+                    });
                     LayerProfile {
                         name: l.name.clone(),
+                        algo,
                         forward_ms: f * 1e3,
                         backward_ms: b * 1e3,
                         forward_gflops: rate(f, 1.0),
@@ -142,6 +205,10 @@ pub fn run(model: &ModelConfig, cfg: &BenchConfig) -> Result<BenchReport> {
             mode: cfg.mode,
             batch: cfg.batch,
             threads: cfg.threads,
+            conv: cfg.conv,
+            cpu: cpu_info(),
+            gemm_peak_gflops: peak,
+            peak_fraction: flops / (ms / 1e3) / 1e9 / peak,
             ms_per_iter: ms,
             img_per_s: cfg.batch as f64 / (ms / 1e3),
             gflops: flops / (ms / 1e3) / 1e9,
@@ -214,7 +281,15 @@ pub fn loader_against_step(
     (threads, loader_threads): (usize, usize),
 ) -> Result<LoaderReport> {
     let mut r = loader_throughput(model, data, cache_dir, batch, iters.max(1) * 10, loader_threads)?;
-    let cfg = BenchConfig { mode: BenchMode::Train, batch, iters: iters.max(1), warmup, threads, profile: false };
+    let cfg = BenchConfig {
+        mode: BenchMode::Train,
+        batch,
+        iters: iters.max(1),
+        warmup,
+        threads,
+        profile: false,
+        conv: ConvChoice::default(),
+    };
     let step = run(model, &cfg)?.img_per_s;
     r.step_images_per_s = Some(step);
     r.loader_over_step = Some(r.images_per_s / step);

@@ -5,25 +5,46 @@
 
 use gemm::Parallelism;
 
-/// A matrix operand: a row-major slice and whether the product reads it transposed.
+/// A matrix operand: a row-major slice, whether the product reads it transposed, and the
+/// distance between its rows when they are not packed (a slice of a larger layout).
 #[derive(Clone, Copy)]
 pub struct Operand<'a> {
     pub data: &'a [f32],
     pub transposed: bool,
+    /// Elements from one row to the next; 0: packed (the row length).
+    pub row_stride: usize,
 }
 
 impl<'a> Operand<'a> {
     /// The slice as it is (row-major, `rows×cols` of the product's view).
     pub fn plain(data: &'a [f32]) -> Self {
-        Self { data, transposed: false }
+        Self { data, transposed: false, row_stride: 0 }
     }
     /// The transpose of the stored row-major matrix.
     pub fn t(data: &'a [f32]) -> Self {
-        Self { data, transposed: true }
+        Self { data, transposed: true, row_stride: 0 }
+    }
+    /// Rows `row_stride` elements apart, the first at `data[0]` (not transposed).
+    pub fn strided(data: &'a [f32], row_stride: usize) -> Self {
+        Self { data, transposed: false, row_stride }
     }
     /// (row stride, column stride) of the operand seen as `rows×cols`.
     fn strides(&self, rows: usize, cols: usize) -> (isize, isize) {
-        if self.transposed { (1, rows as isize) } else { (cols as isize, 1) }
+        let packed = |n: usize| if self.row_stride == 0 { n } else { self.row_stride };
+        if self.transposed { (1, packed(rows) as isize) } else { (packed(cols) as isize, 1) }
+    }
+    /// Elements the `rows×cols` view reaches: one past its last.
+    fn reach(&self, rows: usize, cols: usize) -> usize {
+        if rows == 0 || cols == 0 {
+            return 0;
+        }
+        let (rs, cs) = self.strides(rows, cols);
+        (rows - 1) * rs as usize + (cols - 1) * cs as usize + 1
+    }
+    /// The element at (i, j) of the `rows×cols` view.
+    fn at(&self, rows: usize, cols: usize, i: usize, j: usize) -> f32 {
+        let (rs, cs) = self.strides(rows, cols);
+        self.data[i * rs as usize + j * cs as usize]
     }
 }
 
@@ -51,8 +72,10 @@ pub fn matmul(
     accumulate: bool,
     threads: Threads,
 ) {
-    assert!(a.data.len() >= m * k, "lhs too short: {} < {m}x{k}", a.data.len());
-    assert!(b.data.len() >= k * n, "rhs too short: {} < {k}x{n}", b.data.len());
+    assert!(a.data.len() >= a.reach(m, k), "lhs too short: {} for {m}x{k}", a.data.len());
+    assert!(b.data.len() >= b.reach(k, n), "rhs too short: {} for {k}x{n}", b.data.len());
+    assert!(a.row_stride == 0 || a.row_stride >= if a.transposed { m } else { k }, "lhs rows overlap");
+    assert!(b.row_stride == 0 || b.row_stride >= if b.transposed { k } else { n }, "rhs rows overlap");
     assert!(c.len() >= m * n, "dst too short: {} < {m}x{n}", c.len());
     if m == 0 || n == 0 {
         return;
@@ -73,8 +96,8 @@ pub fn matmul(
         },
     };
     // SAFETY: the asserts above guarantee every index the strides can reach is in bounds:
-    // the largest offset for a row-major m×k view is (m-1)*k + (k-1) < m*k, and likewise for
-    // the transposed view; `c` is exclusively borrowed, and `a`, `b` cannot alias it.
+    // the largest offset of an operand's view is `reach - 1`, checked against its length;
+    // `c` is exclusively borrowed, and `a`, `b` cannot alias it.
     unsafe {
         gemm::gemm(
             m,
@@ -102,8 +125,8 @@ pub fn matmul(
 
 /// Naive triple loop with the same contract as [`matmul`]; the reference the tests compare to.
 pub fn matmul_naive(m: usize, n: usize, k: usize, a: Operand<'_>, b: Operand<'_>, c: &mut [f32], accumulate: bool) {
-    let at = |i: usize, p: usize| if a.transposed { a.data[p * m + i] } else { a.data[i * k + p] };
-    let bt = |p: usize, j: usize| if b.transposed { b.data[j * k + p] } else { b.data[p * n + j] };
+    let at = |i: usize, p: usize| a.at(m, k, i, p);
+    let bt = |p: usize, j: usize| b.at(k, n, p, j);
     for i in 0..m {
         for j in 0..n {
             let mut s = 0.0f64;
@@ -132,8 +155,8 @@ mod tests {
                     for acc in [false, true] {
                         let mut c1 = c0.clone();
                         let mut c2 = c0.clone();
-                        let oa = Operand { data: &a, transposed: ta };
-                        let ob = Operand { data: &b, transposed: tb };
+                        let oa = Operand { data: &a, transposed: ta, row_stride: 0 };
+                        let ob = Operand { data: &b, transposed: tb, row_stride: 0 };
                         matmul(m, n, k, oa, ob, &mut c1, acc, Threads::Pool);
                         matmul_naive(m, n, k, oa, ob, &mut c2, acc);
                         let err = crate::tensor::rel_err(&c1, &c2);
@@ -142,5 +165,22 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn strided_operands_match_naive() {
+        // Every third row of a wider matrix, as Winograd's products read their slices.
+        let (m, n, k) = (5, 7, 4);
+        let a = uniform_vec(m * 9, 4);
+        let b = uniform_vec(k * 11, 5);
+        let (oa, ob) = (Operand::strided(&a[2..], 9), Operand::strided(&b[1..], 11));
+        let (mut c1, mut c2) = (vec![0.0; m * n], vec![0.0; m * n]);
+        matmul(m, n, k, oa, ob, &mut c1, false, Threads::One);
+        matmul_naive(m, n, k, oa, ob, &mut c2, false);
+        assert!(crate::tensor::rel_err(&c1, &c2) < 1e-5);
+        let dense: Vec<f32> = (0..m).flat_map(|i| a[2 + i * 9..2 + i * 9 + k].to_vec()).collect();
+        let mut c3 = vec![0.0; m * n];
+        matmul_naive(m, n, k, Operand::plain(&dense), ob, &mut c3, false);
+        assert_eq!(c2, c3);
     }
 }

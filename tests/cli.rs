@@ -59,12 +59,26 @@ fn bench_json_has_the_documented_fields() {
             "--json",
             "--profile",
         ]);
-        for field in ["model", "mode", "batch", "threads", "ms_per_iter", "img_per_s", "gflops"] {
+        for field in [
+            "model",
+            "mode",
+            "batch",
+            "threads",
+            "conv",
+            "cpu",
+            "gemm_peak_gflops",
+            "peak_fraction",
+            "ms_per_iter",
+            "img_per_s",
+            "gflops",
+        ] {
             assert!(!v[field].is_null(), "{mode}: missing {field} in {v}");
         }
+        assert!(v["cpu"]["model"].is_string() && v["cpu"]["avx2"].is_boolean(), "{v}");
         assert_eq!(v["mode"], mode);
         assert_eq!(v["batch"], 4);
-        assert!(v["layers"].as_array().unwrap().iter().any(|l| l["name"] == "conv1"));
+        let layers = v["layers"].as_array().unwrap();
+        assert!(layers.iter().any(|l| l["name"] == "conv1" && l["algo"].is_string()), "{v}");
     }
 }
 

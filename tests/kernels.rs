@@ -91,6 +91,83 @@ fn conv_backward_does_not_depend_on_batch_split_beyond_rounding() {
     assert_close("1 vs 3 threads", &run(1), &run(3), 1e-6);
 }
 
+/// Winograd on the 3x3 stride-1 layers of the AlexNet variants, at their real sizes: forward
+/// against the direct f64-accumulated convolution and data gradient against im2col's, relative
+/// error at most 1e-4 (the bound; F(4x4) measures ~1e-6), on 1 and 2 images and 1 and
+/// 2 threads (batch < threads takes the one-image path that splits each block's work).
+#[test]
+fn winograd_on_alexnets_own_layers() {
+    use alexnet::kernels::winograd::{self, Tile};
+    let mk = |in_c, hw, out_c, groups| ConvShape {
+        in_c,
+        in_h: hw,
+        in_w: hw,
+        out_c,
+        kh: 3,
+        kw: 3,
+        stride: 1,
+        pad: 1,
+        groups,
+    };
+    let cases = [
+        ("paper conv3", mk(256, 13, 384, 1)),
+        ("paper conv4", mk(384, 13, 384, 2)),
+        ("alexnet64 conv5", mk(384, 7, 256, 2)),
+        ("cifar conv3", mk(64, 8, 96, 1)),
+    ];
+    for (name, s) in cases {
+        for (batch, threads) in [(1, 2), (2, 1), (3, 2)] {
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+            pool.install(|| {
+                // Activations after a ReLU are non-negative; weights ~N(0, 0.01)-like in scale.
+                let x: Vec<f32> = uniform_vec(batch * s.in_len(), 11).iter().map(|v| v.abs()).collect();
+                let w: Vec<f32> = uniform_vec(s.weight_len(), 12).iter().map(|v| v * 0.02).collect();
+                let bias = uniform_vec(s.out_c, 13);
+                let direct = conv::forward_naive(&s, &x, &w, &bias, batch);
+                let dy = uniform_vec(batch * s.out_len(), 14);
+                let (mut dw, mut db, mut dx) = (vec![0.0; w.len()], vec![0.0; s.out_c], vec![0.0; x.len()]);
+                conv::backward(&s, &x, &w, &dy, &mut dw, &mut db, Some(&mut dx), batch);
+                for tile in [Tile::F2, Tile::F4] {
+                    let what = format!("{name} {tile:?} batch {batch} threads {threads}");
+                    let mut y = vec![f32::NAN; direct.len()];
+                    winograd::forward(&s, &x, &w, &bias, &mut y, batch, tile);
+                    assert_close(&format!("{what} forward"), &y, &direct, 1e-4);
+                    let mut dxw = vec![f32::NAN; dx.len()];
+                    winograd::backward_data(&s, &w, &dy, &mut dxw, batch, tile);
+                    assert_close(&format!("{what} data gradient"), &dxw, &dx, 1e-4);
+                }
+            });
+        }
+    }
+}
+
+/// `--conv auto` picks Winograd where it saves multiplies on wide layers, with the tile that
+/// saves more, and im2col elsewhere.
+#[test]
+fn conv_choice_resolves_by_shape() {
+    use alexnet::kernels::conv::{ConvAlgo, ConvChoice};
+    use alexnet::kernels::winograd::Tile;
+    let s = |in_c, hw, k, stride| ConvShape {
+        in_c,
+        in_h: hw,
+        in_w: hw,
+        out_c: 64,
+        kh: k,
+        kw: k,
+        stride,
+        pad: k / 2,
+        groups: 1,
+    };
+    assert_eq!(ConvChoice::Auto.resolve(&s(256, 13, 3, 1)), ConvAlgo::Winograd(Tile::F4));
+    assert_eq!(ConvChoice::Auto.resolve(&s(256, 2, 3, 1)), ConvAlgo::Winograd(Tile::F2));
+    assert_eq!(ConvChoice::Auto.resolve(&s(256, 13, 5, 1)), ConvAlgo::Im2col);
+    assert_eq!(ConvChoice::Auto.resolve(&s(256, 13, 3, 2)), ConvAlgo::Im2col);
+    assert_eq!(ConvChoice::Auto.resolve(&s(3, 32, 3, 1)), ConvAlgo::Im2col);
+    assert_eq!(ConvChoice::Winograd.resolve(&s(3, 32, 3, 1)), ConvAlgo::Winograd(Tile::F4));
+    assert_eq!(ConvChoice::Winograd.resolve(&s(3, 32, 5, 1)), ConvAlgo::Im2col);
+    assert_eq!(ConvChoice::Im2col.resolve(&s(256, 13, 3, 1)), ConvAlgo::Im2col);
+}
+
 fn maxpool_naive(s: &PoolShape, x: &[f32], planes: usize) -> Vec<f32> {
     let (oh, ow) = (s.out_h(), s.out_w());
     let mut y = Vec::new();

@@ -43,6 +43,8 @@ fn one_epoch_gives_the_pinned_weights() {
         seed: 11,
         // The split of the run's own seed, as when the hash was pinned.
         split_seed: None,
+        // The arithmetic of the pinned code: im2col on every layer.
+        conv: alexnet::kernels::conv::ConvChoice::Im2col,
         threads: 2,
         out: out.clone(),
         ..TrainConfig::paper(root.join("val"))
@@ -88,6 +90,7 @@ fn hand_loop(cfg: &TrainConfig) -> Vec<NamedTensor> {
     let input = Arc::new(TrainInput::new(&model.data, &stats, augment, model.input[1], cfg.seed));
     thread_pool(cfg.threads).unwrap().install(|| {
         let mut net = Network::new(model, cfg.seed).unwrap();
+        net.set_conv(cfg.conv);
         let mut opt = Sgd::new(cfg.sgd, net.params());
         let idx = &splits.train_indices;
         let order = permutation(idx.len(), rng::mix(&[cfg.seed, 0])).iter().map(|&i| idx[i as usize]).collect();

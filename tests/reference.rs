@@ -2,6 +2,7 @@
 //! Tolerance: relative error ||ours − ref|| / ||ref|| ≤ 1e-4.
 
 mod common;
+use alexnet::kernels::conv::ConvChoice;
 use alexnet::kernels::loss::softmax_cross_entropy;
 use alexnet::kernels::lrn::{self, LrnParams};
 use alexnet::kernels::pool::{self, PoolShape};
@@ -30,8 +31,9 @@ fn tiny_config() -> ModelConfig {
     cfg
 }
 
-fn tiny_net(fx: &Fixture, prefix: &str) -> Network {
+fn tiny_net(fx: &Fixture, prefix: &str, conv: ConvChoice) -> Network {
     let mut net = Network::new(tiny_config(), 0).unwrap();
+    net.set_conv(conv);
     for p in net.params_mut() {
         let (shape, data) = fx.get(&format!("{prefix}.{}", p.name));
         assert_eq!(shape, p.shape, "{}", p.name);
@@ -50,10 +52,19 @@ fn tiny_parameter_count() {
     assert_eq!(s.params, 56_554);
 }
 
+/// Both convolution algorithms: im2col everywhere, and Winograd on conv3-5 (3x3, stride 1).
+const CONVS: [ConvChoice; 2] = [ConvChoice::Im2col, ConvChoice::Winograd];
+
 #[test]
 fn tiny_forward_loss_and_every_gradient() {
+    for conv in CONVS {
+        tiny_forward_loss_and_every_gradient_with(conv);
+    }
+}
+
+fn tiny_forward_loss_and_every_gradient_with(conv: ConvChoice) {
     let fx = Fixture::load("tiny_alexnet.safetensors");
-    let mut net = tiny_net(&fx, "param");
+    let mut net = tiny_net(&fx, "param", conv);
     let x = fx.f32("input");
     let y = labels(&fx);
     let logits = net.forward(&x, 4, Mode::Eval).to_vec();
@@ -78,8 +89,14 @@ fn tiny_forward_loss_and_every_gradient() {
 
 #[test]
 fn tiny_two_paper_sgd_steps() {
+    for conv in CONVS {
+        tiny_two_paper_sgd_steps_with(conv);
+    }
+}
+
+fn tiny_two_paper_sgd_steps_with(conv: ConvChoice) {
     let fx = Fixture::load("tiny_alexnet.safetensors");
-    let mut net = tiny_net(&fx, "param");
+    let mut net = tiny_net(&fx, "param", conv);
     let x = fx.f32("input");
     let y = labels(&fx);
     let cfg = SgdConfig { lr: 0.01, momentum: 0.9, weight_decay: 5e-4, form: SgdForm::Paper, decay_biases: true };
@@ -138,9 +155,12 @@ fn formula_logits(variant: &str, fixture: &str, keep_dropout: bool) {
     net.init_formula();
     let n = 2 * net.input_len();
     let x: Vec<f32> = (0..n).map(|j| 2.0 * alexnet::rng::u24(1000, j as u64) - 1.0).collect();
-    let logits = net.forward(&x, 2, Mode::Eval).to_vec();
     let fx = Fixture::load(fixture);
-    assert_close(&format!("{variant} formula logits"), &logits, &fx.f32("logits"), TOL);
+    for conv in CONVS {
+        net.set_conv(conv);
+        let logits = net.forward(&x, 2, Mode::Eval).to_vec();
+        assert_close(&format!("{variant} formula logits, {conv:?}"), &logits, &fx.f32("logits"), TOL);
+    }
 }
 
 #[test]

@@ -15,8 +15,10 @@
 //! backward pass, accumulates its own `dw`, summed at the end in thread order so the result is
 //! deterministic for a given thread count.
 
+use super::winograd::{self, Tile};
 use crate::matmul::{Operand, Threads, matmul};
 use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ConvShape {
@@ -148,11 +150,69 @@ pub(crate) fn image_chunks(batch: usize) -> usize {
     batch.div_ceil(rayon::current_num_threads().max(1)).max(1)
 }
 
-/// `y = conv(x, w) + b` for a batch. `x.len() = B·in_len`, `y.len() = B·out_len`.
+/// How one convolution layer computes: what `--conv` resolves to for its shape.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConvAlgo {
+    /// im2col and one matrix product per image and group: any shape.
+    Im2col,
+    /// Winograd F(m×m, 3×3) ([`winograd`]): 3×3 stride-1 layers, forward and data gradient.
+    Winograd(Tile),
+}
+
+/// `--conv auto|im2col|winograd`: the algorithm asked for, resolved per layer by
+/// [`ConvChoice::resolve`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
+pub enum ConvChoice {
+    /// Winograd where it saves at least a third of the multiplies and the layer has 16 or more
+    /// input channels a group (fewer, and its transforms cost more than they save); im2col
+    /// elsewhere.
+    #[default]
+    Auto,
+    Im2col,
+    /// Winograd on every layer it applies to (3×3, stride 1), im2col on the others.
+    Winograd,
+}
+
+impl ConvChoice {
+    /// The algorithm for a layer of shape `s`: Winograd's tile is the one with fewer multiplies
+    /// for the map (F(2×2) on a tie: less rounding).
+    pub fn resolve(self, s: &ConvShape) -> ConvAlgo {
+        if self == ConvChoice::Im2col || !winograd::applies(s) {
+            return ConvAlgo::Im2col;
+        }
+        let (oh, ow) = (s.out_h(), s.out_w());
+        let tile = [Tile::F2, Tile::F4].into_iter().min_by_key(|t| t.multiplies(oh, ow)).unwrap_or(Tile::F2);
+        let saves_a_third = 3 * tile.multiplies(oh, ow) <= 2 * 9 * oh * ow;
+        match self {
+            ConvChoice::Auto if !(saves_a_third && s.in_c / s.groups >= 16) => ConvAlgo::Im2col,
+            _ => ConvAlgo::Winograd(tile),
+        }
+    }
+}
+
+/// Splits a product across the pool when there are fewer images than threads (one-image
+/// latency); otherwise each thread has its own images and multiplies alone.
+fn product_threads(batch: usize) -> Threads {
+    if batch < rayon::current_num_threads() { Threads::Pool } else { Threads::One }
+}
+
+/// `y = conv(x, w) + b` with the layer's algorithm.
+pub fn forward_with(algo: ConvAlgo, s: &ConvShape, x: &[f32], w: &[f32], b: &[f32], y: &mut [f32], batch: usize) {
+    match algo {
+        ConvAlgo::Im2col => forward(s, x, w, b, y, batch),
+        ConvAlgo::Winograd(tile) => winograd::forward(s, x, w, b, y, batch, tile),
+    }
+}
+
+/// `y = conv(x, w) + b` for a batch, by im2col. `x.len() = B·in_len`, `y.len() = B·out_len`.
 pub fn forward(s: &ConvShape, x: &[f32], w: &[f32], b: &[f32], y: &mut [f32], batch: usize) {
     let (kg, mg, n) = (s.k_group(), s.m_group(), s.n());
     let (il, ol) = (s.in_len(), s.out_len());
     let per = image_chunks(batch);
+    let threads = product_threads(batch);
     y[..batch * ol].par_chunks_mut(per * ol).zip(x[..batch * il].par_chunks(per * il)).for_each(|(ys, xs)| {
         let mut col = vec![0.0f32; kg * n];
         for (yi, xi) in ys.chunks_mut(ol).zip(xs.chunks(il)) {
@@ -163,13 +223,37 @@ pub fn forward(s: &ConvShape, x: &[f32], w: &[f32], b: &[f32], y: &mut [f32], ba
                 im2col(s, xi, g, &mut col);
                 let wg = &w[g * mg * kg..(g + 1) * mg * kg];
                 let yg = &mut yi[g * mg * n..(g + 1) * mg * n];
-                matmul(mg, n, kg, Operand::plain(wg), Operand::plain(&col), yg, true, Threads::One);
+                matmul(mg, n, kg, Operand::plain(wg), Operand::plain(&col), yg, true, threads);
             }
         }
     });
 }
 
-/// Gradients of the convolution. `dw` and `db` are overwritten; `dx`, when asked for, too.
+/// Gradients of the convolution with the layer's algorithm: the weight gradient always by
+/// im2col, the data gradient by `algo`.
+#[allow(clippy::too_many_arguments)]
+pub fn backward_with(
+    algo: ConvAlgo,
+    s: &ConvShape,
+    x: &[f32],
+    w: &[f32],
+    dy: &[f32],
+    dw: &mut [f32],
+    db: &mut [f32],
+    dx: Option<&mut [f32]>,
+    batch: usize,
+) {
+    match (algo, dx) {
+        (ConvAlgo::Winograd(tile), Some(dx)) => {
+            backward(s, x, w, dy, dw, db, None, batch);
+            winograd::backward_data(s, w, dy, &mut dx[..batch * s.in_len()], batch, tile);
+        }
+        (_, dx) => backward(s, x, w, dy, dw, db, dx, batch),
+    }
+}
+
+/// Gradients of the convolution by im2col. `dw` and `db` are overwritten; `dx`, when asked
+/// for, too.
 #[allow(clippy::too_many_arguments)]
 pub fn backward(
     s: &ConvShape,
@@ -184,6 +268,7 @@ pub fn backward(
     let (kg, mg, n) = (s.k_group(), s.m_group(), s.n());
     let (il, ol) = (s.in_len(), s.out_len());
     let per = image_chunks(batch);
+    let threads = product_threads(batch);
     let want_dx = dx.is_some();
     let mut dx_owned: Vec<f32> = Vec::new();
     let dx: &mut [f32] = match dx {
@@ -206,7 +291,7 @@ pub fn backward(
                     im2col(s, xi, g, &mut col);
                     let dyg = &dyi[g * mg * n..(g + 1) * mg * n];
                     let dwg = &mut pdw[g * mg * kg..(g + 1) * mg * kg];
-                    matmul(mg, kg, n, Operand::plain(dyg), Operand::t(&col), dwg, true, Threads::One);
+                    matmul(mg, kg, n, Operand::plain(dyg), Operand::t(&col), dwg, true, threads);
                 }
             }
             (pdw, pdb)
@@ -226,7 +311,7 @@ pub fn backward(
                 for g in 0..s.groups {
                     let wg = &w[g * mg * kg..(g + 1) * mg * kg];
                     let dyg = &dyi[g * mg * n..(g + 1) * mg * n];
-                    matmul(kg, n, mg, Operand::t(wg), Operand::plain(dyg), &mut col, false, Threads::One);
+                    matmul(kg, n, mg, Operand::t(wg), Operand::plain(dyg), &mut col, false, threads);
                     col2im(s, &col, g, dxi);
                 }
             }

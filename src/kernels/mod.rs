@@ -9,3 +9,4 @@ pub mod linear;
 pub mod loss;
 pub mod lrn;
 pub mod pool;
+pub mod winograd;

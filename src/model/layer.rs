@@ -6,7 +6,7 @@
 //! with its shape rule in `plan.rs`, and one arm in each `match` below.
 
 use super::plan::{LayerInfo, LayerKind, ParamSpec};
-use crate::kernels::conv::ConvShape;
+use crate::kernels::conv::{ConvAlgo, ConvChoice, ConvShape};
 use crate::kernels::dropout::DropoutMode;
 use crate::kernels::lrn::LrnParams;
 use crate::kernels::pool::PoolShape;
@@ -52,10 +52,11 @@ pub enum Mode {
 /// One layer with what it needs at run time.
 #[derive(Clone, Debug)]
 pub enum Layer {
-    /// `[weight, bias]`.
+    /// `[weight, bias]`; `algo` resolved from `--conv` for this shape.
     Conv {
         shape: ConvShape,
         params: [Param; 2],
+        algo: ConvAlgo,
     },
     Linear {
         inp: usize,
@@ -97,7 +98,8 @@ impl Layer {
         let [c, h, w] = info.input;
         match &info.kind {
             LayerKind::Conv { shape, params } => {
-                Layer::Conv { shape: *shape, params: params.each_ref().map(Param::new) }
+                let algo = ConvChoice::default().resolve(shape);
+                Layer::Conv { shape: *shape, params: params.each_ref().map(Param::new), algo }
             }
             LayerKind::Linear { inp, out, params } => {
                 Layer::Linear { inp: *inp, out: *out, params: params.each_ref().map(Param::new) }
@@ -141,7 +143,9 @@ impl Layer {
     /// `y = f(x)` for `batch` images; `x` and `y` hold exactly one batch.
     pub fn forward(&mut self, x: &[f32], y: &mut [f32], batch: usize, mode: Mode) {
         match self {
-            Layer::Conv { shape, params: [w, b] } => conv::forward(shape, x, &w.data, &b.data, y, batch),
+            Layer::Conv { shape, params: [w, b], algo } => {
+                conv::forward_with(*algo, shape, x, &w.data, &b.data, y, batch)
+            }
             Layer::Linear { inp, out, params: [w, b] } => linear::forward(x, &w.data, &b.data, y, batch, *inp, *out),
             Layer::Relu => act::relu_forward(x, y),
             Layer::Tanh => act::tanh_forward(x, y),
@@ -166,8 +170,8 @@ impl Layer {
     #[allow(clippy::too_many_arguments)]
     pub fn backward(&mut self, x: &[f32], y: &[f32], dy: &[f32], dx: Option<&mut [f32]>, batch: usize, mode: Mode) {
         match (self, dx) {
-            (Layer::Conv { shape, params: [w, b] }, dx) => {
-                conv::backward(shape, x, &w.data, dy, &mut w.grad, &mut b.grad, dx, batch)
+            (Layer::Conv { shape, params: [w, b], algo }, dx) => {
+                conv::backward_with(*algo, shape, x, &w.data, dy, &mut w.grad, &mut b.grad, dx, batch)
             }
             (Layer::Linear { inp, out, params: [w, b] }, dx) => {
                 linear::backward(x, &w.data, dy, &mut w.grad, &mut b.grad, dx, batch, *inp, *out)

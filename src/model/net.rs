@@ -8,7 +8,7 @@
 use super::config::{ConfigError, Init, ModelConfig};
 use super::init;
 use super::layer::{Layer, Mode, Param};
-use super::plan::{LayerInfo, Summary, plan};
+use super::plan::{LayerInfo, LayerKind, Summary, plan};
 use crate::kernels::loss::{in_top_k, softmax_cross_entropy};
 use crate::optim::Sgd;
 use std::time::Instant;
@@ -73,6 +73,25 @@ impl Network {
             dlogits: Vec::new(),
             profile: None,
         })
+    }
+
+    /// Sets how every convolution computes (`--conv`), resolved per layer by its shape.
+    pub fn set_conv(&mut self, choice: crate::kernels::conv::ConvChoice) {
+        for l in &mut self.layers {
+            if let Layer::Conv { shape, algo, .. } = l {
+                *algo = choice.resolve(shape);
+            }
+        }
+    }
+
+    /// Each convolution's name and algorithm, in order (for `bench --profile`).
+    pub fn conv_algos(&self) -> Vec<(String, crate::kernels::conv::ConvAlgo)> {
+        let convs = self.summary.layers.iter().filter(|l| matches!(l.kind, LayerKind::Conv { .. }));
+        let algos = self.layers.iter().filter_map(|l| match l {
+            Layer::Conv { algo, .. } => Some(*algo),
+            _ => None,
+        });
+        convs.map(|l| l.name.clone()).zip(algos).collect()
     }
 
     /// Every parameter, in order: each layer's weight, then its bias.

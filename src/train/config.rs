@@ -63,6 +63,14 @@ pub struct TrainConfig {
     /// `LOC_val_solution.csv` or `FILE WNID` lines; [`crate::data::ilsvrc`]).
     #[serde(default)]
     pub val_labels: Option<PathBuf>,
+    /// How the convolutions compute (`--conv`). Runs from before it computed by im2col and
+    /// resume so, bit for bit.
+    #[serde(default = "conv_of_old_runs")]
+    pub conv: crate::kernels::conv::ConvChoice,
+}
+
+fn conv_of_old_runs() -> crate::kernels::conv::ConvChoice {
+    crate::kernels::conv::ConvChoice::Im2col
 }
 
 fn recipe_of_old_runs() -> Recipe {
@@ -133,6 +141,7 @@ impl TrainConfig {
             loader_threads: 1,
             cache_dir: None,
             val_labels: None,
+            conv: Default::default(),
         }
     }
 }

@@ -235,7 +235,7 @@ impl<'a> Trainer<'a> {
         };
         let augment = Augment::new(&cfg.augment, &stats);
         let input = Arc::new(TrainInput::new(&spec, &stats, augment, crop, cfg.seed));
-        let (net, opt, state) = match resume {
+        let (mut net, opt, state) = match resume {
             Some(c) => {
                 let net = c.network()?;
                 let mut opt = Sgd::new(c.sgd.unwrap_or(cfg.sgd), net.params());
@@ -250,6 +250,7 @@ impl<'a> Trainer<'a> {
                 (net, opt, TrainState::start(cfg.sgd.lr))
             }
         };
+        net.set_conv(cfg.conv);
         let batches_per_epoch = data.train_indices.len() / cfg.batch.max(1);
         if batches_per_epoch == 0 {
             return Err(Error::Invalid(format!(

@@ -2,6 +2,7 @@
 
 use crate::common::{CacheDir, Common, model_name};
 use alexnet::bench::{self, BenchConfig, BenchMode, BenchReport};
+use alexnet::kernels::conv::ConvChoice;
 use alexnet::model::ModelConfig;
 use anyhow::{Result, bail};
 use std::path::PathBuf;
@@ -19,9 +20,13 @@ pub struct Args {
     /// Untimed iterations before timing.
     #[arg(long, default_value_t = 1)]
     warmup: usize,
-    /// Also report time and GFLOP/s per layer.
+    /// Also report time, GFLOP/s and algorithm per layer.
     #[arg(long)]
     profile: bool,
+    /// How the convolutions compute: Winograd on the 3x3 stride-1 layers where it pays (auto),
+    /// everywhere it applies, or im2col everywhere.
+    #[arg(long, value_enum, default_value = "auto")]
+    conv: ConvChoice,
     /// Matrix size for `--mode gemm`.
     #[arg(long, default_value_t = 1024)]
     size: usize,
@@ -97,6 +102,7 @@ pub fn exec(a: Args) -> Result<i32> {
                 warmup: a.warmup,
                 threads,
                 profile: a.profile,
+                conv: a.conv,
             };
             a.common.emit(&bench::run(&model, &cfg)?, print_report)
         }
@@ -105,7 +111,8 @@ pub fn exec(a: Args) -> Result<i32> {
 
 fn print_report(r: &BenchReport) {
     println!(
-        "{} {:?} batch {} threads {}: {:.1} ms/iter, {:.1} img/s, {:.1} GFLOP/s{}",
+        "{} {:?} batch {} threads {}: {:.1} ms/iter, {:.1} img/s, {:.1} GFLOP/s ({:.2} of this run's \
+         {:.0} GFLOP/s matrix-multiply peak){}",
         r.model,
         r.mode,
         r.batch,
@@ -113,21 +120,34 @@ fn print_report(r: &BenchReport) {
         r.ms_per_iter,
         r.img_per_s,
         r.gflops,
+        r.peak_fraction,
+        r.gemm_peak_gflops,
         r.peak_rss_mib.map_or(String::new(), |m| format!(", peak RSS {m:.0} MiB"))
+    );
+    let c = &r.cpu;
+    let ext = [("AVX2", c.avx2), ("AVX-512", c.avx512f), ("AVX512-BF16", c.avx512_bf16)];
+    let ext: Vec<&str> = ext.iter().filter(|(_, on)| *on).map(|(n, _)| *n).collect();
+    println!(
+        "cpu: {} (family {}, model {}), {}",
+        c.model,
+        c.family.map_or("?".into(), |f| f.to_string()),
+        c.model_number.map_or("?".into(), |m| m.to_string()),
+        if ext.is_empty() { "no AVX2".to_string() } else { ext.join(", ") }
     );
     if r.layers.is_empty() {
         return;
     }
-    println!("{:<9} {:>10} {:>10} {:>10} {:>10}", "layer", "fwd ms", "fwd GF/s", "bwd ms", "bwd GF/s");
+    println!("{:<9} {:>10} {:>10} {:>10} {:>10}  algorithm", "layer", "fwd ms", "fwd GF/s", "bwd ms", "bwd GF/s");
     let gf = |g: Option<f64>| g.map_or("-".to_string(), |g| format!("{g:.1}"));
     for l in &r.layers {
         println!(
-            "{:<9} {:>10.2} {:>10} {:>10.2} {:>10}",
+            "{:<9} {:>10.2} {:>10} {:>10.2} {:>10}  {}",
             l.name,
             l.forward_ms,
             gf(l.forward_gflops),
             l.backward_ms,
-            gf(l.backward_gflops)
+            gf(l.backward_gflops),
+            l.algo.as_deref().unwrap_or("")
         );
     }
 }

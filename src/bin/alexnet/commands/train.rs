@@ -158,6 +158,10 @@ pub struct Args {
     /// Validate with the ten-crop average.
     #[arg(long)]
     val_ten_crop: bool,
+    /// How the convolutions compute (default auto: Winograd on the 3x3 stride-1 layers where it
+    /// pays, im2col elsewhere). A speed setting: a resumed run may change it.
+    #[arg(long, value_enum)]
+    conv: Option<alexnet::kernels::conv::ConvChoice>,
     /// No progress bar or messages.
     #[arg(long)]
     quiet: bool,
@@ -261,6 +265,7 @@ impl Args {
             loader_threads: self.loader_threads.unwrap_or(d.loader_threads),
             cache_dir: self.cache.cache_dir.as_deref().map(std::path::absolute).transpose()?,
             val_labels: self.val_labels.clone().map(absolute),
+            conv: self.conv.unwrap_or_default(),
             val,
             ..d
         })
@@ -273,7 +278,7 @@ impl Args {
         if !fixed.is_empty() {
             anyhow::bail!(
                 "{} cannot change a resumed run: {} holds its settings (only --epochs, --time-limit, \
-                 --threads, --loader-threads and --cache-dir can change; start a new run with --out to change the others)",
+                 --threads, --loader-threads, --conv and --cache-dir can change; start a new run with --out to change the others)",
                 fixed.join(", "),
                 dir.join("config.json").display()
             );
@@ -282,6 +287,7 @@ impl Args {
         cfg.epochs = self.epochs.unwrap_or(cfg.epochs);
         cfg.time_limit_minutes = self.time_limit.or(cfg.time_limit_minutes);
         cfg.loader_threads = self.loader_threads.unwrap_or(cfg.loader_threads);
+        cfg.conv = self.conv.unwrap_or(cfg.conv);
         cfg.cache_dir = self.cache.cache_dir.as_deref().map(std::path::absolute).transpose()?.or(cfg.cache_dir);
         if let Some(t) = self.common.threads
             && t != cfg.threads

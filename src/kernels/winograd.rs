@@ -1,0 +1,463 @@
+//! Winograd convolution F(m×m, 3×3) (Lavin & Gray 2016) for 3×3 stride-1 layers: conv3-5 of
+//! every AlexNet variant, about half of the paper net's multiply-adds.
+//!
+//! An output tile `Y [m, m]` of one channel pair comes from an input tile `d [α, α]`, α = m + 2,
+//! and the kernel `g [3, 3]` as `Y = Aᵀ [(G g Gᵀ) ⊙ (Bᵀ d B)] A`. Summed over the input
+//! channels, the element-wise product becomes α² independent matrix products, one per point ξ
+//! of the transformed tile:
+//! `M[ξ] [M/G, T] = U[ξ] [M/G, C/G] · V[ξ] [C/G, T]`, with `U = G g Gᵀ` for every kernel and
+//! `V = Bᵀ d B` for every input tile (T tiles of all the images in a block). F(2×2, 3×3) takes
+//! 16 multiplies for 4 outputs where direct convolution takes 36 (2.25× fewer), F(4×4, 3×3) 36
+//! for 16 (4× fewer), less the tiles' overhang past the map's edge. The transforms cost a few
+//! percent of the products; rounding grows with the tile (F(4×4) keeps ~1e-6 relative error in
+//! f32 on AlexNet's layers, measured by the tests against the direct kernels).
+//!
+//! The data gradient of a stride-1 convolution is itself one: `dx = conv(dy, w')` with
+//! `w'[c, m] = w[m, c]` rotated by 180° and padding `2 - pad`, so it takes the same path. The
+//! weight gradient stays on im2col ([`super::conv::backward`]).
+//!
+//! Layouts, per group g: `U [M/G][α²][C/G]` (a row of kernels per output channel), `V [C/G][α²][T]`
+//! (a row of tiles per input channel), so that the transforms of one channel write one
+//! contiguous block and the products read strided slices; `M [α²][M/G][T]`.
+
+use super::conv::{ConvShape, image_chunks};
+use crate::matmul::{Operand, Threads, matmul};
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+/// The output tile of a Winograd convolution.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Tile {
+    /// F(2×2, 3×3): 4×4 transformed tiles, 2.25× fewer multiplies, the least rounding.
+    F2,
+    /// F(4×4, 3×3): 6×6 transformed tiles, 4× fewer multiplies.
+    F4,
+}
+
+impl Tile {
+    /// Outputs a side of one tile.
+    pub fn m(self) -> usize {
+        match self {
+            Tile::F2 => 2,
+            Tile::F4 => 4,
+        }
+    }
+    /// Multiplies of the products for an `oh×ow` map, per input-output channel pair.
+    pub fn multiplies(self, oh: usize, ow: usize) -> usize {
+        let (m, a) = (self.m(), self.m() + 2);
+        oh.div_ceil(m) * ow.div_ceil(m) * a * a
+    }
+}
+
+/// Whether Winograd F(m×m, 3×3) computes this convolution: 3×3 kernels, stride 1, padding at
+/// most 2 (so that its data gradient, padded by `2 - pad`, is one too).
+pub fn applies(s: &ConvShape) -> bool {
+    s.kh == 3 && s.kw == 3 && s.stride == 1 && s.pad <= 2
+}
+
+/// The transforms of F(m×m, 3×3) with α = m + 2 points.
+struct Transforms<const M: usize, const A: usize> {
+    /// `Bᵀ [α, α]`: input tile to its transform.
+    bt: [[f32; A]; A],
+    /// `G [α, 3]`: kernel to its transform.
+    g: [[f32; 3]; A],
+    /// `Aᵀ [m, α]`: transformed product back to the output tile.
+    at: [[f32; A]; M],
+}
+
+/// Points 0, 1, -1 and ∞.
+const F2: Transforms<2, 4> = Transforms {
+    bt: [[1.0, 0.0, -1.0, 0.0], [0.0, 1.0, 1.0, 0.0], [0.0, -1.0, 1.0, 0.0], [0.0, 1.0, 0.0, -1.0]],
+    g: [[1.0, 0.0, 0.0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0.0, 0.0, 1.0]],
+    at: [[1.0, 1.0, 1.0, 0.0], [0.0, 1.0, -1.0, -1.0]],
+};
+
+/// Points 0, ±1, ±2 and ∞ (Lavin & Gray's F(4×4, 3×3)).
+const F4: Transforms<4, 6> = Transforms {
+    bt: [
+        [4.0, 0.0, -5.0, 0.0, 1.0, 0.0],
+        [0.0, -4.0, -4.0, 1.0, 1.0, 0.0],
+        [0.0, 4.0, -4.0, -1.0, 1.0, 0.0],
+        [0.0, -2.0, -1.0, 2.0, 1.0, 0.0],
+        [0.0, 2.0, -1.0, -2.0, 1.0, 0.0],
+        [0.0, 4.0, 0.0, -5.0, 0.0, 1.0],
+    ],
+    g: [
+        [1.0 / 4.0, 0.0, 0.0],
+        [-1.0 / 6.0, -1.0 / 6.0, -1.0 / 6.0],
+        [-1.0 / 6.0, 1.0 / 6.0, -1.0 / 6.0],
+        [1.0 / 24.0, 1.0 / 12.0, 1.0 / 6.0],
+        [1.0 / 24.0, -1.0 / 12.0, 1.0 / 6.0],
+        [0.0, 0.0, 1.0],
+    ],
+    at: [
+        [1.0, 1.0, 1.0, 1.0, 1.0, 0.0],
+        [0.0, 1.0, -1.0, 2.0, -2.0, 0.0],
+        [0.0, 1.0, 1.0, 4.0, 4.0, 0.0],
+        [0.0, 1.0, -1.0, 8.0, -8.0, 1.0],
+    ],
+};
+
+/// Tiles transformed together, one per SIMD lane: the transforms are the same arithmetic on
+/// every tile, so eight tiles side by side make 8-wide vector operations of them, and the
+/// transformed values of consecutive tiles land contiguous in `V` (and are read so from `M`).
+const L: usize = 8;
+
+/// `l [R, K] · r [K, C]` for `r` a tile per lane; zero coefficients skipped.
+#[inline(always)]
+fn lanes_mul<const R: usize, const K: usize, const C: usize>(
+    l: &[[f32; K]; R],
+    r: &[[[f32; L]; C]; K],
+) -> [[[f32; L]; C]; R] {
+    let mut out = [[[0.0f32; L]; C]; R];
+    for i in 0..R {
+        for p in 0..K {
+            let coef = l[i][p];
+            if coef == 0.0 {
+                continue;
+            }
+            for j in 0..C {
+                for lane in 0..L {
+                    out[i][j][lane] += coef * r[p][j][lane];
+                }
+            }
+        }
+    }
+    out
+}
+
+/// `l · rᵀ` for `l [R, K]` a tile per lane and `r [C, K]`; zero coefficients skipped.
+#[inline(always)]
+fn lanes_mul_t<const R: usize, const K: usize, const C: usize>(
+    l: &[[[f32; L]; K]; R],
+    r: &[[f32; K]; C],
+) -> [[[f32; L]; C]; R] {
+    let mut out = [[[0.0f32; L]; C]; R];
+    for j in 0..C {
+        for p in 0..K {
+            let coef = r[j][p];
+            if coef == 0.0 {
+                continue;
+            }
+            for i in 0..R {
+                for lane in 0..L {
+                    out[i][j][lane] += coef * l[i][p][lane];
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Rows or images processed together: enough tiles that each product's `T` keeps the matrix
+/// multiply efficient, few enough that `V` and `M` stay in the caches' reach.
+const TARGET_TILES: usize = 256;
+
+/// `y = conv(x, w) + b` for a batch, as [`super::conv::forward`], for shapes where [`applies`].
+#[allow(clippy::too_many_arguments)]
+pub fn forward(s: &ConvShape, x: &[f32], w: &[f32], b: &[f32], y: &mut [f32], batch: usize, tile: Tile) {
+    match tile {
+        Tile::F2 => forward_with(&F2, s, x, w, b, y, batch),
+        Tile::F4 => forward_with(&F4, s, x, w, b, y, batch),
+    }
+}
+
+/// `dx = ∂L/∂x` from `dy` (overwritten), as [`super::conv::backward`]'s, for shapes where
+/// [`applies`]: the convolution of `dy` with the transposed, rotated kernels, padded by `2 - pad`.
+pub fn backward_data(s: &ConvShape, w: &[f32], dy: &[f32], dx: &mut [f32], batch: usize, tile: Tile) {
+    let (cg, mg) = (s.in_c / s.groups, s.m_group());
+    // w' [C, M/G, 3, 3]: output channel c of group g reads the group's M/G channels of dy.
+    let mut wt = vec![0.0f32; s.in_c * mg * 9];
+    for g in 0..s.groups {
+        for m in 0..mg {
+            for c in 0..cg {
+                let src = &w[((g * mg + m) * cg + c) * 9..][..9];
+                let dst = &mut wt[((g * cg + c) * mg + m) * 9..][..9];
+                for (k, v) in dst.iter_mut().enumerate() {
+                    *v = src[8 - k];
+                }
+            }
+        }
+    }
+    let t = ConvShape {
+        in_c: s.out_c,
+        in_h: s.out_h(),
+        in_w: s.out_w(),
+        out_c: s.in_c,
+        kh: 3,
+        kw: 3,
+        stride: 1,
+        pad: 2 - s.pad,
+        groups: s.groups,
+    };
+    debug_assert_eq!((t.out_h(), t.out_w()), (s.in_h, s.in_w));
+    let zero = vec![0.0f32; s.in_c];
+    forward(&t, dy, &wt, &zero, dx, batch, tile);
+}
+
+/// Tiles of one image: `(rows, columns)` of `m×m` output tiles covering the map.
+fn tiles_of(s: &ConvShape, m: usize) -> (usize, usize) {
+    (s.out_h().div_ceil(m), s.out_w().div_ceil(m))
+}
+
+fn forward_with<const M: usize, const A: usize>(
+    t: &Transforms<M, A>,
+    s: &ConvShape,
+    x: &[f32],
+    w: &[f32],
+    b: &[f32],
+    y: &mut [f32],
+    batch: usize,
+) {
+    assert!(applies(s), "Winograd F(m, 3) on {s:?}");
+    let mut u = with_scratch(|scratch| std::mem::take(&mut scratch.u));
+    kernel_transform(t, s, w, &mut u);
+    let (il, ol) = (s.in_len(), s.out_len());
+    let (th, tw) = tiles_of(s, M);
+    let block = (TARGET_TILES / (th * tw)).clamp(1, batch.max(1));
+    let (x, y) = (&x[..batch * il], &mut y[..batch * ol]);
+    if batch >= rayon::current_num_threads() {
+        // One run of images per thread, as im2col does; each thread's products single-threaded.
+        let per = image_chunks(batch);
+        y.par_chunks_mut(per * ol).zip(x.par_chunks(per * il)).for_each(|(ys, xs)| {
+            with_scratch(|scratch| {
+                for (yb, xb) in ys.chunks_mut(block * ol).zip(xs.chunks(block * il)) {
+                    block_forward(t, s, &u, xb, b, yb, scratch, false);
+                }
+            })
+        });
+    } else {
+        // Fewer images than threads (one-image latency): each block's work split across them.
+        with_scratch(|scratch| {
+            for (yb, xb) in y.chunks_mut(block * ol).zip(x.chunks(block * il)) {
+                block_forward(t, s, &u, xb, b, yb, scratch, true);
+            }
+        });
+    }
+    with_scratch(|scratch| scratch.u = u);
+}
+
+/// `U [G][M/G][α²][C/G]` into `u`: every kernel transformed, `G g Gᵀ`, L input channels at a time.
+fn kernel_transform<const M: usize, const A: usize>(t: &Transforms<M, A>, s: &ConvShape, w: &[f32], u: &mut Vec<f32>) {
+    let cg = s.in_c / s.groups;
+    u.resize(s.out_c * A * A * cg, 0.0);
+    // Output channel `o` (over all groups) owns one contiguous block of α²·C/G.
+    u.par_chunks_mut(A * A * cg).enumerate().for_each(|(o, uo)| {
+        for c0 in (0..cg).step_by(L) {
+            let n = L.min(cg - c0);
+            let mut g3 = [[[0.0f32; L]; 3]; 3];
+            for lane in 0..n {
+                let k = &w[(o * cg + c0 + lane) * 9..][..9];
+                for (i, v) in g3.iter_mut().flatten().enumerate() {
+                    v[lane] = k[i];
+                }
+            }
+            let tg = lanes_mul_t(&lanes_mul(&t.g, &g3), &t.g);
+            for (xi, v) in tg.iter().flatten().enumerate() {
+                uo[xi * cg + c0..][..n].copy_from_slice(&v[..n]);
+            }
+        }
+    });
+}
+
+/// Buffers of one block, kept across blocks and calls (a thread's own: see [`with_scratch`]).
+#[derive(Default)]
+struct Scratch {
+    /// Transformed kernels (the calling thread's).
+    u: Vec<f32>,
+    v: Vec<f32>,
+    m: Vec<f32>,
+}
+
+thread_local! {
+    static SCRATCH: std::cell::RefCell<Scratch> = std::cell::RefCell::default();
+}
+
+/// Runs `f` with this thread's scratch, taken out for the call and put back after, so that the
+/// megabytes of `U`, `V` and `M` are allocated (and their pages touched) once per thread, not
+/// once per call; a nested call would find it empty and allocate its own.
+fn with_scratch<R>(f: impl FnOnce(&mut Scratch) -> R) -> R {
+    let mut scratch = SCRATCH.with(|s| s.take());
+    let r = f(&mut scratch);
+    SCRATCH.with(|s| s.replace(scratch));
+    r
+}
+
+/// Runs `f` over `chunks` of `data`, on all threads or on this one.
+fn each_chunk(data: &mut [f32], chunk: usize, parallel: bool, f: impl Fn(usize, &mut [f32]) + Sync + Send) {
+    if parallel {
+        data.par_chunks_mut(chunk).enumerate().for_each(|(i, c)| f(i, c));
+    } else {
+        data.chunks_mut(chunk).enumerate().for_each(|(i, c)| f(i, c));
+    }
+}
+
+/// One block of images `x [n, C, H, W]` into `y [n, M, OH, OW]`, group by group: transform the
+/// input tiles, α² products, transform back and add the bias.
+#[allow(clippy::too_many_arguments)]
+fn block_forward<const M: usize, const A: usize>(
+    t: &Transforms<M, A>,
+    s: &ConvShape,
+    u: &[f32],
+    x: &[f32],
+    b: &[f32],
+    y: &mut [f32],
+    scratch: &mut Scratch,
+    parallel: bool,
+) {
+    let (cg, mg) = (s.in_c / s.groups, s.m_group());
+    let (il, ol) = (s.in_len(), s.out_len());
+    let images = x.len() / il;
+    let (th, tw) = tiles_of(s, M);
+    let tiles = images * th * tw;
+    scratch.v.resize(cg * A * A * tiles, 0.0);
+    scratch.m.resize(A * A * mg * tiles, 0.0);
+    let (oh, ow) = (s.out_h(), s.out_w());
+    let plane = s.in_h * s.in_w;
+    for g in 0..s.groups {
+        // V [C/G][α²][T]: input channel c's tiles of every image, L tiles at a time.
+        each_chunk(&mut scratch.v, A * A * tiles, parallel, |c, vc| {
+            let xc = |img: usize| &x[img * il + (g * cg + c) * plane..][..plane];
+            for t0 in (0..tiles).step_by(L) {
+                let n = L.min(tiles - t0);
+                let mut d = [[[0.0f32; L]; A]; A];
+                for lane in 0..n {
+                    let (img, ty, tx) = ((t0 + lane) / (th * tw), (t0 + lane) / tw % th, (t0 + lane) % tw);
+                    input_tile::<A>(s, xc(img), ty * M, tx * M, &mut d, lane);
+                }
+                let tv = lanes_mul_t(&lanes_mul(&t.bt, &d), &t.bt);
+                for (xi, v) in tv.iter().flatten().enumerate() {
+                    vc[xi * tiles + t0..][..n].copy_from_slice(&v[..n]);
+                }
+            }
+        });
+        // M[ξ] = U[ξ] · V[ξ] for each of the α² points.
+        let ug = &u[g * mg * A * A * cg..(g + 1) * mg * A * A * cg];
+        let v = &scratch.v;
+        each_chunk(&mut scratch.m, mg * tiles, parallel, |xi, mx| {
+            let a = Operand::strided(&ug[xi * cg..], A * A * cg);
+            let bv = Operand::strided(&v[xi * tiles..], A * A * tiles);
+            matmul(mg, tiles, cg, a, bv, mx, false, Threads::One);
+        });
+        // Y = Aᵀ M A + b, clipped to the map: L tiles at a time, output channel by channel.
+        let mm = &scratch.m;
+        let ys = &mut y[..images * ol];
+        let write = |m: usize, out_tiles: &mut dyn FnMut(usize, usize, &[[[f32; L]; M]; M], usize)| {
+            for t0 in (0..tiles).step_by(L) {
+                let n = L.min(tiles - t0);
+                let mut p = [[[0.0f32; L]; A]; A];
+                for (xi, v) in p.iter_mut().flatten().enumerate() {
+                    v[..n].copy_from_slice(&mm[(xi * mg + m) * tiles + t0..][..n]);
+                }
+                let out = lanes_mul_t(&lanes_mul(&t.at, &p), &t.at);
+                out_tiles(t0, n, &out, m);
+            }
+        };
+        let (oh_ow, m_of_g) = (oh * ow, g * mg);
+        let place = |yi: &mut [f32], ty: usize, tx: usize, out: &[[[f32; L]; M]; M], lane: usize, bias: f32| {
+            for (i, row) in out.iter().enumerate().take(oh - ty * M) {
+                let y0 = (ty * M + i) * ow + tx * M;
+                for (j, dst) in yi[y0..y0 + M.min(ow - tx * M)].iter_mut().enumerate() {
+                    *dst = row[j][lane] + bias;
+                }
+            }
+        };
+        if images == 1 {
+            // One image: its output channels are contiguous planes, split across threads.
+            let yg = &mut ys[m_of_g * oh_ow..][..mg * oh_ow];
+            each_chunk(yg, oh_ow, parallel, |m, ym| {
+                let bias = b[m_of_g + m];
+                write(m, &mut |t0, n, out, _| {
+                    for lane in 0..n {
+                        let (ty, tx) = ((t0 + lane) / tw, (t0 + lane) % tw);
+                        place(ym, ty, tx, out, lane, bias);
+                    }
+                });
+            });
+        } else {
+            for m in 0..mg {
+                let bias = b[m_of_g + m];
+                write(m, &mut |t0, n, out, _| {
+                    for lane in 0..n {
+                        let (img, ty, tx) = ((t0 + lane) / (th * tw), (t0 + lane) / tw % th, (t0 + lane) % tw);
+                        let yi = &mut ys[img * ol + (m_of_g + m) * oh_ow..][..oh_ow];
+                        place(yi, ty, tx, out, lane, bias);
+                    }
+                });
+            }
+        }
+    }
+}
+
+/// Writes into `lane` of `d` the `α×α` input tile whose outputs start at `(oy, ox)`: rows
+/// `oy - pad ..`, zero outside the map.
+#[inline]
+fn input_tile<const A: usize>(
+    s: &ConvShape,
+    xc: &[f32],
+    oy: usize,
+    ox: usize,
+    d: &mut [[[f32; L]; A]; A],
+    lane: usize,
+) {
+    for (i, row) in d.iter_mut().enumerate() {
+        let iy = (oy + i) as isize - s.pad as isize;
+        let inside = iy >= 0 && iy < s.in_h as isize;
+        for (j, v) in row.iter_mut().enumerate() {
+            let ix = (ox + j) as isize - s.pad as isize;
+            v[lane] =
+                if inside && ix >= 0 && ix < s.in_w as isize { xc[iy as usize * s.in_w + ix as usize] } else { 0.0 };
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernels::conv;
+    use crate::rng::uniform_vec;
+
+    fn shape(c: usize, hw: usize, m: usize, pad: usize, groups: usize) -> ConvShape {
+        ConvShape { in_c: c, in_h: hw, in_w: hw + 1, out_c: m, kh: 3, kw: 3, stride: 1, pad, groups }
+    }
+
+    #[test]
+    fn forward_matches_the_direct_convolution() {
+        for tile in [Tile::F2, Tile::F4] {
+            for (s, batch) in [
+                (shape(3, 5, 4, 1, 1), 1),
+                (shape(8, 13, 6, 1, 2), 3),
+                (shape(4, 7, 4, 0, 1), 2),
+                (shape(6, 4, 6, 2, 3), 5),
+                (shape(2, 3, 2, 0, 1), 1),
+            ] {
+                let x = uniform_vec(batch * s.in_len(), 1);
+                let w = uniform_vec(s.weight_len(), 2);
+                let b = uniform_vec(s.out_c, 3);
+                let mut y = vec![f32::NAN; batch * s.out_len()];
+                forward(&s, &x, &w, &b, &mut y, batch, tile);
+                let r = conv::forward_naive(&s, &x, &w, &b, batch);
+                let err = crate::tensor::rel_err(&y, &r);
+                assert!(err < 1e-5, "{tile:?} {s:?} batch {batch}: {err}");
+            }
+        }
+    }
+
+    #[test]
+    fn data_gradient_matches_im2col() {
+        for tile in [Tile::F2, Tile::F4] {
+            for (s, batch) in [(shape(8, 13, 6, 1, 2), 3), (shape(4, 6, 4, 0, 1), 1), (shape(6, 5, 3, 2, 3), 2)] {
+                let x = uniform_vec(batch * s.in_len(), 4);
+                let w = uniform_vec(s.weight_len(), 5);
+                let dy = uniform_vec(batch * s.out_len(), 6);
+                let (mut dw, mut db) = (vec![0.0; w.len()], vec![0.0; s.out_c]);
+                let mut reference = vec![0.0; batch * s.in_len()];
+                conv::backward(&s, &x, &w, &dy, &mut dw, &mut db, Some(&mut reference), batch);
+                let mut dx = vec![f32::NAN; batch * s.in_len()];
+                backward_data(&s, &w, &dy, &mut dx, batch, tile);
+                let err = crate::tensor::rel_err(&dx, &reference);
+                assert!(err < 1e-5, "{tile:?} {s:?}: {err}");
+            }
+        }
+    }
+}
