@@ -24,9 +24,13 @@ impl<'a> Operand<'a> {
     pub fn t(data: &'a [f32]) -> Self {
         Self { data, transposed: true, row_stride: 0 }
     }
-    /// Rows `row_stride` elements apart, the first at `data[0]` (not transposed).
+    /// Rows `row_stride` elements apart, the first at `data[0]`.
     pub fn strided(data: &'a [f32], row_stride: usize) -> Self {
         Self { data, transposed: false, row_stride }
+    }
+    /// The transpose of a stored matrix whose rows are `row_stride` elements apart.
+    pub fn strided_t(data: &'a [f32], row_stride: usize) -> Self {
+        Self { data, transposed: true, row_stride }
     }
     /// (row stride, column stride) of the operand seen as `rows×cols`.
     fn strides(&self, rows: usize, cols: usize) -> (isize, isize) {

@@ -92,7 +92,7 @@ fn conv_backward_does_not_depend_on_batch_split_beyond_rounding() {
 }
 
 /// Winograd on the 3x3 stride-1 layers of the AlexNet variants, at their real sizes: forward
-/// against the direct f64-accumulated convolution and data gradient against im2col's, relative
+/// against the direct f64-accumulated convolution, data and weight gradients against im2col's, relative
 /// error at most 1e-4 (the bound; F(4x4) measures ~1e-6), on 1 and 2 images and 1 and
 /// 2 threads (batch < threads takes the one-image path that splits each block's work).
 #[test]
@@ -135,6 +135,10 @@ fn winograd_on_alexnets_own_layers() {
                     let mut dxw = vec![f32::NAN; dx.len()];
                     winograd::backward_data(&s, &w, &dy, &mut dxw, batch, tile);
                     assert_close(&format!("{what} data gradient"), &dxw, &dx, 1e-4);
+                    let (mut dww, mut dbw) = (vec![f32::NAN; w.len()], vec![f32::NAN; s.out_c]);
+                    winograd::backward_weights(&s, &x, &dy, &mut dww, &mut dbw, batch, tile);
+                    assert_close(&format!("{what} weight gradient"), &dww, &dw, 1e-4);
+                    assert_close(&format!("{what} bias gradient"), &dbw, &db, 1e-5);
                 }
             });
         }

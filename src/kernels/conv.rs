@@ -229,8 +229,8 @@ pub fn forward(s: &ConvShape, x: &[f32], w: &[f32], b: &[f32], y: &mut [f32], ba
     });
 }
 
-/// Gradients of the convolution with the layer's algorithm: the weight gradient always by
-/// im2col, the data gradient by `algo`.
+/// Gradients of the convolution with the layer's algorithm (`dw`, `db` overwritten; `dx` too
+/// when asked for).
 #[allow(clippy::too_many_arguments)]
 pub fn backward_with(
     algo: ConvAlgo,
@@ -244,11 +244,13 @@ pub fn backward_with(
     batch: usize,
 ) {
     match (algo, dx) {
-        (ConvAlgo::Winograd(tile), Some(dx)) => {
-            backward(s, x, w, dy, dw, db, None, batch);
-            winograd::backward_data(s, w, dy, &mut dx[..batch * s.in_len()], batch, tile);
+        (ConvAlgo::Winograd(tile), dx) => {
+            winograd::backward_weights(s, x, dy, dw, db, batch, tile);
+            if let Some(dx) = dx {
+                winograd::backward_data(s, w, dy, &mut dx[..batch * s.in_len()], batch, tile);
+            }
         }
-        (_, dx) => backward(s, x, w, dy, dw, db, dx, batch),
+        (ConvAlgo::Im2col, dx) => backward(s, x, w, dy, dw, db, dx, batch),
     }
 }
 

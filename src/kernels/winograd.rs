@@ -14,7 +14,9 @@
 //!
 //! The data gradient of a stride-1 convolution is itself one: `dx = conv(dy, w')` with
 //! `w'[c, m] = w[m, c]` rotated by 180° and padding `2 - pad`, so it takes the same path. The
-//! weight gradient stays on im2col ([`super::conv::backward`]).
+//! weight gradient uses the same transforms backwards ([`backward_weights`]): the gradient of
+//! `U` is one product per point over all the batch's tiles, `Σ (A dY Aᵀ)[ξ] · V[ξ]ᵀ`, and
+//! `∂L/∂g = Gᵀ (∂L/∂U) G`.
 //!
 //! Layouts, per group g: `U [M/G][α²][C/G]` (a row of kernels per output channel), `V [C/G][α²][T]`
 //! (a row of tiles per input channel), so that the transforms of one channel write one
@@ -136,6 +138,52 @@ fn lanes_mul_t<const R: usize, const K: usize, const C: usize>(
     for j in 0..C {
         for p in 0..K {
             let coef = r[j][p];
+            if coef == 0.0 {
+                continue;
+            }
+            for i in 0..R {
+                for lane in 0..L {
+                    out[i][j][lane] += coef * l[i][p][lane];
+                }
+            }
+        }
+    }
+    out
+}
+
+/// `lᵀ · r` for `l [K, R]` and `r [K, C]` a tile per lane; zero coefficients skipped.
+#[inline(always)]
+fn lanes_tmul<const R: usize, const K: usize, const C: usize>(
+    l: &[[f32; R]; K],
+    r: &[[[f32; L]; C]; K],
+) -> [[[f32; L]; C]; R] {
+    let mut out = [[[0.0f32; L]; C]; R];
+    for p in 0..K {
+        for i in 0..R {
+            let coef = l[p][i];
+            if coef == 0.0 {
+                continue;
+            }
+            for j in 0..C {
+                for lane in 0..L {
+                    out[i][j][lane] += coef * r[p][j][lane];
+                }
+            }
+        }
+    }
+    out
+}
+
+/// `l · r` for `l [R, K]` a tile per lane and `r [K, C]`; zero coefficients skipped.
+#[inline(always)]
+fn lanes_mul_r<const R: usize, const K: usize, const C: usize>(
+    l: &[[[f32; L]; K]; R],
+    r: &[[f32; C]; K],
+) -> [[[f32; L]; C]; R] {
+    let mut out = [[[0.0f32; L]; C]; R];
+    for p in 0..K {
+        for j in 0..C {
+            let coef = r[p][j];
             if coef == 0.0 {
                 continue;
             }
@@ -313,24 +361,8 @@ fn block_forward<const M: usize, const A: usize>(
     scratch.v.resize(cg * A * A * tiles, 0.0);
     scratch.m.resize(A * A * mg * tiles, 0.0);
     let (oh, ow) = (s.out_h(), s.out_w());
-    let plane = s.in_h * s.in_w;
     for g in 0..s.groups {
-        // V [C/G][α²][T]: input channel c's tiles of every image, L tiles at a time.
-        each_chunk(&mut scratch.v, A * A * tiles, parallel, |c, vc| {
-            let xc = |img: usize| &x[img * il + (g * cg + c) * plane..][..plane];
-            for t0 in (0..tiles).step_by(L) {
-                let n = L.min(tiles - t0);
-                let mut d = [[[0.0f32; L]; A]; A];
-                for lane in 0..n {
-                    let (img, ty, tx) = ((t0 + lane) / (th * tw), (t0 + lane) / tw % th, (t0 + lane) % tw);
-                    input_tile::<A>(s, xc(img), ty * M, tx * M, &mut d, lane);
-                }
-                let tv = lanes_mul_t(&lanes_mul(&t.bt, &d), &t.bt);
-                for (xi, v) in tv.iter().flatten().enumerate() {
-                    vc[xi * tiles + t0..][..n].copy_from_slice(&v[..n]);
-                }
-            }
-        });
+        input_transform(t, s, x, g, &mut scratch.v, parallel);
         // M[ξ] = U[ξ] · V[ξ] for each of the α² points.
         let ug = &u[g * mg * A * A * cg..(g + 1) * mg * A * A * cg];
         let v = &scratch.v;
@@ -389,6 +421,169 @@ fn block_forward<const M: usize, const A: usize>(
     }
 }
 
+/// `V [C/G][α²][T]` of group `g` of the images `x`: input channel c's tiles of every image, L
+/// tiles at a time (`v` holds exactly C/G·α²·T values).
+fn input_transform<const M: usize, const A: usize>(
+    t: &Transforms<M, A>,
+    s: &ConvShape,
+    x: &[f32],
+    g: usize,
+    v: &mut [f32],
+    parallel: bool,
+) {
+    let (cg, il, plane) = (s.in_c / s.groups, s.in_len(), s.in_h * s.in_w);
+    let (th, tw) = tiles_of(s, M);
+    let tiles = x.len() / il * th * tw;
+    each_chunk(v, A * A * tiles, parallel, |c, vc| {
+        let xc = |img: usize| &x[img * il + (g * cg + c) * plane..][..plane];
+        for t0 in (0..tiles).step_by(L) {
+            let n = L.min(tiles - t0);
+            let mut d = [[[0.0f32; L]; A]; A];
+            for lane in 0..n {
+                let (img, ty, tx) = ((t0 + lane) / (th * tw), (t0 + lane) / tw % th, (t0 + lane) % tw);
+                input_tile::<A>(s, xc(img), ty * M, tx * M, &mut d, lane);
+            }
+            let tv = lanes_mul_t(&lanes_mul(&t.bt, &d), &t.bt);
+            for (xi, v) in tv.iter().flatten().enumerate() {
+                vc[xi * tiles + t0..][..n].copy_from_slice(&v[..n]);
+            }
+        }
+    });
+}
+
+/// `∂L/∂w` and `∂L/∂b` (overwritten) from `x` and `dy`, for shapes where [`applies`]. With
+/// `Y = Aᵀ [U ⊙ V] A` and `U = G g Gᵀ`: `∂L/∂U[ξ] = Σ_tiles (A dY Aᵀ)[ξ] · V[ξ]`, one product
+/// per point ξ over all the tiles of the batch, then `∂L/∂g = Gᵀ (∂L/∂U) G`.
+#[allow(clippy::too_many_arguments)]
+pub fn backward_weights(
+    s: &ConvShape,
+    x: &[f32],
+    dy: &[f32],
+    dw: &mut [f32],
+    db: &mut [f32],
+    batch: usize,
+    tile: Tile,
+) {
+    match tile {
+        Tile::F2 => backward_weights_with(&F2, s, x, dy, dw, db, batch),
+        Tile::F4 => backward_weights_with(&F4, s, x, dy, dw, db, batch),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn backward_weights_with<const M: usize, const A: usize>(
+    t: &Transforms<M, A>,
+    s: &ConvShape,
+    x: &[f32],
+    dy: &[f32],
+    dw: &mut [f32],
+    db: &mut [f32],
+    batch: usize,
+) {
+    assert!(applies(s), "Winograd F(m, 3) on {s:?}");
+    let (cg, mg) = (s.in_c / s.groups, s.m_group());
+    let (il, ol, plane) = (s.in_len(), s.out_len(), s.out_h() * s.out_w());
+    let (th, tw) = tiles_of(s, M);
+    let block = (TARGET_TILES / (th * tw)).clamp(1, batch.max(1));
+    let (x, dy) = (&x[..batch * il], &dy[..batch * ol]);
+    // One ∂L/∂U [G][α²][M/G][C/G] per run of images, summed in run order (deterministic for a
+    // given thread count, as im2col's partial dw are).
+    let partial = |xs: &[f32], dys: &[f32], parallel: bool| {
+        with_scratch(|scratch| {
+            let mut du = vec![0.0f32; s.groups * A * A * mg * cg];
+            for (xb, dyb) in xs.chunks(block * il).zip(dys.chunks(block * ol)) {
+                block_weights(t, s, xb, dyb, &mut du, scratch, parallel);
+            }
+            du
+        })
+    };
+    let partials: Vec<Vec<f32>> = if batch >= rayon::current_num_threads() {
+        let per = image_chunks(batch);
+        x.par_chunks(per * il).zip(dy.par_chunks(per * ol)).map(|(xs, dys)| partial(xs, dys, false)).collect()
+    } else {
+        vec![partial(x, dy, true)]
+    };
+    let mut du = partials[0].clone();
+    for p in &partials[1..] {
+        du.iter_mut().zip(p).for_each(|(a, b)| *a += b);
+    }
+    // ∂L/∂g = Gᵀ (∂L/∂U) G, L input channels at a time.
+    dw[..s.weight_len()].par_chunks_mut(cg * 9).enumerate().for_each(|(o, dwo)| {
+        let (g, m) = (o / mg, o % mg);
+        for c0 in (0..cg).step_by(L) {
+            let n = L.min(cg - c0);
+            let mut p = [[[0.0f32; L]; A]; A];
+            for (xi, v) in p.iter_mut().flatten().enumerate() {
+                v[..n].copy_from_slice(&du[((g * A * A + xi) * mg + m) * cg + c0..][..n]);
+            }
+            let r = lanes_mul_r(&lanes_tmul(&t.g, &p), &t.g);
+            for lane in 0..n {
+                for (k, v) in r.iter().flatten().enumerate() {
+                    dwo[(c0 + lane) * 9 + k] = v[lane];
+                }
+            }
+        }
+    });
+    db.fill(0.0);
+    for dyi in dy.chunks(ol) {
+        for (d, row) in db.iter_mut().zip(dyi.chunks(plane)) {
+            *d += row.iter().sum::<f32>();
+        }
+    }
+}
+
+/// One block of images: adds its share of `∂L/∂U [G][α²][M/G][C/G]` to `du`.
+#[allow(clippy::too_many_arguments)]
+fn block_weights<const M: usize, const A: usize>(
+    t: &Transforms<M, A>,
+    s: &ConvShape,
+    x: &[f32],
+    dy: &[f32],
+    du: &mut [f32],
+    scratch: &mut Scratch,
+    parallel: bool,
+) {
+    let (cg, mg) = (s.in_c / s.groups, s.m_group());
+    let (il, ol) = (s.in_len(), s.out_len());
+    let (oh, ow) = (s.out_h(), s.out_w());
+    let (th, tw) = tiles_of(s, M);
+    let tiles = x.len() / il * th * tw;
+    scratch.v.resize(cg * A * A * tiles, 0.0);
+    scratch.m.resize(mg * A * A * tiles, 0.0);
+    for g in 0..s.groups {
+        input_transform(t, s, x, g, &mut scratch.v, parallel);
+        // dY' [M/G][α²][T] = A dY Aᵀ for output channel m's tiles, zero past the map's edge.
+        each_chunk(&mut scratch.m, A * A * tiles, parallel, |m, dm| {
+            for t0 in (0..tiles).step_by(L) {
+                let n = L.min(tiles - t0);
+                let mut d = [[[0.0f32; L]; M]; M];
+                for lane in 0..n {
+                    let (img, ty, tx) = ((t0 + lane) / (th * tw), (t0 + lane) / tw % th, (t0 + lane) % tw);
+                    let dyc = &dy[img * ol + (g * mg + m) * oh * ow..][..oh * ow];
+                    for (i, row) in d.iter_mut().enumerate().take(oh - ty * M) {
+                        let y0 = (ty * M + i) * ow + tx * M;
+                        for (j, v) in row.iter_mut().enumerate().take(ow - tx * M) {
+                            v[lane] = dyc[y0 + j];
+                        }
+                    }
+                }
+                let p = lanes_mul_r(&lanes_tmul(&t.at, &d), &t.at);
+                for (xi, v) in p.iter().flatten().enumerate() {
+                    dm[xi * tiles + t0..][..n].copy_from_slice(&v[..n]);
+                }
+            }
+        });
+        // ∂L/∂U[ξ] += dY'[ξ] [M/G, T] · V[ξ]ᵀ [T, C/G].
+        let (v, dm) = (&scratch.v, &scratch.m);
+        let dug = &mut du[g * A * A * mg * cg..][..A * A * mg * cg];
+        each_chunk(dug, mg * cg, parallel, |xi, d| {
+            let a = Operand::strided(&dm[xi * tiles..], A * A * tiles);
+            let b = Operand::strided_t(&v[xi * tiles..], A * A * tiles);
+            matmul(mg, cg, tiles, a, b, d, true, Threads::One);
+        });
+    }
+}
+
 /// Writes into `lane` of `d` the `α×α` input tile whose outputs start at `(oy, ox)`: rows
 /// `oy - pad ..`, zero outside the map.
 #[inline]
@@ -439,6 +634,24 @@ mod tests {
                 let r = conv::forward_naive(&s, &x, &w, &b, batch);
                 let err = crate::tensor::rel_err(&y, &r);
                 assert!(err < 1e-5, "{tile:?} {s:?} batch {batch}: {err}");
+            }
+        }
+    }
+
+    #[test]
+    fn weight_gradient_matches_im2col() {
+        for tile in [Tile::F2, Tile::F4] {
+            for (s, batch) in [(shape(8, 13, 6, 1, 2), 3), (shape(4, 6, 4, 0, 1), 1), (shape(6, 5, 3, 2, 3), 2)] {
+                let x = uniform_vec(batch * s.in_len(), 7);
+                let w = uniform_vec(s.weight_len(), 8);
+                let dy = uniform_vec(batch * s.out_len(), 9);
+                let (mut dw, mut db) = (vec![0.0; w.len()], vec![0.0; s.out_c]);
+                conv::backward(&s, &x, &w, &dy, &mut dw, &mut db, None, batch);
+                let (mut dww, mut dbw) = (vec![f32::NAN; w.len()], vec![f32::NAN; s.out_c]);
+                backward_weights(&s, &x, &dy, &mut dww, &mut dbw, batch, tile);
+                let err = crate::tensor::rel_err(&dww, &dw);
+                assert!(err < 1e-5, "{tile:?} {s:?}: dw {err}");
+                assert!(crate::tensor::rel_err(&dbw, &db) < 1e-6, "{tile:?} {s:?}: db");
             }
         }
     }
