@@ -360,7 +360,6 @@ fn block_forward<const M: usize, const A: usize>(
     let tiles = images * th * tw;
     scratch.v.resize(cg * A * A * tiles, 0.0);
     scratch.m.resize(A * A * mg * tiles, 0.0);
-    let (oh, ow) = (s.out_h(), s.out_w());
     for g in 0..s.groups {
         input_transform(t, s, x, g, &mut scratch.v, parallel);
         // M[ξ] = U[ξ] · V[ξ] for each of the α² points.
@@ -371,52 +370,65 @@ fn block_forward<const M: usize, const A: usize>(
             let bv = Operand::strided(&v[xi * tiles..], A * A * tiles);
             matmul(mg, tiles, cg, a, bv, mx, false, Threads::One);
         });
-        // Y = Aᵀ M A + b, clipped to the map: L tiles at a time, output channel by channel.
-        let mm = &scratch.m;
-        let ys = &mut y[..images * ol];
-        let write = |m: usize, out_tiles: &mut dyn FnMut(usize, usize, &[[[f32; L]; M]; M], usize)| {
-            for t0 in (0..tiles).step_by(L) {
-                let n = L.min(tiles - t0);
-                let mut p = [[[0.0f32; L]; A]; A];
-                for (xi, v) in p.iter_mut().flatten().enumerate() {
-                    v[..n].copy_from_slice(&mm[(xi * mg + m) * tiles + t0..][..n]);
-                }
-                let out = lanes_mul_t(&lanes_mul(&t.at, &p), &t.at);
-                out_tiles(t0, n, &out, m);
+        output_transform(t, s, &scratch.m, b, g, &mut y[..images * ol], parallel);
+    }
+}
+
+/// `Y = Aᵀ M A + b` of group `g` into `y [n, M, OH, OW]`, clipped to the map: L tiles at a
+/// time, output channel by channel (`m` holds `M [α²][M/G][T]`).
+fn output_transform<const M: usize, const A: usize>(
+    t: &Transforms<M, A>,
+    s: &ConvShape,
+    mm: &[f32],
+    b: &[f32],
+    g: usize,
+    y: &mut [f32],
+    parallel: bool,
+) {
+    let (mg, ol) = (s.m_group(), s.out_len());
+    let (oh, ow) = (s.out_h(), s.out_w());
+    let (th, tw) = tiles_of(s, M);
+    let images = y.len() / ol;
+    let tiles = images * th * tw;
+    // Output channel m's tiles, transformed back, each handed to `put(first tile, count, values)`.
+    let channel = |m: usize, put: &mut dyn FnMut(usize, usize, &[[[f32; L]; M]; M])| {
+        for t0 in (0..tiles).step_by(L) {
+            let n = L.min(tiles - t0);
+            let mut p = [[[0.0f32; L]; A]; A];
+            for (xi, v) in p.iter_mut().flatten().enumerate() {
+                v[..n].copy_from_slice(&mm[(xi * mg + m) * tiles + t0..][..n]);
             }
-        };
-        let (oh_ow, m_of_g) = (oh * ow, g * mg);
-        let place = |yi: &mut [f32], ty: usize, tx: usize, out: &[[[f32; L]; M]; M], lane: usize, bias: f32| {
-            for (i, row) in out.iter().enumerate().take(oh - ty * M) {
-                let y0 = (ty * M + i) * ow + tx * M;
-                for (j, dst) in yi[y0..y0 + M.min(ow - tx * M)].iter_mut().enumerate() {
-                    *dst = row[j][lane] + bias;
-                }
+            put(t0, n, &lanes_mul_t(&lanes_mul(&t.at, &p), &t.at));
+        }
+    };
+    // Lane `lane` of `out` (tile `tile` of its image) into the channel's plane `plane`.
+    let place = |plane: &mut [f32], tile: usize, out: &[[[f32; L]; M]; M], lane: usize, bias: f32| {
+        let (ty, tx) = (tile / tw % th, tile % tw);
+        for (i, row) in out.iter().enumerate().take(oh - ty * M) {
+            let y0 = (ty * M + i) * ow + tx * M;
+            for (j, dst) in plane[y0..y0 + M.min(ow - tx * M)].iter_mut().enumerate() {
+                *dst = row[j][lane] + bias;
             }
-        };
-        if images == 1 {
-            // One image: its output channels are contiguous planes, split across threads.
-            let yg = &mut ys[m_of_g * oh_ow..][..mg * oh_ow];
-            each_chunk(yg, oh_ow, parallel, |m, ym| {
-                let bias = b[m_of_g + m];
-                write(m, &mut |t0, n, out, _| {
-                    for lane in 0..n {
-                        let (ty, tx) = ((t0 + lane) / tw, (t0 + lane) % tw);
-                        place(ym, ty, tx, out, lane, bias);
-                    }
-                });
+        }
+    };
+    let plane_len = oh * ow;
+    if images == 1 {
+        // One image: its output channels are contiguous planes, split across threads.
+        let yg = &mut y[g * mg * plane_len..][..mg * plane_len];
+        each_chunk(yg, plane_len, parallel, |m, plane| {
+            let bias = b[g * mg + m];
+            channel(m, &mut |t0, n, out| (0..n).for_each(|lane| place(plane, t0 + lane, out, lane, bias)));
+        });
+    } else {
+        for m in 0..mg {
+            let bias = b[g * mg + m];
+            channel(m, &mut |t0, n, out| {
+                for lane in 0..n {
+                    let img = (t0 + lane) / (th * tw);
+                    let plane = &mut y[img * ol + (g * mg + m) * plane_len..][..plane_len];
+                    place(plane, t0 + lane, out, lane, bias);
+                }
             });
-        } else {
-            for m in 0..mg {
-                let bias = b[m_of_g + m];
-                write(m, &mut |t0, n, out, _| {
-                    for lane in 0..n {
-                        let (img, ty, tx) = ((t0 + lane) / (th * tw), (t0 + lane) / tw % th, (t0 + lane) % tw);
-                        let yi = &mut ys[img * ol + (m_of_g + m) * oh_ow..][..oh_ow];
-                        place(yi, ty, tx, out, lane, bias);
-                    }
-                });
-            }
         }
     }
 }
