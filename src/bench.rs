@@ -186,6 +186,9 @@ pub fn run(model: &ModelConfig, cfg: &BenchConfig) -> Result<BenchReport> {
                     let rate = |secs: f64, mult: f64| (l.macs > 0 && secs > 0.0).then(|| mult * fl / secs / 1e9);
                     let algo = algos.iter().find(|(n, _)| *n == l.name).map(|(_, a)| match a {
                         ConvAlgo::Im2col => "im2col".to_string(),
+                        ConvAlgo::Winograd(_) if cfg.batch < crate::kernels::conv::WINOGRAD_MIN_BATCH => {
+                            format!("im2col (winograd from {} images)", crate::kernels::conv::WINOGRAD_MIN_BATCH)
+                        }
                         ConvAlgo::Winograd(t) => format!("winograd {}x{}", t.m(), t.m()),
                     });
                     LayerProfile {

@@ -199,9 +199,20 @@ fn product_threads(batch: usize) -> Threads {
     if batch < rayon::current_num_threads() { Threads::Pool } else { Threads::One }
 }
 
+/// Fewest images for which a Winograd layer computes by Winograd: below it the kernels'
+/// transform (redone every call) is not amortised and each product has too few tiles to run
+/// near the matrix-multiply peak. Measured on the paper net at batch 1 (Zen 3, 2 threads):
+/// conv3-5 took 12.3 ms by Winograd, 9.0 ms by im2col.
+pub const WINOGRAD_MIN_BATCH: usize = 4;
+
+/// The algorithm a layer resolved to `algo` uses for `batch` images.
+fn for_batch(algo: ConvAlgo, batch: usize) -> ConvAlgo {
+    if batch < WINOGRAD_MIN_BATCH { ConvAlgo::Im2col } else { algo }
+}
+
 /// `y = conv(x, w) + b` with the layer's algorithm.
 pub fn forward_with(algo: ConvAlgo, s: &ConvShape, x: &[f32], w: &[f32], b: &[f32], y: &mut [f32], batch: usize) {
-    match algo {
+    match for_batch(algo, batch) {
         ConvAlgo::Im2col => forward(s, x, w, b, y, batch),
         ConvAlgo::Winograd(tile) => winograd::forward(s, x, w, b, y, batch, tile),
     }
@@ -243,7 +254,7 @@ pub fn backward_with(
     dx: Option<&mut [f32]>,
     batch: usize,
 ) {
-    match (algo, dx) {
+    match (for_batch(algo, batch), dx) {
         (ConvAlgo::Winograd(tile), dx) => {
             winograd::backward_weights(s, x, dy, dw, db, batch, tile);
             if let Some(dx) = dx {
