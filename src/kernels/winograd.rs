@@ -105,6 +105,9 @@ const F4: Transforms<4, 6> = Transforms {
 /// transformed values of consecutive tiles land contiguous in `V` (and are read so from `M`).
 const L: usize = 8;
 
+/// An `R×C` matrix of L tiles side by side: element (i, j) of tile `lane` is `[i][j][lane]`.
+type Lanes<const R: usize, const C: usize> = [[[f32; L]; C]; R];
+
 /// `l [R, K] · r [K, C]` for `r` a tile per lane; zero coefficients skipped.
 #[inline(always)]
 fn lanes_mul<const R: usize, const K: usize, const C: usize>(
@@ -391,7 +394,7 @@ fn output_transform<const M: usize, const A: usize>(
     let images = y.len() / ol;
     let tiles = images * th * tw;
     // Output channel m's tiles, transformed back, each handed to `put(first tile, count, values)`.
-    let channel = |m: usize, put: &mut dyn FnMut(usize, usize, &[[[f32; L]; M]; M])| {
+    let channel = |m: usize, put: &mut dyn FnMut(usize, usize, &Lanes<M, M>)| {
         for t0 in (0..tiles).step_by(L) {
             let n = L.min(tiles - t0);
             let mut p = [[[0.0f32; L]; A]; A];
@@ -402,7 +405,7 @@ fn output_transform<const M: usize, const A: usize>(
         }
     };
     // Lane `lane` of `out` (tile `tile` of its image) into the channel's plane `plane`.
-    let place = |plane: &mut [f32], tile: usize, out: &[[[f32; L]; M]; M], lane: usize, bias: f32| {
+    let place = |plane: &mut [f32], tile: usize, out: &Lanes<M, M>, lane: usize, bias: f32| {
         let (ty, tx) = (tile / tw % th, tile % tw);
         for (i, row) in out.iter().enumerate().take(oh - ty * M) {
             let y0 = (ty * M + i) * ow + tx * M;
