@@ -37,13 +37,22 @@ impl<'a> Operand<'a> {
         let packed = |n: usize| if self.row_stride == 0 { n } else { self.row_stride };
         if self.transposed { (1, packed(rows) as isize) } else { (packed(cols) as isize, 1) }
     }
-    /// Elements the `rows×cols` view reaches: one past its last.
+    /// Elements the `rows×cols` view reaches: one past its last; `usize::MAX` when that
+    /// overflows or a stride does not fit the `isize` the product takes (never in bounds).
     fn reach(&self, rows: usize, cols: usize) -> usize {
         if rows == 0 || cols == 0 {
             return 0;
         }
-        let (rs, cs) = self.strides(rows, cols);
-        (rows - 1) * rs as usize + (cols - 1) * cs as usize + 1
+        let packed = |n: usize| if self.row_stride == 0 { n } else { self.row_stride };
+        let (rs, cs) = if self.transposed { (1, packed(rows)) } else { (packed(cols), 1) };
+        if rs > isize::MAX as usize || cs > isize::MAX as usize {
+            return usize::MAX;
+        }
+        (rows - 1)
+            .checked_mul(rs)
+            .and_then(|a| (cols - 1).checked_mul(cs).and_then(|b| a.checked_add(b)))
+            .and_then(|r| r.checked_add(1))
+            .unwrap_or(usize::MAX)
     }
     /// The element at (i, j) of the `rows×cols` view.
     fn at(&self, rows: usize, cols: usize, i: usize, j: usize) -> f32 {
@@ -80,7 +89,7 @@ pub fn matmul(
     assert!(b.data.len() >= b.reach(k, n), "rhs too short: {} for {k}x{n}", b.data.len());
     assert!(a.row_stride == 0 || a.row_stride >= if a.transposed { m } else { k }, "lhs rows overlap");
     assert!(b.row_stride == 0 || b.row_stride >= if b.transposed { k } else { n }, "rhs rows overlap");
-    assert!(c.len() >= m * n, "dst too short: {} < {m}x{n}", c.len());
+    assert!(m.checked_mul(n).is_some_and(|mn| c.len() >= mn), "dst too short: {} < {m}x{n}", c.len());
     if m == 0 || n == 0 {
         return;
     }

@@ -116,7 +116,8 @@ fn winograd_on_alexnets_own_layers() {
         ("cifar conv3", mk(64, 8, 96, 1)),
     ];
     for (name, s) in cases {
-        for (batch, threads) in [(1, 2), (2, 1), (3, 2)] {
+        // (3, 4): fewer images than threads, several of them: the path that splits each block.
+        for (batch, threads) in [(1, 2), (2, 1), (3, 2), (3, 4)] {
             let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
             pool.install(|| {
                 // Activations after a ReLU are non-negative; weights ~N(0, 0.01)-like in scale.
