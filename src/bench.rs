@@ -151,7 +151,6 @@ pub fn run(model: &ModelConfig, cfg: &BenchConfig) -> Result<BenchReport> {
     thread_pool(cfg.threads)?.install(|| {
         let mut net = Network::new(model.clone(), 0)?;
         net.set_conv(cfg.conv);
-        let algos = net.conv_algos();
         let classes = net.classes();
         let x = crate::rng::uniform_vec(cfg.batch * net.input_len(), 1);
         let labels: Vec<usize> = (0..cfg.batch).map(|i| i % classes).collect();
@@ -174,35 +173,7 @@ pub fn run(model: &ModelConfig, cfg: &BenchConfig) -> Result<BenchReport> {
         let ms = median(&times);
         let passes = if cfg.mode == BenchMode::Train { 3.0 } else { 1.0 };
         let flops = 2.0 * net.summary.macs as f64 * cfg.batch as f64 * passes;
-        let layers = match &net.profile {
-            Some(prof) => net
-                .layers()
-                .iter()
-                .zip(prof)
-                .map(|(l, t)| {
-                    let calls = t.calls.max(1) as f64;
-                    let (f, b) = (t.forward_s / calls, t.backward_s / calls);
-                    let fl = 2.0 * l.macs as f64 * cfg.batch as f64;
-                    let rate = |secs: f64, mult: f64| (l.macs > 0 && secs > 0.0).then(|| mult * fl / secs / 1e9);
-                    let algo = algos.iter().find(|(n, _)| *n == l.name).map(|(_, a)| match a {
-                        ConvAlgo::Im2col => "im2col".to_string(),
-                        ConvAlgo::Winograd(_) if cfg.batch < crate::kernels::conv::WINOGRAD_MIN_BATCH => {
-                            format!("im2col (winograd from {} images)", crate::kernels::conv::WINOGRAD_MIN_BATCH)
-                        }
-                        ConvAlgo::Winograd(t) => format!("winograd {}x{}", t.m(), t.m()),
-                    });
-                    LayerProfile {
-                        name: l.name.clone(),
-                        algo,
-                        forward_ms: f * 1e3,
-                        backward_ms: b * 1e3,
-                        forward_gflops: rate(f, 1.0),
-                        backward_gflops: if cfg.mode == BenchMode::Train { rate(b, 2.0) } else { None },
-                    }
-                })
-                .collect(),
-            None => Vec::new(),
-        };
+        let layers = layer_profiles(&net, cfg);
         Ok(BenchReport {
             model: model.name.clone(),
             mode: cfg.mode,
@@ -220,6 +191,38 @@ pub fn run(model: &ModelConfig, cfg: &BenchConfig) -> Result<BenchReport> {
             layers,
         })
     })
+}
+
+/// Time, GFLOP/s and algorithm of each layer, from the network's profile (empty without one).
+fn layer_profiles(net: &Network, cfg: &BenchConfig) -> Vec<LayerProfile> {
+    let Some(prof) = &net.profile else { return Vec::new() };
+    let algos = net.conv_algos();
+    // What the layer's algorithm does at this batch ([`ConvAlgo::for_batch`]).
+    let label = |a: ConvAlgo| match (a, a.for_batch(cfg.batch)) {
+        (_, ConvAlgo::Winograd(t)) => format!("winograd {}x{}", t.m(), t.m()),
+        (ConvAlgo::Winograd(_), ConvAlgo::Im2col) => {
+            format!("im2col (winograd from {} images)", crate::kernels::conv::WINOGRAD_MIN_BATCH)
+        }
+        (ConvAlgo::Im2col, ConvAlgo::Im2col) => "im2col".to_string(),
+    };
+    net.layers()
+        .iter()
+        .zip(prof)
+        .map(|(l, t)| {
+            let calls = t.calls.max(1) as f64;
+            let (f, b) = (t.forward_s / calls, t.backward_s / calls);
+            let fl = 2.0 * l.macs as f64 * cfg.batch as f64;
+            let rate = |secs: f64, mult: f64| (l.macs > 0 && secs > 0.0).then(|| mult * fl / secs / 1e9);
+            LayerProfile {
+                name: l.name.clone(),
+                algo: algos.iter().find(|(n, _)| *n == l.name).map(|(_, a)| label(*a)),
+                forward_ms: f * 1e3,
+                backward_ms: b * 1e3,
+                forward_gflops: rate(f, 1.0),
+                backward_gflops: if cfg.mode == BenchMode::Train { rate(b, 2.0) } else { None },
+            }
+        })
+        .collect()
 }
 
 #[derive(Clone, Debug, Serialize)]

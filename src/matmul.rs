@@ -32,10 +32,15 @@ impl<'a> Operand<'a> {
     pub fn strided_t(data: &'a [f32], row_stride: usize) -> Self {
         Self { data, transposed: true, row_stride }
     }
-    /// (row stride, column stride) of the operand seen as `rows×cols`.
-    fn strides(&self, rows: usize, cols: usize) -> (isize, isize) {
+    /// (row stride, column stride) of the operand seen as `rows×cols`, in elements.
+    fn steps(&self, rows: usize, cols: usize) -> (usize, usize) {
         let packed = |n: usize| if self.row_stride == 0 { n } else { self.row_stride };
-        if self.transposed { (1, packed(rows) as isize) } else { (packed(cols) as isize, 1) }
+        if self.transposed { (1, packed(rows)) } else { (packed(cols), 1) }
+    }
+    /// [`Self::steps`] as the product takes them (checked to fit by [`Self::reach`]).
+    fn strides(&self, rows: usize, cols: usize) -> (isize, isize) {
+        let (rs, cs) = self.steps(rows, cols);
+        (rs as isize, cs as isize)
     }
     /// Elements the `rows×cols` view reaches: one past its last; `usize::MAX` when that
     /// overflows or a stride does not fit the `isize` the product takes (never in bounds).
@@ -43,8 +48,7 @@ impl<'a> Operand<'a> {
         if rows == 0 || cols == 0 {
             return 0;
         }
-        let packed = |n: usize| if self.row_stride == 0 { n } else { self.row_stride };
-        let (rs, cs) = if self.transposed { (1, packed(rows)) } else { (packed(cols), 1) };
+        let (rs, cs) = self.steps(rows, cols);
         if rs > isize::MAX as usize || cs > isize::MAX as usize {
             return usize::MAX;
         }
@@ -56,8 +60,8 @@ impl<'a> Operand<'a> {
     }
     /// The element at (i, j) of the `rows×cols` view.
     fn at(&self, rows: usize, cols: usize, i: usize, j: usize) -> f32 {
-        let (rs, cs) = self.strides(rows, cols);
-        self.data[i * rs as usize + j * cs as usize]
+        let (rs, cs) = self.steps(rows, cols);
+        self.data[i * rs + j * cs]
     }
 }
 

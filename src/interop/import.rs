@@ -184,6 +184,28 @@ fn infer_config(
     Ok(cfg)
 }
 
+/// The network the tensors are taken as: the file's own (`own_json`, its alexnet.config), which
+/// a contradicting `--model` may not override, or else what `model` says.
+fn network_of(
+    own_json: Option<&str>,
+    model: &ImportAs,
+    by_name: &HashMap<String, (Vec<usize>, Vec<f32>)>,
+    tv_keys: bool,
+) -> Result<ModelConfig> {
+    let Some(json) = own_json else {
+        return match model {
+            ImportAs::Config(c) => Ok(c.clone()),
+            ImportAs::Topology(t) => infer_config(by_name, Some(t), tv_keys),
+            ImportAs::Infer => infer_config(by_name, None, tv_keys),
+        };
+    };
+    let own: ModelConfig = serde_json::from_str(json).map_err(|e| format!("metadata alexnet.config: {e}"))?;
+    if let ImportAs::Config(c) = model {
+        check_holds(&own, c)?;
+    }
+    Ok(own)
+}
+
 /// A file that says which network it holds (`own`, from its alexnet.config) and a `--model`
 /// that names another: a mistake, not an instruction to reinterpret the tensors.
 fn check_holds(own: &ModelConfig, given: &ModelConfig) -> Result<()> {
@@ -271,20 +293,7 @@ pub fn import(path: &Path, model: &ImportAs, classes: Option<Vec<ClassInfo>>) ->
             unknown.join(", ")
         )));
     }
-    let mut cfg = match meta.get("alexnet.config") {
-        Some(json) => {
-            let own: ModelConfig = serde_json::from_str(json).map_err(|e| format!("metadata alexnet.config: {e}"))?;
-            if let ImportAs::Config(c) = model {
-                check_holds(&own, c)?;
-            }
-            own
-        }
-        None => match model {
-            ImportAs::Config(c) => c.clone(),
-            ImportAs::Topology(t) => infer_config(&by_name, Some(t), tv_keys)?,
-            ImportAs::Infer => infer_config(&by_name, None, tv_keys)?,
-        },
-    };
+    let mut cfg = network_of(meta.get("alexnet.config").map(String::as_str), model, &by_name, tv_keys)?;
     let classifier = match cfg.layers.iter().rev().find_map(|l| match l {
         crate::model::LayerSpec::Linear { name, .. } => Some(name.clone()),
         _ => None,

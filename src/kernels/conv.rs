@@ -205,14 +205,17 @@ fn product_threads(batch: usize) -> Threads {
 /// conv3-5 took 12.3 ms by Winograd, 9.0 ms by im2col.
 pub const WINOGRAD_MIN_BATCH: usize = 4;
 
-/// The algorithm a layer resolved to `algo` uses for `batch` images.
-fn for_batch(algo: ConvAlgo, batch: usize) -> ConvAlgo {
-    if batch < WINOGRAD_MIN_BATCH { ConvAlgo::Im2col } else { algo }
+impl ConvAlgo {
+    /// What a layer resolved to `self` computes by for `batch` images (im2col below
+    /// [`WINOGRAD_MIN_BATCH`]).
+    pub fn for_batch(self, batch: usize) -> ConvAlgo {
+        if batch < WINOGRAD_MIN_BATCH { ConvAlgo::Im2col } else { self }
+    }
 }
 
 /// `y = conv(x, w) + b` with the layer's algorithm.
 pub fn forward_with(algo: ConvAlgo, s: &ConvShape, x: &[f32], w: &[f32], b: &[f32], y: &mut [f32], batch: usize) {
-    match for_batch(algo, batch) {
+    match algo.for_batch(batch) {
         ConvAlgo::Im2col => forward(s, x, w, b, y, batch),
         ConvAlgo::Winograd(tile) => winograd::forward(s, x, w, b, y, batch, tile),
     }
@@ -254,7 +257,7 @@ pub fn backward_with(
     dx: Option<&mut [f32]>,
     batch: usize,
 ) {
-    match (for_batch(algo, batch), dx) {
+    match (algo.for_batch(batch), dx) {
         (ConvAlgo::Winograd(tile), dx) => {
             winograd::backward_weights(s, x, dy, dw, db, batch, tile);
             if let Some(dx) = dx {

@@ -57,7 +57,9 @@ pub fn applies(s: &ConvShape) -> bool {
     s.kh == 3 && s.kw == 3 && s.stride == 1 && s.pad <= 2
 }
 
-/// The transforms of F(m×m, 3×3) with α = m + 2 points.
+/// The transforms of F(m×m, 3×3) with α = m + 2 points, as published, and their transposes
+/// (derived once, at compile time), so that every product below is a constant matrix times
+/// tiles or tiles times a constant matrix.
 struct Transforms<const M: usize, const A: usize> {
     /// `Bᵀ [α, α]`: input tile to its transform.
     bt: [[f32; A]; A],
@@ -65,18 +67,41 @@ struct Transforms<const M: usize, const A: usize> {
     g: [[f32; 3]; A],
     /// `Aᵀ [m, α]`: transformed product back to the output tile.
     at: [[f32; A]; M],
+    b: [[f32; A]; A],
+    gt: [[f32; A]; 3],
+    a: [[f32; M]; A],
+}
+
+impl<const M: usize, const A: usize> Transforms<M, A> {
+    const fn new(bt: [[f32; A]; A], g: [[f32; 3]; A], at: [[f32; A]; M]) -> Self {
+        Self { bt, g, at, b: transpose(bt), gt: transpose(g), a: transpose(at) }
+    }
+}
+
+const fn transpose<const R: usize, const C: usize>(m: [[f32; C]; R]) -> [[f32; R]; C] {
+    let mut out = [[0.0f32; R]; C];
+    let mut i = 0;
+    while i < R {
+        let mut j = 0;
+        while j < C {
+            out[j][i] = m[i][j];
+            j += 1;
+        }
+        i += 1;
+    }
+    out
 }
 
 /// Points 0, 1, -1 and ∞.
-const F2: Transforms<2, 4> = Transforms {
-    bt: [[1.0, 0.0, -1.0, 0.0], [0.0, 1.0, 1.0, 0.0], [0.0, -1.0, 1.0, 0.0], [0.0, 1.0, 0.0, -1.0]],
-    g: [[1.0, 0.0, 0.0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0.0, 0.0, 1.0]],
-    at: [[1.0, 1.0, 1.0, 0.0], [0.0, 1.0, -1.0, -1.0]],
-};
+const F2: Transforms<2, 4> = Transforms::new(
+    [[1.0, 0.0, -1.0, 0.0], [0.0, 1.0, 1.0, 0.0], [0.0, -1.0, 1.0, 0.0], [0.0, 1.0, 0.0, -1.0]],
+    [[1.0, 0.0, 0.0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0.0, 0.0, 1.0]],
+    [[1.0, 1.0, 1.0, 0.0], [0.0, 1.0, -1.0, -1.0]],
+);
 
 /// Points 0, ±1, ±2 and ∞ (Lavin & Gray's F(4×4, 3×3)).
-const F4: Transforms<4, 6> = Transforms {
-    bt: [
+const F4: Transforms<4, 6> = Transforms::new(
+    [
         [4.0, 0.0, -5.0, 0.0, 1.0, 0.0],
         [0.0, -4.0, -4.0, 1.0, 1.0, 0.0],
         [0.0, 4.0, -4.0, -1.0, 1.0, 0.0],
@@ -84,7 +109,7 @@ const F4: Transforms<4, 6> = Transforms {
         [0.0, 2.0, -1.0, -2.0, 1.0, 0.0],
         [0.0, 4.0, 0.0, -5.0, 0.0, 1.0],
     ],
-    g: [
+    [
         [1.0 / 4.0, 0.0, 0.0],
         [-1.0 / 6.0, -1.0 / 6.0, -1.0 / 6.0],
         [-1.0 / 6.0, 1.0 / 6.0, -1.0 / 6.0],
@@ -92,13 +117,13 @@ const F4: Transforms<4, 6> = Transforms {
         [1.0 / 24.0, -1.0 / 12.0, 1.0 / 6.0],
         [0.0, 0.0, 1.0],
     ],
-    at: [
+    [
         [1.0, 1.0, 1.0, 1.0, 1.0, 0.0],
         [0.0, 1.0, -1.0, 2.0, -2.0, 0.0],
         [0.0, 1.0, 1.0, 4.0, 4.0, 0.0],
         [0.0, 1.0, -1.0, 8.0, -8.0, 1.0],
     ],
-};
+);
 
 /// Tiles transformed together, one per SIMD lane: the transforms are the same arithmetic on
 /// every tile, so eight tiles side by side make 8-wide vector operations of them, and the
@@ -118,52 +143,6 @@ fn lanes_mul<const R: usize, const K: usize, const C: usize>(
     for i in 0..R {
         for p in 0..K {
             let coef = l[i][p];
-            if coef == 0.0 {
-                continue;
-            }
-            for j in 0..C {
-                for lane in 0..L {
-                    out[i][j][lane] += coef * r[p][j][lane];
-                }
-            }
-        }
-    }
-    out
-}
-
-/// `l · rᵀ` for `l [R, K]` a tile per lane and `r [C, K]`; zero coefficients skipped.
-#[inline(always)]
-fn lanes_mul_t<const R: usize, const K: usize, const C: usize>(
-    l: &[[[f32; L]; K]; R],
-    r: &[[f32; K]; C],
-) -> [[[f32; L]; C]; R] {
-    let mut out = [[[0.0f32; L]; C]; R];
-    for j in 0..C {
-        for p in 0..K {
-            let coef = r[j][p];
-            if coef == 0.0 {
-                continue;
-            }
-            for i in 0..R {
-                for lane in 0..L {
-                    out[i][j][lane] += coef * l[i][p][lane];
-                }
-            }
-        }
-    }
-    out
-}
-
-/// `lᵀ · r` for `l [K, R]` and `r [K, C]` a tile per lane; zero coefficients skipped.
-#[inline(always)]
-fn lanes_tmul<const R: usize, const K: usize, const C: usize>(
-    l: &[[f32; R]; K],
-    r: &[[[f32; L]; C]; K],
-) -> [[[f32; L]; C]; R] {
-    let mut out = [[[0.0f32; L]; C]; R];
-    for p in 0..K {
-        for i in 0..R {
-            let coef = l[p][i];
             if coef == 0.0 {
                 continue;
             }
@@ -246,6 +225,12 @@ pub fn backward_data(s: &ConvShape, w: &[f32], dy: &[f32], dx: &mut [f32], batch
     forward(&t, dy, &wt, &zero, dx, batch, tile);
 }
 
+/// Tile `t` of a block (tiles numbered image by image, row by row): `(image, row, column)`.
+#[inline]
+fn tile_at(t: usize, th: usize, tw: usize) -> (usize, usize, usize) {
+    (t / (th * tw), t / tw % th, t % tw)
+}
+
 /// Tiles of one image: `(rows, columns)` of `m×m` output tiles covering the map.
 fn tiles_of(s: &ConvShape, m: usize) -> (usize, usize) {
     (s.out_h().div_ceil(m), s.out_w().div_ceil(m))
@@ -303,7 +288,7 @@ fn kernel_transform<const M: usize, const A: usize>(t: &Transforms<M, A>, s: &Co
                     v[lane] = k[i];
                 }
             }
-            let tg = lanes_mul_t(&lanes_mul(&t.g, &g3), &t.g);
+            let tg = lanes_mul_r(&lanes_mul(&t.g, &g3), &t.gt);
             for (xi, v) in tg.iter().flatten().enumerate() {
                 uo[xi * cg + c0..][..n].copy_from_slice(&v[..n]);
             }
@@ -401,12 +386,12 @@ fn output_transform<const M: usize, const A: usize>(
             for (xi, v) in p.iter_mut().flatten().enumerate() {
                 v[..n].copy_from_slice(&mm[(xi * mg + m) * tiles + t0..][..n]);
             }
-            put(t0, n, &lanes_mul_t(&lanes_mul(&t.at, &p), &t.at));
+            put(t0, n, &lanes_mul_r(&lanes_mul(&t.at, &p), &t.a));
         }
     };
     // Lane `lane` of `out` (tile `tile` of its image) into the channel's plane `plane`.
     let place = |plane: &mut [f32], tile: usize, out: &Lanes<M, M>, lane: usize, bias: f32| {
-        let (ty, tx) = (tile / tw % th, tile % tw);
+        let (_, ty, tx) = tile_at(tile, th, tw);
         for (i, row) in out.iter().enumerate().take(oh - ty * M) {
             let y0 = (ty * M + i) * ow + tx * M;
             for (j, dst) in plane[y0..y0 + M.min(ow - tx * M)].iter_mut().enumerate() {
@@ -427,7 +412,7 @@ fn output_transform<const M: usize, const A: usize>(
             let bias = b[g * mg + m];
             channel(m, &mut |t0, n, out| {
                 for lane in 0..n {
-                    let img = (t0 + lane) / (th * tw);
+                    let (img, _, _) = tile_at(t0 + lane, th, tw);
                     let plane = &mut y[img * ol + (g * mg + m) * plane_len..][..plane_len];
                     place(plane, t0 + lane, out, lane, bias);
                 }
@@ -455,10 +440,10 @@ fn input_transform<const M: usize, const A: usize>(
             let n = L.min(tiles - t0);
             let mut d = [[[0.0f32; L]; A]; A];
             for lane in 0..n {
-                let (img, ty, tx) = ((t0 + lane) / (th * tw), (t0 + lane) / tw % th, (t0 + lane) % tw);
+                let (img, ty, tx) = tile_at(t0 + lane, th, tw);
                 input_tile::<A>(s, xc(img), ty * M, tx * M, &mut d, lane);
             }
-            let tv = lanes_mul_t(&lanes_mul(&t.bt, &d), &t.bt);
+            let tv = lanes_mul_r(&lanes_mul(&t.bt, &d), &t.b);
             for (xi, v) in tv.iter().flatten().enumerate() {
                 vc[xi * tiles + t0..][..n].copy_from_slice(&v[..n]);
             }
@@ -531,7 +516,7 @@ fn backward_weights_with<const M: usize, const A: usize>(
             for (xi, v) in p.iter_mut().flatten().enumerate() {
                 v[..n].copy_from_slice(&du[((g * A * A + xi) * mg + m) * cg + c0..][..n]);
             }
-            let r = lanes_mul_r(&lanes_tmul(&t.g, &p), &t.g);
+            let r = lanes_mul_r(&lanes_mul(&t.gt, &p), &t.g);
             for lane in 0..n {
                 for (k, v) in r.iter().flatten().enumerate() {
                     dwo[(c0 + lane) * 9 + k] = v[lane];
@@ -573,7 +558,7 @@ fn block_weights<const M: usize, const A: usize>(
                 let n = L.min(tiles - t0);
                 let mut d = [[[0.0f32; L]; M]; M];
                 for lane in 0..n {
-                    let (img, ty, tx) = ((t0 + lane) / (th * tw), (t0 + lane) / tw % th, (t0 + lane) % tw);
+                    let (img, ty, tx) = tile_at(t0 + lane, th, tw);
                     let dyc = &dy[img * ol + (g * mg + m) * oh * ow..][..oh * ow];
                     for (i, row) in d.iter_mut().enumerate().take(oh - ty * M) {
                         let y0 = (ty * M + i) * ow + tx * M;
@@ -582,7 +567,7 @@ fn block_weights<const M: usize, const A: usize>(
                         }
                     }
                 }
-                let p = lanes_mul_r(&lanes_tmul(&t.at, &d), &t.at);
+                let p = lanes_mul_r(&lanes_mul(&t.a, &d), &t.at);
                 for (xi, v) in p.iter().flatten().enumerate() {
                     dm[xi * tiles + t0..][..n].copy_from_slice(&v[..n]);
                 }

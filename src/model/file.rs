@@ -37,6 +37,8 @@ impl ModelConfig {
     pub fn parse(text: &str, format: ModelFormat) -> Result<Self, String> {
         let (cfg, input): (Self, serde_json::Value) = match format {
             ModelFormat::Toml => {
+                // Parsed twice (a file is at most 1 MiB): from the text, errors point at the line
+                // and column; the generic value is what the unread-key check walks.
                 let cfg = toml::from_str(text).map_err(|e| e.to_string().trim_end().to_string())?;
                 let input: toml::Value = toml::from_str(text).map_err(|e| e.to_string())?;
                 (cfg, serde_json::to_value(input).map_err(|e| e.to_string())?)

@@ -202,16 +202,8 @@ impl Args {
         let recipe = self.recipe.unwrap_or_default();
         let model = ModelConfig::named_or_file(&model_name)?;
         let run_name = model.name.clone();
-        let from_file = !alexnet::model::VARIANTS.contains(&model_name.as_str());
         let d = TrainConfig::for_recipe(recipe, data, model.clone(), self.time_limit.is_some());
-        if from_file && d.model != model && !self.quiet {
-            // The recipe's changes apply to every model; a file's author should not be surprised.
-            eprintln!(
-                "note: the default recipe trains {model_name} with He init, per-channel standardisation and \
-                 biases of at most {}; --recipe paper keeps the file's own",
-                alexnet::train::recipe::DEFAULT_POSITIVE_BIAS
-            );
-        }
+        self.note_recipe_changes(&model_name, &model, &d.model);
         let mut sgd = d.sgd;
         sgd.lr = self.lr.unwrap_or(sgd.lr);
         sgd.momentum = self.momentum.unwrap_or(sgd.momentum);
@@ -304,6 +296,19 @@ impl Args {
 }
 
 impl Args {
+    /// Says so when the recipe changed a model file's settings (`given` -> `adapted`): the
+    /// recipe's changes apply to every model, and a file's author should not be surprised.
+    fn note_recipe_changes(&self, model_name: &str, given: &ModelConfig, adapted: &ModelConfig) {
+        let from_file = !alexnet::model::VARIANTS.contains(&model_name);
+        if from_file && adapted != given && !self.quiet {
+            eprintln!(
+                "note: the default recipe trains {model_name} with He init, per-channel standardisation and \
+                 biases of at most {}; --recipe paper keeps the file's own",
+                alexnet::train::recipe::DEFAULT_POSITIVE_BIAS
+            );
+        }
+    }
+
     /// The built-in variant that fits the images in `data`, said in one line.
     fn model_for_images(&self, data: &std::path::Path) -> Result<String> {
         let (name, why) = train::fitting_variant(data)?;
