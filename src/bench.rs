@@ -7,7 +7,7 @@
 use crate::data::{Augment, LoaderOptions, TrainInput, permutation};
 use crate::error::{Error, Result};
 use crate::kernels::conv::{ConvAlgo, ConvChoice};
-use crate::matmul::{Operand, Threads, matmul};
+use crate::matmul::{Operand, PrecisionChoice, Threads, matmul};
 use crate::model::{Mode, ModelConfig, Network};
 use crate::optim::{Sgd, SgdConfig};
 use crate::threads::thread_pool;
@@ -38,6 +38,8 @@ pub struct BenchConfig {
     pub profile: bool,
     /// How the convolutions compute (`--conv`).
     pub conv: ConvChoice,
+    /// The precision of the products (`--precision`).
+    pub precision: PrecisionChoice,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -104,6 +106,7 @@ pub struct BenchReport {
     pub batch: usize,
     pub threads: usize,
     pub conv: ConvChoice,
+    pub precision: PrecisionChoice,
     pub cpu: CpuInfo,
     /// This run's matrix-multiply peak on the same threads (1024³ f32 products, GFLOP/s).
     pub gemm_peak_gflops: f64,
@@ -151,6 +154,7 @@ pub fn run(model: &ModelConfig, cfg: &BenchConfig) -> Result<BenchReport> {
     thread_pool(cfg.threads)?.install(|| {
         let mut net = Network::new(model.clone(), 0)?;
         net.set_conv(cfg.conv);
+        net.set_precision(cfg.precision.resolve()?);
         let classes = net.classes();
         let x = crate::rng::uniform_vec(cfg.batch * net.input_len(), 1);
         let labels: Vec<usize> = (0..cfg.batch).map(|i| i % classes).collect();
@@ -180,6 +184,7 @@ pub fn run(model: &ModelConfig, cfg: &BenchConfig) -> Result<BenchReport> {
             batch: cfg.batch,
             threads: cfg.threads,
             conv: cfg.conv,
+            precision: cfg.precision,
             cpu: cpu_info(),
             gemm_peak_gflops: peak,
             peak_fraction: flops / (ms / 1e3) / 1e9 / peak,
@@ -203,6 +208,7 @@ fn layer_profiles(net: &Network, cfg: &BenchConfig) -> Vec<LayerProfile> {
         (ConvAlgo::Winograd(_), ConvAlgo::Im2col) => {
             format!("im2col (winograd from {} images)", crate::kernels::conv::WINOGRAD_MIN_BATCH)
         }
+        (ConvAlgo::Im2col, ConvAlgo::Im2col) if cfg.precision != PrecisionChoice::F32 => "im2col bf16".to_string(),
         (ConvAlgo::Im2col, ConvAlgo::Im2col) => "im2col".to_string(),
     };
     net.layers()
@@ -295,6 +301,7 @@ pub fn loader_against_step(
         threads,
         profile: false,
         conv: ConvChoice::default(),
+        precision: PrecisionChoice::F32,
     };
     let step = run(model, &cfg)?.img_per_s;
     r.step_images_per_s = Some(step);

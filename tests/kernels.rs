@@ -7,6 +7,7 @@ use alexnet::kernels::dropout::{self, DropoutMode};
 use alexnet::kernels::lrn::{self, LrnConvention, LrnParams};
 use alexnet::kernels::pool::{self, PoolShape};
 use alexnet::kernels::{act, linear, loss};
+use alexnet::matmul::Precision;
 use alexnet::rng::uniform_vec;
 use common::{assert_close, numeric_grad};
 
@@ -337,7 +338,7 @@ fn linear_forward_and_backward() {
     let bias = uniform_vec(o, 53);
     let f = |x: &[f32], w: &[f32], bias: &[f32]| {
         let mut y = vec![0.0; b * o];
-        linear::forward(x, w, bias, &mut y, b, i, o);
+        linear::forward(x, w, bias, &mut y, b, i, o, Precision::F32);
         y
     };
     let naive: Vec<f32> =
@@ -345,7 +346,7 @@ fn linear_forward_and_backward() {
     assert_close("linear", &f(&x, &w, &bias), &naive, 1e-6);
     let r = uniform_vec(b * o, 54);
     let (mut dw, mut db, mut dx) = (vec![0.0; w.len()], vec![0.0; o], vec![0.0; x.len()]);
-    linear::backward(&x, &w, &r, &mut dw, &mut db, Some(&mut dx), b, i, o);
+    linear::backward(&x, &w, &r, &mut dw, &mut db, Some(&mut dx), b, i, o, Precision::F32);
     assert_close("linear dx", &dx, &numeric_grad(&x, &r, 1e-2, |x| f(x, &w, &bias)), 1e-3);
     assert_close("linear dw", &dw, &numeric_grad(&w, &r, 1e-2, |w| f(&x, w, &bias)), 1e-3);
     assert_close("linear db", &db, &numeric_grad(&bias, &r, 1e-2, |bb| f(&x, &w, bb)), 1e-3);
@@ -396,5 +397,64 @@ fn dropout_train_and_test_time() {
         let mut dx = vec![0.0; n];
         dropout::backward(Some(&m), 1.0, &x, &mut dx);
         assert_eq!(dx, m);
+    }
+}
+
+/// bf16 products (`--precision bf16`) in the conv and linear layers, forward and backward: the
+/// f32 layers fed the same operands rounded to bf16 within f32 summation error (products of two
+/// bf16 are exact in f32), and the f32 layers on the unrounded operands within bf16's error.
+/// Runs the `vdpbf16ps` kernel too where the CPU has AVX512-BF16.
+#[test]
+fn bf16_layers_match_f32_on_rounded_operands() {
+    use alexnet::matmul::{Bf16Kernel, bf16::round_bf16};
+    let round = |v: &[f32]| v.iter().map(|&x| round_bf16(x)).collect::<Vec<_>>();
+    let mut kernels = vec![Bf16Kernel::Emulated];
+    if Bf16Kernel::native_available() {
+        kernels.push(Bf16Kernel::Native);
+    }
+    // conv2 of the paper net at a quarter of its channels (5x5, pad 2, two groups), batch 2.
+    let s = ConvShape { in_c: 24, in_h: 13, in_w: 13, out_c: 64, kh: 5, kw: 5, stride: 1, pad: 2, groups: 2 };
+    let batch = 2;
+    let x: Vec<f32> = uniform_vec(batch * s.in_len(), 71).iter().map(|v| v.abs()).collect();
+    let w = uniform_vec(s.weight_len(), 72);
+    let bias = uniform_vec(s.out_c, 73);
+    let dy = uniform_vec(batch * s.out_len(), 74);
+    let conv_all = |p: Precision, x: &[f32], w: &[f32], dy: &[f32]| {
+        let mut y = vec![0.0; batch * s.out_len()];
+        conv::forward_in(p, &s, x, w, &bias, &mut y, batch);
+        let (mut dw, mut db, mut dx) = (vec![0.0; w.len()], vec![0.0; s.out_c], vec![0.0; x.len()]);
+        conv::backward_in(p, &s, x, w, dy, &mut dw, &mut db, Some(&mut dx), batch);
+        [y, dw, dx]
+    };
+    let (b, i, o) = (6, 300, 70);
+    let (lx, lw, lb, ldy) =
+        (uniform_vec(b * i, 75), uniform_vec(o * i, 76), uniform_vec(o, 77), uniform_vec(b * o, 78));
+    let linear_all = |p: Precision, x: &[f32], w: &[f32], dy: &[f32]| {
+        let mut y = vec![0.0; b * o];
+        linear::forward(x, w, &lb, &mut y, b, i, o, p);
+        let (mut dw, mut db, mut dx) = (vec![0.0; w.len()], vec![0.0; o], vec![0.0; x.len()]);
+        linear::backward(x, w, dy, &mut dw, &mut db, Some(&mut dx), b, i, o, p);
+        [y, dw, dx]
+    };
+    let conv_exact = conv_all(Precision::F32, &x, &w, &dy);
+    let conv_rounded = conv_all(Precision::F32, &round(&x), &round(&w), &round(&dy));
+    let linear_exact = linear_all(Precision::F32, &lx, &lw, &ldy);
+    let linear_rounded = linear_all(Precision::F32, &round(&lx), &round(&lw), &round(&ldy));
+    for kernel in kernels {
+        let p = Precision::Bf16(kernel);
+        let cases = [
+            ("conv", conv_all(p, &x, &w, &dy), &conv_rounded, &conv_exact),
+            ("linear", linear_all(p, &lx, &lw, &ldy), &linear_rounded, &linear_exact),
+        ];
+        for (layer, got, rounded, exact) in cases {
+            for ((what, g), (r, e)) in
+                ["forward", "weight gradient", "data gradient"].iter().zip(&got).zip(rounded.iter().zip(exact))
+            {
+                let name = format!("{kernel:?} {layer} {what}");
+                assert_close(&format!("{name} against f32 on rounded operands"), g, r, 1e-5);
+                let err = alexnet::tensor::rel_err(g, e);
+                assert!(err > 1e-5 && err < 1e-2, "{name}: relative error {err} against f32 is not bf16's");
+            }
+        }
     }
 }

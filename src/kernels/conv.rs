@@ -16,7 +16,7 @@
 //! deterministic for a given thread count.
 
 use super::winograd::{self, Tile};
-use crate::matmul::{Operand, Threads, matmul};
+use crate::matmul::{Operand, Precision, Threads, matmul_in};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
@@ -213,16 +213,32 @@ impl ConvAlgo {
     }
 }
 
-/// `y = conv(x, w) + b` with the layer's algorithm.
-pub fn forward_with(algo: ConvAlgo, s: &ConvShape, x: &[f32], w: &[f32], b: &[f32], y: &mut [f32], batch: usize) {
+/// `y = conv(x, w) + b` with the layer's algorithm; im2col's products in `precision` (Winograd's
+/// are f32: its transformed operands are small products that bf16 packing would not pay for).
+#[allow(clippy::too_many_arguments)]
+pub fn forward_with(
+    algo: ConvAlgo,
+    precision: Precision,
+    s: &ConvShape,
+    x: &[f32],
+    w: &[f32],
+    b: &[f32],
+    y: &mut [f32],
+    batch: usize,
+) {
     match algo.for_batch(batch) {
-        ConvAlgo::Im2col => forward(s, x, w, b, y, batch),
+        ConvAlgo::Im2col => forward_in(precision, s, x, w, b, y, batch),
         ConvAlgo::Winograd(tile) => winograd::forward(s, x, w, b, y, batch, tile),
     }
 }
 
 /// `y = conv(x, w) + b` for a batch, by im2col. `x.len() = B·in_len`, `y.len() = B·out_len`.
 pub fn forward(s: &ConvShape, x: &[f32], w: &[f32], b: &[f32], y: &mut [f32], batch: usize) {
+    forward_in(Precision::F32, s, x, w, b, y, batch)
+}
+
+/// [`forward`] with the products in `precision`.
+pub fn forward_in(precision: Precision, s: &ConvShape, x: &[f32], w: &[f32], b: &[f32], y: &mut [f32], batch: usize) {
     let (kg, mg, n) = (s.k_group(), s.m_group(), s.n());
     let (il, ol) = (s.in_len(), s.out_len());
     let per = image_chunks(batch);
@@ -237,7 +253,7 @@ pub fn forward(s: &ConvShape, x: &[f32], w: &[f32], b: &[f32], y: &mut [f32], ba
                 im2col(s, xi, g, &mut col);
                 let wg = &w[g * mg * kg..(g + 1) * mg * kg];
                 let yg = &mut yi[g * mg * n..(g + 1) * mg * n];
-                matmul(mg, n, kg, Operand::plain(wg), Operand::plain(&col), yg, true, threads);
+                matmul_in(precision, mg, n, kg, Operand::plain(wg), Operand::plain(&col), yg, true, threads);
             }
         }
     });
@@ -248,6 +264,7 @@ pub fn forward(s: &ConvShape, x: &[f32], w: &[f32], b: &[f32], y: &mut [f32], ba
 #[allow(clippy::too_many_arguments)]
 pub fn backward_with(
     algo: ConvAlgo,
+    precision: Precision,
     s: &ConvShape,
     x: &[f32],
     w: &[f32],
@@ -264,7 +281,7 @@ pub fn backward_with(
                 winograd::backward_data(s, w, dy, &mut dx[..batch * s.in_len()], batch, tile);
             }
         }
-        (ConvAlgo::Im2col, dx) => backward(s, x, w, dy, dw, db, dx, batch),
+        (ConvAlgo::Im2col, dx) => backward_in(precision, s, x, w, dy, dw, db, dx, batch),
     }
 }
 
@@ -272,6 +289,22 @@ pub fn backward_with(
 /// for, too.
 #[allow(clippy::too_many_arguments)]
 pub fn backward(
+    s: &ConvShape,
+    x: &[f32],
+    w: &[f32],
+    dy: &[f32],
+    dw: &mut [f32],
+    db: &mut [f32],
+    dx: Option<&mut [f32]>,
+    batch: usize,
+) {
+    backward_in(Precision::F32, s, x, w, dy, dw, db, dx, batch)
+}
+
+/// [`backward`] with the products in `precision`.
+#[allow(clippy::too_many_arguments)]
+pub fn backward_in(
+    precision: Precision,
     s: &ConvShape,
     x: &[f32],
     w: &[f32],
@@ -307,7 +340,7 @@ pub fn backward(
                     im2col(s, xi, g, &mut col);
                     let dyg = &dyi[g * mg * n..(g + 1) * mg * n];
                     let dwg = &mut pdw[g * mg * kg..(g + 1) * mg * kg];
-                    matmul(mg, kg, n, Operand::plain(dyg), Operand::t(&col), dwg, true, threads);
+                    matmul_in(precision, mg, kg, n, Operand::plain(dyg), Operand::t(&col), dwg, true, threads);
                 }
             }
             (pdw, pdb)
@@ -327,7 +360,7 @@ pub fn backward(
                 for g in 0..s.groups {
                     let wg = &w[g * mg * kg..(g + 1) * mg * kg];
                     let dyg = &dyi[g * mg * n..(g + 1) * mg * n];
-                    matmul(kg, n, mg, Operand::t(wg), Operand::plain(dyg), &mut col, false, threads);
+                    matmul_in(precision, kg, n, mg, Operand::t(wg), Operand::plain(dyg), &mut col, false, threads);
                     col2im(s, &col, g, dxi);
                 }
             }

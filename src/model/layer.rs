@@ -11,6 +11,7 @@ use crate::kernels::dropout::DropoutMode;
 use crate::kernels::lrn::LrnParams;
 use crate::kernels::pool::PoolShape;
 use crate::kernels::{act, conv, dropout, linear, lrn, pool};
+use crate::matmul::Precision;
 
 /// A learnable tensor and its gradient, in PyTorch's layout.
 #[derive(Clone, Debug)]
@@ -52,16 +53,20 @@ pub enum Mode {
 /// One layer with what it needs at run time.
 #[derive(Clone, Debug)]
 pub enum Layer {
-    /// `[weight, bias]`; `algo` resolved from `--conv` for this shape.
+    /// `[weight, bias]`; `algo` resolved from `--conv` for this shape; im2col's products in
+    /// `precision`.
     Conv {
         shape: ConvShape,
         params: [Param; 2],
         algo: ConvAlgo,
+        precision: Precision,
     },
+    /// `[weight, bias]`; the products in `precision`.
     Linear {
         inp: usize,
         out: usize,
         params: [Param; 2],
+        precision: Precision,
     },
     Relu,
     Tanh,
@@ -99,10 +104,12 @@ impl Layer {
         match &info.kind {
             LayerKind::Conv { shape, params } => {
                 let algo = ConvChoice::default().resolve(shape);
-                Layer::Conv { shape: *shape, params: params.each_ref().map(Param::new), algo }
+                let params = params.each_ref().map(Param::new);
+                Layer::Conv { shape: *shape, params, algo, precision: Precision::F32 }
             }
             LayerKind::Linear { inp, out, params } => {
-                Layer::Linear { inp: *inp, out: *out, params: params.each_ref().map(Param::new) }
+                let params = params.each_ref().map(Param::new);
+                Layer::Linear { inp: *inp, out: *out, params, precision: Precision::F32 }
             }
             LayerKind::Relu => Layer::Relu,
             LayerKind::Tanh => Layer::Tanh,
@@ -143,10 +150,12 @@ impl Layer {
     /// `y = f(x)` for `batch` images; `x` and `y` hold exactly one batch.
     pub fn forward(&mut self, x: &[f32], y: &mut [f32], batch: usize, mode: Mode) {
         match self {
-            Layer::Conv { shape, params: [w, b], algo } => {
-                conv::forward_with(*algo, shape, x, &w.data, &b.data, y, batch)
+            Layer::Conv { shape, params: [w, b], algo, precision } => {
+                conv::forward_with(*algo, *precision, shape, x, &w.data, &b.data, y, batch)
             }
-            Layer::Linear { inp, out, params: [w, b] } => linear::forward(x, &w.data, &b.data, y, batch, *inp, *out),
+            Layer::Linear { inp, out, params: [w, b], precision } => {
+                linear::forward(x, &w.data, &b.data, y, batch, *inp, *out, *precision)
+            }
             Layer::Relu => act::relu_forward(x, y),
             Layer::Tanh => act::tanh_forward(x, y),
             Layer::Lrn { p, c, plane, scale } => lrn::forward(p, x, y, scale, batch, *c, *plane),
@@ -170,11 +179,11 @@ impl Layer {
     #[allow(clippy::too_many_arguments)]
     pub fn backward(&mut self, x: &[f32], y: &[f32], dy: &[f32], dx: Option<&mut [f32]>, batch: usize, mode: Mode) {
         match (self, dx) {
-            (Layer::Conv { shape, params: [w, b], algo }, dx) => {
-                conv::backward_with(*algo, shape, x, &w.data, dy, &mut w.grad, &mut b.grad, dx, batch)
+            (Layer::Conv { shape, params: [w, b], algo, precision }, dx) => {
+                conv::backward_with(*algo, *precision, shape, x, &w.data, dy, &mut w.grad, &mut b.grad, dx, batch)
             }
-            (Layer::Linear { inp, out, params: [w, b] }, dx) => {
-                linear::backward(x, &w.data, dy, &mut w.grad, &mut b.grad, dx, batch, *inp, *out)
+            (Layer::Linear { inp, out, params: [w, b], precision }, dx) => {
+                linear::backward(x, &w.data, dy, &mut w.grad, &mut b.grad, dx, batch, *inp, *out, *precision)
             }
             (_, None) => {}
             (Layer::Relu, Some(dx)) => act::relu_backward(y, dy, dx),

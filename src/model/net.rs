@@ -84,6 +84,15 @@ impl Network {
         }
     }
 
+    /// Sets the precision of every convolution's and linear layer's products (`--precision`).
+    pub fn set_precision(&mut self, p: crate::matmul::Precision) {
+        for l in &mut self.layers {
+            if let Layer::Conv { precision, .. } | Layer::Linear { precision, .. } = l {
+                *precision = p;
+            }
+        }
+    }
+
     /// Each convolution's name and algorithm, in order (for `bench --profile`).
     pub fn conv_algos(&self) -> Vec<(String, crate::kernels::conv::ConvAlgo)> {
         let convs = self.summary.layers.iter().filter(|l| matches!(l.kind, LayerKind::Conv { .. }));

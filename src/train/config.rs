@@ -67,6 +67,9 @@ pub struct TrainConfig {
     /// resume so, bit for bit.
     #[serde(default = "conv_of_old_runs")]
     pub conv: crate::kernels::conv::ConvChoice,
+    /// The precision of the layers' matrix products (`--precision`); a resumed run may change it.
+    #[serde(default)]
+    pub precision: crate::matmul::PrecisionChoice,
 }
 
 fn conv_of_old_runs() -> crate::kernels::conv::ConvChoice {
@@ -142,6 +145,7 @@ impl TrainConfig {
             cache_dir: None,
             val_labels: None,
             conv: Default::default(),
+            precision: Default::default(),
         }
     }
 }

@@ -251,6 +251,7 @@ impl<'a> Trainer<'a> {
             }
         };
         net.set_conv(cfg.conv);
+        net.set_precision(cfg.precision.resolve()?);
         let batches_per_epoch = data.train_indices.len() / cfg.batch.max(1);
         if batches_per_epoch == 0 {
             return Err(Error::Invalid(format!(

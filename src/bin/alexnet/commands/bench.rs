@@ -3,6 +3,7 @@
 use crate::common::{CacheDir, Common, model_name};
 use alexnet::bench::{self, BenchConfig, BenchMode, BenchReport};
 use alexnet::kernels::conv::ConvChoice;
+use alexnet::matmul::PrecisionChoice;
 use alexnet::model::ModelConfig;
 use anyhow::{Result, bail};
 use std::path::PathBuf;
@@ -27,6 +28,10 @@ pub struct Args {
     /// everywhere it applies, or im2col everywhere.
     #[arg(long, value_enum, default_value = "auto")]
     conv: ConvChoice,
+    /// The precision of the products: f32, or bf16 operands with f32 sums (CPUs with
+    /// AVX512-BF16; bf16-emulated runs its numerics slowly anywhere).
+    #[arg(long, value_enum, default_value = "f32")]
+    precision: PrecisionChoice,
     /// Matrix size for `--mode gemm`.
     #[arg(long, default_value_t = 1024)]
     size: usize,
@@ -103,6 +108,7 @@ pub fn exec(a: Args) -> Result<i32> {
                 threads,
                 profile: a.profile,
                 conv: a.conv,
+                precision: a.precision,
             };
             a.common.emit(&bench::run(&model, &cfg)?, print_report)
         }

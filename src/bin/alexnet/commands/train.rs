@@ -162,6 +162,11 @@ pub struct Args {
     /// pays, im2col elsewhere). A speed setting: a resumed run may change it.
     #[arg(long, value_enum)]
     conv: Option<alexnet::kernels::conv::ConvChoice>,
+    /// The precision of the layers' products (default f32): bf16 rounds their operands and sums
+    /// in f32, on CPUs with AVX512-BF16; weights and the optimizer stay f32. bf16-emulated runs
+    /// its numerics slowly on any CPU. A resumed run may change it.
+    #[arg(long, value_enum)]
+    precision: Option<alexnet::matmul::PrecisionChoice>,
     /// No progress bar or messages.
     #[arg(long)]
     quiet: bool,
@@ -258,19 +263,20 @@ impl Args {
             cache_dir: self.cache.cache_dir.as_deref().map(std::path::absolute).transpose()?,
             val_labels: self.val_labels.clone().map(absolute),
             conv: self.conv.unwrap_or_default(),
+            precision: self.precision.unwrap_or_default(),
             val,
             ..d
         })
     }
 
     /// The configuration of the run in `dir`: its own, with what a resumed run may change
-    /// (epochs, time limit, threads, loader threads, cache folder) taken from the flags.
+    /// (epochs, time limit, threads, loader threads, conv, precision, cache folder) taken from the flags.
     fn resumed_config(&self, dir: &std::path::Path) -> Result<TrainConfig> {
         let fixed = self.fixed_by_the_run();
         if !fixed.is_empty() {
             anyhow::bail!(
                 "{} cannot change a resumed run: {} holds its settings (only --epochs, --time-limit, \
-                 --threads, --loader-threads, --conv and --cache-dir can change; start a new run with --out to change the others)",
+                 --threads, --loader-threads, --conv, --precision and --cache-dir can change; start a new run with --out to change the others)",
                 fixed.join(", "),
                 dir.join("config.json").display()
             );
@@ -280,6 +286,7 @@ impl Args {
         cfg.time_limit_minutes = self.time_limit.or(cfg.time_limit_minutes);
         cfg.loader_threads = self.loader_threads.unwrap_or(cfg.loader_threads);
         cfg.conv = self.conv.unwrap_or(cfg.conv);
+        cfg.precision = self.precision.unwrap_or(cfg.precision);
         cfg.cache_dir = self.cache.cache_dir.as_deref().map(std::path::absolute).transpose()?.or(cfg.cache_dir);
         if let Some(t) = self.common.threads
             && t != cfg.threads

@@ -5,6 +5,54 @@
 
 use gemm::Parallelism;
 
+pub mod bf16;
+pub use bf16::Bf16Kernel;
+
+/// `--precision`: what a run asks for, resolved on this CPU by [`PrecisionChoice::resolve`].
+/// Weights, gradients, activations and the optimizer stay f32 in every choice; only the
+/// operands of the matrix products are rounded.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
+pub enum PrecisionChoice {
+    #[default]
+    F32,
+    /// Products of bf16-rounded operands summed in f32, by `vdpbf16ps`: CPUs with AVX512-BF16
+    /// (AMD Zen 4 and later, Intel Cooper Lake, Sapphire Rapids and later).
+    Bf16,
+    /// bf16's numerics in portable code, on any CPU: slow, to test the path where the
+    /// instruction is missing.
+    Bf16Emulated,
+}
+
+impl PrecisionChoice {
+    /// The precision the layers compute in; `Bf16` on a CPU without AVX512-BF16 is an error
+    /// (rather than a silent fall back to a path many times slower).
+    pub fn resolve(self) -> crate::Result<Precision> {
+        match self {
+            PrecisionChoice::F32 => Ok(Precision::F32),
+            PrecisionChoice::Bf16Emulated => Ok(Precision::Bf16(Bf16Kernel::Emulated)),
+            PrecisionChoice::Bf16 if Bf16Kernel::native_available() => Ok(Precision::Bf16(Bf16Kernel::Native)),
+            PrecisionChoice::Bf16 => Err(crate::Error::Invalid(
+                "--precision bf16 needs a CPU with AVX512-BF16 (the vdpbf16ps instruction: AMD Zen 4 and later, \
+                 Intel Sapphire Rapids and later), and this one has none. Use --precision f32 (the default), or \
+                 bf16-emulated to run bf16's numerics slowly in portable code"
+                    .into(),
+            )),
+        }
+    }
+}
+
+/// The precision of a product's multiplications; sums are f32 in both.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Precision {
+    /// f32 operands (the `gemm` crate).
+    #[default]
+    F32,
+    /// Operands rounded to bf16, products exact, sums in f32 ([`bf16`]), by the given kernel.
+    Bf16(Bf16Kernel),
+}
+
 /// A matrix operand: a row-major slice, whether the product reads it transposed, and the
 /// distance between its rows when they are not packed (a slice of a larger layout).
 #[derive(Clone, Copy)]
@@ -89,6 +137,22 @@ pub fn matmul(
     accumulate: bool,
     threads: Threads,
 ) {
+    matmul_in(Precision::F32, m, n, k, a, b, c, accumulate, threads)
+}
+
+/// [`matmul`] with its multiplications in `precision`.
+#[allow(clippy::too_many_arguments)]
+pub fn matmul_in(
+    precision: Precision,
+    m: usize,
+    n: usize,
+    k: usize,
+    a: Operand<'_>,
+    b: Operand<'_>,
+    c: &mut [f32],
+    accumulate: bool,
+    threads: Threads,
+) {
     assert!(a.data.len() >= a.reach(m, k), "lhs too short: {} for {m}x{k}", a.data.len());
     assert!(b.data.len() >= b.reach(k, n), "rhs too short: {} for {k}x{n}", b.data.len());
     assert!(a.row_stride == 0 || a.row_stride >= if a.transposed { m } else { k }, "lhs rows overlap");
@@ -102,6 +166,9 @@ pub fn matmul(
             c[..m * n].fill(0.0);
         }
         return;
+    }
+    if let Precision::Bf16(kernel) = precision {
+        return bf16::matmul(kernel, m, n, k, a, b, c, accumulate, threads);
     }
     let (a_rs, a_cs) = a.strides(m, k);
     let (b_rs, b_cs) = b.strides(k, n);
@@ -199,5 +266,66 @@ mod tests {
         let mut c3 = vec![0.0; m * n];
         matmul_naive(m, n, k, Operand::plain(&dense), ob, &mut c3, false);
         assert_eq!(c2, c3);
+    }
+
+    /// The bf16 kernels against the naive product of bf16-rounded operands, over shapes with
+    /// partial panels, odd `k`, several `KC` passes, every transpose, strides and accumulation.
+    fn bf16_matches_rounded_naive(kernel: Bf16Kernel) {
+        use bf16::{KC, MR, NR, round_bf16};
+        let shapes = [(1, 1, 1), (MR + 1, NR + 3, 7), (2 * MR, 2 * NR, 2 * KC), (13, 70, 2 * KC * 2 + 5), (40, 5, 300)];
+        for &(m, n, k) in &shapes {
+            for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
+                let (a, b, c0) = (uniform_vec(m * k, 1), uniform_vec(k * n, 2), uniform_vec(m * n, 3));
+                let (ar, br): (Vec<f32>, Vec<f32>) =
+                    (a.iter().map(|&x| round_bf16(x)).collect(), b.iter().map(|&x| round_bf16(x)).collect());
+                for (acc, threads) in [(false, Threads::Pool), (true, Threads::One)] {
+                    let op = |d, t| Operand { data: d, transposed: t, row_stride: 0 };
+                    let (mut c1, mut c2, mut c3) = (c0.clone(), c0.clone(), c0.clone());
+                    matmul_in(Precision::Bf16(kernel), m, n, k, op(&a, ta), op(&b, tb), &mut c1, acc, threads);
+                    matmul_naive(m, n, k, op(&ar, ta), op(&br, tb), &mut c2, acc);
+                    matmul_naive(m, n, k, op(&a, ta), op(&b, tb), &mut c3, acc);
+                    let what = format!("{kernel:?} {m}x{n}x{k} ta={ta} tb={tb} acc={acc}");
+                    let err = crate::tensor::rel_err(&c1, &c2);
+                    assert!(err < 1e-5, "{what}: {err} against the rounded operands");
+                    // Against the unrounded operands the error is bf16's (2⁻⁹ an operand), not
+                    // less (on sums long enough not to hinge on one product's cancellation).
+                    let err = crate::tensor::rel_err(&c1, &c3);
+                    assert!(k < 7 || (err < 1e-2 && err > 1e-5), "{what}: {err} against f32");
+                }
+            }
+        }
+        // A strided slice, as Winograd's products read theirs.
+        let (a, b) = (uniform_vec(5 * 9, 4), uniform_vec(4 * 11, 5));
+        let rounded = |v: &[f32]| v.iter().map(|&x| round_bf16(x)).collect::<Vec<_>>();
+        let (ar, br) = (rounded(&a), rounded(&b));
+        let (mut c1, mut c2) = (vec![0.0; 35], vec![0.0; 35]);
+        matmul_in(
+            Precision::Bf16(kernel),
+            5,
+            7,
+            4,
+            Operand::strided(&a[2..], 9),
+            Operand::strided(&b[1..], 11),
+            &mut c1,
+            false,
+            Threads::One,
+        );
+        matmul_naive(5, 7, 4, Operand::strided(&ar[2..], 9), Operand::strided(&br[1..], 11), &mut c2, false);
+        assert!(crate::tensor::rel_err(&c1, &c2) < 1e-5);
+    }
+
+    #[test]
+    fn bf16_emulated_matches_rounded_naive() {
+        bf16_matches_rounded_naive(Bf16Kernel::Emulated);
+    }
+
+    /// Runs `vdpbf16ps` where the CPU has it (Zen 4/5, Sapphire Rapids); says so where not.
+    #[test]
+    fn bf16_native_matches_rounded_naive() {
+        if !Bf16Kernel::native_available() {
+            eprintln!("skipped: this CPU has no AVX512-BF16 (the emulated kernel is tested instead)");
+            return;
+        }
+        bf16_matches_rounded_naive(Bf16Kernel::Native);
     }
 }
