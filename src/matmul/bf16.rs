@@ -255,7 +255,6 @@ mod native {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::matmul::matmul_naive;
     use crate::rng::uniform_vec;
 
     #[test]
