@@ -102,11 +102,26 @@ pub struct Weights {
     /// Checkpoint(s); several are an ensemble (softmax averaged).
     #[arg(long, required = true)]
     pub weights: Vec<PathBuf>,
+    /// How the convolutions compute: Winograd on the 3x3 stride-1 layers where it pays (auto),
+    /// everywhere it applies, or im2col everywhere.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub conv: alexnet::kernels::conv::ConvChoice,
+    /// The precision of the products: f32, or bf16 operands with f32 sums (CPUs with
+    /// AVX512-BF16; bf16-emulated runs its numerics slowly anywhere).
+    #[arg(long, value_enum, default_value = "f32")]
+    pub precision: alexnet::matmul::PrecisionChoice,
 }
 
 impl Weights {
+    /// The checkpoints, computing as `--conv` and `--precision` say.
     pub fn load(&self) -> Result<alexnet::eval::Ensemble> {
-        Ok(alexnet::eval::Ensemble::load(&self.weights)?)
+        let precision = self.precision.resolve()?;
+        let mut ens = alexnet::eval::Ensemble::load(&self.weights)?;
+        for m in &mut ens.members {
+            m.net.set_conv(self.conv);
+            m.net.set_precision(precision);
+        }
+        Ok(ens)
     }
 }
 
