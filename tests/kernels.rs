@@ -110,7 +110,9 @@ fn winograd_on_alexnets_own_layers() {
         pad: 1,
         groups,
     };
+    let five = |s: ConvShape| ConvShape { kh: 5, kw: 5, pad: 2, ..s };
     let cases = [
+        ("paper conv2", five(mk(96, 27, 256, 2))),
         ("paper conv3", mk(256, 13, 384, 1)),
         ("paper conv4", mk(384, 13, 384, 2)),
         ("alexnet64 conv5", mk(384, 7, 256, 2)),
@@ -129,7 +131,7 @@ fn winograd_on_alexnets_own_layers() {
                 let dy = uniform_vec(batch * s.out_len(), 14);
                 let (mut dw, mut db, mut dx) = (vec![0.0; w.len()], vec![0.0; s.out_c], vec![0.0; x.len()]);
                 conv::backward(&s, &x, &w, &dy, &mut dw, &mut db, Some(&mut dx), batch);
-                for tile in [Tile::F2, Tile::F4] {
+                for tile in [Tile::F2, Tile::F4].into_iter().filter(|t| t.fits(s.kh)) {
                     let what = format!("{name} {tile:?} batch {batch} threads {threads}");
                     let mut y = vec![f32::NAN; direct.len()];
                     winograd::forward(&s, &x, &w, &bias, &mut y, batch, tile);
@@ -166,11 +168,14 @@ fn conv_choice_resolves_by_shape() {
     };
     assert_eq!(ConvChoice::Auto.resolve(&s(256, 13, 3, 1)), ConvAlgo::Winograd(Tile::F4));
     assert_eq!(ConvChoice::Auto.resolve(&s(256, 2, 3, 1)), ConvAlgo::Winograd(Tile::F2));
-    assert_eq!(ConvChoice::Auto.resolve(&s(256, 13, 5, 1)), ConvAlgo::Im2col);
+    // 5×5 by F(2×2, 5×5): 36 multiplies for 4 outputs where direct takes 100.
+    assert_eq!(ConvChoice::Auto.resolve(&s(48, 27, 5, 1)), ConvAlgo::Winograd(Tile::F2));
+    assert_eq!(ConvChoice::Auto.resolve(&s(48, 27, 7, 1)), ConvAlgo::Im2col);
     assert_eq!(ConvChoice::Auto.resolve(&s(256, 13, 3, 2)), ConvAlgo::Im2col);
     assert_eq!(ConvChoice::Auto.resolve(&s(3, 32, 3, 1)), ConvAlgo::Im2col);
     assert_eq!(ConvChoice::Winograd.resolve(&s(3, 32, 3, 1)), ConvAlgo::Winograd(Tile::F4));
-    assert_eq!(ConvChoice::Winograd.resolve(&s(3, 32, 5, 1)), ConvAlgo::Im2col);
+    assert_eq!(ConvChoice::Winograd.resolve(&s(3, 32, 5, 1)), ConvAlgo::Winograd(Tile::F2));
+    assert_eq!(ConvChoice::Winograd.resolve(&s(3, 32, 5, 2)), ConvAlgo::Im2col);
     assert_eq!(ConvChoice::Im2col.resolve(&s(256, 13, 3, 1)), ConvAlgo::Im2col);
 }
 

@@ -184,8 +184,10 @@ impl ConvChoice {
             return ConvAlgo::Im2col;
         }
         let (oh, ow) = (s.out_h(), s.out_w());
-        let tile = [Tile::F2, Tile::F4].into_iter().min_by_key(|t| t.multiplies(oh, ow)).unwrap_or(Tile::F2);
-        let saves_a_third = 3 * tile.multiplies(oh, ow) <= 2 * 9 * oh * ow;
+        let r = s.kh;
+        let tiles = [Tile::F2, Tile::F4].into_iter().filter(|t| t.fits(r));
+        let tile = tiles.min_by_key(|t| t.multiplies(r, oh, ow)).unwrap_or(Tile::F2);
+        let saves_a_third = 3 * tile.multiplies(r, oh, ow) <= 2 * r * r * oh * ow;
         match self {
             ConvChoice::Auto if !(saves_a_third && s.in_c / s.groups >= 16) => ConvAlgo::Im2col,
             _ => ConvAlgo::Winograd(tile),

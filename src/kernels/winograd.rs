@@ -44,36 +44,55 @@ impl Tile {
             Tile::F4 => 4,
         }
     }
-    /// Multiplies of the products for an `oh×ow` map, per input-output channel pair.
-    pub fn multiplies(self, oh: usize, ow: usize) -> usize {
-        let (m, a) = (self.m(), self.m() + 2);
+    /// Multiplies of the products for an `oh×ow` map of `r×r` kernels, per input-output channel
+    /// pair.
+    pub fn multiplies(self, r: usize, oh: usize, ow: usize) -> usize {
+        let (m, a) = (self.m(), self.m() + r - 1);
         oh.div_ceil(m) * ow.div_ceil(m) * a * a
+    }
+    /// Whether this tile has transforms for `r×r` kernels: both for 3×3, F(2×2) for 5×5 (F(4×4,
+    /// 5×5) would need 8 points and round too much in f32).
+    pub fn fits(self, r: usize) -> bool {
+        r == 3 || (r == 5 && self == Tile::F2)
     }
 }
 
-/// Whether Winograd F(m×m, 3×3) computes this convolution: 3×3 kernels, stride 1, padding at
-/// most 2 (so that its data gradient, padded by `2 - pad`, is one too).
+/// Whether Winograd F(m×m, r×r) computes this convolution: 3×3 or 5×5 kernels, stride 1,
+/// padding at most `r - 1` (so that its data gradient, padded by `r - 1 - pad`, is one too).
 pub fn applies(s: &ConvShape) -> bool {
-    s.kh == 3 && s.kw == 3 && s.stride == 1 && s.pad <= 2
+    s.kh == s.kw && (s.kh == 3 || s.kh == 5) && s.stride == 1 && s.pad < s.kh
+}
+
+/// The transforms of `tile` for the shape's kernels, handed to `f` (a generic function, as
+/// a closure cannot be).
+macro_rules! with_transforms {
+    ($tile:expr, $s:expr, $f:ident($($arg:expr),*)) => {
+        match ($tile, $s.kh) {
+            (Tile::F2, 3) => $f(&F2, $($arg),*),
+            (Tile::F4, 3) => $f(&F4, $($arg),*),
+            (Tile::F2, 5) => $f(&F2R5, $($arg),*),
+            (tile, r) => panic!("no Winograd transforms for {tile:?} with {r}x{r} kernels"),
+        }
+    };
 }
 
 /// The transforms of F(m×m, 3×3) with α = m + 2 points, as published, and their transposes
 /// (derived once, at compile time), so that every product below is a constant matrix times
 /// tiles or tiles times a constant matrix.
-struct Transforms<const M: usize, const A: usize> {
+struct Transforms<const M: usize, const R: usize, const A: usize> {
     /// `Bᵀ [α, α]`: input tile to its transform.
     bt: [[f32; A]; A],
-    /// `G [α, 3]`: kernel to its transform.
-    g: [[f32; 3]; A],
+    /// `G [α, r]`: kernel to its transform.
+    g: [[f32; R]; A],
     /// `Aᵀ [m, α]`: transformed product back to the output tile.
     at: [[f32; A]; M],
     b: [[f32; A]; A],
-    gt: [[f32; A]; 3],
+    gt: [[f32; A]; R],
     a: [[f32; M]; A],
 }
 
-impl<const M: usize, const A: usize> Transforms<M, A> {
-    const fn new(bt: [[f32; A]; A], g: [[f32; 3]; A], at: [[f32; A]; M]) -> Self {
+impl<const M: usize, const R: usize, const A: usize> Transforms<M, R, A> {
+    const fn new(bt: [[f32; A]; A], g: [[f32; R]; A], at: [[f32; A]; M]) -> Self {
         Self { bt, g, at, b: transpose(bt), gt: transpose(g), a: transpose(at) }
     }
 }
@@ -93,14 +112,14 @@ const fn transpose<const R: usize, const C: usize>(m: [[f32; C]; R]) -> [[f32; R
 }
 
 /// Points 0, 1, -1 and ∞.
-const F2: Transforms<2, 4> = Transforms::new(
+const F2: Transforms<2, 3, 4> = Transforms::new(
     [[1.0, 0.0, -1.0, 0.0], [0.0, 1.0, 1.0, 0.0], [0.0, -1.0, 1.0, 0.0], [0.0, 1.0, 0.0, -1.0]],
     [[1.0, 0.0, 0.0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0.0, 0.0, 1.0]],
     [[1.0, 1.0, 1.0, 0.0], [0.0, 1.0, -1.0, -1.0]],
 );
 
 /// Points 0, ±1, ±2 and ∞ (Lavin & Gray's F(4×4, 3×3)).
-const F4: Transforms<4, 6> = Transforms::new(
+const F4: Transforms<4, 3, 6> = Transforms::new(
     [
         [4.0, 0.0, -5.0, 0.0, 1.0, 0.0],
         [0.0, -4.0, -4.0, 1.0, 1.0, 0.0],
@@ -123,6 +142,22 @@ const F4: Transforms<4, 6> = Transforms::new(
         [0.0, 1.0, 1.0, 4.0, 4.0, 0.0],
         [0.0, 1.0, -1.0, 8.0, -8.0, 1.0],
     ],
+);
+
+/// F(2×2, 5×5) on the points of F(4×4, 3×3) (0, ±1, ±2, ∞): the same six points, so the same
+/// input transform `Bᵀ`; `G [6, 5]` holds `p^k / Π_{q≠p}(p − q)` for each finite point p, and
+/// `Aᵀ [2, 6]` the powers `p^0, p^1` (∞ contributes to the last output only).
+const F2R5: Transforms<2, 5, 6> = Transforms::new(
+    F4.bt,
+    [
+        [1.0 / 4.0, 0.0, 0.0, 0.0, 0.0],
+        [-1.0 / 6.0, -1.0 / 6.0, -1.0 / 6.0, -1.0 / 6.0, -1.0 / 6.0],
+        [-1.0 / 6.0, 1.0 / 6.0, -1.0 / 6.0, 1.0 / 6.0, -1.0 / 6.0],
+        [1.0 / 24.0, 1.0 / 12.0, 1.0 / 6.0, 1.0 / 3.0, 2.0 / 3.0],
+        [1.0 / 24.0, -1.0 / 12.0, 1.0 / 6.0, -1.0 / 3.0, 2.0 / 3.0],
+        [0.0, 0.0, 0.0, 0.0, 1.0],
+    ],
+    [[1.0, 1.0, 1.0, 1.0, 1.0, 0.0], [0.0, 1.0, -1.0, 2.0, -2.0, 1.0]],
 );
 
 /// Tiles transformed together, one per SIMD lane: the transforms are the same arithmetic on
@@ -186,10 +221,7 @@ const TARGET_TILES: usize = 256;
 /// `y = conv(x, w) + b` for a batch, as [`super::conv::forward`], for shapes where [`applies`].
 #[allow(clippy::too_many_arguments)]
 pub fn forward(s: &ConvShape, x: &[f32], w: &[f32], b: &[f32], y: &mut [f32], batch: usize, tile: Tile) {
-    match tile {
-        Tile::F2 => forward_with(&F2, s, x, w, b, y, batch),
-        Tile::F4 => forward_with(&F4, s, x, w, b, y, batch),
-    }
+    with_transforms!(tile, s, forward_with(s, x, w, b, y, batch))
 }
 
 /// `dx = ∂L/∂x` from `dy` (overwritten), as [`super::conv::backward`]'s, for shapes where
@@ -197,14 +229,15 @@ pub fn forward(s: &ConvShape, x: &[f32], w: &[f32], b: &[f32], y: &mut [f32], ba
 pub fn backward_data(s: &ConvShape, w: &[f32], dy: &[f32], dx: &mut [f32], batch: usize, tile: Tile) {
     let (cg, mg) = (s.in_c / s.groups, s.m_group());
     // w' [C, M/G, 3, 3]: output channel c of group g reads the group's M/G channels of dy.
-    let mut wt = vec![0.0f32; s.in_c * mg * 9];
+    let (r, rr) = (s.kh, s.kh * s.kw);
+    let mut wt = vec![0.0f32; s.in_c * mg * rr];
     for g in 0..s.groups {
         for m in 0..mg {
             for c in 0..cg {
-                let src = &w[((g * mg + m) * cg + c) * 9..][..9];
-                let dst = &mut wt[((g * cg + c) * mg + m) * 9..][..9];
+                let src = &w[((g * mg + m) * cg + c) * rr..][..rr];
+                let dst = &mut wt[((g * cg + c) * mg + m) * rr..][..rr];
                 for (k, v) in dst.iter_mut().enumerate() {
-                    *v = src[8 - k];
+                    *v = src[rr - 1 - k];
                 }
             }
         }
@@ -214,10 +247,10 @@ pub fn backward_data(s: &ConvShape, w: &[f32], dy: &[f32], dx: &mut [f32], batch
         in_h: s.out_h(),
         in_w: s.out_w(),
         out_c: s.in_c,
-        kh: 3,
-        kw: 3,
+        kh: r,
+        kw: r,
         stride: 1,
-        pad: 2 - s.pad,
+        pad: r - 1 - s.pad,
         groups: s.groups,
     };
     debug_assert_eq!((t.out_h(), t.out_w()), (s.in_h, s.in_w));
@@ -236,8 +269,8 @@ fn tiles_of(s: &ConvShape, m: usize) -> (usize, usize) {
     (s.out_h().div_ceil(m), s.out_w().div_ceil(m))
 }
 
-fn forward_with<const M: usize, const A: usize>(
-    t: &Transforms<M, A>,
+fn forward_with<const M: usize, const R: usize, const A: usize>(
+    t: &Transforms<M, R, A>,
     s: &ConvShape,
     x: &[f32],
     w: &[f32],
@@ -245,7 +278,7 @@ fn forward_with<const M: usize, const A: usize>(
     y: &mut [f32],
     batch: usize,
 ) {
-    assert!(applies(s), "Winograd F(m, 3) on {s:?}");
+    assert!(applies(s) && R == s.kh, "Winograd F(m, {R}) on {s:?}");
     let mut u = with_scratch(|scratch| std::mem::take(&mut scratch.u));
     kernel_transform(t, s, w, &mut u);
     let (il, ol) = (s.in_len(), s.out_len());
@@ -274,21 +307,26 @@ fn forward_with<const M: usize, const A: usize>(
 }
 
 /// `U [G][M/G][α²][C/G]` into `u`: every kernel transformed, `G g Gᵀ`, L input channels at a time.
-fn kernel_transform<const M: usize, const A: usize>(t: &Transforms<M, A>, s: &ConvShape, w: &[f32], u: &mut Vec<f32>) {
+fn kernel_transform<const M: usize, const R: usize, const A: usize>(
+    t: &Transforms<M, R, A>,
+    s: &ConvShape,
+    w: &[f32],
+    u: &mut Vec<f32>,
+) {
     let cg = s.in_c / s.groups;
     u.resize(s.out_c * A * A * cg, 0.0);
     // Output channel `o` (over all groups) owns one contiguous block of α²·C/G.
     u.par_chunks_mut(A * A * cg).enumerate().for_each(|(o, uo)| {
         for c0 in (0..cg).step_by(L) {
             let n = L.min(cg - c0);
-            let mut g3 = [[[0.0f32; L]; 3]; 3];
+            let mut gk = [[[0.0f32; L]; R]; R];
             for lane in 0..n {
-                let k = &w[(o * cg + c0 + lane) * 9..][..9];
-                for (i, v) in g3.iter_mut().flatten().enumerate() {
+                let k = &w[(o * cg + c0 + lane) * R * R..][..R * R];
+                for (i, v) in gk.iter_mut().flatten().enumerate() {
                     v[lane] = k[i];
                 }
             }
-            let tg = lanes_mul_r(&lanes_mul(&t.g, &g3), &t.gt);
+            let tg = lanes_mul_r(&lanes_mul(&t.g, &gk), &t.gt);
             for (xi, v) in tg.iter().flatten().enumerate() {
                 uo[xi * cg + c0..][..n].copy_from_slice(&v[..n]);
             }
@@ -331,8 +369,8 @@ fn each_chunk(data: &mut [f32], chunk: usize, parallel: bool, f: impl Fn(usize, 
 /// One block of images `x [n, C, H, W]` into `y [n, M, OH, OW]`, group by group: transform the
 /// input tiles, α² products, transform back and add the bias.
 #[allow(clippy::too_many_arguments)]
-fn block_forward<const M: usize, const A: usize>(
-    t: &Transforms<M, A>,
+fn block_forward<const M: usize, const R: usize, const A: usize>(
+    t: &Transforms<M, R, A>,
     s: &ConvShape,
     u: &[f32],
     x: &[f32],
@@ -364,8 +402,8 @@ fn block_forward<const M: usize, const A: usize>(
 
 /// `Y = Aᵀ M A + b` of group `g` into `y [n, M, OH, OW]`, clipped to the map: L tiles at a
 /// time, output channel by channel (`m` holds `M [α²][M/G][T]`).
-fn output_transform<const M: usize, const A: usize>(
-    t: &Transforms<M, A>,
+fn output_transform<const M: usize, const R: usize, const A: usize>(
+    t: &Transforms<M, R, A>,
     s: &ConvShape,
     mm: &[f32],
     b: &[f32],
@@ -423,8 +461,8 @@ fn output_transform<const M: usize, const A: usize>(
 
 /// `V [C/G][α²][T]` of group `g` of the images `x`: input channel c's tiles of every image, L
 /// tiles at a time (`v` holds exactly C/G·α²·T values).
-fn input_transform<const M: usize, const A: usize>(
-    t: &Transforms<M, A>,
+fn input_transform<const M: usize, const R: usize, const A: usize>(
+    t: &Transforms<M, R, A>,
     s: &ConvShape,
     x: &[f32],
     g: usize,
@@ -464,15 +502,12 @@ pub fn backward_weights(
     batch: usize,
     tile: Tile,
 ) {
-    match tile {
-        Tile::F2 => backward_weights_with(&F2, s, x, dy, dw, db, batch),
-        Tile::F4 => backward_weights_with(&F4, s, x, dy, dw, db, batch),
-    }
+    with_transforms!(tile, s, backward_weights_with(s, x, dy, dw, db, batch))
 }
 
 #[allow(clippy::too_many_arguments)]
-fn backward_weights_with<const M: usize, const A: usize>(
-    t: &Transforms<M, A>,
+fn backward_weights_with<const M: usize, const R: usize, const A: usize>(
+    t: &Transforms<M, R, A>,
     s: &ConvShape,
     x: &[f32],
     dy: &[f32],
@@ -480,7 +515,7 @@ fn backward_weights_with<const M: usize, const A: usize>(
     db: &mut [f32],
     batch: usize,
 ) {
-    assert!(applies(s), "Winograd F(m, 3) on {s:?}");
+    assert!(applies(s) && R == s.kh, "Winograd F(m, {R}) on {s:?}");
     let (cg, mg) = (s.in_c / s.groups, s.m_group());
     let (il, ol, plane) = (s.in_len(), s.out_len(), s.out_h() * s.out_w());
     let (th, tw) = tiles_of(s, M);
@@ -508,7 +543,7 @@ fn backward_weights_with<const M: usize, const A: usize>(
         du.iter_mut().zip(p).for_each(|(a, b)| *a += b);
     }
     // ∂L/∂g = Gᵀ (∂L/∂U) G, L input channels at a time.
-    dw[..s.weight_len()].par_chunks_mut(cg * 9).enumerate().for_each(|(o, dwo)| {
+    dw[..s.weight_len()].par_chunks_mut(cg * R * R).enumerate().for_each(|(o, dwo)| {
         let (g, m) = (o / mg, o % mg);
         for c0 in (0..cg).step_by(L) {
             let n = L.min(cg - c0);
@@ -519,7 +554,7 @@ fn backward_weights_with<const M: usize, const A: usize>(
             let r = lanes_mul_r(&lanes_mul(&t.gt, &p), &t.g);
             for lane in 0..n {
                 for (k, v) in r.iter().flatten().enumerate() {
-                    dwo[(c0 + lane) * 9 + k] = v[lane];
+                    dwo[(c0 + lane) * R * R + k] = v[lane];
                 }
             }
         }
@@ -534,8 +569,8 @@ fn backward_weights_with<const M: usize, const A: usize>(
 
 /// One block of images: adds its share of `∂L/∂U [G][α²][M/G][C/G]` to `du`.
 #[allow(clippy::too_many_arguments)]
-fn block_weights<const M: usize, const A: usize>(
-    t: &Transforms<M, A>,
+fn block_weights<const M: usize, const R: usize, const A: usize>(
+    t: &Transforms<M, R, A>,
     s: &ConvShape,
     x: &[f32],
     dy: &[f32],
@@ -616,61 +651,71 @@ mod tests {
         ConvShape { in_c: c, in_h: hw, in_w: hw + 1, out_c: m, kh: 3, kw: 3, stride: 1, pad, groups }
     }
 
+    /// Every tile with every kernel size it has transforms for, and the shapes to try: the 3×3
+    /// shapes given, and for 5×5 the same with one more row and column of padding (up to 4).
+    fn cases(shapes: &[(ConvShape, usize)]) -> Vec<(Tile, ConvShape, usize)> {
+        let mut out = Vec::new();
+        for (tile, r) in [(Tile::F2, 3), (Tile::F4, 3), (Tile::F2, 5)] {
+            for &(s, batch) in shapes {
+                let s = if r == 3 { s } else { ConvShape { kh: 5, kw: 5, pad: s.pad + 1, in_h: s.in_h + 1, ..s } };
+                out.push((tile, s, batch));
+            }
+        }
+        out
+    }
+
     #[test]
     fn forward_matches_the_direct_convolution() {
-        for tile in [Tile::F2, Tile::F4] {
-            for (s, batch) in [
-                (shape(3, 5, 4, 1, 1), 1),
-                (shape(8, 13, 6, 1, 2), 3),
-                (shape(4, 7, 4, 0, 1), 2),
-                (shape(6, 4, 6, 2, 3), 5),
-                (shape(2, 3, 2, 0, 1), 1),
-            ] {
-                let x = uniform_vec(batch * s.in_len(), 1);
-                let w = uniform_vec(s.weight_len(), 2);
-                let b = uniform_vec(s.out_c, 3);
-                let mut y = vec![f32::NAN; batch * s.out_len()];
-                forward(&s, &x, &w, &b, &mut y, batch, tile);
-                let r = conv::forward_naive(&s, &x, &w, &b, batch);
-                let err = crate::tensor::rel_err(&y, &r);
-                assert!(err < 1e-5, "{tile:?} {s:?} batch {batch}: {err}");
-            }
+        let shapes = [
+            (shape(3, 5, 4, 1, 1), 1),
+            (shape(8, 13, 6, 1, 2), 3),
+            (shape(4, 7, 4, 0, 1), 2),
+            (shape(6, 4, 6, 2, 3), 5),
+            (shape(2, 3, 2, 0, 1), 1),
+        ];
+        for (tile, s, batch) in cases(&shapes) {
+            let x = uniform_vec(batch * s.in_len(), 1);
+            let w = uniform_vec(s.weight_len(), 2);
+            let b = uniform_vec(s.out_c, 3);
+            let mut y = vec![f32::NAN; batch * s.out_len()];
+            forward(&s, &x, &w, &b, &mut y, batch, tile);
+            let r = conv::forward_naive(&s, &x, &w, &b, batch);
+            let err = crate::tensor::rel_err(&y, &r);
+            assert!(err < 1e-5, "{tile:?} {s:?} batch {batch}: {err}");
         }
     }
 
     #[test]
     fn weight_gradient_matches_im2col() {
-        for tile in [Tile::F2, Tile::F4] {
-            for (s, batch) in [(shape(8, 13, 6, 1, 2), 3), (shape(4, 6, 4, 0, 1), 1), (shape(6, 5, 3, 2, 3), 2)] {
-                let x = uniform_vec(batch * s.in_len(), 7);
-                let w = uniform_vec(s.weight_len(), 8);
-                let dy = uniform_vec(batch * s.out_len(), 9);
-                let (mut dw, mut db) = (vec![0.0; w.len()], vec![0.0; s.out_c]);
-                conv::backward(&s, &x, &w, &dy, &mut dw, &mut db, None, batch);
-                let (mut dww, mut dbw) = (vec![f32::NAN; w.len()], vec![f32::NAN; s.out_c]);
-                backward_weights(&s, &x, &dy, &mut dww, &mut dbw, batch, tile);
-                let err = crate::tensor::rel_err(&dww, &dw);
-                assert!(err < 1e-5, "{tile:?} {s:?}: dw {err}");
-                assert!(crate::tensor::rel_err(&dbw, &db) < 1e-6, "{tile:?} {s:?}: db");
-            }
+        let shapes = [(shape(8, 13, 6, 1, 2), 3), (shape(4, 6, 4, 0, 1), 1), (shape(6, 5, 3, 2, 3), 2)];
+        for (tile, s, batch) in cases(&shapes) {
+            let x = uniform_vec(batch * s.in_len(), 7);
+            let w = uniform_vec(s.weight_len(), 8);
+            let dy = uniform_vec(batch * s.out_len(), 9);
+            let (mut dw, mut db) = (vec![0.0; w.len()], vec![0.0; s.out_c]);
+            conv::backward(&s, &x, &w, &dy, &mut dw, &mut db, None, batch);
+            let (mut dww, mut dbw) = (vec![f32::NAN; w.len()], vec![f32::NAN; s.out_c]);
+            backward_weights(&s, &x, &dy, &mut dww, &mut dbw, batch, tile);
+            let err = crate::tensor::rel_err(&dww, &dw);
+            assert!(err < 1e-5, "{tile:?} {s:?}: dw {err}");
+            assert!(crate::tensor::rel_err(&dbw, &db) < 1e-6, "{tile:?} {s:?}: db");
         }
     }
 
     #[test]
     fn data_gradient_matches_im2col() {
-        for tile in [Tile::F2, Tile::F4] {
-            for (s, batch) in [(shape(8, 13, 6, 1, 2), 3), (shape(4, 6, 4, 0, 1), 1), (shape(6, 5, 3, 2, 3), 2)] {
-                let x = uniform_vec(batch * s.in_len(), 4);
-                let w = uniform_vec(s.weight_len(), 5);
-                let dy = uniform_vec(batch * s.out_len(), 6);
-                let (mut dw, mut db) = (vec![0.0; w.len()], vec![0.0; s.out_c]);
-                let mut reference = vec![0.0; batch * s.in_len()];
-                conv::backward(&s, &x, &w, &dy, &mut dw, &mut db, Some(&mut reference), batch);
-                let mut dx = vec![f32::NAN; batch * s.in_len()];
-                backward_data(&s, &w, &dy, &mut dx, batch, tile);
-                let err = crate::tensor::rel_err(&dx, &reference);
-                assert!(err < 1e-5, "{tile:?} {s:?}: {err}");
-            }
+        let shapes = [(shape(8, 13, 6, 1, 2), 3), (shape(4, 6, 4, 0, 1), 1), (shape(6, 5, 3, 2, 3), 2)];
+        for (tile, s, batch) in cases(&shapes) {
+            let x = uniform_vec(batch * s.in_len(), 4);
+            let w = uniform_vec(s.weight_len(), 5);
+            let dy = uniform_vec(batch * s.out_len(), 6);
+            let (mut dw, mut db) = (vec![0.0; w.len()], vec![0.0; s.out_c]);
+            let mut reference = vec![0.0; batch * s.in_len()];
+            conv::backward(&s, &x, &w, &dy, &mut dw, &mut db, Some(&mut reference), batch);
+            let mut dx = vec![f32::NAN; batch * s.in_len()];
+            backward_data(&s, &w, &dy, &mut dx, batch, tile);
+            let err = crate::tensor::rel_err(&dx, &reference);
+            assert!(err < 1e-5, "{tile:?} {s:?}: {err}");
         }
     }
 }
