@@ -52,7 +52,7 @@ fn tiny_parameter_count() {
     assert_eq!(s.params, 56_554);
 }
 
-/// Both convolution algorithms: im2col everywhere, and Winograd on conv3-5 (3x3, stride 1).
+/// Both convolution algorithms: im2col everywhere, and Winograd on conv2-5 (5x5 and 3x3, stride 1).
 const CONVS: [ConvChoice; 2] = [ConvChoice::Im2col, ConvChoice::Winograd];
 
 #[test]

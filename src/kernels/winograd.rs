@@ -1,19 +1,20 @@
-//! Winograd convolution F(m×m, 3×3) (Lavin & Gray 2016) for 3×3 stride-1 layers: conv3-5 of
-//! every AlexNet variant, about half of the paper net's multiply-adds.
+//! Winograd convolution F(m×m, r×r) (Lavin & Gray 2016) for 3×3 and 5×5 stride-1 layers: conv2-5
+//! of the paper net, 77% of its multiply-adds.
 //!
-//! An output tile `Y [m, m]` of one channel pair comes from an input tile `d [α, α]`, α = m + 2,
-//! and the kernel `g [3, 3]` as `Y = Aᵀ [(G g Gᵀ) ⊙ (Bᵀ d B)] A`. Summed over the input
+//! An output tile `Y [m, m]` of one channel pair comes from an input tile `d [α, α]`,
+//! α = m + r - 1, and the kernel `g [r, r]` as `Y = Aᵀ [(G g Gᵀ) ⊙ (Bᵀ d B)] A`. Summed over the input
 //! channels, the element-wise product becomes α² independent matrix products, one per point ξ
 //! of the transformed tile:
 //! `M[ξ] [M/G, T] = U[ξ] [M/G, C/G] · V[ξ] [C/G, T]`, with `U = G g Gᵀ` for every kernel and
 //! `V = Bᵀ d B` for every input tile (T tiles of all the images in a block). F(2×2, 3×3) takes
 //! 16 multiplies for 4 outputs where direct convolution takes 36 (2.25× fewer), F(4×4, 3×3) 36
-//! for 16 (4× fewer), less the tiles' overhang past the map's edge. The transforms cost a few
+//! for 16 (4× fewer), F(2×2, 5×5) 36 for 4 where direct takes 100 (2.8× fewer), less the tiles'
+//! overhang past the map's edge. The transforms cost a few
 //! percent of the products; rounding grows with the tile (F(4×4) keeps ~1e-6 relative error in
 //! f32 on AlexNet's layers, measured by the tests against the direct kernels).
 //!
 //! The data gradient of a stride-1 convolution is itself one: `dx = conv(dy, w')` with
-//! `w'[c, m] = w[m, c]` rotated by 180° and padding `2 - pad`, so it takes the same path. The
+//! `w'[c, m] = w[m, c]` rotated by 180° and padding `r - 1 - pad`, so it takes the same path. The
 //! weight gradient uses the same transforms backwards ([`backward_weights`]): the gradient of
 //! `U` is one product per point over all the batch's tiles, `Σ (A dY Aᵀ)[ξ] · V[ξ]ᵀ`, and
 //! `∂L/∂g = Gᵀ (∂L/∂U) G`.
