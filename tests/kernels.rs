@@ -37,8 +37,8 @@ fn conv_cases() -> Vec<ConvShape> {
 
 #[test]
 fn conv_forward_matches_direct() {
-    for s in conv_cases() {
-        let b = 3;
+    // One image: fewer than threads, so the products and im2col are split across the pool.
+    for (s, b) in conv_cases().into_iter().flat_map(|s| [(s, 3), (s, 1)]) {
         let x = uniform_vec(b * s.in_len(), 1);
         let w = uniform_vec(s.weight_len(), 2);
         let bias = uniform_vec(s.out_c, 3);
@@ -288,6 +288,10 @@ fn lrn_forward_and_backward_both_conventions() {
             };
             let y = f(&x);
             assert_close(&format!("lrn {p:?}"), &y, &lrn::forward_naive(&p, &x, b, c, plane), 1e-6);
+            // One image (fewer than threads): its channels split across the pool.
+            let (mut y1, mut s1) = (vec![0.0; c * plane], vec![0.0; c * plane]);
+            lrn::forward(&p, &x[..c * plane], &mut y1, &mut s1, 1, c, plane);
+            assert_close(&format!("lrn one image {p:?}"), &y1, &y[..c * plane], 1e-7);
             let mut s = vec![0.0; x.len()];
             lrn::forward(&p, &x, &mut vec![0.0; x.len()], &mut s, b, c, plane);
             let r = uniform_vec(x.len(), 32);

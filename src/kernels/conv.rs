@@ -77,35 +77,40 @@ pub(crate) fn valid_range(k: usize, pad: usize, stride: usize, size: usize, out:
 
 /// Unrolls the channels `[c0, c0 + C/G)` of one image `x [C, H, W]` into `col [C/G·KH·KW, OH·OW]`.
 pub fn im2col(s: &ConvShape, x: &[f32], group: usize, col: &mut [f32]) {
+    let n = s.out_h() * s.out_w();
+    col[..s.k_group() * n].chunks_mut(n).enumerate().for_each(|(row, dst)| im2col_row(s, x, group, row, dst));
+}
+
+/// [`im2col`] with its rows shared across the pool: for fewer images than threads, where each
+/// image's products are split across them too (one-image latency).
+pub fn im2col_parallel(s: &ConvShape, x: &[f32], group: usize, col: &mut [f32]) {
+    let n = s.out_h() * s.out_w();
+    col[..s.k_group() * n].par_chunks_mut(n).enumerate().for_each(|(row, dst)| im2col_row(s, x, group, row, dst));
+}
+
+/// Row `row` of [`im2col`]: input channel `row / (KH·KW)` of the group, kernel offset
+/// `(row / KW % KH, row % KW)`, at every output position.
+fn im2col_row(s: &ConvShape, x: &[f32], group: usize, row: usize, dst: &mut [f32]) {
     let (oh, ow) = (s.out_h(), s.out_w());
-    let cg = s.in_c / s.groups;
     let plane = s.in_h * s.in_w;
-    let mut row = 0;
-    for c in group * cg..(group + 1) * cg {
-        let xc = &x[c * plane..(c + 1) * plane];
-        for ki in 0..s.kh {
-            let (ylo, yhi) = valid_range(ki, s.pad, s.stride, s.in_h, oh);
-            for kj in 0..s.kw {
-                let (xlo, xhi) = valid_range(kj, s.pad, s.stride, s.in_w, ow);
-                let dst = &mut col[row * oh * ow..(row + 1) * oh * ow];
-                row += 1;
-                dst[..ylo * ow].fill(0.0);
-                dst[yhi * ow..].fill(0.0);
-                for y in ylo..yhi {
-                    let iy = y * s.stride + ki - s.pad;
-                    let d = &mut dst[y * ow..(y + 1) * ow];
-                    d[..xlo].fill(0.0);
-                    d[xhi..].fill(0.0);
-                    let src = &xc[iy * s.in_w..(iy + 1) * s.in_w];
-                    if s.stride == 1 {
-                        let ix0 = xlo + kj - s.pad;
-                        d[xlo..xhi].copy_from_slice(&src[ix0..ix0 + (xhi - xlo)]);
-                    } else {
-                        for (xo, v) in d[xlo..xhi].iter_mut().enumerate() {
-                            *v = src[(xo + xlo) * s.stride + kj - s.pad];
-                        }
-                    }
-                }
+    let (c, ki, kj) = (group * (s.in_c / s.groups) + row / (s.kh * s.kw), row / s.kw % s.kh, row % s.kw);
+    let xc = &x[c * plane..(c + 1) * plane];
+    let (ylo, yhi) = valid_range(ki, s.pad, s.stride, s.in_h, oh);
+    let (xlo, xhi) = valid_range(kj, s.pad, s.stride, s.in_w, ow);
+    dst[..ylo * ow].fill(0.0);
+    dst[yhi * ow..].fill(0.0);
+    for y in ylo..yhi {
+        let iy = y * s.stride + ki - s.pad;
+        let d = &mut dst[y * ow..(y + 1) * ow];
+        d[..xlo].fill(0.0);
+        d[xhi..].fill(0.0);
+        let src = &xc[iy * s.in_w..(iy + 1) * s.in_w];
+        if s.stride == 1 {
+            let ix0 = xlo + kj - s.pad;
+            d[xlo..xhi].copy_from_slice(&src[ix0..ix0 + (xhi - xlo)]);
+        } else {
+            for (xo, v) in d[xlo..xhi].iter_mut().enumerate() {
+                *v = src[(xo + xlo) * s.stride + kj - s.pad];
             }
         }
     }
@@ -252,7 +257,11 @@ pub fn forward_in(precision: Precision, s: &ConvShape, x: &[f32], w: &[f32], b: 
                 row.fill(b[m]);
             }
             for g in 0..s.groups {
-                im2col(s, xi, g, &mut col);
+                if threads == Threads::Pool {
+                    im2col_parallel(s, xi, g, &mut col);
+                } else {
+                    im2col(s, xi, g, &mut col);
+                }
                 let wg = &w[g * mg * kg..(g + 1) * mg * kg];
                 let yg = &mut yi[g * mg * n..(g + 1) * mg * n];
                 matmul_in(precision, mg, n, kg, Operand::plain(wg), Operand::plain(&col), yg, true, threads);

@@ -95,24 +95,43 @@ fn window_sum(src: &[f32], plane: usize, lo: usize, hi: usize, acc: &mut [f32], 
 /// Forward over `batch` images of `c` channels of `plane` pixels. `scale` receives `s`.
 pub fn forward(p: &LrnParams, x: &[f32], y: &mut [f32], scale: &mut [f32], batch: usize, c: usize, plane: usize) {
     let il = c * plane;
+    let (y, scale, x) = (&mut y[..batch * il], &mut scale[..batch * il], &x[..batch * il]);
+    if batch < rayon::current_num_threads() {
+        // Fewer images than threads (one-image latency): the channels are shared across them.
+        y.par_chunks_mut(plane).zip(scale.par_chunks_mut(plane)).enumerate().for_each_init(
+            || vec![0.0f32; plane],
+            |acc, (i, (yc, sc))| forward_channel(p, &x[i / c * il..][..il], i % c, c, plane, acc, yc, sc),
+        );
+        return;
+    }
+    y.par_chunks_mut(il).zip(scale.par_chunks_mut(il)).zip(x.par_chunks(il)).for_each(|((yi, si), xi)| {
+        let mut acc = vec![0.0f32; plane];
+        for (ch, (yc, sc)) in yi.chunks_mut(plane).zip(si.chunks_mut(plane)).enumerate() {
+            forward_channel(p, xi, ch, c, plane, &mut acc, yc, sc);
+        }
+    });
+}
+
+/// Channel `ch` of one image `xi [c, plane]` into `yc` and its `s` into `sc` (`acc`: scratch).
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn forward_channel(
+    p: &LrnParams,
+    xi: &[f32],
+    ch: usize,
+    c: usize,
+    plane: usize,
+    acc: &mut [f32],
+    yc: &mut [f32],
+    sc: &mut [f32],
+) {
     let (before, after) = p.reach();
     let ae = p.alpha_eff();
-    y[..batch * il]
-        .par_chunks_mut(il)
-        .zip(scale[..batch * il].par_chunks_mut(il))
-        .zip(x[..batch * il].par_chunks(il))
-        .for_each(|((yi, si), xi)| {
-            let mut acc = vec![0.0f32; plane];
-            for ch in 0..c {
-                window_sum(xi, plane, ch.saturating_sub(before), (ch + after).min(c - 1), &mut acc, |v| v * v);
-                let r = ch * plane..(ch + 1) * plane;
-                let (yc, sc, xc) = (&mut yi[r.clone()], &mut si[r.clone()], &xi[r]);
-                for (sv, &a) in sc.iter_mut().zip(&acc) {
-                    *sv = p.k + ae * a;
-                }
-                scale_by_pow(yc, xc, sc, p.beta);
-            }
-        });
+    window_sum(xi, plane, ch.saturating_sub(before), (ch + after).min(c - 1), acc, |v| v * v);
+    for (sv, &a) in sc.iter_mut().zip(acc.iter()) {
+        *sv = p.k + ae * a;
+    }
+    scale_by_pow(yc, &xi[ch * plane..(ch + 1) * plane], sc, p.beta);
 }
 
 /// Backward. Needs the forward's `x`, `y` and `scale`; `dx` is overwritten.
