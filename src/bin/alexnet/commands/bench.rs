@@ -117,12 +117,17 @@ pub fn exec(a: Args) -> Result<i32> {
 
 fn print_report(r: &BenchReport) {
     println!(
-        "{} {:?} batch {} threads {}: {:.1} ms/iter, {:.1} img/s, {:.1} GFLOP/s ({:.2} of this run's \
-         {:.0} GFLOP/s matrix-multiply peak){}",
+        "{} {:?} batch {} threads {}{}: {:.1} ms/iter, {:.1} img/s, {:.1} GFLOP/s ({:.2} of this run's \
+         {:.0} GFLOP/s f32 matrix-multiply peak){}",
         r.model,
         r.mode,
         r.batch,
         r.threads,
+        match r.precision {
+            PrecisionChoice::F32 => "",
+            PrecisionChoice::Bf16 => ", bf16 products",
+            PrecisionChoice::Bf16Emulated => ", bf16 products (emulated)",
+        },
         r.ms_per_iter,
         r.img_per_s,
         r.gflops,
