@@ -56,6 +56,7 @@ pub mod data;
 pub mod model;
 pub mod optim;
 pub mod train;
+pub mod cluster;
 pub mod checkpoint;
 pub mod eval;
 pub mod features;

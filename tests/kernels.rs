@@ -120,7 +120,7 @@ fn winograd_on_alexnets_own_layers() {
     ];
     for (name, s) in cases {
         // (3, 4): fewer images than threads, several of them: the path that splits each block.
-        for (batch, threads) in [(1, 2), (2, 1), (3, 2), (3, 4)] {
+        for (batch, threads) in [(1, 2), (2, 1), (3, 2), (3, 4), (4, 2)] {
             let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
             pool.install(|| {
                 // Activations after a ReLU are non-negative; weights ~N(0, 0.01)-like in scale.
@@ -386,7 +386,7 @@ fn dropout_train_and_test_time() {
     let x = vec![1.0f32; n];
     for mode in [DropoutMode::Paper, DropoutMode::Inverted] {
         let (mut y, mut m) = (vec![0.0; n], vec![0.0; n]);
-        dropout::forward_train(0.5, mode, 9, &x, &mut y, &mut m);
+        dropout::forward_train(0.5, mode, 9, 0, &x, &mut y, &mut m);
         let kept = m.iter().filter(|&&v| v > 0.0).count() as f64 / n as f64;
         assert!((kept - 0.5).abs() < 0.01, "kept {kept}");
         let mean = y.iter().map(|&v| v as f64).sum::<f64>() / n as f64;
@@ -400,7 +400,7 @@ fn dropout_train_and_test_time() {
         // Same seed, same mask, whatever the thread count.
         let m1 = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap().install(|| {
             let (mut y, mut m) = (vec![0.0; n], vec![0.0; n]);
-            dropout::forward_train(0.5, mode, 9, &x, &mut y, &mut m);
+            dropout::forward_train(0.5, mode, 9, 0, &x, &mut y, &mut m);
             m
         });
         assert_eq!(m, m1);
@@ -467,4 +467,52 @@ fn bf16_layers_match_f32_on_rounded_operands() {
             }
         }
     }
+}
+
+/// The cifar net's Winograd layers in the order a training step calls them, twice, on a pool
+/// where each thread gets two images: every call must match im2col whatever the calls before it
+/// left in the per-thread scratch.
+#[test]
+fn winograd_calls_in_sequence_match_im2col() {
+    use alexnet::kernels::conv::ConvAlgo;
+    use alexnet::kernels::winograd::Tile;
+    let mk = |in_c, out_c, groups| ConvShape { in_c, in_h: 8, in_w: 8, out_c, kh: 3, kw: 3, stride: 1, pad: 1, groups };
+    let layers = [mk(128, 192, 1), mk(192, 192, 2), mk(192, 128, 2)];
+    let batch = 8;
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(4).build().unwrap();
+    pool.install(|| {
+        for round in 0..2 {
+            let mut calls = Vec::new();
+            for (i, s) in layers.iter().enumerate() {
+                calls.push((i, s, true));
+            }
+            for (i, s) in layers.iter().enumerate().rev() {
+                calls.push((i, s, false));
+            }
+            for (i, s, forward) in calls {
+                let seed = (round * 10 + i) as u64 * 7;
+                let x = uniform_vec(batch * s.in_len(), 100 + seed);
+                let w = uniform_vec(s.weight_len(), 200 + seed);
+                let bias = uniform_vec(s.out_c, 300 + seed);
+                let dy = uniform_vec(batch * s.out_len(), 400 + seed);
+                let algo = ConvAlgo::Winograd(Tile::F4);
+                let what = format!("round {round} layer {i} forward {forward}");
+                if forward {
+                    let (mut a, mut b) = (vec![f32::NAN; batch * s.out_len()], vec![0.0; batch * s.out_len()]);
+                    conv::forward_with(algo, Precision::F32, s, &x, &w, &bias, &mut a, batch);
+                    conv::forward(s, &x, &w, &bias, &mut b, batch);
+                    assert_close(&what, &a, &b, 1e-4);
+                } else {
+                    let n = |k: usize| vec![f32::NAN; k];
+                    let (mut dw, mut db, mut dx) = (n(w.len()), n(s.out_c), n(x.len()));
+                    conv::backward_with(algo, Precision::F32, s, &x, &w, &dy, &mut dw, &mut db, Some(&mut dx), batch);
+                    let (mut dw2, mut db2, mut dx2) = (n(w.len()), n(s.out_c), n(x.len()));
+                    conv::backward(s, &x, &w, &dy, &mut dw2, &mut db2, Some(&mut dx2), batch);
+                    assert_close(&format!("{what} dw"), &dw, &dw2, 1e-4);
+                    assert_close(&format!("{what} db"), &db, &db2, 1e-5);
+                    assert_close(&format!("{what} dx"), &dx, &dx2, 1e-4);
+                }
+            }
+        }
+    });
 }

@@ -57,7 +57,7 @@ fn whole_network_gradients_match_finite_differences() {
     let x: Vec<f32> = alexnet::rng::uniform_vec(3 * net.input_len(), 5).iter().map(|v| v * 2.0).collect();
     let y = [1, 4, 0];
     // Dropout masks are a function of (seed, step): fixed across the perturbed evaluations.
-    let mode = Mode::Train { seed: 17, step: 2 };
+    let mode = Mode::Train { seed: 17, step: 2, first_image: 0 };
     let logits = net.forward(&x, 3, mode).to_vec();
     let mut d = vec![0.0; logits.len()];
     softmax_cross_entropy(&logits, &y, 5, &mut d);

@@ -30,7 +30,7 @@ fn quiet() -> RunOptions {
 
 /// Stops the run as an interruption would, once `steps` steps are done.
 fn stop_at(steps: u64) -> RunOptions {
-    RunOptions { stop: StopHandle::at_step(steps), quiet: true }
+    RunOptions { stop: StopHandle::at_step(steps), quiet: true, ..RunOptions::default() }
 }
 
 /// A folder `cat/`, `dog/` of `per_class` embedded validation images each.
@@ -512,4 +512,159 @@ fn a_changed_data_folder_is_not_taken_for_the_runs_held_out_images() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let rec: serde_json::Value = serde_json::from_slice(&std::fs::read(again.join("split.json")).unwrap()).unwrap();
     assert_eq!((rec["training"].as_u64(), rec["held_out"].as_u64()), (Some(36), Some(4)));
+}
+
+/// Processes of a data-parallel run as threads of this one: each collective gathers every
+/// member's buffer, then each member folds them in rank order (the same result everywhere).
+mod thread_group {
+    use alexnet::cluster::Collective;
+    use std::sync::{Arc, Barrier, Mutex};
+
+    pub struct Group {
+        barrier: Barrier,
+        f32s: Mutex<Vec<Vec<f32>>>,
+        f64s: Mutex<Vec<Vec<f64>>>,
+    }
+
+    pub struct Member {
+        pub rank: usize,
+        pub size: usize,
+        group: Arc<Group>,
+    }
+
+    pub fn members(size: usize) -> Vec<Member> {
+        let group = Arc::new(Group {
+            barrier: Barrier::new(size),
+            f32s: Mutex::new(vec![Vec::new(); size]),
+            f64s: Mutex::new(vec![Vec::new(); size]),
+        });
+        (0..size).map(|rank| Member { rank, size, group: group.clone() }).collect()
+    }
+
+    fn reduce<T: Copy>(m: &Member, slots: &Mutex<Vec<Vec<T>>>, buf: &mut [T], op: impl Fn(T, T) -> T) {
+        slots.lock().unwrap()[m.rank] = buf.to_vec();
+        m.group.barrier.wait();
+        {
+            let s = slots.lock().unwrap();
+            for (i, v) in buf.iter_mut().enumerate() {
+                *v = (1..m.size).fold(s[0][i], |acc, r| op(acc, s[r][i]));
+            }
+        }
+        m.group.barrier.wait();
+    }
+
+    impl Collective for Member {
+        fn rank(&self) -> usize {
+            self.rank
+        }
+        fn size(&self) -> usize {
+            self.size
+        }
+        fn sum_f32(&self, buf: &mut [f32]) {
+            reduce(self, &self.group.f32s, buf, |a, b| a + b)
+        }
+        fn sum_f64(&self, buf: &mut [f64]) {
+            reduce(self, &self.group.f64s, buf, |a, b| a + b)
+        }
+        fn max_f64(&self, buf: &mut [f64]) {
+            reduce(self, &self.group.f64s, buf, f64::max)
+        }
+    }
+}
+
+/// Largest relative difference between two checkpoints' parameters, over all of them.
+fn weights_differ(a: &std::path::Path, b: &std::path::Path) -> f64 {
+    let (a, b) = (Checkpoint::load(a).unwrap().network().unwrap(), Checkpoint::load(b).unwrap().network().unwrap());
+    a.params().zip(b.params()).map(|(p, q)| alexnet::tensor::rel_err(&p.data, &q.data)).fold(0.0, f64::max)
+}
+
+/// Data-parallel training (here with threads as its processes) takes the steps one process
+/// takes on the same global batches: each member reads its share of every batch with the crops
+/// and dropout masks one process would draw for those images, the gradients are averaged, and
+/// the weights match one process's to float tolerance. Only rank 0 writes the run folder.
+#[test]
+fn data_parallel_steps_equal_one_process() {
+    let mut cfg = config("dp-one", 2);
+    cfg.data = two_class_folder("dp-data", 48);
+    cfg.val = None;
+    cfg.val_split = 0.25;
+    cfg.batch = 8;
+    // im2col computes each image's forward pass alone, the same whichever images share its
+    // process; Winograd multiplies the tiles of several images in one product, whose rounding
+    // depends on how many (~1e-7), and a ReLU or max-pool decision that rounding flips moves
+    // the run off by more (measured: 2.5e-3 relative on conv3's bias after 2 steps, 4 threads
+    // against 2 in one process). The equality is of the data-parallel arithmetic, so im2col.
+    cfg.conv = alexnet::kernels::conv::ConvChoice::Im2col;
+    let shared_run = |cfg: &TrainConfig, size: usize, stop: Option<u64>| {
+        let runs: Vec<_> = thread_group::members(size)
+            .into_iter()
+            .map(|m| {
+                let cfg = cfg.clone();
+                let stop = stop.map_or_else(StopHandle::new, StopHandle::at_step);
+                let opts = RunOptions { quiet: true, stop, cluster: alexnet::cluster::Cluster::new(m) };
+                std::thread::spawn(move || train(&cfg, None, &opts))
+            })
+            .collect();
+        runs.into_iter().map(|r| r.join().unwrap().unwrap()).collect::<Vec<_>>()
+    };
+    let last = |c: &TrainConfig| c.out.join("last.safetensors");
+    // Four steps. The gradients' sums go in another order (per process, then across processes),
+    // so the weights agree to rounding, which later steps compound: after two epochs (18 steps)
+    // ReLU decisions that rounding flipped have moved them by ~3e-2, one process on 1 thread
+    // against 2 as much. A wrong share or dropout mask moves them by ~1 in four steps.
+    let steps = 4;
+    train(&cfg, None, &stop_at(steps)).unwrap();
+    for size in [2, 4] {
+        let mut shared = cfg.clone();
+        shared.out = out_dir(&format!("dp-{size}"));
+        shared.threads = 1;
+        for out in shared_run(&shared, size, Some(steps)) {
+            assert!(out.interrupted && out.steps == steps, "{size} processes");
+        }
+        let d = weights_differ(&last(&cfg), &last(&shared));
+        assert!(d < 1e-5, "{size} processes: weights differ by {d:e}");
+    }
+    // Stopped (as Ctrl-C on any process stops them all at the same step) on 4 processes and
+    // resumed on 2: the same four steps.
+    let mut split = cfg.clone();
+    split.out = out_dir("dp-resumed");
+    split.threads = 1;
+    for out in shared_run(&split, 4, Some(2)) {
+        assert!(out.interrupted && out.steps == 2);
+    }
+    let runs: Vec<_> = thread_group::members(2)
+        .into_iter()
+        .map(|m| {
+            let (cfg, ck) = (split.clone(), Checkpoint::load(&last(&split)).unwrap());
+            let opts = RunOptions {
+                quiet: true,
+                stop: StopHandle::at_step(steps),
+                cluster: alexnet::cluster::Cluster::new(m),
+            };
+            std::thread::spawn(move || train(&cfg, Some(&ck), &opts))
+        })
+        .collect();
+    for r in runs {
+        assert_eq!(r.join().unwrap().unwrap().steps, steps);
+    }
+    let d = weights_differ(&last(&cfg), &last(&split));
+    assert!(d < 1e-5, "stopped on 4, resumed on 2: weights differ by {d:e}");
+    // Whole epochs: one metrics line an epoch, written by rank 0 alone, and the same epochs.
+    let mut whole = cfg.clone();
+    whole.out = out_dir("dp-whole");
+    whole.threads = 1;
+    for out in shared_run(&whole, 2, None) {
+        assert_eq!((out.epochs_done, out.steps, out.interrupted), (2, 18, false));
+    }
+    let m = alexnet::train::read_metrics(&whole.out.join("metrics.jsonl")).unwrap();
+    assert_eq!(m.iter().map(|m| (m.epoch, m.step)).collect::<Vec<_>>(), [(0, 9), (1, 18)]);
+    assert!(whole.out.join("best.safetensors").exists() && whole.out.join("curves.png").exists());
+    // A global batch must split evenly.
+    let mut odd = cfg.clone();
+    odd.out = out_dir("dp-odd");
+    odd.batch = 6;
+    let m = thread_group::members(4).into_iter().next().unwrap();
+    let opts = RunOptions { quiet: true, cluster: alexnet::cluster::Cluster::new(m), ..RunOptions::default() };
+    let e = train(&odd, None, &opts).err().unwrap().to_string();
+    assert!(e.contains("does not split evenly over 4 processes"), "{e}");
 }

@@ -30,14 +30,16 @@ pub fn factors(p: f32, mode: DropoutMode) -> (f32, f32) {
     }
 }
 
-/// Training forward: writes the per-unit multiplier (0 or the train factor) to `mask`.
-pub fn forward_train(p: f32, mode: DropoutMode, seed: u64, x: &[f32], y: &mut [f32], mask: &mut [f32]) {
+/// Training forward: writes the per-unit multiplier (0 or the train factor) to `mask`. Unit `j`
+/// of `x` draws its mask from `(seed, first + j)`: `first` places `x` in a larger batch (a
+/// data-parallel process's share of the global batch draws what one process would).
+pub fn forward_train(p: f32, mode: DropoutMode, seed: u64, first: u64, x: &[f32], y: &mut [f32], mask: &mut [f32]) {
     let (keep_scale, _) = factors(p, mode);
     const CHUNK: usize = 1 << 14;
     y.par_chunks_mut(CHUNK).zip(mask.par_chunks_mut(CHUNK)).zip(x.par_chunks(CHUNK)).enumerate().for_each(
         |(ci, ((y, m), x))| {
             for (j, ((y, m), &x)) in y.iter_mut().zip(m.iter_mut()).zip(x).enumerate() {
-                let u = crate::rng::uniform(seed, (ci * CHUNK + j) as u64);
+                let u = crate::rng::uniform(seed, first + (ci * CHUNK + j) as u64);
                 *m = if u >= p { keep_scale } else { 0.0 };
                 *y = x * *m;
             }

@@ -42,10 +42,12 @@ impl Param {
 /// Whether the forward pass trains (dropout masks drawn) or evaluates.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {
-    /// Dropout draws its masks from `(seed, step)`.
+    /// Dropout draws its masks from `(seed, step)`, the first image of the batch being image
+    /// `first_image` of the step's global batch (0 but in data-parallel training).
     Train {
         seed: u64,
         step: u64,
+        first_image: usize,
     },
     Eval,
 }
@@ -165,9 +167,10 @@ impl Layer {
             }
             Layer::Flatten => y.copy_from_slice(x),
             Layer::Dropout { p, form, index, mask } => match mode {
-                Mode::Train { seed, step } => {
+                Mode::Train { seed, step, first_image } => {
                     let s = crate::rng::mix(&[seed, step, *index]);
-                    dropout::forward_train(*p, *form, s, x, y, &mut mask[..y.len()]);
+                    let first = (first_image * (y.len() / batch.max(1))) as u64;
+                    dropout::forward_train(*p, *form, s, first, x, y, &mut mask[..y.len()]);
                 }
                 Mode::Eval => dropout::forward_eval(*p, *form, x, y),
             },

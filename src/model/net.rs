@@ -242,15 +242,25 @@ impl Network {
     /// `(seed, step)`, softmax cross-entropy, backward, and `opt`'s update of every parameter.
     /// A loss that is not finite is returned without touching the weights.
     pub fn train_step(&mut self, x: &[f32], labels: &[usize], seed: u64, step: u64, opt: &mut Sgd) -> StepResult {
+        let r = self.loss_and_gradients(x, labels, Mode::Train { seed, step, first_image: 0 });
+        if r.loss.is_finite() {
+            opt.step(self.params_mut());
+        }
+        r
+    }
+
+    /// [`Network::train_step`] without the update: forward in `mode`, softmax cross-entropy and,
+    /// when the loss is finite, backward, leaving the gradients of the batch's mean loss in the
+    /// parameters (a data-parallel step reduces them across processes before the update).
+    pub fn loss_and_gradients(&mut self, x: &[f32], labels: &[usize], mode: Mode) -> StepResult {
         let classes = self.classes();
         self.dlogits.resize(labels.len() * classes, 0.0);
         let mut dlogits = std::mem::take(&mut self.dlogits);
-        let logits = self.forward(x, labels.len(), Mode::Train { seed, step });
+        let logits = self.forward(x, labels.len(), mode);
         let correct = logits.chunks(classes).zip(labels).filter(|(p, y)| in_top_k(p, **y, 1)).count();
         let loss = softmax_cross_entropy(logits, labels, classes, &mut dlogits);
         if loss.is_finite() {
             self.backward(&dlogits, false);
-            opt.step(self.params_mut());
         }
         self.dlogits = dlogits;
         StepResult { loss, correct }

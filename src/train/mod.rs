@@ -34,6 +34,8 @@ pub struct RunOptions {
     pub stop: StopHandle,
     /// No progress bar, no messages.
     pub quiet: bool,
+    /// The processes sharing the run (data-parallel); one by default.
+    pub cluster: crate::cluster::Cluster,
 }
 
 /// Trains as `cfg` says; with `resume`, continues the run whose checkpoint that is. Checks the
@@ -48,11 +50,13 @@ pub fn train(cfg: &TrainConfig, resume: Option<&Checkpoint>, opts: &RunOptions) 
             cfg.out.display()
         )));
     }
-    let config_path = cfg.out.join("config.json");
-    let json = serde_json::to_string_pretty(cfg).map_err(|e| Error::Invalid(format!("config: {e}")))?;
-    std::fs::write(&config_path, json).map_err(|e| Error::io(&config_path, e))?;
-    crate::threads::thread_pool(cfg.threads)?
-        .install(|| Trainer::new(cfg, resume, opts.stop.clone(), opts.quiet)?.run())
+    if opts.cluster.is_root() {
+        let config_path = cfg.out.join("config.json");
+        let json = serde_json::to_string_pretty(cfg).map_err(|e| Error::Invalid(format!("config: {e}")))?;
+        std::fs::write(&config_path, json).map_err(|e| Error::io(&config_path, e))?;
+    }
+    let (stop, cluster) = (opts.stop.clone(), opts.cluster.clone());
+    crate::threads::thread_pool(cfg.threads)?.install(|| Trainer::new(cfg, resume, stop, cluster, opts.quiet)?.run())
 }
 
 /// The built-in variant whose input fits the images of `data` (a folder, a cache or an IDX

@@ -17,6 +17,7 @@ use super::schedule;
 use super::state::TrainState;
 use super::stop::StopHandle;
 use crate::checkpoint::Checkpoint;
+use crate::cluster::{self, Cluster};
 use crate::data::cache::{OnBadImage, PackedImages};
 use crate::data::{
     Augment, CacheStore, ClassInfo, DataError, DataStats, LoaderOptions, SplitError, SplitRecord, Splits, TrainInput,
@@ -25,7 +26,7 @@ use crate::data::{
 };
 use crate::error::{Error, Result};
 use crate::eval::{Classifier, EvalResult, evaluate};
-use crate::model::Network;
+use crate::model::{Mode, Network, StepResult};
 use crate::optim::Sgd;
 use crate::rng;
 use serde::Serialize;
@@ -56,6 +57,8 @@ pub struct TrainOutcome {
 pub struct Trainer<'a> {
     cfg: &'a TrainConfig,
     stop: StopHandle,
+    /// The processes sharing each global batch (data-parallel); rank 0 writes the run folder.
+    cluster: Cluster,
     data: Splits,
     classes: Vec<ClassInfo>,
     stats: DataStats,
@@ -221,7 +224,20 @@ fn check_options(cfg: &TrainConfig, crop: usize, spec: &crate::data::DataSpec) -
 impl<'a> Trainer<'a> {
     /// Opens and splits the data, takes the statistics of the training images, and builds the
     /// network, optimizer and position: fresh from `cfg.seed`, or those of `resume`.
-    pub fn new(cfg: &'a TrainConfig, resume: Option<&Checkpoint>, stop: StopHandle, quiet: bool) -> Result<Self> {
+    pub fn new(
+        cfg: &'a TrainConfig,
+        resume: Option<&Checkpoint>,
+        stop: StopHandle,
+        cluster: Cluster,
+        quiet: bool,
+    ) -> Result<Self> {
+        if !cfg.batch.is_multiple_of(cluster.size()) {
+            return Err(Error::Invalid(format!(
+                "a batch of {} does not split evenly over {} processes: choose a --batch that is a multiple of it",
+                cfg.batch,
+                cluster.size()
+            )));
+        }
         let split_use = resume.map_or(SplitUse::Fresh, |c| SplitUse::Resume { trained_on: c.stats.count });
         let data = open_splits(cfg, split_use, quiet)?;
         let classes = data.train.classes.clone();
@@ -270,10 +286,11 @@ impl<'a> Trainer<'a> {
             write_metrics(&metrics_path, &history).map_err(|e| Error::io(&metrics_path, e))?;
         }
         let run_start = Instant::now() - Duration::from_secs_f64(state.elapsed_seconds);
-        let report = Reporter::new(quiet, batches_per_epoch);
+        let report = Reporter::new(quiet || !cluster.is_root(), batches_per_epoch);
         let t = Self {
             cfg,
             stop,
+            cluster,
             data,
             classes,
             stats,
@@ -298,7 +315,7 @@ impl<'a> Trainer<'a> {
 
     fn say_start(&self) {
         self.report.say(&format!(
-            "training {} ({} parameters) on {} images of {} classes, validating on {}; batch {}, {} batches/epoch, {} threads",
+            "training {} ({} parameters) on {} images of {} classes, validating on {}; batch {}, {} batches/epoch, {} threads{}",
             self.net.config.name,
             crate::model::plan::thousands(self.net.param_count()),
             self.data.train_indices.len(),
@@ -306,7 +323,11 @@ impl<'a> Trainer<'a> {
             self.data.val.as_ref().map_or(0, |v| v.indices.len()),
             self.cfg.batch,
             self.batches_per_epoch,
-            self.cfg.threads
+            self.cfg.threads,
+            match self.cluster.size() {
+                1 => String::new(),
+                n => format!(" in each of {n} processes ({} images each a batch)", self.cfg.batch / n),
+            }
         ));
     }
 
@@ -355,9 +376,11 @@ impl<'a> Trainer<'a> {
         let opts = LoaderOptions {
             start_batch: self.state.batch_in_epoch,
             workers: cfg.loader_threads,
-            ..LoaderOptions::new(cfg.batch)
+            ..LoaderOptions::new(cfg.batch / self.cluster.size())
         };
-        let mut loader = opts.spawn(self.data.train.clone(), self.epoch_order(epoch), &self.input, epoch);
+        let (rank, size) = (self.cluster.rank(), self.cluster.size());
+        let order = cluster::shard(&self.epoch_order(epoch), cfg.batch, rank, size);
+        let mut loader = opts.spawn(self.data.train.clone(), order, &self.input, epoch);
         self.report.start_epoch(epoch, cfg.epochs, self.state.batch_in_epoch);
         self.epoch_start = Instant::now() - Duration::from_secs_f64(self.state.epoch_seconds);
         let (steps_before, t_steps) = (self.state.step, Instant::now());
@@ -378,7 +401,8 @@ impl<'a> Trainer<'a> {
                     && self.state.step >= steps_before + CALIBRATION_STEPS
                 {
                     let per_step = t_steps.elapsed().as_secs_f64() / (self.state.step - steps_before) as f64;
-                    self.plan_budget(per_step);
+                    // The slowest process's pace, so that every process plans the same steps.
+                    self.plan_budget(self.cluster.max(per_step));
                 }
                 let total = (cfg.epochs * self.batches_per_epoch) as u64;
                 self.state.lr = cfg.schedule.lr_at_step(cfg.sgd.lr, &self.state, total);
@@ -386,7 +410,7 @@ impl<'a> Trainer<'a> {
             // The schedule's lr (the plateau schedule's memory stays in the state), ramped up
             // during the warm-up.
             self.opt.config.lr = self.state.lr * recipe::warmup_factor(self.state.step, self.warmup_steps());
-            let r = self.net.train_step(&b.x, &b.labels, cfg.seed, self.state.step, &mut self.opt);
+            let (r, images) = self.step(&b.x, &b.labels);
             if !r.loss.is_finite() {
                 self.report.abandon();
                 let last = cfg.out.join("last.safetensors");
@@ -394,9 +418,10 @@ impl<'a> Trainer<'a> {
                 let lr = self.opt.config.lr;
                 return Err(Error::Diverged { loss: r.loss, epoch: epoch + 1, step: s.step, lr, last });
             }
-            self.state.record_step(b.index, b.labels.len(), r.loss, r.correct);
-            self.report.step(&self.state, b.labels.len(), waited);
-            let stop = self.stop.should_stop(self.state.step);
+            self.state.record_step(b.index, images, r.loss, r.correct);
+            self.report.step(&self.state, images, waited);
+            // Every process stops at the same step when any is told to.
+            let stop = self.cluster.any(self.stop.should_stop(self.state.step));
             if stop || (cfg.checkpoint_every > 0 && self.state.step.is_multiple_of(cfg.checkpoint_every)) {
                 self.state.epoch_seconds = self.epoch_start.elapsed().as_secs_f64();
                 self.state.elapsed_seconds = self.run_start.elapsed().as_secs_f64();
@@ -417,6 +442,32 @@ impl<'a> Trainer<'a> {
         }
         self.loop_seconds = t_epoch.elapsed().as_secs_f64();
         Ok(true)
+    }
+
+    /// One step on this process's images of the global batch: with one process,
+    /// [`Network::train_step`]; with several, each computes the gradients of its share, the
+    /// gradients and the loss are averaged over all of them, and each takes the same update.
+    /// Returns the step's result over the global batch and that batch's size.
+    fn step(&mut self, x: &[f32], labels: &[usize]) -> (StepResult, usize) {
+        let (seed, step, n) = (self.cfg.seed, self.state.step, labels.len());
+        if self.cluster.size() == 1 {
+            return (self.net.train_step(x, labels, seed, step, &mut self.opt), n);
+        }
+        let first_image = self.cluster.rank() * n;
+        let r = self.net.loss_and_gradients(x, labels, Mode::Train { seed, step, first_image });
+        let mut totals = [f64::from(r.loss) * n as f64, r.correct as f64, n as f64];
+        self.cluster.sum_f64(&mut totals);
+        let loss = (totals[0] / totals[2]) as f32;
+        if loss.is_finite() {
+            // Each process's gradients are of its share's mean loss: weighted by its share.
+            let share = (n as f64 / totals[2]) as f32;
+            for p in self.net.params_mut() {
+                p.grad.iter_mut().for_each(|g| *g *= share);
+                self.cluster.sum_f32(&mut p.grad);
+            }
+            self.opt.step(self.net.params_mut());
+        }
+        (StepResult { loss, correct: totals[1] as usize }, totals[2] as usize)
     }
 
     /// Steps of warm-up: the warm-up epochs, at most `cfg.warmup_max_fraction` of the planned
@@ -456,7 +507,7 @@ impl<'a> Trainer<'a> {
         if cfg.schedule.timed() {
             // Re-plan from the whole epoch's time, validation included, so the decay ends with
             // the last epoch that fits.
-            let spent = self.epoch_start.elapsed().as_secs_f64();
+            let spent = self.cluster.max(self.epoch_start.elapsed().as_secs_f64());
             self.plan_budget(spent / self.batches_per_epoch.max(1) as f64);
         }
         let s = &self.state;
@@ -486,7 +537,9 @@ impl<'a> Trainer<'a> {
             self.report.say(&format!("validation error stopped improving: learning rate now {lr:.2e}"));
         }
         self.state.next_epoch();
-        self.state.elapsed_seconds = self.run_start.elapsed().as_secs_f64();
+        // The slowest process's clock, so that every process decides the time limit alike.
+        self.state.elapsed_seconds = self.cluster.max(self.run_start.elapsed().as_secs_f64());
+        let epoch_seconds = self.cluster.max(epoch_seconds);
         self.save(LAST)?;
         // The metrics line only once its checkpoint is on disk: a failed save is redone on
         // resume without a duplicate line.
@@ -505,6 +558,9 @@ impl<'a> Trainer<'a> {
     }
 
     fn log_metrics(&mut self, m: &EpochMetrics) -> Result<()> {
+        if !self.cluster.is_root() {
+            return Ok(());
+        }
         let path = self.cfg.out.join("metrics.jsonl");
         append_metrics(&path, m).map_err(|e| Error::io(&path, e))?;
         self.history.push(m.clone());
@@ -518,6 +574,9 @@ impl<'a> Trainer<'a> {
     /// Writes a checkpoint of the run as it stands into the run folder; `last` keeps the one
     /// before as `last.prev.safetensors`.
     fn save(&self, name: &str) -> Result<()> {
+        if !self.cluster.is_root() {
+            return Ok(());
+        }
         let path = self.cfg.out.join(name);
         let ck = Checkpoint::capture(&self.net, &self.classes, &self.stats, Some(&self.opt), Some(&self.state));
         if name == LAST {

@@ -3,6 +3,7 @@
 
 use crate::common::{BadImages, CacheDir, Common, embedded, model_name};
 use alexnet::Checkpoint;
+use alexnet::cluster::Cluster;
 use alexnet::data::{AugmentOptions, Normalize};
 use alexnet::kernels::lrn::LrnConvention;
 use alexnet::model::{Init, ModelChanges, ModelConfig};
@@ -376,8 +377,30 @@ fn absolute(p: PathBuf) -> PathBuf {
     std::fs::canonicalize(&p).unwrap_or(p)
 }
 
+/// The processes of this run: MPI's world under `mpirun` (with the `mpi` feature), else one.
+fn cluster() -> Result<Cluster> {
+    let under_mpirun = ["OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK"].iter().any(|v| std::env::var_os(v).is_some());
+    if !under_mpirun {
+        return Ok(Cluster::default());
+    }
+    #[cfg(feature = "mpi")]
+    return Ok(Cluster::new(alexnet::cluster::mpi::MpiWorld::init()?));
+    #[cfg(not(feature = "mpi"))]
+    anyhow::bail!(
+        "started by mpirun, but this alexnet was built without MPI, so each copy would train the whole run \
+         on its own: build it with `cargo build --release --features mpi` (needs Open MPI)"
+    )
+}
+
 pub fn exec(a: Args) -> Result<i32> {
     a.bad.apply_limit();
+    let cluster = cluster()?;
+    if cluster.size() > 1 && a.out.is_none() && a.resume.is_none() {
+        anyhow::bail!(
+            "name the run folder with --out when training over {} processes (each must find the same one)",
+            cluster.size()
+        );
+    }
     let stop = StopHandle::new();
     let handle = stop.clone();
     let _ = ctrlc::set_handler(move || {
@@ -394,8 +417,12 @@ pub fn exec(a: Args) -> Result<i32> {
         }
         None => (a.new_config()?, None),
     };
-    let outcome =
-        train::train(&cfg, resume.as_ref(), &RunOptions { stop: stop.clone(), quiet: a.quiet || a.common.json })?;
+    let root = cluster.is_root();
+    let opts = RunOptions { stop: stop.clone(), quiet: a.quiet || a.common.json, cluster };
+    let outcome = train::train(&cfg, resume.as_ref(), &opts)?;
+    if !root {
+        return Ok(if outcome.interrupted && stop.interrupted() { 130 } else { 0 });
+    }
     a.common.emit(&outcome, |o| {
         if !o.interrupted {
             print_outcome(o)

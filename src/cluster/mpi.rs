@@ -1,0 +1,59 @@
+//! [`super::Collective`] over MPI (the `mpi` feature): Open MPI through the `mpi` crate (rsmpi),
+//! for `mpirun -np N alexnet train ...`.
+
+use super::Collective;
+use crate::error::{Error, Result};
+use mpi::collective::SystemOperation;
+use mpi::environment::Universe;
+use mpi::topology::SimpleCommunicator;
+use mpi::traits::*;
+
+/// The processes `mpirun` started, as one communicator. MPI is finalised when this is dropped.
+pub struct MpiWorld {
+    world: SimpleCommunicator,
+    _universe: Universe,
+}
+
+// SAFETY: MPI is initialised with `Threading::Serialized` (checked in `init`): any thread may call
+// it as long as no two do at once. The training loop makes every call, one at a time, from the
+// one thread that runs it; the communicator is an opaque handle MPI itself owns.
+unsafe impl Send for MpiWorld {}
+unsafe impl Sync for MpiWorld {}
+
+impl MpiWorld {
+    /// Initialises MPI (once per process) and takes its world communicator.
+    pub fn init() -> Result<Self> {
+        let (universe, threading) = mpi::initialize_with_threading(mpi::Threading::Serialized)
+            .ok_or_else(|| Error::Invalid("MPI was already initialised in this process".into()))?;
+        if threading < mpi::Threading::Serialized {
+            return Err(Error::Invalid(format!(
+                "this MPI library offers only {threading:?} threading; data-parallel training needs Serialized"
+            )));
+        }
+        Ok(MpiWorld { world: universe.world(), _universe: universe })
+    }
+}
+
+impl Collective for MpiWorld {
+    fn rank(&self) -> usize {
+        self.world.rank() as usize
+    }
+    fn size(&self) -> usize {
+        self.world.size() as usize
+    }
+    fn sum_f32(&self, buf: &mut [f32]) {
+        // MPI counts are C ints: fc6's 37.7M gradients fit, but go in pieces to be safe.
+        for piece in buf.chunks_mut(1 << 30) {
+            let send = piece.to_vec();
+            self.world.all_reduce_into(&send[..], piece, SystemOperation::sum());
+        }
+    }
+    fn sum_f64(&self, buf: &mut [f64]) {
+        let send = buf.to_vec();
+        self.world.all_reduce_into(&send[..], buf, SystemOperation::sum());
+    }
+    fn max_f64(&self, buf: &mut [f64]) {
+        let send = buf.to_vec();
+        self.world.all_reduce_into(&send[..], buf, SystemOperation::max());
+    }
+}
