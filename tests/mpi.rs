@@ -1,0 +1,152 @@
+//! Data-parallel training under `mpirun` (the `mpi` feature, Open MPI installed): the same
+//! weights as one process, and a rank that dies ends the job with an error naming it.
+#![cfg(feature = "mpi")]
+
+use alexnet::Checkpoint;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+fn scratch(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("alexnet-mpi-{}", std::process::id())).join(name);
+    let _ = std::fs::remove_dir_all(&d);
+    d
+}
+
+/// Two classes of the embedded CIFAR images, `per_class` each, in a folder of its own.
+fn folder(per_class: usize) -> PathBuf {
+    let root = scratch(&format!("data-{per_class}"));
+    let val = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("data/cifar10-mini/val");
+    for c in ["cat", "dog"] {
+        std::fs::create_dir_all(root.join(c)).unwrap();
+        for f in std::fs::read_dir(val.join(c)).unwrap().take(per_class) {
+            let f = f.unwrap().path();
+            std::fs::copy(&f, root.join(c).join(f.file_name().unwrap())).unwrap();
+        }
+    }
+    root
+}
+
+/// `mpirun -np N alexnet ARGS`, as on one box in a container.
+fn mpirun(n: usize, args: &[&str]) -> Command {
+    let mut c = Command::new("mpirun");
+    c.args(["--allow-run-as-root", "--oversubscribe", "--bind-to", "none", "-np", &n.to_string()])
+        .arg(env!("CARGO_BIN_EXE_alexnet"))
+        .args(args)
+        .env("OMPI_MCA_btl_vader_single_copy_mechanism", "none");
+    c
+}
+
+fn ok(o: Output, what: &str) {
+    assert!(o.status.success(), "{what}: {}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+}
+
+fn weights_differ(a: &Path, b: &Path) -> f64 {
+    let (a, b) = (Checkpoint::load(a).unwrap().network().unwrap(), Checkpoint::load(b).unwrap().network().unwrap());
+    a.params().zip(b.params()).map(|(p, q)| alexnet::tensor::rel_err(&p.data, &q.data)).fold(0.0, f64::max)
+}
+
+/// The run of tests/train.rs's `data_parallel_steps_equal_one_process`, across processes:
+/// 24 training images, batches of 8, 3 steps, im2col (see there why), the paper's dropout.
+#[test]
+fn mpirun_trains_the_weights_one_process_trains() {
+    if Command::new("mpirun").arg("--version").output().is_err() {
+        eprintln!("skipped: no mpirun (Debian: openmpi-bin)");
+        return;
+    }
+    let data = folder(16);
+    let data = data.to_str().unwrap();
+    let common = [
+        "train", "--data", data, "--val-split", "0.25", "--model", "cifar", "--dropout", "0.5", "--recipe", "paper",
+        "--epochs", "1", "--batch", "8", "--seed", "7", "--conv", "im2col", "--quiet",
+    ];
+    let one = scratch("one");
+    let o = Command::new(env!("CARGO_BIN_EXE_alexnet"))
+        .args(common)
+        .args(["--threads", "2", "--out", one.to_str().unwrap()])
+        .output()
+        .unwrap();
+    ok(o, "one process");
+    for n in [2, 4] {
+        let out = scratch(&format!("np{n}"));
+        let o = mpirun(n, &common).args(["--threads", "1", "--out", out.to_str().unwrap()]).output().unwrap();
+        ok(o, &format!("mpirun -np {n}"));
+        let d = weights_differ(&one.join("last.safetensors"), &out.join("last.safetensors"));
+        assert!(d < 1e-5, "-np {n}: weights differ by {d:e}");
+        let lines = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
+        assert_eq!(lines.lines().count(), 1, "rank 0 alone writes the metrics");
+    }
+    // A batch that does not split over the processes is refused by name.
+    let out = scratch("odd");
+    let odd: Vec<&str> = common.iter().map(|&a| if a == "8" { "6" } else { a }).collect();
+    let o = mpirun(4, &odd).args(["--out", out.to_str().unwrap()]).output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("does not split evenly over 4 processes"), "{err}");
+}
+
+/// A rank killed mid-run ends the whole job with an error that names it, within seconds; the
+/// last checkpoint stays good and `--resume` continues from it.
+#[test]
+fn a_dead_rank_ends_the_job_and_resume_continues() {
+    if Command::new("mpirun").arg("--version").output().is_err() {
+        eprintln!("skipped: no mpirun (Debian: openmpi-bin)");
+        return;
+    }
+    let data = folder(64);
+    let out = scratch("killed");
+    let (data_s, out_s) = (data.to_str().unwrap(), out.to_str().unwrap());
+    let args = [
+        "train", "--data", data_s, "--val-split", "0.25", "--model", "cifar", "--epochs", "50", "--batch", "8",
+        "--checkpoint-every", "2", "--threads", "1", "--quiet", "--out", out_s,
+    ];
+    let mut job = mpirun(2, &args).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    // Wait for a checkpoint, then kill rank 1 (the process whose environment says so).
+    let t0 = Instant::now();
+    while !out.join("last.safetensors").exists() {
+        assert!(t0.elapsed() < Duration::from_secs(120), "no checkpoint after 2 minutes");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let rank1 = (0..)
+        .take(600)
+        .find_map(|_| {
+            std::thread::sleep(Duration::from_millis(100));
+            rank_pid(1)
+        })
+        .expect("rank 1's process");
+    unsafe { libc::kill(rank1, libc::SIGKILL) };
+    let killed = Instant::now();
+    let status = loop {
+        if let Some(s) = job.try_wait().unwrap() {
+            break s;
+        }
+        assert!(killed.elapsed() < Duration::from_secs(60), "the job still runs a minute after rank 1 died");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let o = job.wait_with_output().unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    assert!(!status.success(), "{text}");
+    assert!(text.contains("rank 1"), "the error names the rank: {text}");
+    // The checkpoint is whole, and the run goes on from it.
+    let before = Checkpoint::load(&out.join("last.safetensors")).unwrap().train_state.unwrap().step;
+    let o = mpirun(2, &["train", "--resume", out_s, "--epochs", "1", "--threads", "1", "--quiet"]).output().unwrap();
+    ok(o, "resume");
+    let after = Checkpoint::load(&out.join("last.safetensors")).unwrap().train_state.unwrap().step;
+    assert!(after > before, "resumed from step {before}, now {after}");
+}
+
+/// The pid of the `alexnet` process whose Open MPI rank is `rank` (from /proc).
+fn rank_pid(rank: usize) -> Option<i32> {
+    for e in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else { continue };
+        let Ok(cmd) = std::fs::read(e.path().join("cmdline")) else { continue };
+        if !String::from_utf8_lossy(&cmd).contains("alexnet") {
+            continue;
+        }
+        let Ok(env) = std::fs::read(e.path().join("environ")) else { continue };
+        let want = format!("OMPI_COMM_WORLD_RANK={rank}");
+        if env.split(|&b| b == 0).any(|v| v == want.as_bytes()) {
+            return Some(pid);
+        }
+    }
+    None
+}
