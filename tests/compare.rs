@@ -32,6 +32,7 @@ fn run(root: &Path, name: &str, train_errors: &[f64]) -> PathBuf {
                 images_per_s: 100.0,
                 loader_images_per_s: None,
                 data_wait_fraction: None,
+                comm_fraction: None,
             };
             serde_json::to_string(&m).unwrap() + "\n"
         })

@@ -29,6 +29,11 @@ pub struct EpochMetrics {
     /// the loader's next batch: what data cost the run. Absent in runs from before.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub data_wait_fraction: Option<f64>,
+    /// Data-parallel runs: the part of the training loop's time rank 0 spent in the
+    /// collectives (gradients averaged, loss summed, the stop decided), waits for slower
+    /// processes included. Absent with one process.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comm_fraction: Option<f64>,
 }
 
 /// Reads `metrics.jsonl`.

@@ -80,6 +80,8 @@ pub struct Trainer<'a> {
     /// this epoch (this process's part of it).
     data_wait_seconds: f64,
     loop_seconds: f64,
+    /// Seconds in the collectives this epoch (data-parallel runs).
+    comm_seconds: f64,
 }
 
 /// Packs (or reuses the shared cache of) the images at `path`, with a progress bar. A run from
@@ -308,6 +310,7 @@ impl<'a> Trainer<'a> {
             loader_seconds: 0.0,
             data_wait_seconds: 0.0,
             loop_seconds: 0.0,
+            comm_seconds: 0.0,
         };
         t.say_start();
         Ok(t)
@@ -384,7 +387,7 @@ impl<'a> Trainer<'a> {
         self.report.start_epoch(epoch, cfg.epochs, self.state.batch_in_epoch);
         self.epoch_start = Instant::now() - Duration::from_secs_f64(self.state.epoch_seconds);
         let (steps_before, t_steps) = (self.state.step, Instant::now());
-        (self.loader_images, self.loader_seconds, self.data_wait_seconds) = (0, 0.0, 0.0);
+        (self.loader_images, self.loader_seconds, self.data_wait_seconds, self.comm_seconds) = (0, 0.0, 0.0, 0.0);
         let t_epoch = Instant::now();
         loop {
             // The time spent here is the time data held training up.
@@ -421,7 +424,9 @@ impl<'a> Trainer<'a> {
             self.state.record_step(b.index, images, r.loss, r.correct);
             self.report.step(&self.state, images, waited);
             // Every process stops at the same step when any is told to.
+            let t_comm = Instant::now();
             let stop = self.cluster.any(self.stop.should_stop(self.state.step));
+            self.comm_seconds += t_comm.elapsed().as_secs_f64();
             if stop || (cfg.checkpoint_every > 0 && self.state.step.is_multiple_of(cfg.checkpoint_every)) {
                 self.state.epoch_seconds = self.epoch_start.elapsed().as_secs_f64();
                 self.state.elapsed_seconds = self.run_start.elapsed().as_secs_f64();
@@ -455,6 +460,7 @@ impl<'a> Trainer<'a> {
         }
         let first_image = self.cluster.rank() * n;
         let r = self.net.loss_and_gradients(x, labels, Mode::Train { seed, step, first_image });
+        let t_comm = Instant::now();
         let mut totals = [f64::from(r.loss) * n as f64, r.correct as f64, n as f64];
         self.cluster.sum_f64(&mut totals);
         let loss = (totals[0] / totals[2]) as f32;
@@ -465,7 +471,10 @@ impl<'a> Trainer<'a> {
                 p.grad.iter_mut().for_each(|g| *g *= share);
                 self.cluster.sum_f32(&mut p.grad);
             }
+            self.comm_seconds += t_comm.elapsed().as_secs_f64();
             self.opt.step(self.net.params_mut());
+        } else {
+            self.comm_seconds += t_comm.elapsed().as_secs_f64();
         }
         (StepResult { loss, correct: totals[1] as usize }, totals[2] as usize)
     }
@@ -525,6 +534,8 @@ impl<'a> Trainer<'a> {
             images_per_s: s.epoch_images as f64 / epoch_seconds.max(1e-9),
             loader_images_per_s: (self.loader_seconds > 0.0).then(|| self.loader_images as f64 / self.loader_seconds),
             data_wait_fraction: (self.loop_seconds > 0.0).then(|| self.data_wait_seconds / self.loop_seconds),
+            comm_fraction: (self.cluster.size() > 1 && self.loop_seconds > 0.0)
+                .then(|| self.comm_seconds / self.loop_seconds),
         };
         self.report.epoch_done(&m, cfg.epochs);
         let ln_classes = (self.net.classes() as f64).ln();
