@@ -56,13 +56,14 @@ fn mpirun_trains_the_weights_one_process_trains() {
     }
     let data = folder(16);
     let data = data.to_str().unwrap();
-    let common = [
-        "train", "--data", data, "--val-split", "0.25", "--model", "cifar", "--dropout", "0.5", "--recipe", "paper",
-        "--epochs", "1", "--batch", "8", "--seed", "7", "--conv", "im2col", "--quiet",
-    ];
+    let common = format!(
+        "train --data {data} --val-split 0.25 --model cifar --dropout 0.5 --recipe paper --epochs 1 --batch 8 \
+         --seed 7 --conv im2col --quiet"
+    );
+    let common: Vec<&str> = common.split_whitespace().collect();
     let one = scratch("one");
     let o = Command::new(env!("CARGO_BIN_EXE_alexnet"))
-        .args(common)
+        .args(&common)
         .args(["--threads", "2", "--out", one.to_str().unwrap()])
         .output()
         .unwrap();
@@ -95,11 +96,13 @@ fn a_dead_rank_ends_the_job_and_resume_continues() {
     let data = folder(64);
     let out = scratch("killed");
     let (data_s, out_s) = (data.to_str().unwrap(), out.to_str().unwrap());
-    let args = [
-        "train", "--data", data_s, "--val-split", "0.25", "--model", "cifar", "--epochs", "50", "--batch", "8",
-        "--checkpoint-every", "2", "--threads", "1", "--quiet", "--out", out_s,
-    ];
-    let mut job = mpirun(2, &args).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    let args = format!(
+        "train --data {data_s} --val-split 0.25 --model cifar --epochs 50 --batch 8 --checkpoint-every 2 \
+         --threads 1 --quiet --out {out_s}"
+    );
+    let args: Vec<&str> = args.split_whitespace().collect();
+    let mut job =
+        mpirun(2, &args).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap();
     // Wait for a checkpoint, then kill rank 1 (the process whose environment says so).
     let t0 = Instant::now();
     while !out.join("last.safetensors").exists() {

@@ -84,6 +84,30 @@ pub struct Trainer<'a> {
     comm_seconds: f64,
 }
 
+/// The metrics log's epochs before `epoch`. Lines of epochs the checkpoint does not include
+/// (logged before a failed save) will be run again: `root` rewrites the log without them, so it
+/// keeps one line per epoch.
+fn history_before(path: &Path, epoch: usize, root: bool) -> Result<Vec<EpochMetrics>> {
+    let mut history = read_metrics(path).unwrap_or_default();
+    let logged = history.len();
+    history.retain(|m| m.epoch < epoch);
+    if root && history.len() != logged {
+        write_metrics(path, &history).map_err(|e| Error::io(path, e))?;
+    }
+    Ok(history)
+}
+
+/// A global batch must split into equal shares, one a process.
+fn check_shares(batch: usize, cluster: &Cluster) -> Result<()> {
+    if batch.is_multiple_of(cluster.size()) {
+        return Ok(());
+    }
+    Err(Error::Invalid(format!(
+        "a batch of {batch} does not split evenly over {} processes: choose a --batch that is a multiple of it",
+        cluster.size()
+    )))
+}
+
 /// Packs (or reuses the shared cache of) the images at `path`, with a progress bar. A run from
 /// before the shared cache keeps reading its own `RUN_DIR/cache/NAME-SIZE.bin` while that matches.
 fn open_images(cfg: &TrainConfig, path: &Path, name: &str, quiet: bool) -> Result<PackedImages> {
@@ -233,13 +257,7 @@ impl<'a> Trainer<'a> {
         cluster: Cluster,
         quiet: bool,
     ) -> Result<Self> {
-        if !cfg.batch.is_multiple_of(cluster.size()) {
-            return Err(Error::Invalid(format!(
-                "a batch of {} does not split evenly over {} processes: choose a --batch that is a multiple of it",
-                cfg.batch,
-                cluster.size()
-            )));
-        }
+        check_shares(cfg.batch, &cluster)?;
         let split_use = resume.map_or(SplitUse::Fresh, |c| SplitUse::Resume { trained_on: c.stats.count });
         let data = open_splits(cfg, split_use, quiet)?;
         let classes = data.train.classes.clone();
@@ -278,15 +296,7 @@ impl<'a> Trainer<'a> {
                 cfg.batch
             )));
         }
-        let metrics_path = cfg.out.join("metrics.jsonl");
-        let mut history = read_metrics(&metrics_path).unwrap_or_default();
-        let logged = history.len();
-        history.retain(|m| m.epoch < state.epoch);
-        if history.len() != logged {
-            // Lines of epochs the checkpoint does not include (logged before a failed save):
-            // they will be run again, so the log keeps one line per epoch.
-            write_metrics(&metrics_path, &history).map_err(|e| Error::io(&metrics_path, e))?;
-        }
+        let history = history_before(&cfg.out.join("metrics.jsonl"), state.epoch, cluster.is_root())?;
         let run_start = Instant::now() - Duration::from_secs_f64(state.elapsed_seconds);
         let report = Reporter::new(quiet || !cluster.is_root(), batches_per_epoch);
         let t = Self {
