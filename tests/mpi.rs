@@ -130,11 +130,44 @@ fn a_dead_rank_ends_the_job_and_resume_continues() {
     assert!(!status.success(), "{text}");
     assert!(text.contains("rank 1"), "the error names the rank: {text}");
     // The checkpoint is whole, and the run goes on from it.
-    let before = Checkpoint::load(&out.join("last.safetensors")).unwrap().train_state.unwrap().step;
-    let o = mpirun(2, &["train", "--resume", out_s, "--epochs", "1", "--threads", "1", "--quiet"]).output().unwrap();
+    let state = Checkpoint::load(&out.join("last.safetensors")).unwrap().train_state.unwrap();
+    let (before, epochs) = (state.step, (state.epoch + 2).to_string());
+    let o =
+        mpirun(2, &["train", "--resume", out_s, "--epochs", &epochs, "--threads", "1", "--quiet"]).output().unwrap();
     ok(o, "resume");
     let after = Checkpoint::load(&out.join("last.safetensors")).unwrap().train_state.unwrap().step;
     assert!(after > before, "resumed from step {before}, now {after}");
+}
+
+/// An error in one process (here rank 0 cannot append to metrics.jsonl, which is a folder)
+/// ends every process within seconds, naming the process and the error, instead of leaving
+/// the others waiting in their next all-reduce for ever.
+#[test]
+fn an_error_in_one_process_ends_them_all() {
+    if Command::new("mpirun").arg("--version").output().is_err() {
+        eprintln!("skipped: no mpirun (Debian: openmpi-bin)");
+        return;
+    }
+    let data = folder(12);
+    let out = scratch("failing");
+    std::fs::create_dir_all(out.join("metrics.jsonl")).unwrap();
+    let args = format!(
+        "train --data {} --val-split 0.25 --model cifar --epochs 3 --batch 8 --threads 1 --quiet --out {}",
+        data.display(),
+        out.display()
+    );
+    let args: Vec<&str> = args.split_whitespace().collect();
+    let mut job =
+        mpirun(2, &args).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    let t0 = Instant::now();
+    while job.try_wait().unwrap().is_none() {
+        assert!(t0.elapsed() < Duration::from_secs(120), "the job still runs 2 minutes on: a process waits for ever");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let o = job.wait_with_output().unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    assert!(!o.status.success(), "{text}");
+    assert!(text.contains("error in process 0 of 2") && text.contains("metrics.jsonl"), "{text}");
 }
 
 /// The pid of the `alexnet` process whose Open MPI rank is `rank` (from /proc).

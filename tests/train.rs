@@ -569,6 +569,9 @@ mod thread_group {
         fn max_f64(&self, buf: &mut [f64]) {
             reduce(self, &self.group.f64s, buf, f64::max)
         }
+        fn abort(&self, code: i32) -> ! {
+            panic!("member {} aborted the group with {code}", self.rank)
+        }
     }
 }
 

@@ -23,6 +23,9 @@ pub trait Collective: Send + Sync {
     fn sum_f64(&self, buf: &mut [f64]);
     /// Element-wise maximum over all processes, in place.
     fn max_f64(&self, buf: &mut [f64]);
+    /// Ends every process of the run with `code`: what a process that fails alone must do,
+    /// since the others would wait for it in their next collective for ever.
+    fn abort(&self, code: i32) -> !;
 }
 
 /// One process: every collective is the identity.
@@ -39,6 +42,9 @@ impl Collective for Single {
     fn sum_f32(&self, _: &mut [f32]) {}
     fn sum_f64(&self, _: &mut [f64]) {}
     fn max_f64(&self, _: &mut [f64]) {}
+    fn abort(&self, code: i32) -> ! {
+        std::process::exit(code)
+    }
 }
 
 /// The run's processes, shared by whatever needs them (one process unless told otherwise).
@@ -88,6 +94,10 @@ impl Cluster {
             self.0.max_f64(&mut v);
         }
         v[0]
+    }
+    /// Ends every process of the run (see [`Collective::abort`]).
+    pub fn abort(&self, code: i32) -> ! {
+        self.0.abort(code)
     }
     /// Whether any process says yes.
     pub fn any(&self, yes: bool) -> bool {

@@ -7,16 +7,18 @@ use mpi::collective::SystemOperation;
 use mpi::environment::Universe;
 use mpi::topology::SimpleCommunicator;
 use mpi::traits::*;
+use std::sync::Mutex;
 
 /// The processes `mpirun` started, as one communicator. MPI is finalised when this is dropped.
 pub struct MpiWorld {
-    world: SimpleCommunicator,
+    /// Behind a lock: `Threading::Serialized` lets any thread call MPI, but one at a time.
+    world: Mutex<SimpleCommunicator>,
     _universe: Universe,
 }
 
 // SAFETY: MPI is initialised with `Threading::Serialized` (checked in `init`): any thread may call
-// it as long as no two do at once. The training loop makes every call, one at a time, from the
-// one thread that runs it; the communicator is an opaque handle MPI itself owns.
+// it as long as no two do at once, which the lock around the communicator ensures; the
+// communicator is an opaque handle MPI itself owns, not tied to the thread that made it.
 unsafe impl Send for MpiWorld {}
 unsafe impl Sync for MpiWorld {}
 
@@ -30,30 +32,38 @@ impl MpiWorld {
                 "this MPI library offers only {threading:?} threading; data-parallel training needs Serialized"
             )));
         }
-        Ok(MpiWorld { world: universe.world(), _universe: universe })
+        Ok(MpiWorld { world: Mutex::new(universe.world()), _universe: universe })
+    }
+
+    fn world(&self) -> std::sync::MutexGuard<'_, SimpleCommunicator> {
+        // A poisoned lock only says another thread panicked, and a panic aborts the run.
+        self.world.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
 impl Collective for MpiWorld {
     fn rank(&self) -> usize {
-        self.world.rank() as usize
+        self.world().rank() as usize
     }
     fn size(&self) -> usize {
-        self.world.size() as usize
+        self.world().size() as usize
     }
     fn sum_f32(&self, buf: &mut [f32]) {
         // MPI counts are C ints: fc6's 37.7M gradients fit, but go in pieces to be safe.
         for piece in buf.chunks_mut(1 << 30) {
             let send = piece.to_vec();
-            self.world.all_reduce_into(&send[..], piece, SystemOperation::sum());
+            self.world().all_reduce_into(&send[..], piece, SystemOperation::sum());
         }
     }
     fn sum_f64(&self, buf: &mut [f64]) {
         let send = buf.to_vec();
-        self.world.all_reduce_into(&send[..], buf, SystemOperation::sum());
+        self.world().all_reduce_into(&send[..], buf, SystemOperation::sum());
     }
     fn max_f64(&self, buf: &mut [f64]) {
         let send = buf.to_vec();
-        self.world.all_reduce_into(&send[..], buf, SystemOperation::max());
+        self.world().all_reduce_into(&send[..], buf, SystemOperation::max());
+    }
+    fn abort(&self, code: i32) -> ! {
+        self.world().abort(code)
     }
 }

@@ -167,6 +167,9 @@ pub enum SplitUse {
     Resume { trained_on: usize },
     /// Evaluating a run's held-out images.
     Evaluate,
+    /// A data-parallel process other than rank 0: rank 0 checks and records the split, the
+    /// others only open the data (so that one file has one writer).
+    Follower,
 }
 
 /// Compares `now` with the run's recorded split, or records it if there is none yet or the run
@@ -174,6 +177,7 @@ pub enum SplitUse {
 fn check_split(cfg: &TrainConfig, now: &SplitRecord, split_use: SplitUse) -> Result<()> {
     let path = cfg.out.join(SPLIT);
     let recorded = match split_use {
+        SplitUse::Follower => return Ok(()),
         SplitUse::Fresh => Err(std::io::ErrorKind::NotFound.into()),
         _ => crate::files::read_regular(&path, 1 << 20),
     };
@@ -259,6 +263,7 @@ impl<'a> Trainer<'a> {
     ) -> Result<Self> {
         check_shares(cfg.batch, &cluster)?;
         let split_use = resume.map_or(SplitUse::Fresh, |c| SplitUse::Resume { trained_on: c.stats.count });
+        let (split_use, quiet) = if cluster.is_root() { (split_use, quiet) } else { (SplitUse::Follower, true) };
         let data = open_splits(cfg, split_use, quiet)?;
         let classes = data.train.classes.clone();
         let model = cfg.model.clone().with_classes(classes.len());
@@ -514,7 +519,16 @@ impl<'a> Trainer<'a> {
         let Some(v) = self.data.val.as_ref() else { return Ok(None) };
         let mut member = [Classifier::new(&mut self.net, &self.input.norm)];
         let (ten, batch) = (self.cfg.val_ten_crop, self.cfg.batch);
-        Ok(Some(evaluate(&mut member, &v.images, &v.indices, &v.class_map, ten, batch, &|_| {})?))
+        let mut r = evaluate(&mut member, &v.images, &v.indices, &v.class_map, ten, batch, &|_| {})?;
+        if self.cluster.size() > 1 {
+            // Every process validated the same weights; their mean, so that a schedule acting on
+            // it decides alike even where different CPUs round differently.
+            let mut m = [r.loss, r.top1_error, r.top5_error];
+            self.cluster.sum_f64(&mut m);
+            let n = self.cluster.size() as f64;
+            (r.loss, r.top1_error, r.top5_error) = (m[0] / n, m[1] / n, m[2] / n);
+        }
+        Ok(Some(r))
     }
 
     /// After the last step of an epoch: validation, the schedule, checkpoints, the metrics line

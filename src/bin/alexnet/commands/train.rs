@@ -379,12 +379,22 @@ fn absolute(p: PathBuf) -> PathBuf {
 
 /// The processes of this run: MPI's world under `mpirun` (with the `mpi` feature), else one.
 fn cluster() -> Result<Cluster> {
-    let under_mpirun = ["OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK"].iter().any(|v| std::env::var_os(v).is_some());
-    if !under_mpirun {
+    let launched = ["OMPI_COMM_WORLD_SIZE", "PMI_SIZE"].iter().find_map(|v| std::env::var(v).ok());
+    if launched.is_none() && std::env::var_os("PMIX_RANK").is_none() {
         return Ok(Cluster::default());
     }
     #[cfg(feature = "mpi")]
-    return Ok(Cluster::new(alexnet::cluster::mpi::MpiWorld::init()?));
+    {
+        let cluster = Cluster::new(alexnet::cluster::mpi::MpiWorld::init()?);
+        let asked = launched.and_then(|n| n.parse::<usize>().ok()).unwrap_or(1);
+        if asked > 1 && cluster.size() == 1 {
+            anyhow::bail!(
+                "started as {asked} processes, but MPI sees only this one: the launcher is not the one of the \
+                 MPI library alexnet was built with (Open MPI's mpirun), so each would train the whole run alone"
+            );
+        }
+        Ok(cluster)
+    }
     #[cfg(not(feature = "mpi"))]
     anyhow::bail!(
         "started by mpirun, but this alexnet was built without MPI, so each copy would train the whole run \
@@ -395,6 +405,33 @@ fn cluster() -> Result<Cluster> {
 pub fn exec(a: Args) -> Result<i32> {
     a.bad.apply_limit();
     let cluster = cluster()?;
+    if cluster.size() == 1 {
+        return run(a, cluster);
+    }
+    // A process that fails alone must take the others down: they would wait for it in their
+    // next collective for ever (and MPI's finalisation waits for them).
+    let (rank, size) = (cluster.rank(), cluster.size());
+    let on_panic = cluster.clone();
+    std::panic::set_hook(Box::new(move |info| {
+        eprintln!("process {rank} of {size}: {info}");
+        on_panic.abort(101)
+    }));
+    match run(a, cluster.clone()) {
+        Err(e) => {
+            eprintln!("error in process {rank} of {size}: {e:#}; stopping all {size}");
+            cluster.abort(1)
+        }
+        ok => {
+            // The hook holds the last other handle: with both gone MPI is finalised, as mpirun
+            // expects of a process that ends well.
+            drop(std::panic::take_hook());
+            drop(cluster);
+            ok
+        }
+    }
+}
+
+fn run(a: Args, cluster: Cluster) -> Result<i32> {
     if cluster.size() > 1 && a.out.is_none() && a.resume.is_none() {
         anyhow::bail!(
             "name the run folder with --out when training over {} processes (each must find the same one)",
