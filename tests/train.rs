@@ -661,6 +661,15 @@ fn data_parallel_steps_equal_one_process() {
     }
     let m = alexnet::train::read_metrics(&whole.out.join("metrics.jsonl")).unwrap();
     assert_eq!(m.iter().map(|m| (m.epoch, m.step)).collect::<Vec<_>>(), [(0, 9), (1, 18)]);
+    // Each process scored half the 24 held-out images: together the figures of one process
+    // (whose weights differ from these by rounding after 9 steps: within one image).
+    let mut alone = whole.clone();
+    alone.out = out_dir("dp-whole-alone");
+    train(&alone, None, &quiet()).unwrap();
+    let a = alexnet::train::read_metrics(&alone.out.join("metrics.jsonl")).unwrap();
+    let (e1, e2) = (a[0].val_top1_error.unwrap(), m[0].val_top1_error.unwrap());
+    assert!((e1 - e2).abs() <= 1.0 / 24.0 + 1e-9, "held-out error {e1} alone, {e2} shared");
+    assert!((a[0].val_loss.unwrap() - m[0].val_loss.unwrap()).abs() < 0.02);
     assert!(whole.out.join("best.safetensors").exists() && whole.out.join("curves.png").exists());
     // A global batch must split evenly.
     let mut odd = cfg.clone();

@@ -517,18 +517,24 @@ impl<'a> Trainer<'a> {
     /// Validation on the held-out images, if there are any.
     fn validate(&mut self) -> Result<Option<EvalResult>> {
         let Some(v) = self.data.val.as_ref() else { return Ok(None) };
+        let (rank, size) = (self.cluster.rank(), self.cluster.size());
+        // Data-parallel: each process scores every size-th held-out image from its rank on, and
+        // the sums are added, so that all hold the same figures (and the schedule decides alike).
+        let share: Vec<u32> = v.indices.iter().skip(rank).step_by(size).copied().collect();
         let mut member = [Classifier::new(&mut self.net, &self.input.norm)];
         let (ten, batch) = (self.cfg.val_ten_crop, self.cfg.batch);
-        let mut r = evaluate(&mut member, &v.images, &v.indices, &v.class_map, ten, batch, &|_| {})?;
-        if self.cluster.size() > 1 {
-            // Every process validated the same weights; their mean, so that a schedule acting on
-            // it decides alike even where different CPUs round differently.
-            let mut m = [r.loss, r.top1_error, r.top5_error];
-            self.cluster.sum_f64(&mut m);
-            let n = self.cluster.size() as f64;
-            (r.loss, r.top1_error, r.top5_error) = (m[0] / n, m[1] / n, m[2] / n);
+        let r = match share.is_empty() {
+            true => EvalResult { images: 0, top1_error: 0.0, top5_error: 0.0, loss: 0.0 },
+            false => evaluate(&mut member, &v.images, &share, &v.class_map, ten, batch, &|_| {})?,
+        };
+        if size == 1 {
+            return Ok(Some(r));
         }
-        Ok(Some(r))
+        let n = r.images as f64;
+        let mut t = [n, n * r.top1_error, n * r.top5_error, n * r.loss];
+        self.cluster.sum_f64(&mut t);
+        let all = t[0].max(1.0);
+        Ok(Some(EvalResult { images: t[0] as usize, top1_error: t[1] / all, top5_error: t[2] / all, loss: t[3] / all }))
     }
 
     /// After the last step of an epoch: validation, the schedule, checkpoints, the metrics line
