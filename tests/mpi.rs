@@ -170,6 +170,49 @@ fn an_error_in_one_process_ends_them_all() {
     assert!(text.contains("error in process 0 of 2") && text.contains("metrics.jsonl"), "{text}");
 }
 
+/// SIGUSR1 to mpirun (which forwards it) stops every process after the same step with a
+/// checkpoint of that step, and `--resume` goes on from there.
+#[test]
+fn sigusr1_stops_every_process_with_a_checkpoint() {
+    if Command::new("mpirun").arg("--version").output().is_err() {
+        eprintln!("skipped: no mpirun (Debian: openmpi-bin)");
+        return;
+    }
+    let data = folder(40);
+    let out = scratch("usr1");
+    let args = format!(
+        "train --data {} --val-split 0.25 --model cifar --epochs 50 --batch 8 --threads 1 --quiet --out {}",
+        data.display(),
+        out.display()
+    );
+    let args: Vec<&str> = args.split_whitespace().collect();
+    let mut job =
+        mpirun(2, &args).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    let t0 = Instant::now();
+    while !out.join("metrics.jsonl").exists() {
+        assert!(t0.elapsed() < Duration::from_secs(120), "no epoch after 2 minutes");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    unsafe { libc::kill(job.id() as i32, libc::SIGUSR1) };
+    let signalled = Instant::now();
+    while job.try_wait().unwrap().is_none() {
+        assert!(signalled.elapsed() < Duration::from_secs(60), "still running a minute after SIGUSR1");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let o = job.wait_with_output().unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    let state = Checkpoint::load(&out.join("last.safetensors")).unwrap().train_state.unwrap();
+    // A checkpoint of the step the processes stopped after (one of an epoch's end would be at
+    // batch 0 of the next epoch).
+    assert!(state.batch_in_epoch > 0, "step {} batch {}: {text}", state.step, state.batch_in_epoch);
+    assert!(text.contains("SIGUSR1"), "{text}");
+    let epochs = (state.epoch + 2).to_string();
+    let o = mpirun(2, &["train", "--resume", out.to_str().unwrap(), "--epochs", &epochs, "--threads", "1", "--quiet"])
+        .output()
+        .unwrap();
+    ok(o, "resume after SIGUSR1");
+}
+
 /// The pid of the `alexnet` process whose Open MPI rank is `rank` (from /proc).
 fn rank_pid(rank: usize) -> Option<i32> {
     for e in std::fs::read_dir("/proc").ok()?.flatten() {

@@ -439,6 +439,9 @@ fn run(a: Args, cluster: Cluster) -> Result<i32> {
         );
     }
     let stop = StopHandle::new();
+    if cluster.size() > 1 {
+        stop_on_sigusr1(stop.clone());
+    }
     let handle = stop.clone();
     let _ = ctrlc::set_handler(move || {
         if handle.stop() {
@@ -466,6 +469,28 @@ fn run(a: Args, cluster: Cluster) -> Result<i32> {
         }
     })?;
     Ok(if outcome.interrupted && stop.interrupted() { 130 } else { 0 })
+}
+
+/// Set by SIGUSR1 (an atomic store is all a signal handler may do).
+static SIGUSR1_SEEN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+extern "C" fn on_sigusr1(_: libc::c_int) {
+    SIGUSR1_SEEN.store(true, std::sync::atomic::Ordering::SeqCst);
+}
+
+/// Data-parallel runs: `mpirun` ends its processes at once on Ctrl-C, but forwards SIGUSR1 to
+/// them all (`kill -USR1 <pid of mpirun>`): each then asks its loop to stop, and the loops stop
+/// together after the same step with a checkpoint, as Ctrl-C does for one process.
+fn stop_on_sigusr1(stop: StopHandle) {
+    // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+    unsafe { libc::signal(libc::SIGUSR1, on_sigusr1 as extern "C" fn(libc::c_int) as libc::sighandler_t) };
+    std::thread::spawn(move || {
+        while !SIGUSR1_SEEN.load(std::sync::atomic::Ordering::SeqCst) {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        eprintln!("SIGUSR1: every process stops after this step, with a checkpoint");
+        stop.stop();
+    });
 }
 
 fn print_outcome(o: &TrainOutcome) {
