@@ -17,8 +17,9 @@
 //!   passes by; tasks are blocks of C's rows, one per thread or several.
 //!
 //! [`Bf16Kernel::Emulated`] runs the same packing and tiling with a portable micro-kernel that
-//! computes what the instruction does, so the whole path is tested on any CPU; it is far slower
-//! than f32 and meant for tests.
+//! computes what the instruction does (except below ~1.2e-38: the instruction flushes denormal
+//! inputs and results to zero, the emulation keeps them), so the whole path is tested on any
+//! CPU; it is far slower than f32 and meant for tests.
 
 use super::{Operand, Threads};
 use rayon::prelude::*;
@@ -37,7 +38,8 @@ const MC: usize = 32 * MR;
 pub enum Bf16Kernel {
     /// `vdpbf16ps` (AVX512-BF16): only where [`Bf16Kernel::native_available`].
     Native,
-    /// Portable code with the instruction's numerics, for testing on any CPU.
+    /// Portable code with the instruction's numerics (but for denormals, which the instruction
+    /// flushes to zero and this keeps), for testing on any CPU.
     Emulated,
 }
 
@@ -46,7 +48,10 @@ impl Bf16Kernel {
     pub fn native_available() -> bool {
         #[cfg(target_arch = "x86_64")]
         {
-            std::arch::is_x86_feature_detected!("avx512f") && std::arch::is_x86_feature_detected!("avx512bf16")
+            // The compiler takes AVX512-BF16 to imply AVX512BW; every CPU with it has both.
+            std::arch::is_x86_feature_detected!("avx512f")
+                && std::arch::is_x86_feature_detected!("avx512bw")
+                && std::arch::is_x86_feature_detected!("avx512bf16")
         }
         #[cfg(not(target_arch = "x86_64"))]
         {
@@ -198,7 +203,8 @@ pub(super) fn matmul(
 }
 
 /// The micro-kernel in portable code: what `vdpbf16ps` computes per lane, the high pair's
-/// product added first, then the low one's (each product of two bf16 is exact in f32).
+/// product added first, then the low one's (each product of two bf16 is exact in f32);
+/// denormals are kept where the instruction flushes them.
 fn emulated_kernel(kc: usize, a: &[u32], b: &[u32], tile: &mut [f32; MR * NR]) {
     tile.fill(0.0);
     let (lo, hi) = (|w: u32| f32::from_bits(w << 16), |w: u32| f32::from_bits(w & 0xffff_0000));
