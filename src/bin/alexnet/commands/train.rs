@@ -292,11 +292,13 @@ impl Args {
         if let Some(t) = self.common.threads
             && t != cfg.threads
         {
-            eprintln!(
-                "warning: the run used {} threads; resuming with {t} changes the order of sums, so the weights \
+            if !self.quiet {
+                eprintln!(
+                    "warning: the run used {} threads; resuming with {t} changes the order of sums, so the weights \
                  will not match an uninterrupted run bit for bit",
-                cfg.threads
-            );
+                    cfg.threads
+                );
+            }
             cfg.threads = t;
         }
         Ok(cfg)
@@ -431,7 +433,9 @@ pub fn exec(a: Args) -> Result<i32> {
     }
 }
 
-fn run(a: Args, cluster: Cluster) -> Result<i32> {
+fn run(mut a: Args, cluster: Cluster) -> Result<i32> {
+    // One voice: rank 0 says what the run is (the model picked, warnings), the others are quiet.
+    a.quiet |= !cluster.is_root();
     if cluster.size() > 1 && a.out.is_none() && a.resume.is_none() {
         anyhow::bail!(
             "name the run folder with --out when training over {} processes (each must find the same one)",
