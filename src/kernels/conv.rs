@@ -75,17 +75,15 @@ pub(crate) fn valid_range(k: usize, pad: usize, stride: usize, size: usize, out:
     (lo.min(hi), hi)
 }
 
-/// Unrolls the channels `[c0, c0 + C/G)` of one image `x [C, H, W]` into `col [C/G·KH·KW, OH·OW]`.
-pub fn im2col(s: &ConvShape, x: &[f32], group: usize, col: &mut [f32]) {
+/// Unrolls the channels `[c0, c0 + C/G)` of one image `x [C, H, W]` into `col [C/G·KH·KW, OH·OW]`,
+/// its rows shared across the pool with `Threads::Pool` (see [`threads_within_image`]).
+pub fn im2col(s: &ConvShape, x: &[f32], group: usize, col: &mut [f32], threads: Threads) {
     let n = s.out_h() * s.out_w();
-    col[..s.k_group() * n].chunks_mut(n).enumerate().for_each(|(row, dst)| im2col_row(s, x, group, row, dst));
-}
-
-/// [`im2col`] with its rows shared across the pool: for fewer images than threads, where each
-/// image's products are split across them too (one-image latency).
-pub fn im2col_parallel(s: &ConvShape, x: &[f32], group: usize, col: &mut [f32]) {
-    let n = s.out_h() * s.out_w();
-    col[..s.k_group() * n].par_chunks_mut(n).enumerate().for_each(|(row, dst)| im2col_row(s, x, group, row, dst));
+    let col = &mut col[..s.k_group() * n];
+    match threads {
+        Threads::Pool => col.par_chunks_mut(n).enumerate().for_each(|(row, dst)| im2col_row(s, x, group, row, dst)),
+        Threads::One => col.chunks_mut(n).enumerate().for_each(|(row, dst)| im2col_row(s, x, group, row, dst)),
+    }
 }
 
 /// Row `row` of [`im2col`]: input channel `row / (KH·KW)` of the group, kernel offset
@@ -205,9 +203,9 @@ impl ConvChoice {
     }
 }
 
-/// Splits a product across the pool when there are fewer images than threads (one-image
-/// latency); otherwise each thread has its own images and multiplies alone.
-fn product_threads(batch: usize) -> Threads {
+/// Who works on one image, the rule of every kernel: the whole pool when a batch has fewer
+/// images than threads (one-image latency), otherwise one thread (each has its own images).
+pub(crate) fn threads_within_image(batch: usize) -> Threads {
     if batch < rayon::current_num_threads() { Threads::Pool } else { Threads::One }
 }
 
@@ -254,7 +252,7 @@ pub fn forward_in(precision: Precision, s: &ConvShape, x: &[f32], w: &[f32], b: 
     let (kg, mg, n) = (s.k_group(), s.m_group(), s.n());
     let (il, ol) = (s.in_len(), s.out_len());
     let per = image_chunks(batch);
-    let threads = product_threads(batch);
+    let threads = threads_within_image(batch);
     y[..batch * ol].par_chunks_mut(per * ol).zip(x[..batch * il].par_chunks(per * il)).for_each(|(ys, xs)| {
         let mut col = vec![0.0f32; kg * n];
         for (yi, xi) in ys.chunks_mut(ol).zip(xs.chunks(il)) {
@@ -262,11 +260,7 @@ pub fn forward_in(precision: Precision, s: &ConvShape, x: &[f32], w: &[f32], b: 
                 row.fill(b[m]);
             }
             for g in 0..s.groups {
-                if threads == Threads::Pool {
-                    im2col_parallel(s, xi, g, &mut col);
-                } else {
-                    im2col(s, xi, g, &mut col);
-                }
+                im2col(s, xi, g, &mut col, threads);
                 let wg = &w[g * mg * kg..(g + 1) * mg * kg];
                 let yg = &mut yi[g * mg * n..(g + 1) * mg * n];
                 matmul_in(precision, mg, n, kg, Operand::plain(wg), Operand::plain(&col), yg, true, threads);
@@ -333,7 +327,7 @@ pub fn backward_in(
     let (kg, mg, n) = (s.k_group(), s.m_group(), s.n());
     let (il, ol) = (s.in_len(), s.out_len());
     let per = image_chunks(batch);
-    let threads = product_threads(batch);
+    let threads = threads_within_image(batch);
     let want_dx = dx.is_some();
     let mut dx_owned: Vec<f32> = Vec::new();
     let dx: &mut [f32] = match dx {
@@ -353,7 +347,7 @@ pub fn backward_in(
                     pdb[m] += row.iter().sum::<f32>();
                 }
                 for g in 0..s.groups {
-                    im2col(s, xi, g, &mut col);
+                    im2col(s, xi, g, &mut col, threads);
                     let dyg = &dyi[g * mg * n..(g + 1) * mg * n];
                     let dwg = &mut pdw[g * mg * kg..(g + 1) * mg * kg];
                     matmul_in(precision, mg, kg, n, Operand::plain(dyg), Operand::t(&col), dwg, true, threads);

@@ -96,7 +96,7 @@ fn window_sum(src: &[f32], plane: usize, lo: usize, hi: usize, acc: &mut [f32], 
 pub fn forward(p: &LrnParams, x: &[f32], y: &mut [f32], scale: &mut [f32], batch: usize, c: usize, plane: usize) {
     let il = c * plane;
     let (y, scale, x) = (&mut y[..batch * il], &mut scale[..batch * il], &x[..batch * il]);
-    if batch < rayon::current_num_threads() {
+    if crate::kernels::conv::threads_within_image(batch) == crate::matmul::Threads::Pool {
         // Fewer images than threads (one-image latency): the channels are shared across them.
         y.par_chunks_mut(plane).zip(scale.par_chunks_mut(plane)).enumerate().for_each_init(
             || vec![0.0f32; plane],

@@ -23,7 +23,7 @@
 //! (a row of tiles per input channel), so that the transforms of one channel write one
 //! contiguous block and the products read strided slices; `M [α²][M/G][T]`.
 
-use super::conv::{ConvShape, image_chunks};
+use super::conv::{ConvShape, image_chunks, threads_within_image};
 use crate::matmul::{Operand, Threads, matmul};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -286,7 +286,7 @@ fn forward_with<const M: usize, const R: usize, const A: usize>(
     let (th, tw) = tiles_of(s, M);
     let block = (TARGET_TILES / (th * tw)).clamp(1, batch.max(1));
     let (x, y) = (&x[..batch * il], &mut y[..batch * ol]);
-    if batch >= rayon::current_num_threads() {
+    if threads_within_image(batch) == Threads::One {
         // One run of images per thread, as im2col does; each thread's products single-threaded.
         let per = image_chunks(batch);
         y.par_chunks_mut(per * ol).zip(x.par_chunks(per * il)).for_each(|(ys, xs)| {
@@ -533,7 +533,7 @@ fn backward_weights_with<const M: usize, const R: usize, const A: usize>(
             du
         })
     };
-    let partials: Vec<Vec<f32>> = if batch >= rayon::current_num_threads() {
+    let partials: Vec<Vec<f32>> = if threads_within_image(batch) == Threads::One {
         let per = image_chunks(batch);
         x.par_chunks(per * il).zip(dy.par_chunks(per * ol)).map(|(xs, dys)| partial(xs, dys, false)).collect()
     } else {
