@@ -4,6 +4,7 @@
 use super::Collective;
 use crate::error::{Error, Result};
 use mpi::collective::SystemOperation;
+use mpi::datatype::Equivalence;
 use mpi::environment::Universe;
 use mpi::topology::SimpleCommunicator;
 use mpi::traits::*;
@@ -39,6 +40,16 @@ impl MpiWorld {
         // A poisoned lock only says another thread panicked, and a panic aborts the run.
         self.world.lock().unwrap_or_else(|e| e.into_inner())
     }
+
+    /// `buf` reduced element-wise by `op` over all processes, in place (MPI wants a separate send
+    /// buffer). In pieces, as MPI counts are C ints.
+    fn all_reduce<T: Equivalence + Clone>(&self, buf: &mut [T], op: SystemOperation) {
+        let world = self.world();
+        for piece in buf.chunks_mut(1 << 30) {
+            let send = piece.to_vec();
+            world.all_reduce_into(&send[..], piece, op);
+        }
+    }
 }
 
 impl Collective for MpiWorld {
@@ -49,19 +60,13 @@ impl Collective for MpiWorld {
         self.world().size() as usize
     }
     fn sum_f32(&self, buf: &mut [f32]) {
-        // MPI counts are C ints: fc6's 37.7M gradients fit, but go in pieces to be safe.
-        for piece in buf.chunks_mut(1 << 30) {
-            let send = piece.to_vec();
-            self.world().all_reduce_into(&send[..], piece, SystemOperation::sum());
-        }
+        self.all_reduce(buf, SystemOperation::sum())
     }
     fn sum_f64(&self, buf: &mut [f64]) {
-        let send = buf.to_vec();
-        self.world().all_reduce_into(&send[..], buf, SystemOperation::sum());
+        self.all_reduce(buf, SystemOperation::sum())
     }
     fn max_f64(&self, buf: &mut [f64]) {
-        let send = buf.to_vec();
-        self.world().all_reduce_into(&send[..], buf, SystemOperation::max());
+        self.all_reduce(buf, SystemOperation::max())
     }
     fn abort(&self, code: i32) -> ! {
         self.world().abort(code)

@@ -486,10 +486,10 @@ impl<'a> Trainer<'a> {
                 p.grad.iter_mut().for_each(|g| *g *= share);
                 self.cluster.sum_f32(&mut p.grad);
             }
-            self.comm_seconds += t_comm.elapsed().as_secs_f64();
+        }
+        self.comm_seconds += t_comm.elapsed().as_secs_f64();
+        if loss.is_finite() {
             self.opt.step(self.net.params_mut());
-        } else {
-            self.comm_seconds += t_comm.elapsed().as_secs_f64();
         }
         (StepResult { loss, correct: totals[1] as usize }, totals[2] as usize)
     }

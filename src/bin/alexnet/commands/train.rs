@@ -464,15 +464,15 @@ fn run(mut a: Args, cluster: Cluster) -> Result<i32> {
     let root = cluster.is_root();
     let opts = RunOptions { stop: stop.clone(), quiet: a.quiet || a.common.json, cluster };
     let outcome = train::train(&cfg, resume.as_ref(), &opts)?;
-    if !root {
-        return Ok(if outcome.interrupted && stop.interrupted() { 130 } else { 0 });
+    let code = if outcome.interrupted && stop.interrupted() { 130 } else { 0 };
+    if root {
+        a.common.emit(&outcome, |o| {
+            if !o.interrupted {
+                print_outcome(o)
+            }
+        })?;
     }
-    a.common.emit(&outcome, |o| {
-        if !o.interrupted {
-            print_outcome(o)
-        }
-    })?;
-    Ok(if outcome.interrupted && stop.interrupted() { 130 } else { 0 })
+    Ok(code)
 }
 
 /// Set by SIGUSR1 (an atomic store is all a signal handler may do).
