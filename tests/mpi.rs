@@ -4,7 +4,7 @@
 
 use alexnet::Checkpoint;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 fn scratch(name: &str) -> PathBuf {
@@ -46,12 +46,67 @@ fn weights_differ(a: &Path, b: &Path) -> f64 {
     a.params().zip(b.params()).map(|(p, q)| alexnet::tensor::rel_err(&p.data, &q.data)).fold(0.0, f64::max)
 }
 
+/// Whether the test has to be skipped for want of `mpirun` (it says so).
+fn no_mpirun() -> bool {
+    let missing = Command::new("mpirun").arg("--version").output().is_err();
+    if missing {
+        eprintln!("skipped: no mpirun (Debian: openmpi-bin)");
+    }
+    missing
+}
+
+/// A long run of the cifar model on `data` into `out`, one thread a process, and `extra` flags.
+fn long_run(data: &Path, out: &Path, extra: &str) -> Vec<String> {
+    format!(
+        "train --data {} --val-split 0.25 --model cifar --epochs 50 --batch 8 --threads 1 --quiet --out {} {extra}",
+        data.display(),
+        out.display()
+    )
+    .split_whitespace()
+    .map(String::from)
+    .collect()
+}
+
+/// `mpirun -np N alexnet ARGS` started in the background, its output captured.
+fn spawn(n: usize, args: &[String]) -> Child {
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    mpirun(n, &args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap()
+}
+
+/// Waits until `done`, failing with `what` after `limit`.
+fn wait_until(limit: Duration, what: &str, mut done: impl FnMut() -> bool) {
+    let t0 = Instant::now();
+    while !done() {
+        assert!(t0.elapsed() < limit, "{what} after {limit:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Waits for `job` to end within `limit` (failing with `what` if not): whether it succeeded,
+/// and all it printed.
+fn finish(mut job: Child, limit: Duration, what: &str) -> (bool, String) {
+    wait_until(limit, what, || job.try_wait().unwrap().is_some());
+    let o = job.wait_with_output().unwrap();
+    (o.status.success(), format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr)))
+}
+
+/// `--resume` of the run in `out` on 2 processes takes more steps from its last checkpoint.
+fn resume_goes_on(out: &Path) {
+    let state = Checkpoint::load(&out.join("last.safetensors")).unwrap().train_state.unwrap();
+    let (before, epochs) = (state.step, (state.epoch + 2).to_string());
+    let out_s = out.to_str().unwrap();
+    let o =
+        mpirun(2, &["train", "--resume", out_s, "--epochs", &epochs, "--threads", "1", "--quiet"]).output().unwrap();
+    ok(o, "resume");
+    let after = Checkpoint::load(&out.join("last.safetensors")).unwrap().train_state.unwrap().step;
+    assert!(after > before, "resumed from step {before}, now {after}");
+}
+
 /// The run of tests/train.rs's `data_parallel_steps_equal_one_process`, across processes:
 /// 24 training images, batches of 8, 3 steps, im2col (see there why), the paper's dropout.
 #[test]
 fn mpirun_trains_the_weights_one_process_trains() {
-    if Command::new("mpirun").arg("--version").output().is_err() {
-        eprintln!("skipped: no mpirun (Debian: openmpi-bin)");
+    if no_mpirun() {
         return;
     }
     let data = folder(16);
@@ -89,54 +144,26 @@ fn mpirun_trains_the_weights_one_process_trains() {
 /// last checkpoint stays good and `--resume` continues from it.
 #[test]
 fn a_dead_rank_ends_the_job_and_resume_continues() {
-    if Command::new("mpirun").arg("--version").output().is_err() {
-        eprintln!("skipped: no mpirun (Debian: openmpi-bin)");
+    if no_mpirun() {
         return;
     }
-    let data = folder(64);
-    let out = scratch("killed");
-    let (data_s, out_s) = (data.to_str().unwrap(), out.to_str().unwrap());
-    let args = format!(
-        "train --data {data_s} --val-split 0.25 --model cifar --epochs 50 --batch 8 --checkpoint-every 2 \
-         --threads 1 --quiet --out {out_s}"
-    );
-    let args: Vec<&str> = args.split_whitespace().collect();
-    let mut job =
-        mpirun(2, &args).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    let (data, out) = (folder(64), scratch("killed"));
+    let job = spawn(2, &long_run(&data, &out, "--checkpoint-every 2"));
     // Wait for a checkpoint, then kill rank 1 (the process whose environment says so).
-    let t0 = Instant::now();
-    while !out.join("last.safetensors").exists() {
-        assert!(t0.elapsed() < Duration::from_secs(120), "no checkpoint after 2 minutes");
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    wait_until(Duration::from_secs(120), "no checkpoint", || out.join("last.safetensors").exists());
     let rank1 = (0..)
         .take(600)
         .find_map(|_| {
             std::thread::sleep(Duration::from_millis(100));
-            rank_pid(1)
+            rank_pid(&out, 1)
         })
         .expect("rank 1's process");
     unsafe { libc::kill(rank1, libc::SIGKILL) };
-    let killed = Instant::now();
-    let status = loop {
-        if let Some(s) = job.try_wait().unwrap() {
-            break s;
-        }
-        assert!(killed.elapsed() < Duration::from_secs(60), "the job still runs a minute after rank 1 died");
-        std::thread::sleep(Duration::from_millis(200));
-    };
-    let o = job.wait_with_output().unwrap();
-    let text = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
-    assert!(!status.success(), "{text}");
+    let (success, text) = finish(job, Duration::from_secs(60), "the job still runs after rank 1 died");
+    assert!(!success, "{text}");
     assert!(text.contains("rank 1"), "the error names the rank: {text}");
     // The checkpoint is whole, and the run goes on from it.
-    let state = Checkpoint::load(&out.join("last.safetensors")).unwrap().train_state.unwrap();
-    let (before, epochs) = (state.step, (state.epoch + 2).to_string());
-    let o =
-        mpirun(2, &["train", "--resume", out_s, "--epochs", &epochs, "--threads", "1", "--quiet"]).output().unwrap();
-    ok(o, "resume");
-    let after = Checkpoint::load(&out.join("last.safetensors")).unwrap().train_state.unwrap().step;
-    assert!(after > before, "resumed from step {before}, now {after}");
+    resume_goes_on(&out);
 }
 
 /// An error in one process (here rank 0 cannot append to metrics.jsonl, which is a folder)
@@ -144,29 +171,14 @@ fn a_dead_rank_ends_the_job_and_resume_continues() {
 /// the others waiting in their next all-reduce for ever.
 #[test]
 fn an_error_in_one_process_ends_them_all() {
-    if Command::new("mpirun").arg("--version").output().is_err() {
-        eprintln!("skipped: no mpirun (Debian: openmpi-bin)");
+    if no_mpirun() {
         return;
     }
-    let data = folder(12);
-    let out = scratch("failing");
+    let (data, out) = (folder(12), scratch("failing"));
     std::fs::create_dir_all(out.join("metrics.jsonl")).unwrap();
-    let args = format!(
-        "train --data {} --val-split 0.25 --model cifar --epochs 3 --batch 8 --threads 1 --quiet --out {}",
-        data.display(),
-        out.display()
-    );
-    let args: Vec<&str> = args.split_whitespace().collect();
-    let mut job =
-        mpirun(2, &args).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap();
-    let t0 = Instant::now();
-    while job.try_wait().unwrap().is_none() {
-        assert!(t0.elapsed() < Duration::from_secs(120), "the job still runs 2 minutes on: a process waits for ever");
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    let o = job.wait_with_output().unwrap();
-    let text = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
-    assert!(!o.status.success(), "{text}");
+    let job = spawn(2, &long_run(&data, &out, ""));
+    let (success, text) = finish(job, Duration::from_secs(120), "the job still runs: a process waits for ever");
+    assert!(!success, "{text}");
     assert!(text.contains("error in process 0 of 2") && text.contains("metrics.jsonl"), "{text}");
 }
 
@@ -174,51 +186,30 @@ fn an_error_in_one_process_ends_them_all() {
 /// checkpoint of that step, and `--resume` goes on from there.
 #[test]
 fn sigusr1_stops_every_process_with_a_checkpoint() {
-    if Command::new("mpirun").arg("--version").output().is_err() {
-        eprintln!("skipped: no mpirun (Debian: openmpi-bin)");
+    if no_mpirun() {
         return;
     }
-    let data = folder(40);
-    let out = scratch("usr1");
-    let args = format!(
-        "train --data {} --val-split 0.25 --model cifar --epochs 50 --batch 8 --threads 1 --quiet --out {}",
-        data.display(),
-        out.display()
-    );
-    let args: Vec<&str> = args.split_whitespace().collect();
-    let mut job =
-        mpirun(2, &args).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap();
-    let t0 = Instant::now();
-    while !out.join("metrics.jsonl").exists() {
-        assert!(t0.elapsed() < Duration::from_secs(120), "no epoch after 2 minutes");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let (data, out) = (folder(40), scratch("usr1"));
+    let job = spawn(2, &long_run(&data, &out, ""));
+    wait_until(Duration::from_secs(120), "no epoch", || out.join("metrics.jsonl").exists());
     unsafe { libc::kill(job.id() as i32, libc::SIGUSR1) };
-    let signalled = Instant::now();
-    while job.try_wait().unwrap().is_none() {
-        assert!(signalled.elapsed() < Duration::from_secs(60), "still running a minute after SIGUSR1");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let o = job.wait_with_output().unwrap();
-    let text = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    let (_, text) = finish(job, Duration::from_secs(60), "still running after SIGUSR1");
     let state = Checkpoint::load(&out.join("last.safetensors")).unwrap().train_state.unwrap();
     // A checkpoint of the step the processes stopped after (one of an epoch's end would be at
     // batch 0 of the next epoch).
     assert!(state.batch_in_epoch > 0, "step {} batch {}: {text}", state.step, state.batch_in_epoch);
     assert!(text.contains("SIGUSR1"), "{text}");
-    let epochs = (state.epoch + 2).to_string();
-    let o = mpirun(2, &["train", "--resume", out.to_str().unwrap(), "--epochs", &epochs, "--threads", "1", "--quiet"])
-        .output()
-        .unwrap();
-    ok(o, "resume after SIGUSR1");
+    resume_goes_on(&out);
 }
 
-/// The pid of the `alexnet` process whose Open MPI rank is `rank` (from /proc).
-fn rank_pid(rank: usize) -> Option<i32> {
+/// The pid of the `alexnet` process of the run into `out` whose Open MPI rank is `rank` (from
+/// /proc; the other tests' jobs run beside it).
+fn rank_pid(out: &Path, rank: usize) -> Option<i32> {
     for e in std::fs::read_dir("/proc").ok()?.flatten() {
         let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else { continue };
         let Ok(cmd) = std::fs::read(e.path().join("cmdline")) else { continue };
-        if !String::from_utf8_lossy(&cmd).contains("alexnet") {
+        let cmd = String::from_utf8_lossy(&cmd);
+        if !cmd.contains("alexnet") || !cmd.contains(out.to_str().unwrap()) {
             continue;
         }
         let Ok(env) = std::fs::read(e.path().join("environ")) else { continue };
