@@ -264,7 +264,17 @@ impl<'a> Trainer<'a> {
         check_shares(cfg.batch, &cluster)?;
         let split_use = resume.map_or(SplitUse::Fresh, |c| SplitUse::Resume { trained_on: c.stats.count });
         let (split_use, quiet) = if cluster.is_root() { (split_use, quiet) } else { (SplitUse::Follower, true) };
+        // Rank 0 opens the data first (packing its cache the first time), the others once it
+        // has: N processes on one machine then pack it once, not N times at once. A rank 0
+        // that fails ends them all (the command aborts the run on any rank's error).
+        let barrier = || cluster.any(false);
+        if !cluster.is_root() {
+            barrier();
+        }
         let data = open_splits(cfg, split_use, quiet)?;
+        if cluster.is_root() {
+            barrier();
+        }
         let classes = data.train.classes.clone();
         let model = cfg.model.clone().with_classes(classes.len());
         let (crop, spec) = (model.input[1], model.data);
