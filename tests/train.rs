@@ -514,67 +514,6 @@ fn a_changed_data_folder_is_not_taken_for_the_runs_held_out_images() {
     assert_eq!((rec["training"].as_u64(), rec["held_out"].as_u64()), (Some(36), Some(4)));
 }
 
-/// Processes of a data-parallel run as threads of this one: each collective gathers every
-/// member's buffer, then each member folds them in rank order (the same result everywhere).
-mod thread_group {
-    use alexnet::cluster::Collective;
-    use std::sync::{Arc, Barrier, Mutex};
-
-    pub struct Group {
-        barrier: Barrier,
-        f32s: Mutex<Vec<Vec<f32>>>,
-        f64s: Mutex<Vec<Vec<f64>>>,
-    }
-
-    pub struct Member {
-        pub rank: usize,
-        pub size: usize,
-        group: Arc<Group>,
-    }
-
-    pub fn members(size: usize) -> Vec<Member> {
-        let group = Arc::new(Group {
-            barrier: Barrier::new(size),
-            f32s: Mutex::new(vec![Vec::new(); size]),
-            f64s: Mutex::new(vec![Vec::new(); size]),
-        });
-        (0..size).map(|rank| Member { rank, size, group: group.clone() }).collect()
-    }
-
-    fn reduce<T: Copy>(m: &Member, slots: &Mutex<Vec<Vec<T>>>, buf: &mut [T], op: impl Fn(T, T) -> T) {
-        slots.lock().unwrap()[m.rank] = buf.to_vec();
-        m.group.barrier.wait();
-        {
-            let s = slots.lock().unwrap();
-            for (i, v) in buf.iter_mut().enumerate() {
-                *v = (1..m.size).fold(s[0][i], |acc, r| op(acc, s[r][i]));
-            }
-        }
-        m.group.barrier.wait();
-    }
-
-    impl Collective for Member {
-        fn rank(&self) -> usize {
-            self.rank
-        }
-        fn size(&self) -> usize {
-            self.size
-        }
-        fn sum_f32(&self, buf: &mut [f32]) {
-            reduce(self, &self.group.f32s, buf, |a, b| a + b)
-        }
-        fn sum_f64(&self, buf: &mut [f64]) {
-            reduce(self, &self.group.f64s, buf, |a, b| a + b)
-        }
-        fn max_f64(&self, buf: &mut [f64]) {
-            reduce(self, &self.group.f64s, buf, f64::max)
-        }
-        fn abort(&self, code: i32) -> ! {
-            panic!("member {} aborted the group with {code}", self.rank)
-        }
-    }
-}
-
 /// Largest relative difference between two checkpoints' parameters, over all of them.
 fn weights_differ(a: &std::path::Path, b: &std::path::Path) -> f64 {
     let (a, b) = (Checkpoint::load(a).unwrap().network().unwrap(), Checkpoint::load(b).unwrap().network().unwrap());
@@ -599,7 +538,7 @@ fn data_parallel_steps_equal_one_process() {
     // against 2 in one process). The equality is of the data-parallel arithmetic, so im2col.
     cfg.conv = alexnet::kernels::conv::ConvChoice::Im2col;
     let shared_run = |cfg: &TrainConfig, size: usize, stop: Option<u64>| {
-        let runs: Vec<_> = thread_group::members(size)
+        let runs: Vec<_> = alexnet::cluster::threads::members(size)
             .into_iter()
             .map(|m| {
                 let cfg = cfg.clone();
@@ -635,7 +574,7 @@ fn data_parallel_steps_equal_one_process() {
     for out in shared_run(&split, 4, Some(2)) {
         assert!(out.interrupted && out.steps == 2);
     }
-    let runs: Vec<_> = thread_group::members(2)
+    let runs: Vec<_> = alexnet::cluster::threads::members(2)
         .into_iter()
         .map(|m| {
             let (cfg, ck) = (split.clone(), Checkpoint::load(&last(&split)).unwrap());
@@ -675,7 +614,7 @@ fn data_parallel_steps_equal_one_process() {
     let mut odd = cfg.clone();
     odd.out = out_dir("dp-odd");
     odd.batch = 6;
-    let m = thread_group::members(4).into_iter().next().unwrap();
+    let m = alexnet::cluster::threads::members(4).into_iter().next().unwrap();
     let opts = RunOptions { quiet: true, cluster: alexnet::cluster::Cluster::new(m), ..RunOptions::default() };
     let e = train(&odd, None, &opts).err().unwrap().to_string();
     assert!(e.contains("does not split evenly over 4 processes"), "{e}");

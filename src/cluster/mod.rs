@@ -6,9 +6,19 @@
 
 use std::fmt;
 use std::sync::Arc;
+use std::time::Duration;
 
+pub mod exchange;
 #[cfg(feature = "mpi")]
 pub mod mpi;
+pub mod ring;
+pub mod threads;
+pub mod towers;
+mod watchdog;
+
+pub use exchange::{ExchangeOptions, GradDtype, GradExchange};
+pub use towers::TowerNetwork;
+use watchdog::Watch;
 
 /// The collectives of data-parallel training. Every process calls each one in the same order;
 /// each returns the same result on every process.
@@ -23,6 +33,11 @@ pub trait Collective: Send + Sync {
     fn sum_f64(&self, buf: &mut [f64]);
     /// Element-wise maximum over all processes, in place.
     fn max_f64(&self, buf: &mut [f64]);
+    /// Every process's `send` (all of one length), concatenated in rank order into `recv`.
+    fn all_gather_f32(&self, send: &[f32], recv: &mut [f32]);
+    /// Sends `send` to process `to` while receiving `recv` (as many values) from process `from`:
+    /// the step of a ring all-reduce ([`ring`]).
+    fn send_recv_u16(&self, send: &[u16], to: usize, recv: &mut [u16], from: usize);
     /// Ends every process of the run with `code`: what a process that fails alone must do,
     /// since the others would wait for it in their next collective for ever.
     fn abort(&self, code: i32) -> !;
@@ -42,18 +57,25 @@ impl Collective for Single {
     fn sum_f32(&self, _: &mut [f32]) {}
     fn sum_f64(&self, _: &mut [f64]) {}
     fn max_f64(&self, _: &mut [f64]) {}
+    fn send_recv_u16(&self, send: &[u16], _: usize, recv: &mut [u16], _: usize) {
+        recv.copy_from_slice(send)
+    }
+    fn all_gather_f32(&self, send: &[f32], recv: &mut [f32]) {
+        recv.copy_from_slice(send)
+    }
     fn abort(&self, code: i32) -> ! {
         std::process::exit(code)
     }
 }
 
-/// The run's processes, shared by whatever needs them (one process unless told otherwise).
+/// The run's processes, shared by whatever needs them (one process unless told otherwise),
+/// with the watchdog that ends a run whose collectives stop answering.
 #[derive(Clone)]
-pub struct Cluster(Arc<dyn Collective>);
+pub struct Cluster(Arc<dyn Collective>, Arc<Watch>);
 
 impl Default for Cluster {
     fn default() -> Self {
-        Cluster(Arc::new(Single))
+        Cluster::new(Single)
     }
 }
 
@@ -65,7 +87,16 @@ impl fmt::Debug for Cluster {
 
 impl Cluster {
     pub fn new(c: impl Collective + 'static) -> Self {
-        Cluster(Arc::new(c))
+        Cluster(Arc::new(c), Arc::new(Watch::default()))
+    }
+    /// From now on, a collective that waits longer than `timeout` for the other processes (one
+    /// hangs, or died without its launcher noticing) ends this process with an error, and with
+    /// it the run (`mpirun` stops the others when one exits with an error). Off until armed:
+    /// rank 0 may pack a data cache for an hour while the others wait.
+    pub fn arm_watchdog(&self, timeout: Duration) {
+        if self.size() > 1 {
+            watchdog::arm(&self.1, timeout, self.rank(), self.size());
+        }
     }
     pub fn rank(&self) -> usize {
         self.0.rank()
@@ -79,11 +110,13 @@ impl Cluster {
     }
     pub fn sum_f32(&self, buf: &mut [f32]) {
         if self.size() > 1 {
+            let _w = self.1.enter("an all-reduce of gradients");
             self.0.sum_f32(buf)
         }
     }
     pub fn sum_f64(&self, buf: &mut [f64]) {
         if self.size() > 1 {
+            let _w = self.1.enter("an all-reduce");
             self.0.sum_f64(buf)
         }
     }
@@ -91,9 +124,21 @@ impl Cluster {
     pub fn max(&self, x: f64) -> f64 {
         let mut v = [x];
         if self.size() > 1 {
+            let _w = self.1.enter("an all-reduce");
             self.0.max_f64(&mut v);
         }
         v[0]
+    }
+    /// See [`Collective::all_gather_f32`]; `recv` holds `size` times `send`.
+    pub fn all_gather_f32(&self, send: &[f32], recv: &mut [f32]) {
+        assert_eq!(recv.len(), send.len() * self.size(), "all-gather: the receiving buffer's size");
+        let _w = self.1.enter("an all-gather");
+        self.0.all_gather_f32(send, recv)
+    }
+    /// See [`Collective::send_recv_u16`].
+    pub fn send_recv_u16(&self, send: &[u16], to: usize, recv: &mut [u16], from: usize) {
+        let _w = self.1.enter("a ring exchange of gradients");
+        self.0.send_recv_u16(send, to, recv, from)
     }
     /// Ends every process of the run (see [`Collective::abort`]).
     pub fn abort(&self, code: i32) -> ! {

@@ -68,6 +68,17 @@ impl Collective for MpiWorld {
     fn max_f64(&self, buf: &mut [f64]) {
         self.all_reduce(buf, SystemOperation::max())
     }
+    fn all_gather_f32(&self, send: &[f32], recv: &mut [f32]) {
+        assert!(recv.len() < i32::MAX as usize, "an all-gather beyond MPI's count");
+        self.world().all_gather_into(send, recv);
+    }
+    fn send_recv_u16(&self, send: &[u16], to: usize, recv: &mut [u16], from: usize) {
+        let world = self.world();
+        let (to, from) = (world.process_at_rank(to as i32), world.process_at_rank(from as i32));
+        // A ring step's chunk is a bucket's share: far below MPI's C-int count.
+        assert!(send.len().max(recv.len()) < i32::MAX as usize, "a message beyond MPI's count");
+        mpi::point_to_point::send_receive_into(send, &to, recv, &from);
+    }
     fn abort(&self, code: i32) -> ! {
         self.world().abort(code)
     }

@@ -140,6 +140,20 @@ impl Layer {
         }
     }
 
+    /// A convolution's algorithm from `--conv`, resolved by its shape (other layers: nothing).
+    pub fn set_conv(&mut self, choice: ConvChoice) {
+        if let Layer::Conv { shape, algo, .. } = self {
+            *algo = choice.resolve(shape);
+        }
+    }
+
+    /// The precision of a convolution's or linear layer's products (others: nothing).
+    pub fn set_precision(&mut self, p: Precision) {
+        if let Layer::Conv { precision, .. } | Layer::Linear { precision, .. } = self {
+            *precision = p;
+        }
+    }
+
     /// Grows the scratch to hold `out_len` values (a batch of this layer's outputs).
     pub fn reserve(&mut self, out_len: usize) {
         match self {

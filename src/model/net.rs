@@ -77,20 +77,12 @@ impl Network {
 
     /// Sets how every convolution computes (`--conv`), resolved per layer by its shape.
     pub fn set_conv(&mut self, choice: crate::kernels::conv::ConvChoice) {
-        for l in &mut self.layers {
-            if let Layer::Conv { shape, algo, .. } = l {
-                *algo = choice.resolve(shape);
-            }
-        }
+        self.layers.iter_mut().for_each(|l| l.set_conv(choice))
     }
 
     /// Sets the precision of every convolution's and linear layer's products (`--precision`).
     pub fn set_precision(&mut self, p: crate::matmul::Precision) {
-        for l in &mut self.layers {
-            if let Layer::Conv { precision, .. } | Layer::Linear { precision, .. } = l {
-                *precision = p;
-            }
-        }
+        self.layers.iter_mut().for_each(|l| l.set_precision(p))
     }
 
     /// Each convolution's name and algorithm, in order (for `bench --profile`).
@@ -204,7 +196,16 @@ impl Network {
     /// Back-propagates `dlogits [B, classes]` through the last forward pass, overwriting every
     /// parameter's `grad`. With `input_grad`, also computes `∂L/∂x` (see [`Network::input_grad`]).
     pub fn backward(&mut self, dlogits: &[f32], input_grad: bool) {
+        self.backward_with(dlogits, input_grad, &mut |_, _| {})
+    }
+
+    /// [`Network::backward`], calling `ready(first, params)` as soon as a layer's parameter
+    /// gradients are complete (the last layer's first): `params` are parameters `first..` of
+    /// [`Network::params`]' order. A data-parallel step starts their all-reduce there, while
+    /// the earlier layers' backward goes on.
+    pub fn backward_with(&mut self, dlogits: &[f32], input_grad: bool, ready: &mut dyn FnMut(usize, &[Param])) {
         let batch = self.batch;
+        let mut first = self.params().count();
         assert_eq!(dlogits.len(), batch * self.classes(), "dlogits size");
         self.grad_a[..dlogits.len()].copy_from_slice(dlogits);
         for (i, info) in self.summary.layers.iter().enumerate().rev() {
@@ -216,6 +217,11 @@ impl Network {
             std::mem::swap(&mut self.grad_a, &mut self.grad_b);
             if let Some(p) = &mut self.profile {
                 p[i].backward_s += t0.elapsed().as_secs_f64();
+            }
+            let params = self.layers[i].params();
+            if !params.is_empty() {
+                first -= params.len();
+                ready(first, params);
             }
         }
         if input_grad {
@@ -253,16 +259,32 @@ impl Network {
     /// when the loss is finite, backward, leaving the gradients of the batch's mean loss in the
     /// parameters (a data-parallel step reduces them across processes before the update).
     pub fn loss_and_gradients(&mut self, x: &[f32], labels: &[usize], mode: Mode) -> StepResult {
+        let r = self.forward_loss(x, labels, mode);
+        if r.loss.is_finite() {
+            self.backward_loss(&mut |_, _| {});
+        }
+        r
+    }
+
+    /// The first half of [`Network::loss_and_gradients`]: forward in `mode` and the softmax
+    /// cross-entropy of the batch's mean loss, keeping `∂L/∂logits` for
+    /// [`Network::backward_loss`].
+    pub fn forward_loss(&mut self, x: &[f32], labels: &[usize], mode: Mode) -> StepResult {
         let classes = self.classes();
         self.dlogits.resize(labels.len() * classes, 0.0);
         let mut dlogits = std::mem::take(&mut self.dlogits);
         let logits = self.forward(x, labels.len(), mode);
         let correct = logits.chunks(classes).zip(labels).filter(|(p, y)| in_top_k(p, **y, 1)).count();
         let loss = softmax_cross_entropy(logits, labels, classes, &mut dlogits);
-        if loss.is_finite() {
-            self.backward(&dlogits, false);
-        }
         self.dlogits = dlogits;
         StepResult { loss, correct }
+    }
+
+    /// The second half: back-propagates the loss of the last [`Network::forward_loss`], leaving
+    /// its gradients in the parameters, with `ready` as in [`Network::backward_with`].
+    pub fn backward_loss(&mut self, ready: &mut dyn FnMut(usize, &[Param])) {
+        let dlogits = std::mem::take(&mut self.dlogits);
+        self.backward_with(&dlogits, false, ready);
+        self.dlogits = dlogits;
     }
 }

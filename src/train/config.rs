@@ -70,6 +70,10 @@ pub struct TrainConfig {
     /// The precision of the layers' matrix products (`--precision`); a resumed run may change it.
     #[serde(default)]
     pub precision: crate::matmul::PrecisionChoice,
+    /// How a data-parallel run exchanges its gradients (`--grad-dtype`, `--no-grad-overlap`,
+    /// `--hang-timeout`); a resumed run may change them.
+    #[serde(default, flatten)]
+    pub exchange: crate::cluster::ExchangeOptions,
 }
 
 fn conv_of_old_runs() -> crate::kernels::conv::ConvChoice {
@@ -146,6 +150,7 @@ impl TrainConfig {
             val_labels: None,
             conv: Default::default(),
             precision: Default::default(),
+            exchange: Default::default(),
         }
     }
 }

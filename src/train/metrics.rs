@@ -29,9 +29,10 @@ pub struct EpochMetrics {
     /// the loader's next batch: what data cost the run. Absent in runs from before.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub data_wait_fraction: Option<f64>,
-    /// Data-parallel runs: the part of the training loop's time rank 0 spent in the
+    /// Data-parallel runs: the part of the training loop's time rank 0 spent waiting in the
     /// collectives (gradients averaged, loss summed, the stop decided), waits for slower
-    /// processes included. Absent with one process.
+    /// processes included; an all-reduce overlapped with the backward pass counts only for the
+    /// wait left after the backward pass. Absent with one process.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub comm_fraction: Option<f64>,
 }

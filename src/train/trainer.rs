@@ -17,7 +17,7 @@ use super::schedule;
 use super::state::TrainState;
 use super::stop::StopHandle;
 use crate::checkpoint::Checkpoint;
-use crate::cluster::{self, Cluster};
+use crate::cluster::{self, Cluster, GradExchange};
 use crate::data::cache::{OnBadImage, PackedImages};
 use crate::data::{
     Augment, CacheStore, ClassInfo, DataError, DataStats, LoaderOptions, SplitError, SplitRecord, Splits, TrainInput,
@@ -80,8 +80,11 @@ pub struct Trainer<'a> {
     /// this epoch (this process's part of it).
     data_wait_seconds: f64,
     loop_seconds: f64,
-    /// Seconds in the collectives this epoch (data-parallel runs).
+    /// Seconds the training thread waited in collectives this epoch (data-parallel runs; an
+    /// all-reduce overlapped with the backward pass counts only for what was left to wait).
     comm_seconds: f64,
+    /// The data-parallel gradient exchange.
+    exchange: GradExchange,
 }
 
 /// The metrics log's epochs before `epoch`. Lines of epochs the checkpoint does not include
@@ -314,10 +317,11 @@ impl<'a> Trainer<'a> {
         let history = history_before(&cfg.out.join("metrics.jsonl"), state.epoch, cluster.is_root())?;
         let run_start = Instant::now() - Duration::from_secs_f64(state.elapsed_seconds);
         let report = Reporter::new(quiet || !cluster.is_root(), batches_per_epoch);
+        cluster.arm_watchdog(Duration::from_secs_f64(cfg.exchange.hang_timeout_s));
         let t = Self {
             cfg,
             stop,
-            cluster,
+            cluster: cluster.clone(),
             data,
             classes,
             stats,
@@ -336,6 +340,7 @@ impl<'a> Trainer<'a> {
             data_wait_seconds: 0.0,
             loop_seconds: 0.0,
             comm_seconds: 0.0,
+            exchange: GradExchange::new(cluster.clone(), &cfg.exchange),
         };
         t.say_start();
         Ok(t)
@@ -484,21 +489,19 @@ impl<'a> Trainer<'a> {
             return (self.net.train_step(x, labels, seed, step, &mut self.opt), n);
         }
         let first_image = self.cluster.rank() * n;
-        let r = self.net.loss_and_gradients(x, labels, Mode::Train { seed, step, first_image });
+        let r = self.net.forward_loss(x, labels, Mode::Train { seed, step, first_image });
+        // The global loss first: every process then takes the step, or none does.
         let t_comm = Instant::now();
         let mut totals = [f64::from(r.loss) * n as f64, r.correct as f64, n as f64];
         self.cluster.sum_f64(&mut totals);
         let loss = (totals[0] / totals[2]) as f32;
-        if loss.is_finite() {
-            // Each process's gradients are of its share's mean loss: weighted by its share.
-            let share = (n as f64 / totals[2]) as f32;
-            for p in self.net.params_mut() {
-                p.grad.iter_mut().for_each(|g| *g *= share);
-                self.cluster.sum_f32(&mut p.grad);
-            }
-        }
         self.comm_seconds += t_comm.elapsed().as_secs_f64();
         if loss.is_finite() {
+            // Each process's gradients are of its share's mean loss: weighted by its share.
+            let ex = &mut self.exchange;
+            ex.begin((n as f64 / totals[2]) as f32);
+            self.net.backward_loss(&mut |first, params| ex.ready(first, params));
+            self.comm_seconds += ex.finish(self.net.params_mut()).as_secs_f64();
             self.opt.step(self.net.params_mut());
         }
         (StepResult { loss, correct: totals[1] as usize }, totals[2] as usize)

@@ -3,7 +3,7 @@
 
 use crate::common::{BadImages, CacheDir, Common, embedded, model_name};
 use alexnet::Checkpoint;
-use alexnet::cluster::Cluster;
+use alexnet::cluster::{Cluster, ExchangeOptions};
 use alexnet::data::{AugmentOptions, Normalize};
 use alexnet::kernels::lrn::LrnConvention;
 use alexnet::model::{Init, ModelChanges, ModelConfig};
@@ -168,6 +168,18 @@ pub struct Args {
     /// its numerics slowly on any CPU. A resumed run may change it.
     #[arg(long, value_enum)]
     precision: Option<alexnet::matmul::PrecisionChoice>,
+    /// Under mpirun: the gradients' type on the wire (default f32; bf16 halves the bytes, summed
+    /// in f32 by a ring all-reduce). A resumed run may change it.
+    #[arg(long, value_enum)]
+    grad_dtype: Option<alexnet::cluster::GradDtype>,
+    /// Under mpirun: all-reduce the gradients after the backward pass rather than bucket by
+    /// bucket on a thread of their own while it goes on.
+    #[arg(long)]
+    no_grad_overlap: bool,
+    /// Under mpirun: a process that waits this many seconds for the others in a collective (one
+    /// hangs) ends the run with an error [default: 600].
+    #[arg(long, value_name = "SECONDS")]
+    hang_timeout: Option<f64>,
     /// No progress bar or messages.
     #[arg(long)]
     quiet: bool,
@@ -265,19 +277,21 @@ impl Args {
             val_labels: self.val_labels.clone().map(absolute),
             conv: self.conv.unwrap_or_default(),
             precision: self.precision.unwrap_or_default(),
+            exchange: self.exchange(d.exchange)?,
             val,
             ..d
         })
     }
 
     /// The configuration of the run in `dir`: its own, with what a resumed run may change
-    /// (epochs, time limit, threads, loader threads, conv, precision, cache folder) taken from the flags.
+    /// (epochs, time limit, threads, loader threads, conv, precision, cache folder, the gradient
+    /// exchange) taken from the flags.
     fn resumed_config(&self, dir: &std::path::Path) -> Result<TrainConfig> {
         let fixed = self.fixed_by_the_run();
         if !fixed.is_empty() {
             anyhow::bail!(
                 "{} cannot change a resumed run: {} holds its settings (only --epochs, --time-limit, \
-                 --threads, --loader-threads, --conv, --precision and --cache-dir can change; start a new run with --out to change the others)",
+                 --threads, --loader-threads, --conv, --precision, --cache-dir and the gradient exchange's flags can change; start a new run with --out to change the others)",
                 fixed.join(", "),
                 dir.join("config.json").display()
             );
@@ -288,6 +302,7 @@ impl Args {
         cfg.loader_threads = self.loader_threads.unwrap_or(cfg.loader_threads);
         cfg.conv = self.conv.unwrap_or(cfg.conv);
         cfg.precision = self.precision.unwrap_or(cfg.precision);
+        cfg.exchange = self.exchange(cfg.exchange)?;
         cfg.cache_dir = self.cache.cache_dir.as_deref().map(std::path::absolute).transpose()?.or(cfg.cache_dir);
         if let Some(t) = self.common.threads
             && t != cfg.threads
@@ -320,6 +335,19 @@ impl Args {
     }
 
     /// The built-in variant that fits the images in `data`, said in one line.
+    /// `was` with the gradient exchange's flags applied.
+    fn exchange(&self, was: ExchangeOptions) -> Result<ExchangeOptions> {
+        let hang_timeout_s = self.hang_timeout.unwrap_or(was.hang_timeout_s);
+        if !(hang_timeout_s.is_finite() && hang_timeout_s >= 1.0) {
+            anyhow::bail!("--hang-timeout {hang_timeout_s} must be at least 1 second");
+        }
+        Ok(ExchangeOptions {
+            grad_dtype: self.grad_dtype.unwrap_or(was.grad_dtype),
+            overlap: !self.no_grad_overlap,
+            hang_timeout_s,
+        })
+    }
+
     fn model_for_images(&self, data: &std::path::Path) -> Result<String> {
         let (name, why) = train::fitting_variant(data)?;
         if !self.quiet {
