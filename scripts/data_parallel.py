@@ -2,9 +2,10 @@
 """Data-parallel training, measured and projected (issue 11; results in BENCHMARKS.md).
 
 1. Measures, on this machine, the paper net trained on a small Imagenette folder by one
-   process on T threads and by T processes on one thread each (mpirun), with the gradient
-   all-reduce overlapped with the backward pass or after it, in f32 or bf16: images/s and the
-   part of the loop spent waiting in collectives, from each run's metrics.jsonl.
+   process on T threads and by T processes on one thread each (mpirun): data-parallel with the
+   gradient all-reduce overlapped with the backward pass or after it, in f32 or bf16, and as T
+   towers: images/s and the part of the loop spent waiting in collectives (for the towers, in
+   their exchanges of activations), from each run's metrics.jsonl.
 2. Projects the scaling to 8/32/128 nodes from a measured step (`alexnet bench --profile`: the
    step's time and each layer's backward time), the gradients' sizes and a stated bandwidth,
    with a ring all-reduce (2(N-1)/N times the bytes per process, 2(N-1) messages per bucket):
@@ -135,6 +136,7 @@ def main():
                 (f"{t} x 1, f32, overlapped", t, 1, []),
                 (f"{t} x 1, f32, after backward", t, 1, ["--no-grad-overlap"]),
                 (f"{t} x 1, bf16, overlapped", t, 1, ["--grad-dtype", "bf16"]),
+                (f"{t} x 1, {t} towers", t, 1, ["--towers", str(t)]),
             ]
             rows = [run(label, p, th, f, data, tmp / f"run{i}", tmp / "cache", a.epochs, a.batch)
                     for i, (label, p, th, f) in enumerate(configs)]

@@ -149,6 +149,13 @@ fn mpirun_trains_the_weights_one_process_trains() {
         let d = weights_differ(&np2, &out.join("last.safetensors"));
         assert!(d <= bound && (bound == 0.0 || d > 0.0), "{flags}: weights differ by {d:e} from the default");
     }
+    // The paper's two towers as two processes: the grouped network one process trains (each
+    // process reads the whole batch; the sums over the towers' parts go in another order).
+    let out = scratch("towers");
+    let o = mpirun(2, &common).args(["--threads", "1", "--towers", "2", "--out", out.to_str().unwrap()]).output().unwrap();
+    ok(o, "--towers 2");
+    let d = weights_differ(&one.join("last.safetensors"), &out.join("last.safetensors"));
+    assert!(d < 1e-5, "--towers 2: weights differ by {d:e}");
     // A batch that does not split over the processes is refused by name.
     let out = scratch("odd");
     let odd: Vec<&str> = common.iter().map(|&a| if a == "8" { "6" } else { a }).collect();

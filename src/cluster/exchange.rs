@@ -173,6 +173,21 @@ impl GradExchange {
     }
 }
 
+impl Drop for GradExchange {
+    /// Ends the thread and waits for it: it holds the cluster, whose last holder finalises MPI,
+    /// and a process that exits before that is an abnormal termination to `mpirun`.
+    fn drop(&mut self) {
+        if let Some((to_worker, from_worker, handle)) = self.worker.take() {
+            drop((to_worker, from_worker));
+            // Unwinding from a panic mid-step, the thread may wait in an all-reduce for ever;
+            // the command aborts the run instead.
+            if !std::thread::panicking() {
+                let _ = handle.join();
+            }
+        }
+    }
+}
+
 fn all_reduce(cluster: &Cluster, dtype: GradDtype, values: &mut [f32]) {
     match dtype {
         GradDtype::F32 => cluster.sum_f32(values),

@@ -4,9 +4,10 @@
 //! a multiple of the towers), its own groups, whose input is its own half of the channels.
 //! The towers exchange activations where a layer needs all of its input: a full convolution
 //! (conv3), the fully connected layers (and the dropout before them, so that both draw the
-//! same mask over the whole vector), LRN (its window crosses the towers' boundary in the
-//! single-process grouped model this equals; the paper's GPUs normalised apart) and the
-//! logits. Elsewhere each tower computes on its own channels alone.
+//! same mask over the whole vector) and the logits. Elsewhere each tower computes on its own
+//! channels alone, but for LRN: in the single-process grouped model this equals (Caffe's and
+//! PyTorch's) its window crosses the towers' boundary, so a tower borrows the few channels its
+//! window reaches from its neighbours ([`HaloLrn`]; the paper's GPUs normalised apart).
 //!
 //! An activation is either split (each tower holds its channels of every image: `[B, C/T, H, W]`)
 //! or full (every tower holds all of it, `[B, C, H, W]`, computed alike). Going from split to
@@ -27,6 +28,7 @@ use crate::matmul::Precision;
 use crate::model::plan::{LayerInfo, LayerKind, ParamSpec};
 use crate::model::{Layer, Mode, ModelConfig, Param, StepResult};
 use crate::optim::Sgd;
+use std::time::Instant;
 
 /// Where an activation lives.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -47,6 +49,121 @@ enum Op {
     Gather { per_image: usize, partial: bool },
     /// Full to split: this tower's share of each image's `per_image` values.
     Slice { per_image: usize },
+    /// LRN on split channels: the neighbouring towers' channels its window reaches, borrowed.
+    Lrn(Box<HaloLrn>),
+}
+
+/// LRN on a tower's channels. The window of a channel at the tower's edge reaches into the
+/// neighbouring towers' channels (in the grouped network the normalisation runs across all of
+/// them): forward, each tower borrows `before + after` channels from each neighbour (enough
+/// for the borrowed channels' own `s`, which the backward pass needs) and normalises the
+/// extended stack; backward, it borrows the neighbours' `∂L/∂y` of the channels its window
+/// reaches. A few channels a side instead of the whole activation.
+#[derive(Debug)]
+struct HaloLrn {
+    p: crate::kernels::lrn::LrnParams,
+    /// This tower's channels, and their pixels.
+    c: usize,
+    plane: usize,
+    /// Channels borrowed before and after this tower's (0 at the network's first and last).
+    left: usize,
+    right: usize,
+    /// The extended stack's input, output, `s`, gradients: `[B, left + c + right, plane]`.
+    x: Vec<f32>,
+    y: Vec<f32>,
+    scale: Vec<f32>,
+    dy: Vec<f32>,
+    dx: Vec<f32>,
+    /// Seconds spent borrowing channels, since last taken.
+    comm_seconds: f64,
+}
+
+impl HaloLrn {
+    fn new(p: crate::kernels::lrn::LrnParams, c: usize, plane: usize, t: usize, towers: usize) -> Self {
+        let halo = p.size - 1;
+        let left = if t > 0 { halo } else { 0 };
+        let right = if t + 1 < towers { halo } else { 0 };
+        let v = Vec::new;
+        HaloLrn { p, c, plane, left, right, x: v(), y: v(), scale: v(), dy: v(), dx: v(), comm_seconds: 0.0 }
+    }
+
+    fn wide(&self) -> usize {
+        (self.left + self.c + self.right) * self.plane
+    }
+
+    /// Every tower's first and last `h` channels of each image of `v [B, c, plane]`, gathered:
+    /// `[towers, B, 2h, plane]`.
+    fn edges(&mut self, cluster: &Cluster, v: &[f32], batch: usize, h: usize) -> Vec<f32> {
+        let t0 = Instant::now();
+        let (n, il) = (h * self.plane, self.c * self.plane);
+        let mut mine = Vec::with_capacity(batch * 2 * n);
+        for img in v.chunks_exact(il).take(batch) {
+            mine.extend_from_slice(&img[..n]);
+            mine.extend_from_slice(&img[il - n..]);
+        }
+        let mut all = vec![0.0; mine.len() * cluster.size()];
+        cluster.all_gather_f32(&mine, &mut all);
+        self.comm_seconds += t0.elapsed().as_secs_f64();
+        all
+    }
+
+    /// `dst [B, left + c + right, plane]` from this tower's `v` and the neighbours' edges of it
+    /// (`edges` of `h` channels a side): `l` channels from the left, `r` from the right, each
+    /// next to this tower's, the rest 0.
+    #[allow(clippy::too_many_arguments)]
+    fn extend(&self, dst: &mut [f32], v: &[f32], all: &[f32], h: usize, (l, r): (usize, usize), t: usize, batch: usize) {
+        let (p, il, wide) = (self.plane, self.c * self.plane, self.wide());
+        let per_tower = batch * 2 * h * p;
+        dst[..batch * wide].fill(0.0);
+        for (b, (out, img)) in dst.chunks_exact_mut(wide).zip(v.chunks_exact(il)).take(batch).enumerate() {
+            out[self.left * p..][..il].copy_from_slice(img);
+            if l > 0 {
+                // The left tower's last `l` channels.
+                let e = &all[(t - 1) * per_tower + b * 2 * h * p..][..2 * h * p];
+                out[(self.left - l) * p..self.left * p].copy_from_slice(&e[(2 * h - l) * p..]);
+            }
+            if r > 0 {
+                let e = &all[(t + 1) * per_tower + b * 2 * h * p..][..2 * h * p];
+                out[self.left * p + il..][..r * p].copy_from_slice(&e[..r * p]);
+            }
+        }
+    }
+
+    fn forward(&mut self, cluster: &Cluster, x: &[f32], y: &mut [f32], batch: usize) {
+        let (t, halo, wide, il) = (cluster.rank(), self.p.size - 1, self.wide(), self.c * self.plane);
+        for v in [&mut self.x, &mut self.y, &mut self.scale, &mut self.dy, &mut self.dx] {
+            if v.len() < batch * wide {
+                v.resize(batch * wide, 0.0);
+            }
+        }
+        let all = self.edges(cluster, x, batch, halo);
+        let mut ext = std::mem::take(&mut self.x);
+        self.extend(&mut ext, x, &all, halo, (self.left, self.right), t, batch);
+        let c = self.left + self.c + self.right;
+        crate::kernels::lrn::forward(&self.p, &ext, &mut self.y, &mut self.scale, batch, c, self.plane);
+        self.x = ext;
+        for (out, img) in y.chunks_exact_mut(il).zip(self.y.chunks_exact(wide)) {
+            out.copy_from_slice(&img[self.left * self.plane..][..il]);
+        }
+    }
+
+    fn backward(&mut self, cluster: &Cluster, dy: &[f32], dx: &mut [f32], batch: usize) {
+        let (t, wide, il) = (cluster.rank(), self.wide(), self.c * self.plane);
+        // Channel j's gradient collects channels j - after ..= j + before of ∂L/∂y·y/s.
+        let (before, after) = (self.p.size / 2, (self.p.size - 1) / 2);
+        let h = before.max(after);
+        let all = self.edges(cluster, dy, batch, h);
+        let (l, r) = (if self.left > 0 { after } else { 0 }, if self.right > 0 { before } else { 0 });
+        let mut ext = std::mem::take(&mut self.dy);
+        self.extend(&mut ext, dy, &all, h, (l, r), t, batch);
+        let c = self.left + self.c + self.right;
+        let (p, x, y, s) = (&self.p, &self.x, &self.y, &self.scale);
+        crate::kernels::lrn::backward(p, x, y, s, &ext, &mut self.dx, batch, c, self.plane);
+        self.dy = ext;
+        for (out, img) in dx.chunks_exact_mut(il).zip(self.dx.chunks_exact(wide)) {
+            out.copy_from_slice(&img[self.left * self.plane..][..il]);
+        }
+    }
 }
 
 /// One process's tower of a network (see the module's doc).
@@ -64,6 +181,8 @@ pub struct TowerNetwork {
     batch: usize,
     mode: Mode,
     cluster: Cluster,
+    /// Seconds in the towers' exchanges since [`TowerNetwork::take_comm_seconds`].
+    comm_seconds: f64,
 }
 
 /// What a layer needs of its input, and what its output is.
@@ -78,7 +197,7 @@ fn needs(kind: &LayerKind, towers: usize) -> Result<(Option<Rep>, Option<Rep>)> 
             )));
         }
         LayerKind::Linear { .. } => (Some(Rep::Full), Some(Rep::Split)),
-        LayerKind::Dropout { .. } | LayerKind::Lrn(_) => (Some(Rep::Full), Some(Rep::Full)),
+        LayerKind::Dropout { .. } => (Some(Rep::Full), Some(Rep::Full)),
         _ => (None, None),
     })
 }
@@ -159,7 +278,19 @@ impl TowerNetwork {
             rep = want.unwrap_or(rep);
             let local = tower_layer(info, rep, towers)?;
             lens.push(local.out_len());
-            ops.push(Op::Layer(Box::new(Layer::new(&local, i, form))));
+            match (&local.kind, rep) {
+                (LayerKind::Lrn(p), Rep::Split) => {
+                    let [c, h, w] = local.input;
+                    if c < p.size {
+                        return Err(Error::Invalid(format!(
+                            "{} channels a tower are too few for LRN's window of {}",
+                            c, p.size
+                        )));
+                    }
+                    ops.push(Op::Lrn(Box::new(HaloLrn::new(*p, c, h * w, t, towers))));
+                }
+                _ => ops.push(Op::Layer(Box::new(Layer::new(&local, i, form)))),
+            }
             rep = out.unwrap_or(rep);
         }
         if rep == Rep::Split {
@@ -179,6 +310,7 @@ impl TowerNetwork {
             batch: 0,
             mode: Mode::Eval,
             cluster,
+            comm_seconds: 0.0,
         };
         for (mine, whole) in tower.params_mut().zip(net.params()) {
             let n = mine.data.len();
@@ -269,7 +401,12 @@ impl TowerNetwork {
             let (x, y) = (&lo[i][..self.lens[i] * batch], &mut hi[0][..self.lens[i + 1] * batch]);
             match op {
                 Op::Layer(l) => l.forward(x, y, batch, mode),
-                Op::Gather { per_image, .. } => gather(&self.cluster, x, y, *per_image, batch),
+                Op::Gather { per_image, .. } => {
+                    let t0 = Instant::now();
+                    gather(&self.cluster, x, y, *per_image, batch);
+                    self.comm_seconds += t0.elapsed().as_secs_f64();
+                }
+                Op::Lrn(l) => l.forward(&self.cluster, x, y, batch),
                 Op::Slice { per_image } => {
                     let n = *per_image / self.cluster.size();
                     for (out, img) in y.chunks_exact_mut(n).zip(x.chunks_exact(*per_image)) {
@@ -295,13 +432,16 @@ impl TowerNetwork {
                 Op::Layer(l) => l.backward(x, y, dy, (i > 0).then_some(dx), batch, self.mode),
                 Op::Gather { per_image, partial } => {
                     if *partial {
+                        let t0 = Instant::now();
                         self.cluster.sum_f32(dy);
+                        self.comm_seconds += t0.elapsed().as_secs_f64();
                     }
                     let n = *per_image;
                     for (out, img) in dx.chunks_exact_mut(n).zip(dy.chunks_exact(n * towers)) {
                         out.copy_from_slice(&img[t * n..(t + 1) * n]);
                     }
                 }
+                Op::Lrn(l) => l.backward(&self.cluster, dy, dx, batch),
                 Op::Slice { per_image } => {
                     let n = *per_image / towers;
                     dx.fill(0.0);
@@ -312,6 +452,17 @@ impl TowerNetwork {
             }
             std::mem::swap(&mut self.grad_a, &mut self.grad_b);
         }
+    }
+
+    /// Seconds spent in the towers' exchanges since the last call (waits for the other
+    /// towers included).
+    pub fn take_comm_seconds(&mut self) -> f64 {
+        let lrn: f64 = self
+            .ops
+            .iter_mut()
+            .map(|o| if let Op::Lrn(l) = o { std::mem::take(&mut l.comm_seconds) } else { 0.0 })
+            .sum();
+        std::mem::take(&mut self.comm_seconds) + lrn
     }
 
     /// Forward in `mode`, the softmax cross-entropy of the batch's mean loss and, when it is

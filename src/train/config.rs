@@ -74,6 +74,11 @@ pub struct TrainConfig {
     /// `--hang-timeout`); a resumed run may change them.
     #[serde(default, flatten)]
     pub exchange: crate::cluster::ExchangeOptions,
+    /// `--towers T`: the paper's split of the network over T processes, one tower each
+    /// ([`crate::cluster::towers`]); 1: every process holds the whole network. A resumed run
+    /// may change it (the towers compute the grouped network).
+    #[serde(default = "one")]
+    pub towers: usize,
 }
 
 fn conv_of_old_runs() -> crate::kernels::conv::ConvChoice {
@@ -151,6 +156,7 @@ impl TrainConfig {
             conv: Default::default(),
             precision: Default::default(),
             exchange: Default::default(),
+            towers: 1,
         }
     }
 }

@@ -17,7 +17,7 @@ use super::schedule;
 use super::state::TrainState;
 use super::stop::StopHandle;
 use crate::checkpoint::Checkpoint;
-use crate::cluster::{self, Cluster, GradExchange};
+use crate::cluster::{self, Cluster, GradExchange, TowerNetwork};
 use crate::data::cache::{OnBadImage, PackedImages};
 use crate::data::{
     Augment, CacheStore, ClassInfo, DataError, DataStats, LoaderOptions, SplitError, SplitRecord, Splits, TrainInput,
@@ -85,6 +85,8 @@ pub struct Trainer<'a> {
     comm_seconds: f64,
     /// The data-parallel gradient exchange.
     exchange: GradExchange,
+    /// `--towers`: the tower this process computes.
+    towers: Option<Towers>,
 }
 
 /// The metrics log's epochs before `epoch`. Lines of epochs the checkpoint does not include
@@ -100,15 +102,32 @@ fn history_before(path: &Path, epoch: usize, root: bool) -> Result<Vec<EpochMetr
     Ok(history)
 }
 
-/// A global batch must split into equal shares, one a process.
-fn check_shares(batch: usize, cluster: &Cluster) -> Result<()> {
-    if batch.is_multiple_of(cluster.size()) {
+/// A global batch must split into equal shares, one a data-parallel process; `--towers T`
+/// takes exactly T processes (one tower each, every one reading the whole batch).
+fn check_shares(batch: usize, towers: usize, cluster: &Cluster) -> Result<()> {
+    if towers > 1 && cluster.size() != towers {
+        return Err(Error::Invalid(format!(
+            "--towers {towers} runs one tower a process: start exactly {towers} processes (mpirun -np {towers}), not {} \
+             (towers and data parallelism together are not built)",
+            cluster.size()
+        )));
+    }
+    if towers > 1 || batch.is_multiple_of(cluster.size()) {
         return Ok(());
     }
     Err(Error::Invalid(format!(
         "a batch of {batch} does not split evenly over {} processes: choose a --batch that is a multiple of it",
         cluster.size()
     )))
+}
+
+/// `--towers`: this process's tower of the network and its optimizer, which the whole network
+/// in [`Trainer::net`] and [`Trainer::opt`] follows when validating and saving.
+struct Towers {
+    net: TowerNetwork,
+    opt: Sgd,
+    /// Steps were taken since the whole network was last written.
+    whole_is_stale: bool,
 }
 
 /// Packs (or reuses the shared cache of) the images at `path`, with a progress bar. A run from
@@ -264,7 +283,7 @@ impl<'a> Trainer<'a> {
         cluster: Cluster,
         quiet: bool,
     ) -> Result<Self> {
-        check_shares(cfg.batch, &cluster)?;
+        check_shares(cfg.batch, cfg.towers, &cluster)?;
         let split_use = resume.map_or(SplitUse::Fresh, |c| SplitUse::Resume { trained_on: c.stats.count });
         let (split_use, quiet) = if cluster.is_root() { (split_use, quiet) } else { (SplitUse::Follower, true) };
         // Rank 0 opens the data first (packing its cache the first time), the others once it
@@ -318,7 +337,7 @@ impl<'a> Trainer<'a> {
         let run_start = Instant::now() - Duration::from_secs_f64(state.elapsed_seconds);
         let report = Reporter::new(quiet || !cluster.is_root(), batches_per_epoch);
         cluster.arm_watchdog(Duration::from_secs_f64(cfg.exchange.hang_timeout_s));
-        let t = Self {
+        let mut t = Self {
             cfg,
             stop,
             cluster: cluster.clone(),
@@ -341,7 +360,15 @@ impl<'a> Trainer<'a> {
             loop_seconds: 0.0,
             comm_seconds: 0.0,
             exchange: GradExchange::new(cluster.clone(), &cfg.exchange),
+            towers: None,
         };
+        if cfg.towers > 1 {
+            let mut net = TowerNetwork::from_full(&t.net, t.cluster.clone())?;
+            net.set_conv(cfg.conv);
+            net.set_precision(cfg.precision.resolve()?);
+            let opt = net.velocity_share(&t.opt);
+            t.towers = Some(Towers { net, opt, whole_is_stale: false });
+        }
         t.say_start();
         Ok(t)
     }
@@ -357,9 +384,10 @@ impl<'a> Trainer<'a> {
             self.cfg.batch,
             self.batches_per_epoch,
             self.cfg.threads,
-            match self.cluster.size() {
-                1 => String::new(),
-                n => format!(" in each of {n} processes ({} images each a batch)", self.cfg.batch / n),
+            match (self.cluster.size(), self.cfg.towers) {
+                (1, _) => String::new(),
+                (n, t) if t > 1 => format!(" in each of {n} processes, one tower each (the whole batch each)"),
+                (n, _) => format!(" in each of {n} processes ({} images each a batch)", self.cfg.batch / n),
             }
         ));
     }
@@ -409,9 +437,9 @@ impl<'a> Trainer<'a> {
         let opts = LoaderOptions {
             start_batch: self.state.batch_in_epoch,
             workers: cfg.loader_threads,
-            ..LoaderOptions::new(cfg.batch / self.cluster.size())
+            ..LoaderOptions::new(cfg.batch / self.data_parallel().1)
         };
-        let (rank, size) = (self.cluster.rank(), self.cluster.size());
+        let (rank, size) = self.data_parallel();
         let order = cluster::shard(&self.epoch_order(epoch), cfg.batch, rank, size);
         let mut loader = opts.spawn(self.data.train.clone(), order, &self.input, epoch);
         self.report.start_epoch(epoch, cfg.epochs, self.state.batch_in_epoch);
@@ -485,6 +513,16 @@ impl<'a> Trainer<'a> {
     /// Returns the step's result over the global batch and that batch's size.
     fn step(&mut self, x: &[f32], labels: &[usize]) -> (StepResult, usize) {
         let (seed, step, n) = (self.cfg.seed, self.state.step, labels.len());
+        if let Some(t) = &mut self.towers {
+            let r = t.net.loss_and_gradients(x, labels, Mode::Train { seed, step, first_image: 0 });
+            self.comm_seconds += t.net.take_comm_seconds();
+            if r.loss.is_finite() {
+                t.opt.config = self.opt.config;
+                t.opt.step(t.net.params_mut());
+                t.whole_is_stale = true;
+            }
+            return (r, n);
+        }
         if self.cluster.size() == 1 {
             return (self.net.train_step(x, labels, seed, step, &mut self.opt), n);
         }
@@ -555,6 +593,7 @@ impl<'a> Trainer<'a> {
     pub fn end_epoch(&mut self) -> Result<(EpochMetrics, bool)> {
         let cfg = self.cfg;
         let epoch_seconds = self.epoch_start.elapsed().as_secs_f64();
+        self.gather_towers();
         let val = self.validate()?;
         if cfg.schedule.timed() {
             // Re-plan from the whole epoch's time, validation included, so the decay ends with
@@ -627,7 +666,29 @@ impl<'a> Trainer<'a> {
 
     /// Writes a checkpoint of the run as it stands into the run folder; `last` keeps the one
     /// before as `last.prev.safetensors`.
-    fn save(&self, name: &str) -> Result<()> {
+    /// This process's place among the data-parallel processes and their number: with towers,
+    /// every process reads the whole batch.
+    fn data_parallel(&self) -> (usize, usize) {
+        match self.cfg.towers {
+            1 => (self.cluster.rank(), self.cluster.size()),
+            _ => (0, 1),
+        }
+    }
+
+    /// With towers: the whole network and optimizer brought up to date from every tower's
+    /// (every process calls this at the same points).
+    fn gather_towers(&mut self) {
+        if let Some(t) = &mut self.towers
+            && t.whole_is_stale
+        {
+            t.net.write_full(&mut self.net);
+            t.net.write_full_velocity(&t.opt, &mut self.opt);
+            t.whole_is_stale = false;
+        }
+    }
+
+    fn save(&mut self, name: &str) -> Result<()> {
+        self.gather_towers();
         if !self.cluster.is_root() {
             return Ok(());
         }

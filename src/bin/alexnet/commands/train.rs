@@ -180,6 +180,11 @@ pub struct Args {
     /// hangs) ends the run with an error [default: 600].
     #[arg(long, value_name = "SECONDS")]
     hang_timeout: Option<f64>,
+    /// Under mpirun -np T: the paper's two-GPU scheme with processes as the GPUs, one tower of
+    /// the network each (section 3.2; the grouped model's result) [default: 1, the whole
+    /// network in every process, data-parallel].
+    #[arg(long, value_name = "T", value_parser = clap::value_parser!(u16).range(1..))]
+    towers: Option<u16>,
     /// No progress bar or messages.
     #[arg(long)]
     quiet: bool,
@@ -278,6 +283,7 @@ impl Args {
             conv: self.conv.unwrap_or_default(),
             precision: self.precision.unwrap_or_default(),
             exchange: self.exchange(d.exchange)?,
+            towers: self.towers.map_or(1, usize::from),
             val,
             ..d
         })
@@ -291,7 +297,7 @@ impl Args {
         if !fixed.is_empty() {
             anyhow::bail!(
                 "{} cannot change a resumed run: {} holds its settings (only --epochs, --time-limit, \
-                 --threads, --loader-threads, --conv, --precision, --cache-dir and the gradient exchange's flags can change; start a new run with --out to change the others)",
+                 --threads, --loader-threads, --conv, --precision, --cache-dir, --towers and the gradient exchange's flags can change; start a new run with --out to change the others)",
                 fixed.join(", "),
                 dir.join("config.json").display()
             );
@@ -303,6 +309,7 @@ impl Args {
         cfg.conv = self.conv.unwrap_or(cfg.conv);
         cfg.precision = self.precision.unwrap_or(cfg.precision);
         cfg.exchange = self.exchange(cfg.exchange)?;
+        cfg.towers = self.towers.map_or(cfg.towers, usize::from);
         cfg.cache_dir = self.cache.cache_dir.as_deref().map(std::path::absolute).transpose()?.or(cfg.cache_dir);
         if let Some(t) = self.common.threads
             && t != cfg.threads
