@@ -24,8 +24,20 @@ unsafe impl Send for MpiWorld {}
 unsafe impl Sync for MpiWorld {}
 
 impl MpiWorld {
-    /// Initialises MPI (once per process) and takes its world communicator.
+    /// Initialises MPI (once per process) and takes its world communicator. Call it before the
+    /// process starts any thread (it may set an environment variable).
+    ///
+    /// Unless the user set it, Open MPI's `mpi_yield_when_idle` is turned on: a thread waiting
+    /// in a collective then yields its core instead of spinning on it, and the gradient
+    /// exchange's thread waits most of the backward pass for the other processes. Measured on
+    /// 2 processes on 2 cores (AMD EPYC Zen 3), paper net: 12.7 and 13.5 img/s spinning,
+    /// 16.3 and 20.5 yielding (the all-reduce after the backward pass: 16.7 and 16.8).
     pub fn init() -> Result<Self> {
+        const YIELD: &str = "OMPI_MCA_mpi_yield_when_idle";
+        if std::env::var_os(YIELD).is_none() {
+            // SAFETY: no other thread runs yet (see above), so none reads the environment.
+            unsafe { std::env::set_var(YIELD, "1") };
+        }
         let (universe, threading) = mpi::initialize_with_threading(mpi::Threading::Serialized)
             .ok_or_else(|| Error::Invalid("MPI was already initialised in this process".into()))?;
         if threading < mpi::Threading::Serialized {
