@@ -152,7 +152,8 @@ fn mpirun_trains_the_weights_one_process_trains() {
     // The paper's two towers as two processes: the grouped network one process trains (each
     // process reads the whole batch; the sums over the towers' parts go in another order).
     let out = scratch("towers");
-    let o = mpirun(2, &common).args(["--threads", "1", "--towers", "2", "--out", out.to_str().unwrap()]).output().unwrap();
+    let o =
+        mpirun(2, &common).args(["--threads", "1", "--towers", "2", "--out", out.to_str().unwrap()]).output().unwrap();
     ok(o, "--towers 2");
     let d = weights_differ(&one.join("last.safetensors"), &out.join("last.safetensors"));
     assert!(d < 1e-5, "--towers 2: weights differ by {d:e}");

@@ -111,7 +111,16 @@ impl HaloLrn {
     /// (`edges` of `h` channels a side): `l` channels from the left, `r` from the right, each
     /// next to this tower's, the rest 0.
     #[allow(clippy::too_many_arguments)]
-    fn extend(&self, dst: &mut [f32], v: &[f32], all: &[f32], h: usize, (l, r): (usize, usize), t: usize, batch: usize) {
+    fn extend(
+        &self,
+        dst: &mut [f32],
+        v: &[f32],
+        all: &[f32],
+        h: usize,
+        (l, r): (usize, usize),
+        t: usize,
+        batch: usize,
+    ) {
         let (p, il, wide) = (self.plane, self.c * self.plane, self.wide());
         let per_tower = batch * 2 * h * p;
         dst[..batch * wide].fill(0.0);
