@@ -9,9 +9,10 @@
 //! thread blocked in a plain one rather than `MPI_Iallreduce` and polling.) `--grad-dtype
 //! bf16` halves the bytes on the wire with the ring of [`super::ring`].
 //!
-//! An element's sum is the same whatever the buckets (each element is summed over the
-//! processes alone), so the buckets and the overlap change when the sums happen, not what they
-//! are.
+//! The buckets are the same whether or not they overlap the backward pass, so the overlap
+//! changes when the sums happen, not what they are (tests/mpi.rs: equal weights bit for bit).
+//! With more than two processes MPI may pick its reduction's algorithm, and so the order of an
+//! element's sum, by the message's size: other buckets could round differently.
 
 use super::{Cluster, ring};
 use crate::model::Param;
@@ -205,7 +206,8 @@ mod tests {
         Param { name: format!("p{i}"), shape: vec![n], data: vec![0.0; n], grad, is_bias: false }
     }
 
-    /// Buckets spanning and splitting parameters, with and without the thread: every gradient
+    /// Buckets spanning several parameters, and parameters larger than a bucket, with and without
+    /// the thread: every gradient
     /// is its share-weighted sum over the processes, written back where it came from.
     #[test]
     fn buckets_come_back_summed_in_place() {

@@ -30,8 +30,9 @@ impl MpiWorld {
     /// Unless the user set it, Open MPI's `mpi_yield_when_idle` is turned on: a thread waiting
     /// in a collective then yields its core instead of spinning on it, and the gradient
     /// exchange's thread waits most of the backward pass for the other processes. Measured on
-    /// 2 processes on 2 cores (AMD EPYC Zen 3), paper net: 12.7 and 13.5 img/s spinning,
-    /// 16.3 and 20.5 yielding (the all-reduce after the backward pass: 16.7 and 16.8).
+    /// 2 processes on 2 cores (AMD EPYC Zen 3), paper net, 2 epochs: 12.7 and 13.5 img/s
+    /// spinning, 16.3 and 20.5 yielding (the all-reduce after the backward pass in the same
+    /// series: 16.7 and 16.8); BENCHMARKS.md has a later run.
     pub fn init() -> Result<Self> {
         const YIELD: &str = "OMPI_MCA_mpi_yield_when_idle";
         if std::env::var_os(YIELD).is_none() {
@@ -85,10 +86,11 @@ impl Collective for MpiWorld {
         self.world().all_gather_into(send, recv);
     }
     fn send_recv_u16(&self, send: &[u16], to: usize, recv: &mut [u16], from: usize) {
+        // A ring step's chunk is a bucket's share: far below MPI's C-int count. (Checked before
+        // the lock: a panic holding it would deadlock the abort that follows.)
+        assert!(send.len().max(recv.len()) < i32::MAX as usize, "a message beyond MPI's count");
         let world = self.world();
         let (to, from) = (world.process_at_rank(to as i32), world.process_at_rank(from as i32));
-        // A ring step's chunk is a bucket's share: far below MPI's C-int count.
-        assert!(send.len().max(recv.len()) < i32::MAX as usize, "a message beyond MPI's count");
         mpi::point_to_point::send_receive_into(send, &to, recv, &from);
     }
     fn abort(&self, code: i32) -> ! {

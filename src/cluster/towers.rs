@@ -17,7 +17,7 @@
 //! loss, is only sliced.
 //!
 //! Every tower reads the whole batch. The result equals the grouped network in one process up
-//! to the order of a few sums (tests/train.rs checks logits, gradients and weights).
+//! to the order of a few sums (tests/towers.rs checks logits, gradients and weights).
 
 use super::Cluster;
 use crate::Network;

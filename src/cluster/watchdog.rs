@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 /// Exit code of a process the watchdog ends.
 pub const EXIT_HUNG: i32 = 3;
 
-/// When this process entered the collective it is in, if any.
+/// When this process entered the collective it is in, if any. One slot: at most one thread
+/// is in a collective at a time (the gradient exchange's thread works between the backward
+/// pass's start and `GradExchange::finish`, when the training thread calls none).
 pub struct Watch {
     origin: Instant,
     /// Milliseconds after `origin` + 1 at which the current collective began; 0: in none.
@@ -93,9 +95,11 @@ pub fn arm(watch: &Arc<Watch>, timeout: Duration, rank: usize, size: usize) {
                         timeout.as_secs_f64()
                     );
                     // Not MPI_Abort: another thread of this process is inside MPI, which a
-                    // Serialized library must not be entered twice. The launcher sees the exit
-                    // and ends the others.
-                    std::process::exit(EXIT_HUNG);
+                    // Serialized library must not be entered twice; and `_exit`, not `exit`,
+                    // which would run the library's exit handlers beside that thread. The
+                    // launcher sees the exit and ends the others.
+                    // SAFETY: `_exit` ends the process at once; nothing is used after it.
+                    unsafe { libc::_exit(EXIT_HUNG) };
                 }
                 drop(w);
                 std::thread::sleep((timeout / 10).clamp(Duration::from_millis(10), Duration::from_secs(1)));

@@ -53,7 +53,8 @@ pub fn train(cfg: &TrainConfig, resume: Option<&Checkpoint>, opts: &RunOptions) 
     if opts.cluster.is_root() {
         let config_path = cfg.out.join("config.json");
         let json = serde_json::to_string_pretty(cfg).map_err(|e| Error::Invalid(format!("config: {e}")))?;
-        std::fs::write(&config_path, json).map_err(|e| Error::io(&config_path, e))?;
+        // Whole or not at all: the other processes of a resumed run may be reading it.
+        crate::files::write_atomic(&config_path, json.as_bytes()).map_err(|e| Error::io(&config_path, e))?;
     }
     let (stop, cluster) = (opts.stop.clone(), opts.cluster.clone());
     crate::threads::thread_pool(cfg.threads)?.install(|| Trainer::new(cfg, resume, stop, cluster, opts.quiet)?.run())

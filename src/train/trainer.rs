@@ -108,7 +108,7 @@ fn check_shares(batch: usize, towers: usize, cluster: &Cluster) -> Result<()> {
     if towers > 1 && cluster.size() != towers {
         return Err(Error::Invalid(format!(
             "--towers {towers} runs one tower a process: start exactly {towers} processes (mpirun -np {towers}), not {} \
-             (towers and data parallelism together are not built)",
+             (towers and data parallelism together are not built; a run may be resumed with --towers 1)",
             cluster.size()
         )));
     }
@@ -664,8 +664,6 @@ impl<'a> Trainer<'a> {
         Ok(())
     }
 
-    /// Writes a checkpoint of the run as it stands into the run folder; `last` keeps the one
-    /// before as `last.prev.safetensors`.
     /// This process's place among the data-parallel processes and their number: with towers,
     /// every process reads the whole batch.
     fn data_parallel(&self) -> (usize, usize) {
@@ -687,11 +685,18 @@ impl<'a> Trainer<'a> {
         }
     }
 
+    /// Writes a checkpoint of the run as it stands into the run folder (rank 0; every process
+    /// calls this at the same points); `last` keeps the one before as `last.prev.safetensors`.
     fn save(&mut self, name: &str) -> Result<()> {
         self.gather_towers();
-        if !self.cluster.is_root() {
-            return Ok(());
-        }
+        let saved = if self.cluster.is_root() { self.write_checkpoint(name) } else { Ok(()) };
+        // The others wait for rank 0's write here, off the watchdog's clock: a checkpoint of
+        // half a gigabyte on a slow disk is not a hung process.
+        self.cluster.barrier_unwatched();
+        saved
+    }
+
+    fn write_checkpoint(&self, name: &str) -> Result<()> {
         let path = self.cfg.out.join(name);
         let ck = Checkpoint::capture(&self.net, &self.classes, &self.stats, Some(&self.opt), Some(&self.state));
         if name == LAST {

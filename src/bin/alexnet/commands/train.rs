@@ -173,7 +173,7 @@ pub struct Args {
     #[arg(long, value_enum)]
     grad_dtype: Option<alexnet::cluster::GradDtype>,
     /// Under mpirun: all-reduce the gradients after the backward pass rather than bucket by
-    /// bucket on a thread of their own while it goes on.
+    /// bucket on a thread of their own while it goes on (a resumed run keeps it).
     #[arg(long)]
     no_grad_overlap: bool,
     /// Under mpirun: a process that waits this many seconds for the others in a collective (one
@@ -341,7 +341,6 @@ impl Args {
         }
     }
 
-    /// The built-in variant that fits the images in `data`, said in one line.
     /// `was` with the gradient exchange's flags applied.
     fn exchange(&self, was: ExchangeOptions) -> Result<ExchangeOptions> {
         let hang_timeout_s = self.hang_timeout.unwrap_or(was.hang_timeout_s);
@@ -350,11 +349,12 @@ impl Args {
         }
         Ok(ExchangeOptions {
             grad_dtype: self.grad_dtype.unwrap_or(was.grad_dtype),
-            overlap: !self.no_grad_overlap,
+            overlap: was.overlap && !self.no_grad_overlap,
             hang_timeout_s,
         })
     }
 
+    /// The built-in variant that fits the images in `data`, said in one line.
     fn model_for_images(&self, data: &std::path::Path) -> Result<String> {
         let (name, why) = train::fitting_variant(data)?;
         if !self.quiet {
