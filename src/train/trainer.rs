@@ -130,6 +130,58 @@ struct Towers {
     whole_is_stale: bool,
 }
 
+impl Towers {
+    /// This process's tower of `whole` and its share of `opt`'s velocities.
+    fn new(cfg: &TrainConfig, whole: &Network, opt: &Sgd, cluster: Cluster) -> Result<Self> {
+        let mut net = TowerNetwork::from_full(whole, cluster)?;
+        net.set_conv(cfg.conv);
+        net.set_precision(cfg.precision.resolve()?);
+        let opt = net.velocity_share(opt);
+        Ok(Towers { net, opt, whole_is_stale: false })
+    }
+}
+
+/// [`open_splits`], rank 0 first (packing the cache the first time), the others once it has:
+/// N processes on one machine then pack it once, not N times at once. A rank 0 that fails ends
+/// them all (the command aborts the run on any process's error).
+fn open_splits_in_turn(cfg: &TrainConfig, split_use: SplitUse, quiet: bool, cluster: &Cluster) -> Result<Splits> {
+    if !cluster.is_root() {
+        cluster.any(false);
+    }
+    let data = open_splits(cfg, split_use, quiet)?;
+    if cluster.is_root() {
+        cluster.any(false);
+    }
+    Ok(data)
+}
+
+/// The network, optimizer and position to start from: fresh from `cfg.seed` on `model`, or
+/// those of `resume`; computing as `cfg` says.
+fn network_and_optimizer(
+    cfg: &TrainConfig,
+    model: crate::model::ModelConfig,
+    resume: Option<&Checkpoint>,
+) -> Result<(Network, Sgd, TrainState)> {
+    let (mut net, opt, state) = match resume {
+        Some(c) => {
+            let net = c.network()?;
+            let mut opt = Sgd::new(c.sgd.unwrap_or(cfg.sgd), net.params());
+            if let Some(v) = &c.velocity {
+                opt.velocity.clone_from(v);
+            }
+            (net, opt, c.train_state.clone().unwrap_or_default())
+        }
+        None => {
+            let net = Network::new(model, cfg.seed)?;
+            let opt = Sgd::new(cfg.sgd, net.params());
+            (net, opt, TrainState::start(cfg.sgd.lr))
+        }
+    };
+    net.set_conv(cfg.conv);
+    net.set_precision(cfg.precision.resolve()?);
+    Ok((net, opt, state))
+}
+
 /// Packs (or reuses the shared cache of) the images at `path`, with a progress bar. A run from
 /// before the shared cache keeps reading its own `RUN_DIR/cache/NAME-SIZE.bin` while that matches.
 fn open_images(cfg: &TrainConfig, path: &Path, name: &str, quiet: bool) -> Result<PackedImages> {
@@ -286,17 +338,7 @@ impl<'a> Trainer<'a> {
         check_shares(cfg.batch, cfg.towers, &cluster)?;
         let split_use = resume.map_or(SplitUse::Fresh, |c| SplitUse::Resume { trained_on: c.stats.count });
         let (split_use, quiet) = if cluster.is_root() { (split_use, quiet) } else { (SplitUse::Follower, true) };
-        // Rank 0 opens the data first (packing its cache the first time), the others once it
-        // has: N processes on one machine then pack it once, not N times at once. A rank 0
-        // that fails ends them all (the command aborts the run on any rank's error).
-        let barrier = || cluster.any(false);
-        if !cluster.is_root() {
-            barrier();
-        }
-        let data = open_splits(cfg, split_use, quiet)?;
-        if cluster.is_root() {
-            barrier();
-        }
+        let data = open_splits_in_turn(cfg, split_use, quiet, &cluster)?;
         let classes = data.train.classes.clone();
         let model = cfg.model.clone().with_classes(classes.len());
         let (crop, spec) = (model.input[1], model.data);
@@ -308,23 +350,7 @@ impl<'a> Trainer<'a> {
         };
         let augment = Augment::new(&cfg.augment, &stats);
         let input = Arc::new(TrainInput::new(&spec, &stats, augment, crop, cfg.seed));
-        let (mut net, opt, state) = match resume {
-            Some(c) => {
-                let net = c.network()?;
-                let mut opt = Sgd::new(c.sgd.unwrap_or(cfg.sgd), net.params());
-                if let Some(v) = &c.velocity {
-                    opt.velocity.clone_from(v);
-                }
-                (net, opt, c.train_state.clone().unwrap_or_default())
-            }
-            None => {
-                let net = Network::new(model, cfg.seed)?;
-                let opt = Sgd::new(cfg.sgd, net.params());
-                (net, opt, TrainState::start(cfg.sgd.lr))
-            }
-        };
-        net.set_conv(cfg.conv);
-        net.set_precision(cfg.precision.resolve()?);
+        let (net, opt, state) = network_and_optimizer(cfg, model, resume)?;
         let batches_per_epoch = data.train_indices.len() / cfg.batch.max(1);
         if batches_per_epoch == 0 {
             return Err(Error::Invalid(format!(
@@ -363,11 +389,7 @@ impl<'a> Trainer<'a> {
             towers: None,
         };
         if cfg.towers > 1 {
-            let mut net = TowerNetwork::from_full(&t.net, t.cluster.clone())?;
-            net.set_conv(cfg.conv);
-            net.set_precision(cfg.precision.resolve()?);
-            let opt = net.velocity_share(&t.opt);
-            t.towers = Some(Towers { net, opt, whole_is_stale: false });
+            t.towers = Some(Towers::new(cfg, &t.net, &t.opt, cluster)?);
         }
         t.say_start();
         Ok(t)
