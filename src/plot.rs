@@ -147,6 +147,11 @@ fn draw_panel<DB: DrawingBackend>(
 /// conv1's kernels `w [M, 3, K, K]` as a grid, each kernel min-max scaled on its own and
 /// magnified `zoom`×, `towers` rows groups (the paper's two GPUs: one block of rows each).
 pub fn filter_grid(w: &[f32], m: usize, k: usize, towers: usize, zoom: usize, out: &Path) -> image::ImageResult<()> {
+    filter_grid_image(w, m, k, towers, zoom).save(out)
+}
+
+/// [`filter_grid`]'s picture.
+pub fn filter_grid_image(w: &[f32], m: usize, k: usize, towers: usize, zoom: usize) -> image::RgbImage {
     let towers = towers.max(1);
     let per_tower = m.div_ceil(towers);
     // At most 48 kernels a row, as in the paper's figure.
@@ -171,7 +176,7 @@ pub fn filter_grid(w: &[f32], m: usize, k: usize, towers: usize, zoom: usize, ou
             }
         }
     }
-    img.save(out)
+    img
 }
 
 /// Rows of square RGB images (HWC bytes of side `size`), each shown `cell × cell` with a gap:

@@ -619,3 +619,36 @@ fn data_parallel_steps_equal_one_process() {
     let e = train(&odd, None, &opts).err().unwrap().to_string();
     assert!(e.contains("does not split evenly over 4 processes"), "{e}");
 }
+
+/// A run writes TensorBoard events beside metrics.jsonl: one file, framed records, the
+/// version record first. CI then reads the run with the `tensorboard` package's own reader
+/// (scripts/check_tensorboard.py: every scalar equal to metrics.jsonl's, conv1's filters an
+/// image per epoch); with `ALEXNET_TB_RUN` set the run goes there for it.
+#[test]
+fn training_writes_tensorboard_events() {
+    let mut cfg = config("tensorboard", 2);
+    if let Some(dir) = std::env::var_os("ALEXNET_TB_RUN") {
+        cfg.out = PathBuf::from(dir);
+        let _ = std::fs::remove_dir_all(&cfg.out);
+    }
+    train(&cfg, None, &quiet()).unwrap();
+    let events: Vec<PathBuf> = std::fs::read_dir(&cfg.out)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with("events.out.tfevents."))
+        .collect();
+    assert_eq!(events.len(), 1, "{events:?}");
+    let bytes = std::fs::read(&events[0]).unwrap();
+    let (mut at, mut records) = (0, 0);
+    while at < bytes.len() {
+        let len = u64::from_le_bytes(bytes[at..at + 8].try_into().unwrap()) as usize;
+        assert!(at + 16 + len <= bytes.len(), "a record runs past the file's end");
+        if records == 0 {
+            assert!(bytes[at + 12..at + 12 + len].windows(13).any(|w| w == b"brain.Event:2"));
+        }
+        at += 16 + len;
+        records += 1;
+    }
+    // The version, then per epoch 7 scalars (train and validation) and the filters.
+    assert_eq!(records, 1 + 2 * 8);
+}

@@ -13,6 +13,7 @@ pub mod report;
 pub mod schedule;
 pub mod state;
 pub mod stop;
+pub mod tensorboard;
 pub mod trainer;
 
 pub use crate::data::{AugmentOptions, PcaSource};

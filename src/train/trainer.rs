@@ -16,6 +16,7 @@ use super::report::{Reporter, progress_bar};
 use super::schedule;
 use super::state::TrainState;
 use super::stop::StopHandle;
+use super::tensorboard::EventWriter;
 use crate::checkpoint::Checkpoint;
 use crate::cluster::{self, Cluster, GradExchange, TowerNetwork};
 use crate::data::cache::{OnBadImage, PackedImages};
@@ -87,6 +88,8 @@ pub struct Trainer<'a> {
     exchange: GradExchange,
     /// `--towers`: the tower this process computes.
     towers: Option<Towers>,
+    /// Rank 0's TensorBoard event file (none if it could not be made: a warning said so).
+    events: Option<EventWriter>,
 }
 
 /// The metrics log's epochs before `epoch`. Lines of epochs the checkpoint does not include
@@ -387,7 +390,11 @@ impl<'a> Trainer<'a> {
             comm_seconds: 0.0,
             exchange: GradExchange::new(cluster.clone(), &cfg.exchange),
             towers: None,
+            events: None,
         };
+        if t.cluster.is_root() {
+            t.events = t.open_events();
+        }
         if cfg.towers > 1 {
             t.towers = Some(Towers::new(cfg, &t.net, &t.opt, cluster)?);
         }
@@ -678,12 +685,51 @@ impl<'a> Trainer<'a> {
         }
         let path = self.cfg.out.join("metrics.jsonl");
         append_metrics(&path, m).map_err(|e| Error::io(&path, e))?;
+        if let Err(e) = self.log_events(m) {
+            self.report.say(&format!("warning: could not write TensorBoard's events: {e}; metrics.jsonl has them"));
+            self.events = None;
+        }
         self.history.push(m.clone());
         let title = format!("{} on {}", self.net.config.name, self.cfg.data.display());
         if let Err(e) = crate::plot::training_curves(&self.history, &title, &self.cfg.out.join("curves.png")) {
             self.report.say(&format!("warning: could not draw curves.png: {e}"));
         }
         Ok(())
+    }
+
+    /// A TensorBoard event file in the run folder (a resumed run starts another beside it).
+    fn open_events(&self) -> Option<EventWriter> {
+        EventWriter::create(&self.cfg.out)
+            .map_err(|e| {
+                self.report.say(&format!("warning: no TensorBoard events ({e}); metrics.jsonl has the figures"))
+            })
+            .ok()
+    }
+
+    /// The epoch's figures as TensorBoard scalars at its last step, and conv1's filters.
+    fn log_events(&mut self, m: &EpochMetrics) -> std::io::Result<()> {
+        let Some(ev) = &mut self.events else { return Ok(()) };
+        let step = m.step as i64;
+        let scalars = [
+            ("train/loss", Some(m.train_loss)),
+            ("train/top1_error", Some(m.train_top1_error)),
+            ("val/loss", m.val_loss),
+            ("val/top1_error", m.val_top1_error),
+            ("val/top5_error", m.val_top5_error),
+            ("lr", Some(f64::from(m.lr))),
+            ("images_per_s", Some(m.images_per_s)),
+        ];
+        for (tag, v) in scalars {
+            if let Some(v) = v {
+                ev.scalar(tag, step, v as f32)?;
+            }
+        }
+        let Some(w) = self.net.params().next().filter(|w| w.shape.len() == 4 && w.shape[1] == 3) else { return Ok(()) };
+        let towers = self.net.summary.layers.iter().filter_map(|l| l.groups).nth(1).unwrap_or(1);
+        let img = crate::plot::filter_grid_image(&w.data, w.shape[0], w.shape[2], towers, 3);
+        let mut png = std::io::Cursor::new(Vec::new());
+        img.write_to(&mut png, image::ImageFormat::Png).map_err(std::io::Error::other)?;
+        ev.image_png("conv1/filters", step, png.get_ref(), img.width(), img.height())
     }
 
     /// This process's place among the data-parallel processes and their number: with towers,
