@@ -174,15 +174,7 @@ fn a_dead_rank_ends_the_job_and_resume_continues() {
     }
     let (data, out) = (folder(64), scratch("killed"));
     let job = spawn(2, &long_run(&data, &out, "--checkpoint-every 2"));
-    // Wait for a checkpoint, then kill rank 1 (the process whose environment says so).
-    wait_until(Duration::from_secs(120), "no checkpoint", || out.join("last.safetensors").exists());
-    let rank1 = (0..)
-        .take(600)
-        .find_map(|_| {
-            std::thread::sleep(Duration::from_millis(100));
-            rank_pid(&out, 1)
-        })
-        .expect("rank 1's process");
+    let rank1 = rank1_after_a_checkpoint(&out);
     unsafe { libc::kill(rank1, libc::SIGKILL) };
     let (success, text) = finish(job, Duration::from_secs(60), "the job still runs after rank 1 died");
     assert!(!success, "{text}");
@@ -201,14 +193,7 @@ fn a_hung_rank_ends_the_job_and_resume_continues() {
     }
     let (data, out) = (folder(64), scratch("hung"));
     let job = spawn(2, &long_run(&data, &out, "--checkpoint-every 2 --hang-timeout 5"));
-    wait_until(Duration::from_secs(120), "no checkpoint", || out.join("last.safetensors").exists());
-    let rank1 = (0..)
-        .take(600)
-        .find_map(|_| {
-            std::thread::sleep(Duration::from_millis(100));
-            rank_pid(&out, 1)
-        })
-        .expect("rank 1's process");
+    let rank1 = rank1_after_a_checkpoint(&out);
     let t0 = Instant::now();
     unsafe { libc::kill(rank1, libc::SIGSTOP) };
     let (success, text) = finish(job, Duration::from_secs(90), "the job still waits for the stopped rank");
@@ -254,6 +239,19 @@ fn sigusr1_stops_every_process_with_a_checkpoint() {
     assert!(state.batch_in_epoch > 0, "step {} batch {}: {text}", state.step, state.batch_in_epoch);
     assert!(text.contains("SIGUSR1"), "{text}");
     resume_goes_on(&out);
+}
+
+/// Waits for the run into `out` to write a checkpoint, then finds its rank 1's pid (the
+/// process whose environment says so).
+fn rank1_after_a_checkpoint(out: &Path) -> i32 {
+    wait_until(Duration::from_secs(120), "no checkpoint", || out.join("last.safetensors").exists());
+    (0..)
+        .take(600)
+        .find_map(|_| {
+            std::thread::sleep(Duration::from_millis(100));
+            rank_pid(out, 1)
+        })
+        .expect("rank 1's process")
 }
 
 /// The pid of the `alexnet` process of the run into `out` whose Open MPI rank is `rank` (from

@@ -23,8 +23,8 @@ use super::Cluster;
 use crate::Network;
 use crate::error::{Error, Result};
 use crate::kernels::conv::ConvChoice;
-use crate::kernels::loss::{in_top_k, softmax_cross_entropy};
 use crate::matmul::Precision;
+use crate::model::net::score;
 use crate::model::plan::{LayerInfo, LayerKind, ParamSpec};
 use crate::model::{Layer, Mode, ModelConfig, Param, StepResult};
 use crate::optim::Sgd;
@@ -80,7 +80,8 @@ struct HaloLrn {
 
 impl HaloLrn {
     fn new(p: crate::kernels::lrn::LrnParams, c: usize, plane: usize, t: usize, towers: usize) -> Self {
-        let halo = p.size - 1;
+        let (before, after) = p.reach();
+        let halo = before + after;
         let left = if t > 0 { halo } else { 0 };
         let right = if t + 1 < towers { halo } else { 0 };
         let v = Vec::new;
@@ -139,7 +140,9 @@ impl HaloLrn {
     }
 
     fn forward(&mut self, cluster: &Cluster, x: &[f32], y: &mut [f32], batch: usize) {
-        let (t, halo, wide, il) = (cluster.rank(), self.p.size - 1, self.wide(), self.c * self.plane);
+        let (t, wide, il) = (cluster.rank(), self.wide(), self.c * self.plane);
+        let (before, after) = self.p.reach();
+        let halo = before + after;
         for v in [&mut self.x, &mut self.y, &mut self.scale, &mut self.dy, &mut self.dx] {
             if v.len() < batch * wide {
                 v.resize(batch * wide, 0.0);
@@ -159,7 +162,7 @@ impl HaloLrn {
     fn backward(&mut self, cluster: &Cluster, dy: &[f32], dx: &mut [f32], batch: usize) {
         let (t, wide, il) = (cluster.rank(), self.wide(), self.c * self.plane);
         // Channel j's gradient collects channels j - after ..= j + before of ∂L/∂y·y/s.
-        let (before, after) = (self.p.size / 2, (self.p.size - 1) / 2);
+        let (before, after) = self.p.reach();
         let h = before.max(after);
         let all = self.edges(cluster, dy, batch, h);
         let (l, r) = (if self.left > 0 { after } else { 0 }, if self.right > 0 { before } else { 0 });
@@ -416,12 +419,7 @@ impl TowerNetwork {
                     self.comm_seconds += t0.elapsed().as_secs_f64();
                 }
                 Op::Lrn(l) => l.forward(&self.cluster, x, y, batch),
-                Op::Slice { per_image } => {
-                    let n = *per_image / self.cluster.size();
-                    for (out, img) in y.chunks_exact_mut(n).zip(x.chunks_exact(*per_image)) {
-                        out.copy_from_slice(&img[t * n..(t + 1) * n]);
-                    }
-                }
+                Op::Slice { per_image } => take_share(x, y, *per_image / self.cluster.size(), t),
             }
         }
         &self.acts[self.ops.len()][..self.lens[self.ops.len()] * batch]
@@ -445,10 +443,7 @@ impl TowerNetwork {
                         self.cluster.sum_f32(dy);
                         self.comm_seconds += t0.elapsed().as_secs_f64();
                     }
-                    let n = *per_image;
-                    for (out, img) in dx.chunks_exact_mut(n).zip(dy.chunks_exact(n * towers)) {
-                        out.copy_from_slice(&img[t * n..(t + 1) * n]);
-                    }
+                    take_share(dy, dx, *per_image, t);
                 }
                 Op::Lrn(l) => l.backward(&self.cluster, dy, dx, batch),
                 Op::Slice { per_image } => {
@@ -477,17 +472,24 @@ impl TowerNetwork {
     /// Forward in `mode`, the softmax cross-entropy of the batch's mean loss and, when it is
     /// finite, backward: every tower gets the same result and its own parameters' gradients.
     pub fn loss_and_gradients(&mut self, x: &[f32], labels: &[usize], mode: Mode) -> StepResult {
-        let classes = self.classes;
         let mut dlogits = std::mem::take(&mut self.dlogits);
-        dlogits.resize(labels.len() * classes, 0.0);
-        let logits = self.forward(x, labels.len(), mode);
-        let correct = logits.chunks(classes).zip(labels).filter(|(p, y)| in_top_k(p, **y, 1)).count();
-        let loss = softmax_cross_entropy(logits, labels, classes, &mut dlogits);
-        if loss.is_finite() {
+        let classes = self.classes;
+        let r = score(self.forward(x, labels.len(), mode), labels, classes, &mut dlogits);
+        if r.loss.is_finite() {
             self.backward(&dlogits);
         }
         self.dlogits = dlogits;
-        StepResult { loss, correct }
+        r
+    }
+}
+
+/// `share [B, n]`: tower `t`'s `n` values of each image of `whole [B, towers·n]` (going from
+/// full to split, forward or backward).
+fn take_share(whole: &[f32], share: &mut [f32], n: usize, t: usize) {
+    let batch = share.len() / n.max(1);
+    let per_image = whole.len() / batch.max(1);
+    for (out, img) in share.chunks_exact_mut(n).zip(whole.chunks_exact(per_image)) {
+        out.copy_from_slice(&img[t * n..(t + 1) * n]);
     }
 }
 

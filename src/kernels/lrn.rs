@@ -61,7 +61,7 @@ impl LrnParams {
         }
     }
     /// Channels before and after `c` in its window.
-    fn reach(&self) -> (usize, usize) {
+    pub fn reach(&self) -> (usize, usize) {
         (self.size / 2, (self.size - 1) / 2)
     }
 }

@@ -335,6 +335,19 @@ impl ModelConfig {
         self
     }
 
+    /// The paper's GPU towers, as conv1's filters are drawn in blocks (its Figure 3): the groups
+    /// of the second convolution, whose groups each read one tower's conv1 channels (1 if none).
+    pub fn towers(&self) -> usize {
+        self.layers
+            .iter()
+            .filter_map(|l| match l {
+                LayerSpec::Conv { groups, .. } => Some(*groups),
+                _ => None,
+            })
+            .nth(1)
+            .unwrap_or(1)
+    }
+
     /// Number of classes: the width of the last layer, which must be linear.
     pub fn classes(&self) -> Result<usize, ConfigError> {
         match self.layers.last() {

@@ -21,6 +21,15 @@ pub struct LayerTime {
     pub calls: usize,
 }
 
+/// The batch's mean softmax cross-entropy and top-1 hits from its `logits [B, classes]`, with
+/// `∂L/∂logits` into `dlogits` (resized to fit).
+pub fn score(logits: &[f32], labels: &[usize], classes: usize, dlogits: &mut Vec<f32>) -> StepResult {
+    dlogits.resize(labels.len() * classes, 0.0);
+    let correct = logits.chunks(classes).zip(labels).filter(|(p, y)| in_top_k(p, **y, 1)).count();
+    let loss = softmax_cross_entropy(logits, labels, classes, dlogits);
+    StepResult { loss, correct }
+}
+
 /// What one [`Network::train_step`] saw.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct StepResult {
@@ -270,14 +279,11 @@ impl Network {
     /// cross-entropy of the batch's mean loss, keeping `∂L/∂logits` for
     /// [`Network::backward_loss`].
     pub fn forward_loss(&mut self, x: &[f32], labels: &[usize], mode: Mode) -> StepResult {
-        let classes = self.classes();
-        self.dlogits.resize(labels.len() * classes, 0.0);
         let mut dlogits = std::mem::take(&mut self.dlogits);
-        let logits = self.forward(x, labels.len(), mode);
-        let correct = logits.chunks(classes).zip(labels).filter(|(p, y)| in_top_k(p, **y, 1)).count();
-        let loss = softmax_cross_entropy(logits, labels, classes, &mut dlogits);
+        let classes = self.classes();
+        let r = score(self.forward(x, labels.len(), mode), labels, classes, &mut dlogits);
         self.dlogits = dlogits;
-        StepResult { loss, correct }
+        r
     }
 
     /// The second half: back-propagates the loss of the last [`Network::forward_loss`], leaving

@@ -725,8 +725,7 @@ impl<'a> Trainer<'a> {
             }
         }
         let Some(w) = self.net.params().next().filter(|w| w.shape.len() == 4 && w.shape[1] == 3) else { return Ok(()) };
-        let towers = self.net.summary.layers.iter().filter_map(|l| l.groups).nth(1).unwrap_or(1);
-        let img = crate::plot::filter_grid_image(&w.data, w.shape[0], w.shape[2], towers, 3);
+        let img = crate::plot::filter_grid_image(&w.data, w.shape[0], w.shape[2], self.net.config.towers(), 3);
         let mut png = std::io::Cursor::new(Vec::new());
         img.write_to(&mut png, image::ImageFormat::Png).map_err(std::io::Error::other)?;
         ev.image_png("conv1/filters", step, png.get_ref(), img.width(), img.height())

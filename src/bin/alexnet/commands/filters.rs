@@ -2,7 +2,6 @@
 
 use crate::common::Common;
 use alexnet::Checkpoint;
-use alexnet::model::LayerSpec;
 use anyhow::{Context, Result, bail};
 use std::path::PathBuf;
 
@@ -35,17 +34,7 @@ pub fn exec(a: Args) -> Result<i32> {
     if w.shape.len() != 4 || w.shape[1] != 3 {
         bail!("{} has shape {:?}; expected a first convolution over RGB [M, 3, K, K]", w.name, w.shape);
     }
-    // The paper's figure: one block per GPU, i.e. per group of the next convolution.
-    let towers = ck
-        .config
-        .layers
-        .iter()
-        .filter_map(|l| match l {
-            LayerSpec::Conv { groups, .. } => Some(*groups),
-            _ => None,
-        })
-        .nth(1)
-        .unwrap_or(1);
+    let towers = ck.config.towers();
     alexnet::files::check_writable(&a.out).with_context(|| a.out.display().to_string())?;
     alexnet::plot::filter_grid(&w.data, w.shape[0], w.shape[2], towers, a.zoom, &a.out)
         .with_context(|| format!("writing {}", a.out.display()))?;
