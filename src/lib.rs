@@ -63,6 +63,8 @@ pub mod features;
 pub mod plot;
 pub mod interop;
 pub mod bench;
+#[cfg(feature = "serve")]
+pub mod serve;
 pub mod error;
 pub mod threads;
 pub mod files;

@@ -179,6 +179,16 @@ pub fn filter_grid_image(w: &[f32], m: usize, k: usize, towers: usize, zoom: usi
     img
 }
 
+/// A network's first-layer kernels as a PNG grid ([`filter_grid_image`], 3× magnified, its
+/// towers in row blocks), with its width and height; `None` when the first parameter is not a
+/// convolution of RGB images.
+pub fn conv1_filters_png(net: &crate::model::Network) -> Option<image::ImageResult<(Vec<u8>, u32, u32)>> {
+    let w = net.params().next().filter(|w| w.shape.len() == 4 && w.shape[1] == 3)?;
+    let img = filter_grid_image(&w.data, w.shape[0], w.shape[2], net.config.towers(), 3);
+    let mut png = std::io::Cursor::new(Vec::new());
+    Some(img.write_to(&mut png, image::ImageFormat::Png).map(|()| (png.into_inner(), img.width(), img.height())))
+}
+
 /// Rows of square RGB images (HWC bytes of side `size`), each shown `cell × cell` with a gap:
 /// the paper's Figure 4 layout (a query, then its nearest neighbours).
 pub fn image_rows(rows: &[Vec<&[u8]>], size: usize, cell: usize, out: &Path) -> image::ImageResult<()> {

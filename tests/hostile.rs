@@ -2,13 +2,16 @@
 //! a clear error naming the file and the problem, never a panic, a hang or a silent wrong answer.
 //! Every file is crafted here; PyTorch files are in `hostile_interop.rs`.
 
+use alexnet::Checkpoint;
 use alexnet::checkpoint::CheckpointError;
+use alexnet::data::idx;
 use alexnet::data::image::decode_rgb;
-use alexnet::data::{DataStats, idx};
 use alexnet::model::ModelConfig;
-use alexnet::{Checkpoint, Network};
 use std::path::{Path, PathBuf};
 use std::process::Command;
+
+mod common;
+use common::{png_claiming, tiny_checkpoint};
 
 fn tmpdir(name: &str) -> PathBuf {
     // Below a folder of this process's own: a data folder's shared cache then goes beside it,
@@ -30,30 +33,6 @@ fn embedded(rel: &str) -> PathBuf {
 fn alexnet(args: &[&str]) -> (bool, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_alexnet")).args(args).output().expect("run alexnet");
     (out.status.success(), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
-}
-
-/// A PNG chunk: length, type, data, CRC-32 of type and data.
-fn png_chunk(kind: &[u8; 4], data: &[u8]) -> Vec<u8> {
-    let mut crc = flate2::Crc::new();
-    crc.update(kind);
-    crc.update(data);
-    let mut c = (data.len() as u32).to_be_bytes().to_vec();
-    c.extend_from_slice(kind);
-    c.extend_from_slice(data);
-    c.extend_from_slice(&crc.sum().to_be_bytes());
-    c
-}
-
-/// A PNG whose header claims `w × h` RGB pixels, with one tiny (wrong-sized) IDAT.
-fn png_claiming(w: u32, h: u32) -> Vec<u8> {
-    let mut ihdr = w.to_be_bytes().to_vec();
-    ihdr.extend_from_slice(&h.to_be_bytes());
-    ihdr.extend_from_slice(&[8, 2, 0, 0, 0]);
-    let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
-    png.extend(png_chunk(b"IHDR", &ihdr));
-    png.extend(png_chunk(b"IDAT", &[0x78, 0x9c, 0x03, 0x00, 0x00, 0x00, 0x00, 0x01]));
-    png.extend(png_chunk(b"IEND", &[]));
-    png
 }
 
 /// A real JPEG whose frame header is edited to claim `w × h`.
@@ -148,23 +127,6 @@ fn weights_in(dir: &Path) -> String {
     let p = dir.join("weights.safetensors");
     tiny_checkpoint().save(&p).unwrap();
     p.display().to_string()
-}
-
-fn tiny_checkpoint() -> Checkpoint {
-    let cfg = ModelConfig::variant("cifar").unwrap();
-    let net = Network::new(cfg, 1).unwrap();
-    let classes =
-        (0..10).map(|i| alexnet::data::ClassInfo { id: i.to_string(), name: i.to_string() }).collect::<Vec<_>>();
-    let stats = DataStats {
-        count: 1,
-        size: 32,
-        mean_image: vec![],
-        channel_mean: [0.; 3],
-        channel_std: [1.; 3],
-        eigval: [0.; 3],
-        eigvec: [[0.; 3]; 3],
-    };
-    Checkpoint::capture(&net, &classes, &stats, None, None)
 }
 
 #[test]

@@ -75,14 +75,7 @@ pub fn decode_rgb_within(bytes: &[u8], path: &Path, limit: u64) -> Result<image:
     let (w, h) = decoder.dimensions();
     let pixels = w as u64 * h as u64;
     if pixels > limit {
-        return Err(DataError::Decode {
-            path: path.into(),
-            reason: format!(
-                "claims {w}x{h} pixels ({:.0} megapixels), more than the limit of {:.0} (--max-megapixels)",
-                pixels as f64 / 1e6,
-                limit as f64 / 1e6
-            ),
-        });
+        return Err(DataError::TooManyPixels { path: path.into(), width: w, height: h, limit });
     }
     if pixels == 0 {
         return Err(DataError::Decode { path: path.into(), reason: "image has no pixels".into() });

@@ -38,6 +38,13 @@ pub enum DataError {
     NotImage { path: PathBuf },
     #[error("{path}: cannot decode image: {reason}")]
     Decode { path: PathBuf, reason: String },
+    /// The header claims more pixels than the decoder may allocate (a decompression bomb).
+    #[error(
+        "{path}: cannot decode image: claims {width}x{height} pixels ({:.0} megapixels), more than the limit of {:.0} (--max-megapixels)",
+        *width as f64 * *height as f64 / 1e6,
+        *limit as f64 / 1e6
+    )]
+    TooManyPixels { path: PathBuf, width: u32, height: u32, limit: u64 },
     #[error("{path}: {problem}")]
     Layout { path: PathBuf, problem: String },
     #[error("{path}: not a valid IDX file: {problem}")]

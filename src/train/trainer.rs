@@ -724,11 +724,9 @@ impl<'a> Trainer<'a> {
                 ev.scalar(tag, step, v as f32)?;
             }
         }
-        let Some(w) = self.net.params().next().filter(|w| w.shape.len() == 4 && w.shape[1] == 3) else { return Ok(()) };
-        let img = crate::plot::filter_grid_image(&w.data, w.shape[0], w.shape[2], self.net.config.towers(), 3);
-        let mut png = std::io::Cursor::new(Vec::new());
-        img.write_to(&mut png, image::ImageFormat::Png).map_err(std::io::Error::other)?;
-        ev.image_png("conv1/filters", step, png.get_ref(), img.width(), img.height())
+        let Some(png) = crate::plot::conv1_filters_png(&self.net) else { return Ok(()) };
+        let (png, width, height) = png.map_err(std::io::Error::other)?;
+        ev.image_png("conv1/filters", step, &png, width, height)
     }
 
     /// This process's place among the data-parallel processes and their number: with towers,

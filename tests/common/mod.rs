@@ -176,3 +176,46 @@ pub fn sweep_dead_scratch() {
         }
     }
 }
+
+/// A PNG chunk: length, type, data, CRC-32 of type and data.
+pub fn png_chunk(kind: &[u8; 4], data: &[u8]) -> Vec<u8> {
+    let mut crc = flate2::Crc::new();
+    crc.update(kind);
+    crc.update(data);
+    let mut c = (data.len() as u32).to_be_bytes().to_vec();
+    c.extend_from_slice(kind);
+    c.extend_from_slice(data);
+    c.extend_from_slice(&crc.sum().to_be_bytes());
+    c
+}
+
+/// A PNG whose header claims `w × h` RGB pixels, with one tiny (wrong-sized) IDAT.
+pub fn png_claiming(w: u32, h: u32) -> Vec<u8> {
+    let mut ihdr = w.to_be_bytes().to_vec();
+    ihdr.extend_from_slice(&h.to_be_bytes());
+    ihdr.extend_from_slice(&[8, 2, 0, 0, 0]);
+    let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
+    png.extend(png_chunk(b"IHDR", &ihdr));
+    png.extend(png_chunk(b"IDAT", &[0x78, 0x9c, 0x03, 0x00, 0x00, 0x00, 0x00, 0x01]));
+    png.extend(png_chunk(b"IEND", &[]));
+    png
+}
+
+/// The cifar variant, freshly initialised (seed 1), classes named "0".."9", no mean image: a
+/// checkpoint for tests of the commands around the network.
+pub fn tiny_checkpoint() -> alexnet::Checkpoint {
+    let cfg = alexnet::ModelConfig::variant("cifar").unwrap();
+    let net = alexnet::Network::new(cfg, 1).unwrap();
+    let classes =
+        (0..10).map(|i| alexnet::data::ClassInfo { id: i.to_string(), name: i.to_string() }).collect::<Vec<_>>();
+    let stats = alexnet::data::DataStats {
+        count: 1,
+        size: 32,
+        mean_image: vec![],
+        channel_mean: [0.; 3],
+        channel_std: [1.; 3],
+        eigval: [0.; 3],
+        eigvec: [[0.; 3]; 3],
+    };
+    alexnet::Checkpoint::capture(&net, &classes, &stats, None, None)
+}

@@ -40,6 +40,9 @@ enum Command {
     Features(features::Args),
     /// Nearest neighbours in the last hidden layer, as a grid like the paper's Figure 4.
     Neighbors(neighbors::Args),
+    /// Classify images over HTTP: a JSON API with dynamic batching, metrics and a web page.
+    #[cfg(feature = "serve")]
+    Serve(Box<serve::Args>),
     /// One value of several runs against epochs (a plot), and the epoch each reached a threshold.
     Compare(compare::Args),
 }
@@ -59,6 +62,8 @@ fn main() {
         Command::Features(a) => features::exec(a),
         Command::Neighbors(a) => neighbors::exec(a),
         Command::Compare(a) => compare::exec(a),
+        #[cfg(feature = "serve")]
+        Command::Serve(a) => serve::exec(*a),
     };
     match result {
         Ok(code) => std::process::exit(code),

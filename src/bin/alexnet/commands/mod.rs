@@ -11,5 +11,7 @@ pub mod import;
 pub mod neighbors;
 pub mod predict;
 pub mod prepare;
+#[cfg(feature = "serve")]
+pub mod serve;
 pub mod summary;
 pub mod train;

@@ -1,0 +1,104 @@
+//! `alexnet serve`: the HTTP inference server (the API and its behaviour are documented in
+//! the library's `serve` module).
+
+use crate::common::Weights;
+use alexnet::serve::batcher::BatchOptions;
+use alexnet::serve::{ServeConfig, Server};
+use anyhow::{Context, Result};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+#[derive(clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    weights: Weights,
+    /// Address to listen on (port 0: any free port, printed at start).
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    addr: SocketAddr,
+    /// The most images in one forward pass (1: no batching).
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    max_batch: u16,
+    /// How long the oldest waiting request may wait for others to join its forward pass.
+    #[arg(long, default_value_t = 2.0)]
+    max_wait_ms: f64,
+    /// Requests allowed to wait for a forward pass; more get 503 with Retry-After.
+    #[arg(long, default_value_t = 256)]
+    max_queue: usize,
+    /// The largest request body, in bytes (413 above).
+    #[arg(long, default_value_t = 8 << 20)]
+    max_body: usize,
+    /// Refuse images whose header claims more pixels than this, before decoding them (413).
+    #[arg(long, default_value_t = 40.0)]
+    max_megapixels: f64,
+    /// Seconds a client has to send its headers, and again its body (408 after).
+    #[arg(long, default_value_t = 10.0)]
+    read_timeout: f64,
+    /// Seconds the requests in flight get to finish after SIGTERM or Ctrl-C.
+    #[arg(long, default_value_t = 30.0)]
+    drain_timeout: f64,
+    /// Average the paper's ten crops (10x the work per image).
+    #[arg(long)]
+    ten_crop: bool,
+    /// Threads of the forward pass (default: every core).
+    #[arg(long)]
+    threads: Option<usize>,
+}
+
+fn seconds(s: f64, flag: &str) -> Result<Duration> {
+    Duration::try_from_secs_f64(s).map_err(|_| anyhow::anyhow!("{flag} {s}: must be a number of seconds >= 0"))
+}
+
+pub fn exec(a: Args) -> Result<i32> {
+    if a.max_megapixels.is_nan() || a.max_megapixels <= 0.0 {
+        anyhow::bail!("--max-megapixels {}: must be above 0", a.max_megapixels);
+    }
+    alexnet::data::image::set_max_pixels((a.max_megapixels * 1e6) as u64);
+    let config = ServeConfig {
+        addr: a.addr,
+        batch: BatchOptions {
+            max_batch: a.max_batch as usize,
+            max_wait: seconds(a.max_wait_ms / 1e3, "--max-wait-ms")?,
+            max_queue: a.max_queue.max(1),
+            ten_crop: a.ten_crop,
+        },
+        max_body: a.max_body,
+        read_timeout: seconds(a.read_timeout, "--read-timeout")?,
+        drain_timeout: seconds(a.drain_timeout, "--drain-timeout")?,
+    };
+    let pool = alexnet::threads::thread_pool(a.threads.unwrap_or_else(alexnet::threads::default_threads))?;
+    let ensemble = a.weights.load()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async move {
+        let server = Server::bind(ensemble, pool, config.clone())?;
+        println!(
+            "listening on http://{}/ (max batch {}, max wait {} ms); SIGTERM or Ctrl-C drains and stops",
+            server.local_addr(),
+            config.batch.max_batch,
+            a.max_wait_ms
+        );
+        server.run(stop_signal()).await?;
+        eprintln!("serve: stopped");
+        Ok(0)
+    })
+}
+
+/// SIGTERM or Ctrl-C.
+async fn stop_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+    eprintln!("serve: stopping; answering the requests in flight");
+}
