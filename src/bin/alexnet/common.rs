@@ -110,6 +110,10 @@ pub struct Weights {
     /// AVX512-BF16; bf16-emulated runs its numerics slowly anywhere).
     #[arg(long, value_enum, default_value = "f32")]
     pub precision: alexnet::matmul::PrecisionChoice,
+    /// Names for the checkpoint's classes, `wnid<TAB>name` per line (e.g. a dataset's
+    /// classes.tsv): for weights trained on folders named by id only.
+    #[arg(long, value_name = "FILE")]
+    pub classes: Option<PathBuf>,
 }
 
 impl Weights {
@@ -120,6 +124,14 @@ impl Weights {
         for m in &mut ens.members {
             m.net.set_conv(self.conv);
             m.net.set_precision(precision);
+        }
+        if let Some(file) = &self.classes {
+            let names = alexnet::data::folder::read_class_names(file)?;
+            for c in &mut ens.classes {
+                if let Some(name) = names.get(&c.id) {
+                    c.name.clone_from(name);
+                }
+            }
         }
         Ok(ens)
     }
