@@ -267,6 +267,11 @@ fn batched_and_concurrent_answers_equal_predict() {
 
     // Eight requests at once, allowed to wait 2 s for each other: gathered into batches.
     let s = Server::start(&w, &["--max-batch", "8", "--max-wait-ms", "2000"]);
+    // A lone request does not wait for company that is not coming.
+    let (status, lone) = post(&agent(), &s, "/v1/predict?top=10", Some("image/jpeg"), &bodies[0]);
+    assert_eq!(status, 200, "{lone}");
+    assert!(lone["queue_ms"].as_f64().unwrap() < 500.0, "a lone request waited for a batch: {lone}");
+    assert_same("image 0 alone", &by_index(&lone), &want[0]);
     let start = Arc::new(Barrier::new(8));
     let answers: Vec<serde_json::Value> = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..8)
@@ -286,7 +291,8 @@ fn batched_and_concurrent_answers_equal_predict() {
             .collect()
     });
     let largest = answers.iter().map(|a| a["batch"].as_u64().unwrap()).max().unwrap();
-    assert!(largest > 1, "no request was batched: {answers:?}");
+    let batches: Vec<&serde_json::Value> = answers.iter().map(|a| &a["batch"]).collect();
+    assert!(largest > 1, "no request was batched: batch sizes {batches:?}");
     for (i, a) in answers.iter().enumerate() {
         assert_same(&format!("image {i} in a batch of {}", a["batch"]), &by_index(a), &want[i]);
     }

@@ -109,10 +109,12 @@ impl Batcher {
     }
 
     /// Queues one image (`stored × stored` HWC RGB) and waits for its probabilities; `arrival`
-    /// ends as the image joins the queue.
+    /// ends as the image is queued.
     pub async fn classify(&self, image: Vec<u8>, arrival: Arrival<'_>) -> Result<Answer, Refusal> {
         let (reply, answer) = oneshot::channel();
         let job = Job { image, enqueued: Instant::now(), reply };
+        // Before the send: the worker must not wait for this request itself.
+        drop(arrival);
         {
             let tx = self.tx.lock().unwrap_or_else(|e| e.into_inner());
             let Some(tx) = tx.as_ref() else { return Err(Refusal::Closed) };
@@ -122,7 +124,6 @@ impl Batcher {
                 Err(TrySendError::Disconnected(_)) => return Err(Refusal::Closed),
             }
         }
-        drop(arrival);
         answer.await.unwrap_or(Err(Refusal::Closed))
     }
 
