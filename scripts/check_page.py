@@ -56,6 +56,8 @@ def main():
             driver.get(url)
             wait = WebDriverWait(driver, 30)
             wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#model tr")) >= 4)
+            layers = len(driver.find_elements(By.CSS_SELECTOR, "#layers tr")) - 1
+            want_layers = len(json.load(urllib.request.urlopen(url + "v1/model"))["summary"]["layers"])
             driver.find_element(By.ID, "file").send_keys(os.path.abspath(a.image))
             wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#classes .row .cls")
                        or d.find_element(By.ID, "error").text)
@@ -76,6 +78,8 @@ def main():
         problems = []
         if names != want:
             problems.append(f"the page lists {names}, POST /v1/predict says {want}")
+        if layers != want_layers:
+            problems.append(f"the page's layer table has {layers} rows, the model {want_layers} layers")
         if not filters_ok:
             problems.append("conv1's filters did not load")
         if not preview_ok:
@@ -83,10 +87,14 @@ def main():
         if problems:
             sys.exit("page check failed: " + "; ".join(problems))
         print(f"page: picked {a.image}; Chromium shows top class {names[0]!r} ({pcts[0]}), as the API says; "
-              f"filters and preview shown" + (f"; screenshot {a.screenshot}" if a.screenshot else ""))
+              f"layer table ({layers} layers), filters and preview shown" + (f"; screenshot {a.screenshot}" if a.screenshot else ""))
     finally:
         server.send_signal(signal.SIGTERM)
-        code = server.wait(timeout=30)
+        try:
+            code = server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            sys.exit("the server was still running 30 s after SIGTERM")
         if code != 0:
             sys.exit(f"the server exited with {code} after SIGTERM")
 

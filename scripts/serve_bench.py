@@ -2,7 +2,7 @@
 """`alexnet serve` under load, on 127.0.0.1 only: requests/s and p50/p99 latency at concurrency
 1, 8 and 32, with dynamic batching and without (--max-batch 1), beside `alexnet bench`'s
 batch-1 and batch-32 inference in the same run; optionally a soak (a few minutes at
-concurrency 8, the server's resident memory sampled every 5 s).
+concurrency 8, the server's resident memory sampled and /metrics scraped every 5 s).
 
     cargo build --release --examples && python3 scripts/serve_bench.py [--soak 180] [--write]
 
@@ -76,7 +76,11 @@ class Server:
 
     def stop(self):
         self.p.send_signal(signal.SIGTERM)
-        code = self.p.wait(timeout=60)
+        try:
+            code = self.p.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            self.p.kill()
+            sys.exit("the server was still running 60 s after SIGTERM")
         if code != 0:
             sys.exit(f"the server exited with {code} after SIGTERM")
 
@@ -132,7 +136,9 @@ def main():
 
     if a.soak:
         s = Server(weights, [])
-        load(s.url, 2, 8, 60, files)
+        # Warm-up at the soak's concurrency, so the network's buffers reach the batch sizes
+        # the soak will see (they grow to the largest batch, at most --max-batch).
+        load(s.url, 8, 400, 60, files)
         samples = [(0.0, s.rss_mib())]
         t0 = time.time()
         gen = subprocess.Popen([LOADGEN, "--url", s.url, "--concurrency", "8", "--requests", "100000000",
@@ -140,6 +146,8 @@ def main():
         while gen.poll() is None:
             time.sleep(5)
             samples.append((time.time() - t0, s.rss_mib()))
+            # Scraped as Prometheus would, every 5 s.
+            subprocess.run(["curl", "-s", "-o", "/dev/null", s.url + "/metrics"], check=True)
         r = json.loads(gen.stdout.read())
         metrics = subprocess.run(["curl", "-s", s.url + "/metrics"], capture_output=True, text=True).stdout
         codes = {m.group(1): float(m.group(2)) for m in

@@ -11,7 +11,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Barrier};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_alexnet");
@@ -144,6 +144,8 @@ fn the_api_answers_good_requests_and_refuses_bad_ones() {
     assert_eq!(model["classes"].as_array().unwrap().len(), 10);
     assert_eq!(model["parameters"].as_u64().unwrap() as usize, common::tiny_checkpoint().param_count());
     assert_eq!((model["input"]["stored"].as_u64(), model["input"]["crop"].as_u64()), (Some(32), Some(32)));
+    assert_eq!(model["summary"]["params"], model["parameters"]);
+    assert_eq!(model["summary"]["layers"][0]["name"], "conv1");
     let (status, png) = get(&a, &s, "/v1/filters.png");
     assert_eq!((status, &png[..4]), (200, &b"\x89PNG"[..]));
     let (status, page) = get(&a, &s, "/");
@@ -272,24 +274,27 @@ fn batched_and_concurrent_answers_equal_predict() {
     assert_eq!(status, 200, "{lone}");
     assert!(lone["queue_ms"].as_f64().unwrap() < 500.0, "a lone request waited for a batch: {lone}");
     assert_same("image 0 alone", &by_index(&lone), &want[0]);
-    let start = Arc::new(Barrier::new(8));
-    let answers: Vec<serde_json::Value> = std::thread::scope(|scope| {
-        let handles: Vec<_> = (0..8)
-            .map(|i| {
-                let (start, bodies, s) = (start.clone(), bodies.clone(), &s);
-                scope.spawn(move || {
-                    let a = agent();
-                    start.wait();
-                    post(&a, s, "/v1/predict?top=10", Some("image/jpeg"), &bodies[i])
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().unwrap())
-            .map(|(st, v)| if st == 200 { v } else { panic!("{st}: {v}") })
-            .collect()
-    });
+    // Eight uploads, each held back by its last byte, then all released at once.
+    let mut uploads: Vec<TcpStream> = bodies
+        .iter()
+        .map(|b| {
+            let mut c = raw(s.addr, head(b.len(), "/v1/predict?top=10", "Connection: close\r\n").as_bytes());
+            c.write_all(&b[..b.len() - 1]).unwrap();
+            c
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(200));
+    for (c, b) in uploads.iter_mut().zip(bodies.iter()) {
+        c.write_all(&b[b.len() - 1..]).unwrap();
+    }
+    let answers: Vec<serde_json::Value> = uploads
+        .iter_mut()
+        .map(|c| {
+            let (status, v) = parse(&read_all(c));
+            assert_eq!(status, 200, "{v}");
+            v
+        })
+        .collect();
     let largest = answers.iter().map(|a| a["batch"].as_u64().unwrap()).max().unwrap();
     let batches: Vec<&serde_json::Value> = answers.iter().map(|a| &a["batch"]).collect();
     assert!(largest > 1, "no request was batched: batch sizes {batches:?}");
@@ -325,6 +330,18 @@ fn batched_and_concurrent_answers_equal_predict() {
     }
 }
 
+/// A request's head for an image body of `len` bytes, with `extra` header lines.
+fn head(len: usize, path: &str, extra: &str) -> String {
+    format!("POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\nContent-Length: {len}\r\n{extra}\r\n")
+}
+
+/// A whole response as [`read_all`] gives it: status and JSON body.
+fn parse(response: &str) -> (u16, serde_json::Value) {
+    let status = response.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let body = response.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    (status, serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {response}")))
+}
+
 /// Sends `bytes` on a fresh connection and leaves it open.
 fn raw(addr: SocketAddr, bytes: &[u8]) -> TcpStream {
     let mut c = TcpStream::connect(addr).unwrap();
@@ -343,12 +360,10 @@ fn read_all(c: &mut TcpStream) -> String {
 #[test]
 fn stalled_and_vanishing_clients_do_not_hold_the_server() {
     let d = tmpdir("hostile");
-    let s = Server::start(&weights(&d), &["--read-timeout", "1"]);
+    let s = Server::start(&weights(&d), &["--read-timeout", "3"]);
     let a = agent();
     let jpeg = std::fs::read(&images()[1]).unwrap();
-    let head = |len: usize| {
-        format!("POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\nContent-Length: {len}\r\n\r\n")
-    };
+    let head = |len: usize| head(len, "/v1/predict", "");
 
     // Headers that never end, and a body that stops halfway.
     let mut no_headers = raw(s.addr, b"POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Le");
@@ -359,17 +374,16 @@ fn stalled_and_vanishing_clients_do_not_hold_the_server() {
     gone.write_all(&[0u8; 1000]).unwrap();
     drop(gone);
 
-    // Meanwhile others are answered at once.
+    // Meanwhile others are answered, well before the stalled ones time out.
     let t = Instant::now();
     assert_eq!(post(&a, &s, "/v1/predict", Some("image/jpeg"), &jpeg).0, 200);
-    assert!(t.elapsed() < Duration::from_millis(900), "a stalled client delayed another: {:?}", t.elapsed());
+    assert!(t.elapsed() < Duration::from_millis(2500), "a stalled client delayed another: {:?}", t.elapsed());
 
-    let t = Instant::now();
     let answer = read_all(&mut half_body);
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
-    assert!(answer.contains("did not arrive within 1 s"), "{answer}");
+    assert!(answer.contains("did not arrive within 3 s"), "{answer}");
     let _ = read_all(&mut no_headers);
-    assert!(t.elapsed() < Duration::from_secs(5), "stalled connections held for {:?}", t.elapsed());
+    assert!(t.elapsed() < Duration::from_secs(10), "stalled connections held for {:?}", t.elapsed());
 
     assert_eq!(get(&a, &s, "/healthz").0, 200);
     assert_eq!(post(&a, &s, "/v1/predict", Some("image/jpeg"), &jpeg).0, 200);
@@ -380,14 +394,7 @@ fn sigterm_answers_the_request_in_flight_then_exits() {
     let d = tmpdir("drain");
     let mut s = Server::start(&weights(&d), &[]);
     let jpeg = std::fs::read(&images()[2]).unwrap();
-    let mut c = raw(
-        s.addr,
-        format!(
-            "POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\nContent-Length: {}\r\n\r\n",
-            jpeg.len()
-        )
-        .as_bytes(),
-    );
+    let mut c = raw(s.addr, head(jpeg.len(), "/v1/predict", "").as_bytes());
     c.write_all(&jpeg[..jpeg.len() / 2]).unwrap();
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(unsafe { libc::kill(s.child.id() as i32, libc::SIGTERM) }, 0);
@@ -408,4 +415,57 @@ fn sigterm_answers_the_request_in_flight_then_exits() {
         std::thread::sleep(Duration::from_millis(50));
     };
     assert!(status.success(), "{status:?}");
+}
+
+#[test]
+fn past_max_queue_requests_get_503_with_retry_after() {
+    let d = tmpdir("busy");
+    let s = Server::start(&weights(&d), &["--max-queue", "1"]);
+    let jpeg = std::fs::read(&images()[3]).unwrap();
+    // One upload in progress holds the only place...
+    let mut first = raw(s.addr, head(jpeg.len(), "/v1/predict", "Connection: close\r\n").as_bytes());
+    first.write_all(&jpeg[..10]).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let mut r = agent().post(&s.url("/v1/predict")).header("Content-Type", "image/jpeg").send(&jpeg[..]).unwrap();
+    let retry = r.headers().get("retry-after").map(|v| v.to_str().unwrap().to_string());
+    assert_eq!((r.status().as_u16(), retry.as_deref()), (503, Some("1")));
+    assert!(error_of(&r.body_mut().read_json().unwrap()).contains("--max-queue"));
+    // ...until it is answered; then the next is admitted.
+    first.write_all(&jpeg[10..]).unwrap();
+    assert_eq!(parse(&read_all(&mut first)).0, 200);
+    assert_eq!(post(&agent(), &s, "/v1/predict", Some("image/jpeg"), &jpeg).0, 200);
+}
+
+#[test]
+fn ensembles_and_ten_crops_answer_as_predict() {
+    let d = tmpdir("ensemble");
+    let first = weights(&d);
+    // A second member that differs: fc8 halved.
+    let mut ck = common::tiny_checkpoint();
+    ck.params.iter_mut().find(|p| p.name == "fc8.weight").unwrap().data.iter_mut().for_each(|v| *v *= 0.5);
+    let second = d.join("second.safetensors");
+    ck.save(&second).unwrap();
+    let files = images();
+    let out = Command::new(BIN)
+        .args(["predict", "--json", "--top", "10", "--ten-crop", "--weights"])
+        .arg(&first)
+        .arg("--weights")
+        .arg(&second)
+        .args(&files[..3])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let want: Vec<Vec<f64>> = v["predictions"].as_array().unwrap().iter().map(by_index).collect();
+
+    let s = Server::start(&first, &["--weights", second.to_str().unwrap(), "--ten-crop"]);
+    let a = agent();
+    let (_, model) = get(&a, &s, "/v1/model");
+    let model: serde_json::Value = serde_json::from_slice(&model).unwrap();
+    assert_eq!((model["members"].as_u64(), model["input"]["ten_crop"].as_bool()), (Some(2), Some(true)));
+    for (i, f) in files[..3].iter().enumerate() {
+        let (status, answer) = post(&a, &s, "/v1/predict?top=10", Some("image/jpeg"), &std::fs::read(f).unwrap());
+        assert_eq!(status, 200, "{answer}");
+        assert_same(&format!("image {i}, two members, ten crops"), &by_index(&answer), &want[i]);
+    }
 }

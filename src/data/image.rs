@@ -86,7 +86,7 @@ pub fn decode_rgb_within(bytes: &[u8], path: &Path, limit: u64) -> Result<image:
         .map_err(|_| DataError::Decode { path: path.into(), reason: "the decoder crashed on this file".into() })?;
     let mut img = decoded.map_err(decode_err)?;
     img.apply_orientation(orientation);
-    Ok(img.to_rgb8())
+    Ok(img.into_rgb8())
 }
 
 /// Shorter side to `size`, then the central `size × size` square, as packed HWC RGB bytes.

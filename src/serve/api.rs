@@ -104,8 +104,13 @@ async fn filters(State(s): State<Arc<AppState>>) -> Result<Response, ApiError> {
     Ok(([(CONTENT_TYPE, "image/png")], s.filters_png.clone()).into_response())
 }
 
-async fn health() -> Json<serde_json::Value> {
-    Json(serde_json::json!({ "status": "ok" }))
+async fn health(State(s): State<Arc<AppState>>) -> Response {
+    if s.batcher.is_running() {
+        Json(serde_json::json!({ "status": "ok" })).into_response()
+    } else {
+        let body = serde_json::json!({ "status": "down", "error": "the batching thread has stopped" });
+        (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
+    }
 }
 
 async fn metrics(State(s): State<Arc<AppState>>) -> Response {
@@ -135,8 +140,12 @@ pub struct PredictResponse {
 
 async fn predict(State(s): State<Arc<AppState>>, req: Request) -> Result<Json<PredictResponse>, ApiError> {
     let arrived = Instant::now();
-    // Counted from here until queued, so the batcher knows this request is worth waiting for.
-    let arrival = s.batcher.arrivals.arrive();
+    let Ok(_admitted) = s.admission.clone().try_acquire_owned() else {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("{} requests are already in progress (--max-queue); retry", s.config.batch.max_queue),
+        ));
+    };
     let query = Query::<PredictQuery>::try_from_uri(req.uri())
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("bad query: {e}")))?;
     let classes = s.info.classes.len();
@@ -145,8 +154,14 @@ async fn predict(State(s): State<Arc<AppState>>, req: Request) -> Result<Json<Pr
         return Err(ApiError::new(StatusCode::BAD_REQUEST, "top must be at least 1"));
     }
     let bytes = image_bytes(&s, req).await?;
+    // Counted from here until queued, so the batcher knows this request is worth waiting for.
+    let arrival = s.batcher.arrivals.arrive();
     let (stored, limit) = (s.info.input.stored, max_pixels());
+    let slot = s.decoding.clone().acquire_owned().await.expect("the semaphore is never closed");
     let decoded = tokio::task::spawn_blocking(move || {
+        // The slot goes with the decode: it is held until the decode ends, even if the client
+        // hangs up and this handler is dropped.
+        let _slot = slot;
         decode_rgb_within(&bytes, Path::new(BODY_NAME), limit).map(|img| resize_center_square(&img, stored))
     })
     .await

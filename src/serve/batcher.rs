@@ -3,9 +3,9 @@
 //! and TorchServe's batchers do).
 //!
 //! The policy: the worker takes the oldest request, then everything already queued, up to
-//! `max_batch`; if the batch is not full and other requests are on their way (arrived, their
-//! bodies still being read or decoded: [`Arrivals`]), it waits for them until the oldest
-//! request has waited `max_wait`. While a forward pass runs, new requests queue up, so under
+//! `max_batch`; if the batch is not full and other requests are on their way (their bodies
+//! read, their images being decoded: [`Arrivals`]), it waits for them until the oldest request
+//! has waited `max_wait`. While a forward pass runs, new requests queue up, so under
 //! load batches fill by themselves; a lone request never waits and gets batch-1 latency.
 
 use super::metrics::ServeMetrics;
@@ -24,7 +24,8 @@ pub struct BatchOptions {
     pub max_batch: usize,
     /// How long the oldest request may wait for others to join it.
     pub max_wait: Duration,
-    /// Requests allowed to wait in the queue; more are refused (503) rather than piling up.
+    /// Requests admitted at once (being read, decoded, queued or computed); more are refused
+    /// (503) rather than piling up. Also the queue's capacity.
     pub max_queue: usize,
     /// Average the paper's ten crops instead of the centre crop.
     pub ten_crop: bool,
@@ -53,8 +54,9 @@ pub enum Refusal {
     Failed(String),
 }
 
-/// Requests that have arrived and are not yet queued (their bodies being read or decoded): the
-/// ones worth waiting for. Hold an [`Arrival`] while preparing a request.
+/// Requests whose bodies are read and whose images are not yet queued (being decoded): the ones
+/// worth waiting for, soon there. (A body still arriving is not counted: a slow client would
+/// make every batch wait.) Hold an [`Arrival`] while preparing a request.
 #[derive(Default)]
 pub struct Arrivals(AtomicUsize);
 
@@ -96,8 +98,19 @@ pub struct Batcher {
 }
 
 impl Batcher {
-    /// Starts the worker, which runs `ensemble` on `pool`'s threads.
-    pub fn start(ensemble: Ensemble, pool: rayon::ThreadPool, opts: BatchOptions, metrics: Arc<ServeMetrics>) -> Self {
+    /// Starts the worker, which runs `ensemble` on `pool`'s threads, after one forward pass of
+    /// a full batch of grey images: the networks' buffers then have their largest size from the
+    /// start (memory stays flat from then on), and the first requests are not the slow ones.
+    pub fn start(
+        mut ensemble: Ensemble,
+        pool: rayon::ThreadPool,
+        opts: BatchOptions,
+        metrics: Arc<ServeMetrics>,
+    ) -> Self {
+        let grey = vec![128u8; ensemble.stored * ensemble.stored * 3];
+        let batch: Vec<&[u8]> = vec![grey.as_slice(); opts.max_batch.max(1)];
+        let crops = if opts.ten_crop { 10 } else { 1 };
+        pool.install(|| ensemble.probabilities(&batch, opts.ten_crop, batch.len() * crops));
         let (tx, rx) = sync_channel(opts.max_queue.max(1));
         let (m, arrivals) = (metrics.clone(), Arc::new(Arrivals::default()));
         let a = arrivals.clone();
@@ -125,6 +138,12 @@ impl Batcher {
             }
         }
         answer.await.unwrap_or(Err(Refusal::Closed))
+    }
+
+    /// Whether the worker thread is still there to answer (it stops only on [`Batcher::close`]
+    /// or a panic outside a forward pass).
+    pub fn is_running(&self) -> bool {
+        self.worker.lock().unwrap_or_else(|e| e.into_inner()).as_ref().is_some_and(|w| !w.is_finished())
     }
 
     /// Stops taking requests, lets the worker answer what is queued, and waits for it.
@@ -181,7 +200,8 @@ fn work(mut ensemble: Ensemble, rx: Receiver<Job>, opts: BatchOptions, metrics: 
 fn gather(rx: &Receiver<Job>, opts: &BatchOptions, metrics: &ServeMetrics, arrivals: &Arrivals) -> Option<Vec<Job>> {
     loop {
         let first = rx.recv().ok()?;
-        let deadline = first.enqueued + opts.max_wait;
+        // (`serve` bounds max_wait; a far-off deadline is "no deadline".)
+        let deadline = first.enqueued.checked_add(opts.max_wait).unwrap_or(first.enqueued + Duration::from_secs(3600));
         let mut batch = vec![first];
         while batch.len() < opts.max_batch {
             if let Ok(job) = rx.try_recv() {

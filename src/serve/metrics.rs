@@ -78,8 +78,10 @@ impl ServeMetrics {
         self.batch_size.observe(n as f64);
         self.forward.observe(took.as_secs_f64());
         self.images.inc_by(n as u64);
+        let now = Instant::now();
         let mut recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
-        recent.push_back((Instant::now(), n));
+        recent.push_back((now, n));
+        trim(&mut recent, now);
     }
 
     /// The text exposition, with the rate brought up to date.
@@ -87,9 +89,7 @@ impl ServeMetrics {
         {
             let mut recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
             let now = Instant::now();
-            while recent.front().is_some_and(|(t, _)| now.duration_since(*t) > RATE_WINDOW) {
-                recent.pop_front();
-            }
+            trim(&mut recent, now);
             let window = RATE_WINDOW.min(now.duration_since(self.started)).as_secs_f64().max(1e-3);
             self.rate.set(recent.iter().map(|(_, n)| *n).sum::<usize>() as f64 / window);
         }
@@ -97,5 +97,13 @@ impl ServeMetrics {
         // Writing into a String cannot fail.
         let _ = encode(&mut out, &self.registry);
         out
+    }
+}
+
+/// Drops the forward passes older than [`RATE_WINDOW`] (on every pass, so the list stays short
+/// whether or not anyone reads /metrics).
+fn trim(recent: &mut VecDeque<(Instant, usize)>, now: Instant) {
+    while recent.front().is_some_and(|(t, _)| now.duration_since(*t) > RATE_WINDOW) {
+        recent.pop_front();
     }
 }

@@ -10,9 +10,10 @@
 //! GET  /                    a page: drop an image, see the top five
 //! ```
 //!
-//! Connections are served by hyper on tokio through axum's router. Each request's body is read
-//! with a size limit and a time limit, decoded on tokio's blocking threads with the pixel limit,
-//! and handed to the [`batcher`]: one thread that owns the networks and runs whatever requests
+//! Connections are served by hyper on tokio through axum's router, at most `max_connections`
+//! at once. A prediction is admitted only while fewer than `max_queue` are in progress (503
+//! otherwise); its body is read with a size limit and a time limit, decoded on tokio's blocking
+//! threads with the pixel limit, `decoders` at a time, and handed to the [`batcher`]: one thread that owns the networks and runs whatever requests
 //! have gathered as one forward pass. Errors are JSON `{"error": ...}` with a 4xx status (5xx
 //! only for the server's own faults); none takes the server down. The shutdown future (SIGTERM,
 //! Ctrl-C) stops accepting, lets the requests in flight finish, then returns.
@@ -45,16 +46,22 @@ pub struct ServeConfig {
     pub read_timeout: Duration,
     /// On shutdown, how long requests in flight may take to finish.
     pub drain_timeout: Duration,
+    /// Open connections at once; further ones wait in the kernel's backlog.
+    pub max_connections: usize,
+    /// Images decoded at once (a 40-megapixel image takes a few hundred MB while it decodes).
+    pub decoders: usize,
 }
 
 impl Default for ServeConfig {
     fn default() -> Self {
         Self {
             addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
-            batch: BatchOptions { max_batch: 32, max_wait: Duration::from_millis(2), max_queue: 256, ten_crop: false },
+            batch: BatchOptions { max_batch: 32, max_wait: Duration::from_millis(2), max_queue: 64, ten_crop: false },
             max_body: 8 << 20,
             read_timeout: Duration::from_secs(10),
             drain_timeout: Duration::from_secs(30),
+            max_connections: 512,
+            decoders: 2,
         }
     }
 }
@@ -72,6 +79,8 @@ pub struct ModelInfo {
     pub max_batch: usize,
     pub max_wait_ms: f64,
     pub max_body_bytes: usize,
+    /// The first member's layer table, as `alexnet summary --json` gives it.
+    pub summary: crate::model::Summary,
 }
 
 /// The input pipeline a request's image goes through.
@@ -94,6 +103,11 @@ pub struct AppState {
     pub batcher: Batcher,
     pub metrics: Arc<ServeMetrics>,
     pub config: ServeConfig,
+    /// One permit per request admitted to /v1/predict (`max_queue`), taken before its body is
+    /// read: what the server holds in memory for requests is bounded.
+    pub admission: Arc<tokio::sync::Semaphore>,
+    /// One permit per image being decoded (`decoders`).
+    pub decoding: Arc<tokio::sync::Semaphore>,
 }
 
 /// A bound server, ready to [`run`](Server::run).
@@ -111,11 +125,14 @@ impl Server {
         std_listener.set_nonblocking(true).map_err(|e| Error::Invalid(format!("{}: {e}", config.addr)))?;
         let listener = tokio::net::TcpListener::from_std(std_listener)
             .map_err(|e| Error::Invalid(format!("cannot listen on {}: {e}", config.addr)))?;
-        let info = model_info(&ensemble, &config);
+        let info = model_info(&ensemble, &config)?;
         let filters_png = filters_png(&ensemble);
         let metrics = Arc::new(ServeMetrics::new(config.batch.max_batch));
         let batcher = Batcher::start(ensemble, pool, config.batch, metrics.clone());
-        Ok(Self { listener, state: Arc::new(AppState { info, filters_png, batcher, metrics, config }) })
+        let admission = Arc::new(tokio::sync::Semaphore::new(config.batch.max_queue.max(1)));
+        let decoding = Arc::new(tokio::sync::Semaphore::new(config.decoders.max(1)));
+        let state = AppState { info, filters_png, batcher, metrics, config, admission, decoding };
+        Ok(Self { listener, state: Arc::new(state) })
     }
 
     /// The address actually bound (the port, when `addr` asked for port 0).
@@ -131,8 +148,14 @@ impl Server {
         let mut http = hyper::server::conn::http1::Builder::new();
         // Slow or silent clients: the headers must arrive within the read timeout.
         http.timer(TokioTimer::new()).header_read_timeout(self.state.config.read_timeout);
+        let connections = Arc::new(tokio::sync::Semaphore::new(self.state.config.max_connections.max(1)));
         tokio::pin!(shutdown);
         loop {
+            // A free connection slot first: at the limit, new connections wait in the backlog.
+            let slot = tokio::select! {
+                slot = connections.clone().acquire_owned() => slot.expect("the semaphore is never closed"),
+                () = &mut shutdown => break,
+            };
             tokio::select! {
                 accepted = self.listener.accept() => {
                     let Ok((stream, _)) = accepted else {
@@ -145,6 +168,7 @@ impl Server {
                     let conn = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
                     tokio::spawn(async move {
                         let _ = conn.await;
+                        drop(slot);
                     });
                 }
                 () = &mut shutdown => break,
@@ -162,9 +186,9 @@ impl Server {
     }
 }
 
-fn model_info(ens: &Ensemble, config: &ServeConfig) -> ModelInfo {
+fn model_info(ens: &Ensemble, config: &ServeConfig) -> Result<ModelInfo> {
     let net = &ens.members[0].net;
-    ModelInfo {
+    Ok(ModelInfo {
         name: net.config.name.clone(),
         members: ens.members.len(),
         parameters: ens.members.iter().map(|m| m.net.params().map(|p| p.data.len()).sum::<usize>()).sum(),
@@ -179,7 +203,8 @@ fn model_info(ens: &Ensemble, config: &ServeConfig) -> ModelInfo {
         max_batch: config.batch.max_batch,
         max_wait_ms: config.batch.max_wait.as_secs_f64() * 1e3,
         max_body_bytes: config.max_body,
-    }
+        summary: crate::model::plan(&net.config)?,
+    })
 }
 
 /// conv1's kernels of the first member as a PNG grid, as `alexnet filters` draws them.

@@ -21,9 +21,13 @@ pub struct Args {
     /// How long the oldest waiting request may wait for others to join its forward pass.
     #[arg(long, default_value_t = 2.0)]
     max_wait_ms: f64,
-    /// Requests allowed to wait for a forward pass; more get 503 with Retry-After.
-    #[arg(long, default_value_t = 256)]
+    /// Predictions in progress at once (being read, decoded, queued or computed); more get 503
+    /// with Retry-After. With --max-body, bounds the memory that requests take.
+    #[arg(long, default_value_t = 64)]
     max_queue: usize,
+    /// Open connections at once; more wait in the kernel's backlog until one closes.
+    #[arg(long, default_value_t = 512)]
+    max_connections: usize,
     /// The largest request body, in bytes (413 above).
     #[arg(long, default_value_t = 8 << 20)]
     max_body: usize,
@@ -44,8 +48,12 @@ pub struct Args {
     threads: Option<usize>,
 }
 
-fn seconds(s: f64, flag: &str) -> Result<Duration> {
-    Duration::try_from_secs_f64(s).map_err(|_| anyhow::anyhow!("{flag} {s}: must be a number of seconds >= 0"))
+/// `s` seconds, within `[min, max]`.
+fn seconds(s: f64, min: f64, max: f64, flag: &str) -> Result<Duration> {
+    if !(min..=max).contains(&s) {
+        anyhow::bail!("{flag} {s}: must be between {min} and {max}");
+    }
+    Ok(Duration::from_secs_f64(s))
 }
 
 pub fn exec(a: Args) -> Result<i32> {
@@ -53,26 +61,33 @@ pub fn exec(a: Args) -> Result<i32> {
         anyhow::bail!("--max-megapixels {}: must be above 0", a.max_megapixels);
     }
     alexnet::data::image::set_max_pixels((a.max_megapixels * 1e6) as u64);
+    let threads = a.threads.unwrap_or_else(alexnet::threads::default_threads).max(1);
     let config = ServeConfig {
         addr: a.addr,
         batch: BatchOptions {
             max_batch: a.max_batch as usize,
-            max_wait: seconds(a.max_wait_ms / 1e3, "--max-wait-ms")?,
+            max_wait: seconds(a.max_wait_ms / 1e3, 0.0, 60.0, "--max-wait-ms / 1000")?,
             max_queue: a.max_queue.max(1),
             ten_crop: a.ten_crop,
         },
         max_body: a.max_body,
-        read_timeout: seconds(a.read_timeout, "--read-timeout")?,
-        drain_timeout: seconds(a.drain_timeout, "--drain-timeout")?,
+        read_timeout: seconds(a.read_timeout, 0.001, 3600.0, "--read-timeout")?,
+        drain_timeout: seconds(a.drain_timeout, 0.0, 3600.0, "--drain-timeout")?,
+        max_connections: a.max_connections.max(1),
+        decoders: threads,
     };
-    let pool = alexnet::threads::thread_pool(a.threads.unwrap_or_else(alexnet::threads::default_threads))?;
+    let pool = alexnet::threads::thread_pool(threads)?;
     let ensemble = a.weights.load()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
+        // Decoding runs on the blocking threads, `decoders` at a time; a few more for the rest.
+        .max_blocking_threads(threads + 4)
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
     runtime.block_on(async move {
+        // The handlers first, so a signal sent as soon as "listening" is printed is caught.
+        let stop = stop_signal()?;
         let server = Server::bind(ensemble, pool, config.clone())?;
         println!(
             "listening on http://{}/ (max batch {}, max wait {} ms); SIGTERM or Ctrl-C drains and stops",
@@ -80,25 +95,22 @@ pub fn exec(a: Args) -> Result<i32> {
             config.batch.max_batch,
             a.max_wait_ms
         );
-        server.run(stop_signal()).await?;
+        server.run(stop).await?;
         eprintln!("serve: stopped");
         Ok(0)
     })
 }
 
-/// SIGTERM or Ctrl-C.
-async fn stop_signal() {
+/// SIGTERM or Ctrl-C, with both handlers installed now (not when first polled).
+fn stop_signal() -> Result<impl std::future::Future<Output = ()>> {
     use tokio::signal::unix::{SignalKind, signal};
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
+    let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
         }
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-        }
-    }
-    eprintln!("serve: stopping; answering the requests in flight");
+        eprintln!("serve: stopping; answering the requests in flight");
+    })
 }
