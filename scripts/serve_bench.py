@@ -18,6 +18,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from datetime import date
 
 BIN = "target/release/alexnet"
@@ -147,9 +148,9 @@ def main():
             time.sleep(5)
             samples.append((time.time() - t0, s.rss_mib()))
             # Scraped as Prometheus would, every 5 s.
-            subprocess.run(["curl", "-s", "-o", "/dev/null", s.url + "/metrics"], check=True)
+            urllib.request.urlopen(s.url + "/metrics").read()
         r = json.loads(gen.stdout.read())
-        metrics = subprocess.run(["curl", "-s", s.url + "/metrics"], capture_output=True, text=True).stdout
+        metrics = urllib.request.urlopen(s.url + "/metrics").read().decode()
         codes = {m.group(1): float(m.group(2)) for m in
                  re.finditer(r'alexnet_http_requests_total\{route="/v1/predict",code="(\d+)"\} (\S+)', metrics)}
         s.stop()

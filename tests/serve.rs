@@ -469,3 +469,36 @@ fn ensembles_and_ten_crops_answer_as_predict() {
         assert_same(&format!("image {i}, two members, ten crops"), &by_index(&answer), &want[i]);
     }
 }
+
+/// `examples/loadgen.rs`, which `cargo test` builds beside the test binaries.
+fn loadgen() -> PathBuf {
+    let deps = std::env::current_exe().unwrap().parent().unwrap().to_path_buf();
+    deps.parent().unwrap().join("examples").join("loadgen")
+}
+
+#[test]
+fn the_load_generator_counts_answers_and_talks_to_loopback_only() {
+    let d = tmpdir("loadgen");
+    let s = Server::start(&weights(&d), &[]);
+    let files = images();
+    assert!(
+        loadgen().is_file(),
+        "{} is missing: an unfiltered `cargo test` builds the examples, or `cargo build --release --examples`",
+        loadgen().display()
+    );
+    let out = Command::new(loadgen())
+        .args(["--url", &s.url(""), "--concurrency", "4", "--requests", "24", "--seconds", "60"])
+        .args(&files)
+        .output()
+        .expect("run examples/loadgen (cargo test builds it)");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!((r["ok"].as_u64(), r["errors"].as_object().map(|e| e.len())), (Some(24), Some(0)), "{r}");
+    assert!(r["p50_ms"].as_f64().unwrap() > 0.0 && r["mean_batch"].as_f64().unwrap() >= 1.0, "{r}");
+    let metrics = String::from_utf8(get(&agent(), &s, "/metrics").1).unwrap();
+    assert!(metrics.lines().any(|l| l == "alexnet_images_total 24"), "{metrics}");
+
+    let out = Command::new(loadgen()).args(["--url", "http://192.0.2.1:8080"]).args(&files[..1]).output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("only talks to this machine"));
+}
