@@ -106,7 +106,7 @@ impl Batcher {
         pool: rayon::ThreadPool,
         opts: BatchOptions,
         metrics: Arc<ServeMetrics>,
-    ) -> Self {
+    ) -> crate::Result<Self> {
         let grey = vec![128u8; ensemble.stored * ensemble.stored * 3];
         let batch: Vec<&[u8]> = vec![grey.as_slice(); opts.max_batch.max(1)];
         let crops = if opts.ten_crop { 10 } else { 1 };
@@ -117,8 +117,8 @@ impl Batcher {
         let worker = std::thread::Builder::new()
             .name("alexnet-batcher".into())
             .spawn(move || pool.install(|| work(ensemble, rx, opts, &m, &a)))
-            .expect("cannot start the batching thread");
-        Self { tx: Mutex::new(Some(tx)), metrics, arrivals, worker: Mutex::new(Some(worker)) }
+            .map_err(|e| crate::Error::Invalid(format!("cannot start the batching thread: {e}")))?;
+        Ok(Self { tx: Mutex::new(Some(tx)), metrics, arrivals, worker: Mutex::new(Some(worker)) })
     }
 
     /// Queues one image (`stored × stored` HWC RGB) and waits for its probabilities; `arrival`

@@ -13,8 +13,8 @@
 //! Connections are served by hyper on tokio through axum's router, at most `max_connections`
 //! at once. A prediction is admitted only while fewer than `max_queue` are in progress (503
 //! otherwise); its body is read with a size limit and a time limit, decoded on tokio's blocking
-//! threads with the pixel limit, `decoders` at a time, and handed to the [`batcher`]: one thread that owns the networks and runs whatever requests
-//! have gathered as one forward pass. Errors are JSON `{"error": ...}` with a 4xx status (5xx
+//! threads with the pixel limit, `decoders` at a time, and handed to the [`batcher`]: one
+//! thread that owns the networks and runs whatever requests have gathered as one forward pass. Errors are JSON `{"error": ...}` with a 4xx status (5xx
 //! only for the server's own faults); none takes the server down. The shutdown future (SIGTERM,
 //! Ctrl-C) stops accepting, lets the requests in flight finish, then returns.
 
@@ -128,7 +128,7 @@ impl Server {
         let info = model_info(&ensemble, &config)?;
         let filters_png = filters_png(&ensemble);
         let metrics = Arc::new(ServeMetrics::new(config.batch.max_batch));
-        let batcher = Batcher::start(ensemble, pool, config.batch, metrics.clone());
+        let batcher = Batcher::start(ensemble, pool, config.batch, metrics.clone())?;
         let admission = Arc::new(tokio::sync::Semaphore::new(config.batch.max_queue.max(1)));
         let decoding = Arc::new(tokio::sync::Semaphore::new(config.decoders.max(1)));
         let state = AppState { info, filters_png, batcher, metrics, config, admission, decoding };
