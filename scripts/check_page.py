@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """The page that `alexnet serve` serves at /, checked in a real browser: Debian's Chromium,
 headless, driven by Selenium through Debian's chromedriver. It picks an image in the page's file
-input, waits for the bars, and requires the page's top class to be the one POST /v1/predict
-gives for the same file; the model table and conv1's filters must have loaded. Saves a
+input, waits for the bars, and requires the page's top five to be the ones POST /v1/predict
+gives for the same file; then drops the same file on the drop zone and requires them again; the model table and conv1's filters must have loaded. Saves a
 screenshot.
 
     python3 scripts/check_page.py --weights W.safetensors --image IMG [--classes classes.tsv] \
@@ -11,6 +11,7 @@ screenshot.
 Needs: apt-get install chromium chromium-driver; pip install selenium.
 """
 import argparse
+import base64
 import json
 import os
 import signal
@@ -72,12 +73,29 @@ def main():
                 "const i = document.getElementById('preview'); return !i.hidden && i.complete && i.naturalWidth > 0;")
             if a.screenshot:
                 driver.save_screenshot(a.screenshot)
+            # The drop zone: the same image dropped (a DragEvent carrying the file, as a
+            # browser dispatches it) must give the same bars again, via the drop handler.
+            driver.execute_script("document.getElementById('classes').textContent = '';")
+            driver.execute_async_script("""
+                const [b64, done] = arguments;
+                const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+                const dt = new DataTransfer();
+                dt.items.add(new File([bytes], "dropped", { type: "" }));
+                document.getElementById("drop").dispatchEvent(
+                    new DragEvent("drop", { dataTransfer: dt, bubbles: true, cancelable: true }));
+                done();
+            """, base64.b64encode(open(a.image, "rb").read()).decode())
+            wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#classes .row .cls")
+                       or d.find_element(By.ID, "error").text)
+            dropped = [e.text for e in driver.find_elements(By.CSS_SELECTOR, "#classes .row .cls")]
         finally:
             driver.quit()
         want = [c["name"] for c in api_top]
         problems = []
         if names != want:
             problems.append(f"the page lists {names}, POST /v1/predict says {want}")
+        if dropped != want:
+            problems.append(f"after a drop the page lists {dropped}, POST /v1/predict says {want}")
         if layers != want_layers:
             problems.append(f"the page's layer table has {layers} rows, the model {want_layers} layers")
         if not filters_ok:
@@ -87,7 +105,7 @@ def main():
         if problems:
             sys.exit("page check failed: " + "; ".join(problems))
         print(f"page: picked {a.image}; Chromium shows top class {names[0]!r} ({pcts[0]}), as the API says; "
-              f"layer table ({layers} layers), filters and preview shown" + (f"; screenshot {a.screenshot}" if a.screenshot else ""))
+              f"the same after a drop; layer table ({layers} layers), filters and preview shown" + (f"; screenshot {a.screenshot}" if a.screenshot else ""))
     finally:
         server.send_signal(signal.SIGTERM)
         try:
