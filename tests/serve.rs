@@ -131,7 +131,8 @@ type BadRequest<'a> = (&'a str, Option<&'a str>, &'a [u8], u16, &'a str);
 #[test]
 fn the_api_answers_good_requests_and_refuses_bad_ones() {
     let d = tmpdir("api");
-    let s = Server::start(&weights(&d), &["--max-body", "200000"]);
+    // A long --max-wait-ms: a request refused on its way must not leave the batcher waiting.
+    let s = Server::start(&weights(&d), &["--max-body", "200000", "--max-wait-ms", "2000"]);
     let a = agent();
     let jpeg = std::fs::read(&images()[0]).unwrap();
 
@@ -218,8 +219,10 @@ fn the_api_answers_good_requests_and_refuses_bad_ones() {
     assert_eq!(r.status().as_u16(), 404);
     assert!(error_of(&r.body_mut().read_json().unwrap()).contains("no such route"));
 
-    // Still serving, and every answer counted.
-    assert_eq!(post(&a, &s, "/v1/predict", Some("image/jpeg"), &jpeg).0, 200);
+    // Still serving, with no wait for requests that were refused, and every answer counted.
+    let (status, last) = post(&a, &s, "/v1/predict", Some("image/jpeg"), &jpeg);
+    assert_eq!(status, 200);
+    assert!(last["queue_ms"].as_f64().unwrap() < 500.0, "waited for refused requests: {last}");
     let metrics = String::from_utf8(get(&a, &s, "/metrics").1).unwrap();
     for line in [
         r#"alexnet_http_requests_total{route="/v1/predict",code="200"} 5"#,
@@ -360,7 +363,8 @@ fn read_all(c: &mut TcpStream) -> String {
 #[test]
 fn stalled_and_vanishing_clients_do_not_hold_the_server() {
     let d = tmpdir("hostile");
-    let s = Server::start(&weights(&d), &["--read-timeout", "3"]);
+    // A long --max-wait-ms: bodies still arriving must not make a batch wait.
+    let s = Server::start(&weights(&d), &["--read-timeout", "3", "--max-wait-ms", "2000"]);
     let a = agent();
     let jpeg = std::fs::read(&images()[1]).unwrap();
     let head = |len: usize| head(len, "/v1/predict", "");
@@ -376,8 +380,10 @@ fn stalled_and_vanishing_clients_do_not_hold_the_server() {
 
     // Meanwhile others are answered, well before the stalled ones time out.
     let t = Instant::now();
-    assert_eq!(post(&a, &s, "/v1/predict", Some("image/jpeg"), &jpeg).0, 200);
+    let (status, other) = post(&a, &s, "/v1/predict", Some("image/jpeg"), &jpeg);
+    assert_eq!(status, 200);
     assert!(t.elapsed() < Duration::from_millis(2500), "a stalled client delayed another: {:?}", t.elapsed());
+    assert!(other["queue_ms"].as_f64().unwrap() < 500.0, "waited for a stalled upload: {other}");
 
     let answer = read_all(&mut half_body);
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
@@ -425,8 +431,15 @@ fn past_max_queue_requests_get_503_with_retry_after() {
     // One upload in progress holds the only place...
     let mut first = raw(s.addr, head(jpeg.len(), "/v1/predict", "Connection: close\r\n").as_bytes());
     first.write_all(&jpeg[..10]).unwrap();
-    std::thread::sleep(Duration::from_millis(300));
-    let mut r = agent().post(&s.url("/v1/predict")).header("Content-Type", "image/jpeg").send(&jpeg[..]).unwrap();
+    // (Until the server has admitted it, another request may still get in: retry until 503.)
+    let t = Instant::now();
+    let mut r = loop {
+        let r = agent().post(&s.url("/v1/predict")).header("Content-Type", "image/jpeg").send(&jpeg[..]).unwrap();
+        if r.status().as_u16() != 200 || t.elapsed() > Duration::from_secs(10) {
+            break r;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
     let retry = r.headers().get("retry-after").map(|v| v.to_str().unwrap().to_string());
     assert_eq!((r.status().as_u16(), retry.as_deref()), (503, Some("1")));
     assert!(error_of(&r.body_mut().read_json().unwrap()).contains("--max-queue"));
@@ -501,4 +514,29 @@ fn the_load_generator_counts_answers_and_talks_to_loopback_only() {
     let out = Command::new(loadgen()).args(["--url", "http://192.0.2.1:8080"]).args(&files[..1]).output().unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("only talks to this machine"));
+}
+
+#[test]
+fn the_batcher_waits_for_a_request_still_decoding() {
+    let d = tmpdir("wait");
+    let s = Server::start(&weights(&d), &["--max-batch", "8", "--max-wait-ms", "3000", "--max-body", "100000000"]);
+    // A 36-megapixel PNG (hundreds of ms to decode and shrink), and 100 ms later (its body read
+    // by then, its decode under way) a small JPEG, decoded and queued while the PNG still
+    // decodes: the batcher must wait for the PNG.
+    let big = image::RgbImage::from_fn(6000, 6000, |x, y| {
+        image::Rgb([(x % 251) as u8, (y % 241) as u8, ((x + y) % 239) as u8])
+    });
+    let mut png = std::io::Cursor::new(Vec::new());
+    big.write_to(&mut png, image::ImageFormat::Png).unwrap();
+    let png = png.into_inner();
+    let jpeg = std::fs::read(&images()[4]).unwrap();
+    let mut slow = raw(s.addr, head(png.len(), "/v1/predict", "Connection: close\r\n").as_bytes());
+    slow.write_all(&png).unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    let mut quick = raw(s.addr, head(jpeg.len(), "/v1/predict", "Connection: close\r\n").as_bytes());
+    quick.write_all(&jpeg).unwrap();
+    let (quick, slow) = (parse(&read_all(&mut quick)), parse(&read_all(&mut slow)));
+    assert_eq!((quick.0, slow.0), (200, 200), "{quick:?} {slow:?}");
+    let batches = (quick.1["batch"].as_u64(), slow.1["batch"].as_u64());
+    assert_eq!(batches, (Some(2), Some(2)), "PNG decoded in {} ms: {quick:?} {slow:?}", slow.1["decode_ms"]);
 }

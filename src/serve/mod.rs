@@ -42,7 +42,8 @@ pub struct ServeConfig {
     pub batch: BatchOptions,
     /// The largest request body accepted (413 above).
     pub max_body: usize,
-    /// Time allowed to send a request's headers, and again its body (408 after, for the body).
+    /// Time allowed to send a request's headers, and again its body (408 after, for the body);
+    /// also the time a write to a client may block before the connection is dropped.
     pub read_timeout: Duration,
     /// On shutdown, how long requests in flight may take to finish.
     pub drain_timeout: Duration,
@@ -164,8 +165,13 @@ impl Server {
                         continue;
                     };
                     let _ = stream.set_nodelay(true);
+                    // A client that stops reading its answers must not hold its slot forever:
+                    // hyper has no write timeout of its own.
+                    let mut stream = tokio_io_timeout::TimeoutStream::new(stream);
+                    stream.set_write_timeout(Some(self.state.config.read_timeout));
                     let service = TowerToHyperService::new(app.clone());
-                    let conn = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
+                    let io = TokioIo::new(Box::pin(stream));
+                    let conn = graceful.watch(http.serve_connection(io, service));
                     tokio::spawn(async move {
                         let _ = conn.await;
                         drop(slot);

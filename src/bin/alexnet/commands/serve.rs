@@ -23,18 +23,19 @@ pub struct Args {
     max_wait_ms: f64,
     /// Predictions in progress at once (being read, decoded, queued or computed); more get 503
     /// with Retry-After. With --max-body, bounds the memory that requests take.
-    #[arg(long, default_value_t = 64)]
-    max_queue: usize,
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=65536))]
+    max_queue: u32,
     /// Open connections at once; more wait in the kernel's backlog until one closes.
-    #[arg(long, default_value_t = 512)]
-    max_connections: usize,
+    #[arg(long, default_value_t = 512, value_parser = clap::value_parser!(u32).range(1..=65536))]
+    max_connections: u32,
     /// The largest request body, in bytes (413 above).
     #[arg(long, default_value_t = 8 << 20)]
     max_body: usize,
     /// Refuse images whose header claims more pixels than this, before decoding them (413).
     #[arg(long, default_value_t = 40.0)]
     max_megapixels: f64,
-    /// Seconds a client has to send its headers, and again its body (408 after).
+    /// Seconds a client has to send its headers, and again its body (408 after); a write to a
+    /// client that blocks this long drops the connection.
     #[arg(long, default_value_t = 10.0)]
     read_timeout: f64,
     /// Seconds the requests in flight get to finish after SIGTERM or Ctrl-C.
@@ -67,13 +68,13 @@ pub fn exec(a: Args) -> Result<i32> {
         batch: BatchOptions {
             max_batch: a.max_batch as usize,
             max_wait: seconds(a.max_wait_ms / 1e3, 0.0, 60.0, "--max-wait-ms / 1000")?,
-            max_queue: a.max_queue.max(1),
+            max_queue: a.max_queue as usize,
             ten_crop: a.ten_crop,
         },
         max_body: a.max_body,
         read_timeout: seconds(a.read_timeout, 0.001, 3600.0, "--read-timeout")?,
         drain_timeout: seconds(a.drain_timeout, 0.0, 3600.0, "--drain-timeout")?,
-        max_connections: a.max_connections.max(1),
+        max_connections: a.max_connections as usize,
         decoders: threads,
     };
     let pool = alexnet::threads::thread_pool(threads)?;
