@@ -1,9 +1,8 @@
 //! `alexnet features` and `alexnet neighbors` (the paper's Figure 4): shapes, distances against
 //! a direct computation, the grid, and errors on bad input.
 
-use alexnet::Checkpoint;
-use alexnet::data::DataStats;
-use alexnet::model::ModelConfig;
+mod common;
+
 use safetensors::SafeTensors;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -26,20 +25,8 @@ fn setup(name: &str) -> (PathBuf, String) {
             std::fs::copy(&f, d.join("data").join(c).join(f.file_name().unwrap())).unwrap();
         }
     }
-    let net = alexnet::Network::new(ModelConfig::variant("cifar").unwrap(), 3).unwrap();
-    let classes: Vec<_> =
-        (0..10).map(|i| alexnet::data::ClassInfo { id: i.to_string(), name: i.to_string() }).collect();
-    let stats = DataStats {
-        count: 1,
-        size: 32,
-        mean_image: vec![],
-        channel_mean: [120.0; 3],
-        channel_std: [60.0; 3],
-        eigval: [0.0; 3],
-        eigvec: [[0.0; 3]; 3],
-    };
     let w = d.join("w.safetensors");
-    Checkpoint::capture(&net, &classes, &stats, None, None).save(&w).unwrap();
+    common::cifar_checkpoint(3, 120.0, 60.0).save(&w).unwrap();
     (d, w.display().to_string())
 }
 

@@ -109,8 +109,7 @@ impl Batcher {
     ) -> crate::Result<Self> {
         let grey = vec![128u8; ensemble.stored * ensemble.stored * 3];
         let batch: Vec<&[u8]> = vec![grey.as_slice(); opts.max_batch.max(1)];
-        let crops = if opts.ten_crop { 10 } else { 1 };
-        pool.install(|| ensemble.probabilities(&batch, opts.ten_crop, batch.len() * crops));
+        pool.install(|| one_pass(&mut ensemble, &batch, opts.ten_crop));
         let (tx, rx) = sync_channel(opts.max_queue.max(1));
         let (m, arrivals) = (metrics.clone(), Arc::new(Arrivals::default()));
         let a = arrivals.clone();
@@ -163,14 +162,12 @@ impl Drop for Batcher {
 
 /// The worker: gather, run, answer, until the queue's sender is gone.
 fn work(mut ensemble: Ensemble, rx: Receiver<Job>, opts: BatchOptions, metrics: &ServeMetrics, arrivals: &Arrivals) {
-    let crops = if opts.ten_crop { 10 } else { 1 };
     while let Some(batch) = gather(&rx, &opts, metrics, arrivals) {
         let started = Instant::now();
         let images: Vec<&[u8]> = batch.iter().map(|j| j.image.as_slice()).collect();
         // A panic in a kernel is a bug, but it must cost these requests, not the server.
-        let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            ensemble.probabilities(&images, opts.ten_crop, images.len() * crops)
-        }));
+        let run =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| one_pass(&mut ensemble, &images, opts.ten_crop)));
         let forward = started.elapsed();
         let n = images.len();
         drop(images);
@@ -192,6 +189,13 @@ fn work(mut ensemble: Ensemble, rx: Receiver<Job>, opts: BatchOptions, metrics: 
             }
         }
     }
+}
+
+/// The probabilities of `images` from one forward pass of them all (ten network inputs each
+/// with `ten_crop`).
+fn one_pass(ensemble: &mut Ensemble, images: &[&[u8]], ten_crop: bool) -> Vec<f32> {
+    let crops = if ten_crop { 10 } else { 1 };
+    ensemble.probabilities(images, ten_crop, images.len() * crops)
 }
 
 /// The next batch: the oldest request, what is already queued, and, while others are on their

@@ -60,7 +60,7 @@ impl ServeMetrics {
     }
 
     /// One answered request on `route` (a route pattern, never a raw path: bounded labels).
-    pub fn request(&self, route: &'static str, status: u16, took: Duration) {
+    pub fn request(&self, route: &str, status: u16, took: Duration) {
         self.requests.get_or_create(&vec![("route", route.to_string()), ("code", status.to_string())]).inc();
         self.latency.get_or_create(&vec![("route", route.to_string())]).observe(took.as_secs_f64());
     }

@@ -126,7 +126,7 @@ impl Server {
         std_listener.set_nonblocking(true).map_err(|e| Error::Invalid(format!("{}: {e}", config.addr)))?;
         let listener = tokio::net::TcpListener::from_std(std_listener)
             .map_err(|e| Error::Invalid(format!("cannot listen on {}: {e}", config.addr)))?;
-        let info = model_info(&ensemble, &config)?;
+        let info = model_info(&ensemble, &config);
         let filters_png = filters_png(&ensemble);
         let metrics = Arc::new(ServeMetrics::new(config.batch.max_batch));
         let batcher = Batcher::start(ensemble, pool, config.batch, metrics.clone())?;
@@ -192,12 +192,12 @@ impl Server {
     }
 }
 
-fn model_info(ens: &Ensemble, config: &ServeConfig) -> Result<ModelInfo> {
+fn model_info(ens: &Ensemble, config: &ServeConfig) -> ModelInfo {
     let net = &ens.members[0].net;
-    Ok(ModelInfo {
+    ModelInfo {
         name: net.config.name.clone(),
         members: ens.members.len(),
-        parameters: ens.members.iter().map(|m| m.net.params().map(|p| p.data.len()).sum::<usize>()).sum(),
+        parameters: ens.members.iter().map(|m| m.net.param_count()).sum(),
         classes: ens.classes.clone(),
         input: InputInfo {
             stored: ens.stored,
@@ -209,8 +209,8 @@ fn model_info(ens: &Ensemble, config: &ServeConfig) -> Result<ModelInfo> {
         max_batch: config.batch.max_batch,
         max_wait_ms: config.batch.max_wait.as_secs_f64() * 1e3,
         max_body_bytes: config.max_body,
-        summary: crate::model::plan(&net.config)?,
-    })
+        summary: net.summary.clone(),
+    }
 }
 
 /// conv1's kernels of the first member as a PNG grid, as `alexnet filters` draws them.

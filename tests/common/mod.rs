@@ -204,16 +204,22 @@ pub fn png_claiming(w: u32, h: u32) -> Vec<u8> {
 /// The cifar variant, freshly initialised (seed 1), classes named "0".."9", no mean image: a
 /// checkpoint for tests of the commands around the network.
 pub fn tiny_checkpoint() -> alexnet::Checkpoint {
+    cifar_checkpoint(1, 0.0, 1.0)
+}
+
+/// The cifar variant initialised from `seed`, classes named "0".."9", per-channel statistics
+/// `mean` and `std` in every channel and no mean image.
+pub fn cifar_checkpoint(seed: u64, mean: f32, std: f32) -> alexnet::Checkpoint {
     let cfg = alexnet::ModelConfig::variant("cifar").unwrap();
-    let net = alexnet::Network::new(cfg, 1).unwrap();
+    let net = alexnet::Network::new(cfg, seed).unwrap();
     let classes =
         (0..10).map(|i| alexnet::data::ClassInfo { id: i.to_string(), name: i.to_string() }).collect::<Vec<_>>();
     let stats = alexnet::data::DataStats {
         count: 1,
         size: 32,
         mean_image: vec![],
-        channel_mean: [0.; 3],
-        channel_std: [1.; 3],
+        channel_mean: [mean; 3],
+        channel_std: [std; 3],
         eigval: [0.; 3],
         eigvec: [[0.; 3]; 3],
     };
