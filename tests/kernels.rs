@@ -342,24 +342,27 @@ fn activations_backward() {
 
 #[test]
 fn linear_forward_and_backward() {
-    let (b, i, o) = (5, 13, 7);
-    let x = uniform_vec(b * i, 51);
-    let w = uniform_vec(o * i, 52);
-    let bias = uniform_vec(o, 53);
-    let f = |x: &[f32], w: &[f32], bias: &[f32]| {
-        let mut y = vec![0.0; b * o];
-        linear::forward(x, w, bias, &mut y, b, i, o, Precision::F32);
-        y
-    };
-    let naive: Vec<f32> =
-        (0..b * o).map(|n| bias[n % o] + (0..i).map(|k| x[n / o * i + k] * w[n % o * i + k]).sum::<f32>()).collect();
-    assert_close("linear", &f(&x, &w, &bias), &naive, 1e-6);
-    let r = uniform_vec(b * o, 54);
-    let (mut dw, mut db, mut dx) = (vec![0.0; w.len()], vec![0.0; o], vec![0.0; x.len()]);
-    linear::backward(&x, &w, &r, &mut dw, &mut db, Some(&mut dx), b, i, o, Precision::F32);
-    assert_close("linear dx", &dx, &numeric_grad(&x, &r, 1e-2, |x| f(x, &w, &bias)), 1e-3);
-    assert_close("linear dw", &dw, &numeric_grad(&w, &r, 1e-2, |w| f(&x, w, &bias)), 1e-3);
-    assert_close("linear db", &db, &numeric_grad(&bias, &r, 1e-2, |bb| f(&x, &w, bb)), 1e-3);
+    // The second shape splits the products into several row blocks (matmul_row_blocks).
+    for (b, i, o) in [(5, 13, 7), (3, 37, 150)] {
+        let x = uniform_vec(b * i, 51);
+        let w = uniform_vec(o * i, 52);
+        let bias = uniform_vec(o, 53);
+        let f = |x: &[f32], w: &[f32], bias: &[f32]| {
+            let mut y = vec![0.0; b * o];
+            linear::forward(x, w, bias, &mut y, b, i, o, Precision::F32);
+            y
+        };
+        let naive: Vec<f32> = (0..b * o)
+            .map(|n| bias[n % o] + (0..i).map(|k| x[n / o * i + k] * w[n % o * i + k]).sum::<f32>())
+            .collect();
+        assert_close("linear", &f(&x, &w, &bias), &naive, 1e-6);
+        let r = uniform_vec(b * o, 54);
+        let (mut dw, mut db, mut dx) = (vec![0.0; w.len()], vec![0.0; o], vec![0.0; x.len()]);
+        linear::backward(&x, &w, &r, &mut dw, &mut db, Some(&mut dx), b, i, o, Precision::F32);
+        assert_close("linear dx", &dx, &numeric_grad(&x, &r, 1e-2, |x| f(x, &w, &bias)), 1e-3);
+        assert_close("linear dw", &dw, &numeric_grad(&w, &r, 1e-2, |w| f(&x, w, &bias)), 1e-3);
+        assert_close("linear db", &db, &numeric_grad(&bias, &r, 1e-2, |bb| f(&x, &w, bb)), 1e-3);
+    }
 }
 
 #[test]

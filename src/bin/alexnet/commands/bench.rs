@@ -56,10 +56,13 @@ pub fn exec(a: Args) -> Result<i32> {
     match a.mode {
         BenchMode::Gemm => a.common.emit(&bench::gemm_peak(a.size, a.iters, threads)?, |r| {
             println!(
-                "gemm {n}x{n}x{n} f32, {} threads: {:.2} ms, {:.1} GFLOP/s",
+                "gemm {n}x{n}x{n} f32, {} threads, best of {} iterations: peak {:.1} GFLOP/s \
+                 (one product split across the threads {:.1}, one product per thread {:.1})",
                 r.threads,
-                r.ms_per_iter,
+                a.iters,
                 r.gflops,
+                r.split_gflops,
+                r.per_thread_gflops,
                 n = r.size
             )
         }),
