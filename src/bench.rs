@@ -209,14 +209,18 @@ pub fn run(model: &ModelConfig, cfg: &BenchConfig) -> Result<BenchReport> {
 fn layer_profiles(net: &Network, cfg: &BenchConfig) -> Vec<LayerProfile> {
     let Some(prof) = &net.profile else { return Vec::new() };
     let algos = net.conv_algos();
-    // What the layer's algorithm does at this batch ([`ConvAlgo::for_batch`]).
-    let label = |a: ConvAlgo| match (a, a.for_batch(cfg.batch)) {
-        (_, ConvAlgo::Winograd(t)) => format!("winograd {}x{}", t.m(), t.m()),
-        (ConvAlgo::Winograd(_), ConvAlgo::Im2col) => {
-            format!("im2col (winograd from {} images)", crate::kernels::conv::WINOGRAD_MIN_BATCH)
-        }
-        (ConvAlgo::Im2col, ConvAlgo::Im2col) if cfg.precision != PrecisionChoice::F32 => "im2col bf16".to_string(),
-        (ConvAlgo::Im2col, ConvAlgo::Im2col) => "im2col".to_string(),
+    // What the layer's algorithm does at this batch ([`ConvAlgo::backward_for_batch`]).
+    let train = cfg.mode == BenchMode::Train;
+    let label = |a: ConvAlgo| match (a, a.backward_for_batch(cfg.batch)) {
+        (ConvAlgo::Winograd(t), ConvAlgo::Im2col) if train => format!(
+            "winograd {}x{}, backward im2col (winograd from {} images)",
+            t.m(),
+            t.m(),
+            crate::kernels::conv::WINOGRAD_MIN_BATCH
+        ),
+        (ConvAlgo::Winograd(t), _) => format!("winograd {}x{}", t.m(), t.m()),
+        (ConvAlgo::Im2col, _) if cfg.precision != PrecisionChoice::F32 => "im2col bf16".to_string(),
+        (ConvAlgo::Im2col, _) => "im2col".to_string(),
     };
     net.layers()
         .iter()

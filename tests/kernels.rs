@@ -502,7 +502,7 @@ fn winograd_calls_in_sequence_match_im2col() {
                 let what = format!("round {round} layer {i} forward {forward}");
                 if forward {
                     let (mut a, mut b) = (vec![f32::NAN; batch * s.out_len()], vec![0.0; batch * s.out_len()]);
-                    conv::forward_with(algo, Precision::F32, s, &x, &w, &bias, &mut a, batch);
+                    conv::forward_with(algo, Precision::F32, s, &x, &w, &bias, &mut a, batch, &mut Default::default());
                     conv::forward(s, &x, &w, &bias, &mut b, batch);
                     assert_close(&what, &a, &b, 1e-4);
                 } else {
@@ -518,4 +518,36 @@ fn winograd_calls_in_sequence_match_im2col() {
             }
         }
     });
+}
+
+/// The forward pass keeps Winograd's transformed kernels between calls: the same weights reuse
+/// them, and any change of the weights (one value, or a new tile) must be seen, at one image
+/// (where inference uses the cache) and at several.
+#[test]
+fn winograd_kernel_cache_follows_the_weights() {
+    use alexnet::kernels::conv::ConvAlgo;
+    use alexnet::kernels::winograd::{KernelCache, Tile};
+    let s = ConvShape { in_c: 32, in_h: 13, in_w: 13, out_c: 48, kh: 3, kw: 3, stride: 1, pad: 1, groups: 2 };
+    let mut cache = KernelCache::default();
+    let mut w = uniform_vec(s.weight_len(), 61);
+    let bias = uniform_vec(s.out_c, 62);
+    let changes: [(&str, Tile, Option<usize>); 5] = [
+        ("first call", Tile::F4, None),
+        ("same weights", Tile::F4, None),
+        ("one weight changed", Tile::F4, Some(s.weight_len() - 1)),
+        ("another tile", Tile::F2, None),
+        ("a weight's sign", Tile::F2, Some(0)),
+    ];
+    for (what, tile, change) in changes {
+        if let Some(i) = change {
+            w[i] = -w[i] + 0.5;
+        }
+        for batch in [1, 3] {
+            let x = uniform_vec(batch * s.in_len(), 63 + batch as u64);
+            let (mut a, mut b) = (vec![f32::NAN; batch * s.out_len()], vec![0.0; batch * s.out_len()]);
+            conv::forward_with(ConvAlgo::Winograd(tile), Precision::F32, &s, &x, &w, &bias, &mut a, batch, &mut cache);
+            conv::forward(&s, &x, &w, &bias, &mut b, batch);
+            assert_close(&format!("{what}, batch {batch}"), &a, &b, 1e-4);
+        }
+    }
 }

@@ -148,6 +148,25 @@ pub fn col2im(s: &ConvShape, col: &[f32], group: usize, dx: &mut [f32]) {
     }
 }
 
+thread_local! {
+    /// This thread's im2col buffer, kept across calls: see [`with_col`].
+    static COL: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Runs `f` with this thread's im2col buffer of at least `len` values (contents unspecified:
+/// every user overwrites what it reads), taken out for the call and put back after. A fresh
+/// buffer each call cost the paper net ~1 ms an image at batch 1 (12 MB of new pages a forward
+/// pass, zeroed by the kernel at first touch); a nested call finds it empty and allocates.
+fn with_col<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
+    let mut col = COL.with(|c| c.take());
+    if col.len() < len {
+        col.resize(len, 0.0);
+    }
+    let r = f(&mut col[..len]);
+    COL.with(|c| c.replace(col));
+    r
+}
+
 /// Splits `batch` images into one contiguous run per rayon thread.
 pub(crate) fn image_chunks(batch: usize) -> usize {
     batch.div_ceil(rayon::current_num_threads().max(1)).max(1)
@@ -209,22 +228,27 @@ pub(crate) fn threads_within_image(batch: usize) -> Threads {
     if batch < rayon::current_num_threads() { Threads::Pool } else { Threads::One }
 }
 
-/// Fewest images for which a Winograd layer computes by Winograd: below it the kernels'
-/// transform (redone every call) is not amortised and each product has too few tiles to run
-/// near the matrix-multiply peak. Measured on the paper net at batch 1 (Zen 3, 2 threads):
-/// conv3-5 took 12.3 ms by Winograd, 9.0 ms by im2col.
+/// Fewest images for which a Winograd layer's backward pass computes by Winograd: below it the
+/// kernels' transform (redone every step, as the weights change) is not amortised and each
+/// product has too few tiles to run near the matrix-multiply peak. The forward pass computes by
+/// Winograd at any batch: its transformed kernels are kept while the weights stay the same
+/// ([`winograd::KernelCache`]). Measured on the paper net at batch 1 (Zen 3, 2 threads):
+/// conv3-5 took 12.3 ms by Winograd with the transform redone every call, 9.0 ms by im2col;
+/// with it kept, 4.7, 6.1 and 5.0 ms against im2col's 5.4, 7.6 and 8.1 in three alternating
+/// runs.
 pub const WINOGRAD_MIN_BATCH: usize = 4;
 
 impl ConvAlgo {
-    /// What a layer resolved to `self` computes by for `batch` images (im2col below
-    /// [`WINOGRAD_MIN_BATCH`]).
-    pub fn for_batch(self, batch: usize) -> ConvAlgo {
+    /// What a layer resolved to `self` computes its backward pass by for `batch` images
+    /// (im2col below [`WINOGRAD_MIN_BATCH`]).
+    pub fn backward_for_batch(self, batch: usize) -> ConvAlgo {
         if batch < WINOGRAD_MIN_BATCH { ConvAlgo::Im2col } else { self }
     }
 }
 
 /// `y = conv(x, w) + b` with the layer's algorithm; im2col's products in `precision` (Winograd's
-/// are f32: its transformed operands are small products that bf16 packing would not pay for).
+/// are f32: its transformed operands are small products that bf16 packing would not pay for);
+/// Winograd's transformed kernels kept in `kernels` for the next call.
 #[allow(clippy::too_many_arguments)]
 pub fn forward_with(
     algo: ConvAlgo,
@@ -235,10 +259,11 @@ pub fn forward_with(
     b: &[f32],
     y: &mut [f32],
     batch: usize,
+    kernels: &mut winograd::KernelCache,
 ) {
-    match algo.for_batch(batch) {
+    match algo {
         ConvAlgo::Im2col => forward_in(precision, s, x, w, b, y, batch),
-        ConvAlgo::Winograd(tile) => winograd::forward(s, x, w, b, y, batch, tile),
+        ConvAlgo::Winograd(tile) => winograd::forward_cached(s, x, w, b, y, batch, tile, kernels),
     }
 }
 
@@ -249,24 +274,41 @@ pub fn forward(s: &ConvShape, x: &[f32], w: &[f32], b: &[f32], y: &mut [f32], ba
 
 /// [`forward`] with the products in `precision`.
 pub fn forward_in(precision: Precision, s: &ConvShape, x: &[f32], w: &[f32], b: &[f32], y: &mut [f32], batch: usize) {
-    let (kg, mg, n) = (s.k_group(), s.m_group(), s.n());
     let (il, ol) = (s.in_len(), s.out_len());
     let per = image_chunks(batch);
     let threads = threads_within_image(batch);
-    y[..batch * ol].par_chunks_mut(per * ol).zip(x[..batch * il].par_chunks(per * il)).for_each(|(ys, xs)| {
-        let mut col = vec![0.0f32; kg * n];
-        for (yi, xi) in ys.chunks_mut(ol).zip(xs.chunks(il)) {
-            for (m, row) in yi.chunks_mut(n).enumerate() {
-                row.fill(b[m]);
-            }
-            for g in 0..s.groups {
-                im2col(s, xi, g, &mut col, threads);
-                let wg = &w[g * mg * kg..(g + 1) * mg * kg];
-                let yg = &mut yi[g * mg * n..(g + 1) * mg * n];
-                matmul_in(precision, mg, n, kg, Operand::plain(wg), Operand::plain(&col), yg, true, threads);
-            }
+    let len = s.k_group() * s.n();
+    y[..batch * ol]
+        .par_chunks_mut(per * ol)
+        .zip(x[..batch * il].par_chunks(per * il))
+        .for_each(|(ys, xs)| with_col(len, |col| forward_images(precision, s, xs, w, b, ys, col, threads)));
+}
+
+/// [`forward_in`] of a run of images on one thread (or, one image, with the pool's help).
+#[allow(clippy::too_many_arguments)]
+fn forward_images(
+    precision: Precision,
+    s: &ConvShape,
+    xs: &[f32],
+    w: &[f32],
+    b: &[f32],
+    ys: &mut [f32],
+    col: &mut [f32],
+    threads: Threads,
+) {
+    let (kg, mg, n) = (s.k_group(), s.m_group(), s.n());
+    let (il, ol) = (s.in_len(), s.out_len());
+    for (yi, xi) in ys.chunks_mut(ol).zip(xs.chunks(il)) {
+        for (m, row) in yi.chunks_mut(n).enumerate() {
+            row.fill(b[m]);
         }
-    });
+        for g in 0..s.groups {
+            im2col(s, xi, g, col, threads);
+            let wg = &w[g * mg * kg..(g + 1) * mg * kg];
+            let yg = &mut yi[g * mg * n..(g + 1) * mg * n];
+            matmul_in(precision, mg, n, kg, Operand::plain(wg), Operand::plain(col), yg, true, threads);
+        }
+    }
 }
 
 /// Gradients of the convolution with the layer's algorithm (`dw`, `db` overwritten; `dx` too
@@ -284,7 +326,7 @@ pub fn backward_with(
     dx: Option<&mut [f32]>,
     batch: usize,
 ) {
-    match (algo.for_batch(batch), dx) {
+    match (algo.backward_for_batch(batch), dx) {
         (ConvAlgo::Winograd(tile), dx) => {
             winograd::backward_weights(s, x, dy, dw, db, batch, tile);
             if let Some(dx) = dx {
@@ -341,18 +383,19 @@ pub fn backward_in(
         .map(|(dys, xs)| {
             let mut pdw = vec![0.0f32; w.len()];
             let mut pdb = vec![0.0f32; s.out_c];
-            let mut col = vec![0.0f32; kg * n];
-            for (dyi, xi) in dys.chunks(ol).zip(xs.chunks(il)) {
-                for (m, row) in dyi.chunks(n).enumerate() {
-                    pdb[m] += row.iter().sum::<f32>();
+            with_col(kg * n, |col| {
+                for (dyi, xi) in dys.chunks(ol).zip(xs.chunks(il)) {
+                    for (m, row) in dyi.chunks(n).enumerate() {
+                        pdb[m] += row.iter().sum::<f32>();
+                    }
+                    for g in 0..s.groups {
+                        im2col(s, xi, g, col, threads);
+                        let dyg = &dyi[g * mg * n..(g + 1) * mg * n];
+                        let dwg = &mut pdw[g * mg * kg..(g + 1) * mg * kg];
+                        matmul_in(precision, mg, kg, n, Operand::plain(dyg), Operand::t(col), dwg, true, threads);
+                    }
                 }
-                for g in 0..s.groups {
-                    im2col(s, xi, g, &mut col, threads);
-                    let dyg = &dyi[g * mg * n..(g + 1) * mg * n];
-                    let dwg = &mut pdw[g * mg * kg..(g + 1) * mg * kg];
-                    matmul_in(precision, mg, kg, n, Operand::plain(dyg), Operand::t(&col), dwg, true, threads);
-                }
-            }
+            });
             (pdw, pdb)
         })
         .collect();
@@ -364,16 +407,17 @@ pub fn backward_in(
     }
     if want_dx {
         dx.par_chunks_mut(per * il).zip(dy[..batch * ol].par_chunks(per * ol)).for_each(|(dxs, dys)| {
-            let mut col = vec![0.0f32; kg * n];
-            for (dxi, dyi) in dxs.chunks_mut(il).zip(dys.chunks(ol)) {
-                dxi.fill(0.0);
-                for g in 0..s.groups {
-                    let wg = &w[g * mg * kg..(g + 1) * mg * kg];
-                    let dyg = &dyi[g * mg * n..(g + 1) * mg * n];
-                    matmul_in(precision, kg, n, mg, Operand::t(wg), Operand::plain(dyg), &mut col, false, threads);
-                    col2im(s, &col, g, dxi);
+            with_col(kg * n, |col| {
+                for (dxi, dyi) in dxs.chunks_mut(il).zip(dys.chunks(ol)) {
+                    dxi.fill(0.0);
+                    for g in 0..s.groups {
+                        let wg = &w[g * mg * kg..(g + 1) * mg * kg];
+                        let dyg = &dyi[g * mg * n..(g + 1) * mg * n];
+                        matmul_in(precision, kg, n, mg, Operand::t(wg), Operand::plain(dyg), col, false, threads);
+                        col2im(s, col, g, dxi);
+                    }
                 }
-            }
+            });
         });
     }
 }

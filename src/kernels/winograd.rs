@@ -222,7 +222,60 @@ const TARGET_TILES: usize = 256;
 /// `y = conv(x, w) + b` for a batch, as [`super::conv::forward`], for shapes where [`applies`].
 #[allow(clippy::too_many_arguments)]
 pub fn forward(s: &ConvShape, x: &[f32], w: &[f32], b: &[f32], y: &mut [f32], batch: usize, tile: Tile) {
-    with_transforms!(tile, s, forward_with(s, x, w, b, y, batch))
+    let mut u = with_scratch(|scratch| std::mem::take(&mut scratch.u));
+    with_transforms!(tile, s, kernel_transform(s, w, &mut u));
+    with_transforms!(tile, s, forward_with(s, x, &u, b, y, batch));
+    with_scratch(|scratch| scratch.u = u);
+}
+
+/// The transformed kernels `U` of a layer, kept between calls by [`forward_cached`] and
+/// recomputed only when the weights are not bit for bit those they were computed from. With
+/// fixed weights (inference: `predict`, `serve`, `eval`) the kernels are transformed once: the
+/// transform reads every weight and writes α²/r² times as many values (4× for F(4×4, 3×3): 32 MB
+/// for conv3-5 of the paper net), which at one image cost as much as the products it saved.
+/// Comparing the weights (8 MB, stopping at the first difference in training) costs a fraction
+/// of that.
+#[derive(Clone, Debug, Default)]
+pub struct KernelCache {
+    tile: Option<Tile>,
+    weights: Vec<f32>,
+    u: Vec<f32>,
+}
+
+impl KernelCache {
+    /// `U` for `w` with `tile`, transformed now only if it differs from the last call's.
+    fn kernels(&mut self, s: &ConvShape, w: &[f32], tile: Tile) -> &[f32] {
+        let same = self.tile == Some(tile)
+            && self.weights.len() == w.len()
+            && self
+                .weights
+                .chunks(64)
+                .zip(w.chunks(64))
+                .all(|(a, b)| a.iter().zip(b).all(|(p, q)| p.to_bits() == q.to_bits()));
+        if !same {
+            with_transforms!(tile, s, kernel_transform(s, w, &mut self.u));
+            self.weights.clear();
+            self.weights.extend_from_slice(w);
+            self.tile = Some(tile);
+        }
+        &self.u
+    }
+}
+
+/// [`forward`] with the kernels' transform kept in `cache` across calls ([`KernelCache`]).
+#[allow(clippy::too_many_arguments)]
+pub fn forward_cached(
+    s: &ConvShape,
+    x: &[f32],
+    w: &[f32],
+    b: &[f32],
+    y: &mut [f32],
+    batch: usize,
+    tile: Tile,
+    cache: &mut KernelCache,
+) {
+    let u = cache.kernels(s, w, tile);
+    with_transforms!(tile, s, forward_with(s, x, u, b, y, batch))
 }
 
 /// `dx = ∂L/∂x` from `dy` (overwritten), as [`super::conv::backward`]'s, for shapes where
@@ -270,18 +323,18 @@ fn tiles_of(s: &ConvShape, m: usize) -> (usize, usize) {
     (s.out_h().div_ceil(m), s.out_w().div_ceil(m))
 }
 
+/// The forward pass with the kernels already transformed into `u` ([`kernel_transform`]).
 fn forward_with<const M: usize, const R: usize, const A: usize>(
     t: &Transforms<M, R, A>,
     s: &ConvShape,
     x: &[f32],
-    w: &[f32],
+    u: &[f32],
     b: &[f32],
     y: &mut [f32],
     batch: usize,
 ) {
     assert!(applies(s) && R == s.kh, "Winograd F(m, {R}) on {s:?}");
-    let mut u = with_scratch(|scratch| std::mem::take(&mut scratch.u));
-    kernel_transform(t, s, w, &mut u);
+    assert_eq!(u.len(), s.out_c * A * A * (s.in_c / s.groups), "transformed kernels of {s:?}");
     let (il, ol) = (s.in_len(), s.out_len());
     let (th, tw) = tiles_of(s, M);
     let block = (TARGET_TILES / (th * tw)).clamp(1, batch.max(1));
@@ -292,7 +345,7 @@ fn forward_with<const M: usize, const R: usize, const A: usize>(
         y.par_chunks_mut(per * ol).zip(x.par_chunks(per * il)).for_each(|(ys, xs)| {
             with_scratch(|scratch| {
                 for (yb, xb) in ys.chunks_mut(block * ol).zip(xs.chunks(block * il)) {
-                    block_forward(t, s, &u, xb, b, yb, scratch, false);
+                    block_forward(t, s, u, xb, b, yb, scratch, false);
                 }
             })
         });
@@ -300,11 +353,10 @@ fn forward_with<const M: usize, const R: usize, const A: usize>(
         // Fewer images than threads (one-image latency): each block's work split across them.
         with_scratch(|scratch| {
             for (yb, xb) in y.chunks_mut(block * ol).zip(x.chunks(block * il)) {
-                block_forward(t, s, &u, xb, b, yb, scratch, true);
+                block_forward(t, s, u, xb, b, yb, scratch, true);
             }
         });
     }
-    with_scratch(|scratch| scratch.u = u);
 }
 
 /// `U [G][M/G][α²][C/G]` into `u`: every kernel transformed, `G g Gᵀ`, L input channels at a time.

@@ -10,6 +10,7 @@ use crate::kernels::conv::{ConvAlgo, ConvChoice, ConvShape};
 use crate::kernels::dropout::DropoutMode;
 use crate::kernels::lrn::LrnParams;
 use crate::kernels::pool::PoolShape;
+use crate::kernels::winograd::KernelCache;
 use crate::kernels::{act, conv, dropout, linear, lrn, pool};
 use crate::matmul::Precision;
 
@@ -56,12 +57,13 @@ pub enum Mode {
 #[derive(Clone, Debug)]
 pub enum Layer {
     /// `[weight, bias]`; `algo` resolved from `--conv` for this shape; im2col's products in
-    /// `precision`.
+    /// `precision`; `kernels`: Winograd's transform of the weights, redone when they change.
     Conv {
         shape: ConvShape,
         params: [Param; 2],
         algo: ConvAlgo,
         precision: Precision,
+        kernels: KernelCache,
     },
     /// `[weight, bias]`; the products in `precision`.
     Linear {
@@ -107,7 +109,7 @@ impl Layer {
             LayerKind::Conv { shape, params } => {
                 let algo = ConvChoice::default().resolve(shape);
                 let params = params.each_ref().map(Param::new);
-                Layer::Conv { shape: *shape, params, algo, precision: Precision::F32 }
+                Layer::Conv { shape: *shape, params, algo, precision: Precision::F32, kernels: KernelCache::default() }
             }
             LayerKind::Linear { inp, out, params } => {
                 let params = params.each_ref().map(Param::new);
@@ -166,8 +168,8 @@ impl Layer {
     /// `y = f(x)` for `batch` images; `x` and `y` hold exactly one batch.
     pub fn forward(&mut self, x: &[f32], y: &mut [f32], batch: usize, mode: Mode) {
         match self {
-            Layer::Conv { shape, params: [w, b], algo, precision } => {
-                conv::forward_with(*algo, *precision, shape, x, &w.data, &b.data, y, batch)
+            Layer::Conv { shape, params: [w, b], algo, precision, kernels } => {
+                conv::forward_with(*algo, *precision, shape, x, &w.data, &b.data, y, batch, kernels)
             }
             Layer::Linear { inp, out, params: [w, b], precision } => {
                 linear::forward(x, &w.data, &b.data, y, batch, *inp, *out, *precision)
@@ -196,7 +198,7 @@ impl Layer {
     #[allow(clippy::too_many_arguments)]
     pub fn backward(&mut self, x: &[f32], y: &[f32], dy: &[f32], dx: Option<&mut [f32]>, batch: usize, mode: Mode) {
         match (self, dx) {
-            (Layer::Conv { shape, params: [w, b], algo, precision }, dx) => {
+            (Layer::Conv { shape, params: [w, b], algo, precision, .. }, dx) => {
                 conv::backward_with(*algo, *precision, shape, x, &w.data, dy, &mut w.grad, &mut b.grad, dx, batch)
             }
             (Layer::Linear { inp, out, params: [w, b], precision }, dx) => {
