@@ -1,12 +1,16 @@
 #!/usr/bin/env python3
 """Network speed, ours and PyTorch's side by side in one run, written into BENCHMARKS.md.
 
-    PYTHON=~/venv/bin/python python3 scripts/benchmarks.py [--threads 2] [--iters 5] [--dry-run]
+    PYTHON=~/venv/bin/python python3 scripts/benchmarks.py [--threads 2] [--iters 5] [--rounds 3] [--dry-run]
 
 For each case (model, mode, batch) it runs `alexnet bench --json` with `--conv im2col` and with
 `--conv auto` (Winograd on the 3x3 layers), then scripts/bench_pytorch.py under $PYTHON (a
 python with torch; PyTorch's columns stay empty without one), one after the other, on an
-otherwise idle machine. The table goes into BENCHMARKS.md between markers named after the CPU
+otherwise idle machine, and does so `--rounds` times, interleaved: on a shared host whose speed
+drifts by ±20% within minutes, the three runs of one round see the same machine, so each
+round's ratios are fair even when its rates are not. The table gives the median rate of the
+rounds and the median of the rounds' ratios with their range (lowest-highest), so that the noise
+is in plain view. The table goes into BENCHMARKS.md between markers named after the CPU
 (model name, family, model number), so each kind of machine keeps its own table and a rerun on
 the same kind replaces it. Nothing else in BENCHMARKS.md is touched.
 """
@@ -15,6 +19,7 @@ import datetime
 import json
 import os
 import re
+import statistics
 import subprocess
 import sys
 
@@ -59,6 +64,12 @@ def torch_version(py):
         return None
 
 
+def median_run(runs):
+    """The run with the median time (runs: dicts with ms_per_iter, or None)."""
+    runs = sorted((r for r in runs if r is not None), key=lambda r: r["ms_per_iter"])
+    return runs[len(runs) // 2] if runs else None
+
+
 def speed(r, batch):
     """img/s, or ms for one image."""
     if r is None:
@@ -66,36 +77,54 @@ def speed(r, batch):
     return f"{r['ms_per_iter']:.1f} ms" if batch == 1 else f"{r['img_per_s']:.1f}"
 
 
-def ratio(a, b, batch):
-    if a is None or b is None:
+def ratio(a_runs, b_runs):
+    """How many times faster a is than b: the median of the rounds' ratios, and their range."""
+    rs = [b["ms_per_iter"] / a["ms_per_iter"] for a, b in zip(a_runs, b_runs) if a and b]
+    if not rs:
         return "-"
-    return f"{b['ms_per_iter'] / a['ms_per_iter']:.2f}x"
+    med = statistics.median(rs)
+    return f"{med:.2f}x ({min(rs):.2f}-{max(rs):.2f})" if len(rs) > 1 else f"{med:.2f}x"
+
+
+def pytorch_best_layout(py, model, mode, batch, threads, iters):
+    """PyTorch's run, and for the torchvision model's inference its faster layout of NCHW and
+    channels-last, as the issue compares."""
+    ref = pytorch(py, model, mode, batch, threads, iters)
+    if model == "torchvision" and mode == "infer":
+        cl = pytorch(py, model, mode, batch, threads, iters, channels_last=True)
+        if cl and (ref is None or cl["ms_per_iter"] < ref["ms_per_iter"]):
+            ref = dict(cl, note="channels-last")
+    return ref
 
 
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--iters", type=int, default=5)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--case", action="append", metavar="MODEL,MODE,BATCH",
+                    help="only these cases (repeatable), e.g. paper,infer,1; implies --dry-run")
     ap.add_argument("--dry-run", action="store_true", help="print the section, do not write it")
     a = ap.parse_args()
     subprocess.run(["cargo", "build", "--release", "-q"], cwd=ROOT, check=True)
     py = os.environ.get("PYTHON", sys.executable)
     tv = torch_version(py)
     rows, cpu, peak = [], None, []
-    for model, mode, batch in CASES:
-        im2col = ours(model, mode, batch, a.threads, a.iters, "im2col")
-        auto = ours(model, mode, batch, a.threads, a.iters, "auto")
-        cpu = auto["cpu"]
-        peak += [im2col["gemm_peak_gflops"], auto["gemm_peak_gflops"]]
-        ref = pytorch(py, model, mode, batch, a.threads, a.iters) if tv else None
-        # PyTorch's faster layout for the torchvision model's inference, as the issue compares.
-        if tv and model == "torchvision" and mode == "infer":
-            cl = pytorch(py, model, mode, batch, a.threads, a.iters, channels_last=True)
-            if cl and (ref is None or cl["ms_per_iter"] < ref["ms_per_iter"]):
-                ref = dict(cl, note="channels-last")
+    cases = CASES
+    if a.case:
+        cases = [(m, mo, int(b)) for m, mo, b in (c.split(",") for c in a.case)]
+        a.dry_run = True
+    for model, mode, batch in cases:
+        im2col, auto, ref = [], [], []
+        for rnd in range(a.rounds):
+            im2col.append(ours(model, mode, batch, a.threads, a.iters, "im2col"))
+            auto.append(ours(model, mode, batch, a.threads, a.iters, "auto"))
+            ref.append(pytorch_best_layout(py, model, mode, batch, a.threads, a.iters) if tv else None)
+            peak += [im2col[-1]["gemm_peak_gflops"], auto[-1]["gemm_peak_gflops"]]
+            print(f"{model} {mode} {batch} round {rnd + 1}: im2col {speed(im2col[-1], batch)}, "
+                  f"auto {speed(auto[-1], batch)}, PyTorch {speed(ref[-1], batch)}", file=sys.stderr)
+        cpu = auto[-1]["cpu"]
         rows.append((model, mode, batch, im2col, auto, ref))
-        print(f"{model} {mode} {batch}: im2col {speed(im2col, batch)}, auto {speed(auto, batch)}, "
-              f"PyTorch {speed(ref, batch)}", file=sys.stderr)
     key = f"{cpu['model']} / family {cpu['family']} model {cpu['model_number']}"
     ext = ", ".join(n for n, on in [("AVX2", cpu["avx2"]), ("AVX-512", cpu["avx512f"]),
                                      ("AVX512-BF16", cpu["avx512_bf16"])] if on) or "no AVX2"
@@ -105,20 +134,26 @@ def main():
         f"{a.threads} threads",
         "",
         f"Measured {datetime.date.today().isoformat()} by `python3 scripts/benchmarks.py --threads "
-        f"{a.threads} --iters {a.iters}` (median of {a.iters} iterations after one warm-up; "
-        f"PyTorch {tv or 'not installed'}); this run's matrix-multiply peak (1024³ f32, "
-        f"{a.threads} threads): {min(peak):.0f}-{max(peak):.0f} GFLOP/s. img/s, or ms for one "
-        "image; `peak` is the FLOPs of direct convolution per second over that peak (above 1: "
-        "faster than any im2col implementation can be here).",
+        f"{a.threads} --iters {a.iters} --rounds {a.rounds}` (each run the median of {a.iters} "
+        f"iterations after one warm-up; {a.rounds} interleaved rounds of ours by im2col, ours by "
+        f"auto and PyTorch {tv or '(not installed)'}). img/s, or ms for one image: the median "
+        "round. Ratios: the median of the rounds' ratios (their range in brackets). The "
+        "matrix-multiply peak (best 1024³ f32 product on "
+        f"{a.threads} threads) ranged {min(peak):.0f}-{max(peak):.0f} GFLOP/s over the run's "
+        f"measurements; `peak` is the median round of auto's direct-convolution FLOPs per second "
+        f"over the run's best, {max(peak):.0f} (above 1: faster than any im2col implementation "
+        "can be here).",
         "",
         "| model, mode, batch | ours, im2col | ours, auto (Winograd) | peak | PyTorch | auto / PyTorch | auto / im2col |",
         "|---|---|---|---|---|---|---|",
     ]
     for model, mode, batch, im2col, auto, ref in rows:
-        note = f" ({ref['note']})" if ref and ref.get("note") else ""
-        lines.append(f"| {model} {mode} {batch} | {speed(im2col, batch)} | {speed(auto, batch)} | "
-                     f"{auto['peak_fraction']:.2f} | {speed(ref, batch)}{note} | "
-                     f"{ratio(auto, ref, batch)} | {ratio(auto, im2col, batch)} |")
+        mid_ref = median_run(ref)
+        note = f" ({mid_ref['note']})" if mid_ref and mid_ref.get("note") else ""
+        frac = median_run(auto)["gflops"] / max(peak)
+        lines.append(f"| {model} {mode} {batch} | {speed(median_run(im2col), batch)} | "
+                     f"{speed(median_run(auto), batch)} | {frac:.2f} | {speed(mid_ref, batch)}{note} | "
+                     f"{ratio(auto, ref)} | {ratio(auto, im2col)} |")
     lines.append(f"<!-- /cpu: {key} -->")
     section = "\n".join(lines) + "\n"
     if a.dry_run:

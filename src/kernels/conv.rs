@@ -106,9 +106,10 @@ fn im2col_row(s: &ConvShape, x: &[f32], group: usize, row: usize, dst: &mut [f32
         if s.stride == 1 {
             let ix0 = xlo + kj - s.pad;
             d[xlo..xhi].copy_from_slice(&src[ix0..ix0 + (xhi - xlo)]);
-        } else {
-            for (xo, v) in d[xlo..xhi].iter_mut().enumerate() {
-                *v = src[(xo + xlo) * s.stride + kj - s.pad];
+        } else if xhi > xlo {
+            let ix0 = xlo * s.stride + kj - s.pad;
+            for (v, &sv) in d[xlo..xhi].iter_mut().zip(src[ix0..].iter().step_by(s.stride)) {
+                *v = sv;
             }
         }
     }
