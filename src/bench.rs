@@ -27,6 +27,8 @@ pub enum BenchMode {
     Gemm,
     /// The data loader alone (decoded cache -> augmented batches): [`loader_throughput`].
     Loader,
+    /// The memory's read bandwidth and the least time one image can take: [`one_image_floor`].
+    Memory,
 }
 
 #[derive(Clone, Debug)]
@@ -300,6 +302,91 @@ pub fn gemm_peak(n: usize, iters: usize, threads: usize) -> Result<GemmReport> {
             per_thread_gflops,
         })
     })
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct FloorReport {
+    pub model: String,
+    pub threads: usize,
+    /// Bytes of the fully connected layers' weights (f32): what one image must read.
+    pub fc_weight_bytes: usize,
+    /// Best rate of reading them once, all threads summing their share, GB/s.
+    pub read_gbps: f64,
+    /// `fc_weight_bytes / read_gbps`: their reading's time, ms.
+    pub fc_read_ms: f64,
+    /// Multiply-adds of the convolutions for one image.
+    pub conv_macs: usize,
+    /// This run's matrix-multiply peak ([`gemm_peak`], 1024³), GFLOP/s.
+    pub gemm_peak_gflops: f64,
+    /// The convolutions' direct FLOPs at that peak, ms.
+    pub conv_at_peak_ms: f64,
+    /// All the network's FLOPs at that peak (the yardstick), ms.
+    pub flops_at_peak_ms: f64,
+    /// `fc_read_ms + conv_at_peak_ms`: no f32 implementation of one image by im2col is faster
+    /// (Winograd can be, by its convolutions' share; nothing in f32 beats `fc_read_ms`).
+    pub floor_ms: f64,
+}
+
+/// The least time one image of `model` can take here in f32: its fully connected weights read
+/// once at the memory's measured rate (at batch 1 those layers do two FLOPs per 4-byte weight,
+/// so they are bound by memory, not arithmetic), plus its convolutions' FLOPs at the measured
+/// matrix-multiply peak. The weights are the network's own, initialised (untouched pages would
+/// all map the one zero page and read from the cache); `iters` timed reads after one warm-up.
+pub fn one_image_floor(model: &ModelConfig, iters: usize, threads: usize) -> Result<FloorReport> {
+    if iters == 0 {
+        return Err(Error::Invalid("iters must be positive".into()));
+    }
+    let peak = gemm_peak(1024, 5, threads)?.gflops;
+    let net = Network::new(model.clone(), 0)?;
+    let is_fc = |name: &str| {
+        net.layers().iter().any(|l| {
+            matches!(l.kind, crate::model::LayerKind::Linear { .. })
+                && name.strip_prefix(l.name.as_str()) == Some(".weight")
+        })
+    };
+    let weights: Vec<&[f32]> = net.params().filter(|p| is_fc(&p.name)).map(|p| p.data.as_slice()).collect();
+    let bytes: usize = weights.iter().map(|w| w.len() * 4).sum();
+    let conv_macs: usize =
+        net.layers().iter().filter(|l| matches!(l.kind, crate::model::LayerKind::Conv { .. })).map(|l| l.macs).sum();
+    let secs = thread_pool(threads)?.install(|| {
+        let read = || weights.iter().map(|w| w.par_chunks(1 << 16).map(sum_f32).sum::<f32>()).sum::<f32>();
+        (0..iters + 1)
+            .map(|_| {
+                let t0 = Instant::now();
+                std::hint::black_box(read());
+                t0.elapsed().as_secs_f64()
+            })
+            .skip(1)
+            .fold(f64::INFINITY, f64::min)
+    });
+    let read_gbps = bytes as f64 / secs / 1e9;
+    let fc_read_ms = secs * 1e3;
+    let conv_at_peak_ms = 2.0 * conv_macs as f64 / peak / 1e6;
+    Ok(FloorReport {
+        model: model.name.clone(),
+        threads,
+        fc_weight_bytes: bytes,
+        read_gbps,
+        fc_read_ms,
+        conv_macs,
+        gemm_peak_gflops: peak,
+        conv_at_peak_ms,
+        flops_at_peak_ms: 2.0 * net.summary.macs as f64 / peak / 1e6,
+        floor_ms: fc_read_ms + conv_at_peak_ms,
+    })
+}
+
+/// `Σ v` in 16 independent sums (vectorised), to read memory as fast as it streams.
+fn sum_f32(v: &[f32]) -> f32 {
+    let mut acc = [0.0f32; 16];
+    let chunks = v.chunks_exact(16);
+    let tail: f32 = chunks.remainder().iter().sum();
+    for c in chunks {
+        for (a, x) in acc.iter_mut().zip(c) {
+            *a += x;
+        }
+    }
+    acc.iter().sum::<f32>() + tail
 }
 
 #[derive(Clone, Debug, Serialize)]

@@ -83,6 +83,30 @@ fn bench_json_has_the_documented_fields() {
 }
 
 #[test]
+fn bench_memory_and_gemm_report_their_parts() {
+    // A smoke test of the two machine measurements: the floor is the sum of its parts, and the
+    // fully connected weights counted are the model's (its fc layers' parameters less biases).
+    let summary = json(&["summary", "--model", "cifar", "--json"]);
+    let fc: u64 = summary["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|l| l["name"].as_str().unwrap().starts_with("fc"))
+        .map(|l| l["params"].as_u64().unwrap() - l["output"][0].as_u64().unwrap())
+        .sum();
+    assert!(fc > 0, "{summary}");
+    let v = json(&["bench", "--model", "cifar", "--mode", "memory", "--iters", "2", "--threads", "1", "--json"]);
+    let f = |k: &str| v[k].as_f64().unwrap_or_else(|| panic!("missing {k} in {v}"));
+    assert_eq!(v["fc_weight_bytes"].as_u64(), Some(4 * fc), "{v}");
+    assert!(f("read_gbps") > 0.0 && f("conv_at_peak_ms") > 0.0, "{v}");
+    assert!((f("floor_ms") - f("fc_read_ms") - f("conv_at_peak_ms")).abs() < 1e-9, "{v}");
+    assert!(f("flops_at_peak_ms") > f("conv_at_peak_ms"), "{v}");
+    let g = json(&["bench", "--mode", "gemm", "--size", "64", "--iters", "2", "--threads", "2", "--json"]);
+    let peak = g["gflops"].as_f64().unwrap();
+    assert_eq!(peak, g["split_gflops"].as_f64().unwrap().max(g["per_thread_gflops"].as_f64().unwrap()), "{g}");
+}
+
+#[test]
 fn unknown_model_is_a_clear_error() {
     let (ok, _, err) = alexnet(&["summary", "--model", "resnet"]);
     assert!(!ok);

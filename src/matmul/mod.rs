@@ -225,7 +225,8 @@ pub fn matmul_in(
 const ROW_BLOCKS_PER_THREAD: usize = 4;
 
 /// [`matmul_in`] on the whole pool, split by rows of `c` into 4 blocks a thread (multiples of
-/// 16 rows), each block a single-threaded product. For tall products whose `b` is small (the
+/// 16 rows), each block a single-threaded product (one column: [`matmul_in`] on the pool, whose
+/// dot products already share the rows in smaller tasks). For tall products whose `b` is small (the
 /// fully connected layers: `m` = 4096 or 9216 rows, `n` = the batch): each block re-packs only
 /// `b`, and the blocks need no synchronisation but the last join. Measured at batch 64 on fc6's
 /// shapes (Zen 3, 2 threads, GFLOP/s, gemm's own threading → row blocks): `yᵀ = w·xᵀ` 140-146 →
@@ -243,11 +244,12 @@ pub fn matmul_row_blocks(
     accumulate: bool,
 ) {
     assert!(m.checked_mul(n).is_some_and(|mn| c.len() >= mn), "dst too short: {} < {m}x{n}", c.len());
+    if n <= 1 {
+        // One column (one image): the row-parallel dot product, 64 rows a task, as before.
+        return matmul_in(precision, m, n, k, a, b, c, accumulate, Threads::Pool);
+    }
     let blocks = ROW_BLOCKS_PER_THREAD * rayon::current_num_threads().max(1);
     let rows = m.div_ceil(blocks).next_multiple_of(16).max(1);
-    if n == 0 {
-        return;
-    }
     c[..m * n].par_chunks_mut(rows * n).enumerate().for_each(|(i, cb)| {
         let first = i * rows;
         let mb = cb.len() / n;

@@ -66,6 +66,25 @@ pub fn exec(a: Args) -> Result<i32> {
                 n = r.size
             )
         }),
+        BenchMode::Memory => a.common.emit(&bench::one_image_floor(&model, a.iters, threads)?, |r| {
+            println!(
+                "{}: fully connected weights {:.0} MB read at {:.1} GB/s ({} threads, best of {}): {:.1} ms; \
+                 convolutions {:.2} GFLOP at the {:.0} GFLOP/s matrix-multiply peak: {:.1} ms. \
+                 One image in f32 takes at least the weights' reading here, and by im2col at least {:.1} ms \
+                 (all its FLOPs at the peak: {:.1} ms)",
+                r.model,
+                r.fc_weight_bytes as f64 / 1e6,
+                r.read_gbps,
+                r.threads,
+                a.iters,
+                r.fc_read_ms,
+                2.0 * r.conv_macs as f64 / 1e9,
+                r.gemm_peak_gflops,
+                r.conv_at_peak_ms,
+                r.floor_ms,
+                r.flops_at_peak_ms
+            )
+        }),
         BenchMode::Loader => {
             let Some(data) = &a.data else { bail!("--mode loader needs --data (a prepared cache or a folder)") };
             if a.profile {
