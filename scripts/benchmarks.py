@@ -65,9 +65,10 @@ def torch_version(py):
 
 
 def median_run(runs):
-    """The run with the median time (runs: dicts with ms_per_iter, or None)."""
+    """The run with the median time, the faster of the middle two for an even count, as
+    statistics.median_low (runs: dicts with ms_per_iter, or None for a failed run)."""
     runs = sorted((r for r in runs if r is not None), key=lambda r: r["ms_per_iter"])
-    return runs[len(runs) // 2] if runs else None
+    return runs[(len(runs) - 1) // 2] if runs else None
 
 
 def speed(r, batch):
@@ -106,6 +107,8 @@ def main():
                     help="only these cases (repeatable), e.g. paper,infer,1; implies --dry-run")
     ap.add_argument("--dry-run", action="store_true", help="print the section, do not write it")
     a = ap.parse_args()
+    if a.rounds < 1 or a.iters < 1:
+        ap.error("--rounds and --iters must be at least 1")
     subprocess.run(["cargo", "build", "--release", "-q"], cwd=ROOT, check=True)
     py = os.environ.get("PYTHON", sys.executable)
     tv = torch_version(py)
@@ -137,7 +140,7 @@ def main():
         f"{a.threads} --iters {a.iters} --rounds {a.rounds}` (each run the median of {a.iters} "
         f"iterations after one warm-up; {a.rounds} interleaved rounds of ours by im2col, ours by "
         f"auto and PyTorch {tv or '(not installed)'}). img/s, or ms for one image: the median "
-        "round. Ratios: the median of the rounds' ratios (their range in brackets). The "
+        "round (the faster of the middle two for an even count). Ratios: the median of the rounds' ratios (their range in brackets). The "
         "matrix-multiply peak (best 1024³ f32 product on "
         f"{a.threads} threads) ranged {min(peak):.0f}-{max(peak):.0f} GFLOP/s over the run's "
         f"measurements; `peak` is the median round of auto's direct-convolution FLOPs per second "

@@ -211,15 +211,12 @@ pub fn run(model: &ModelConfig, cfg: &BenchConfig) -> Result<BenchReport> {
 fn layer_profiles(net: &Network, cfg: &BenchConfig) -> Vec<LayerProfile> {
     let Some(prof) = &net.profile else { return Vec::new() };
     let algos = net.conv_algos();
-    // What the layer's algorithm does at this batch ([`ConvAlgo::backward_for_batch`]).
+    // What the layer's algorithm does at this batch: in training, [`ConvAlgo::for_batch`].
     let train = cfg.mode == BenchMode::Train;
-    let label = |a: ConvAlgo| match (a, a.backward_for_batch(cfg.batch)) {
-        (ConvAlgo::Winograd(t), ConvAlgo::Im2col) if train => format!(
-            "winograd {}x{}, backward im2col (winograd from {} images)",
-            t.m(),
-            t.m(),
-            crate::kernels::conv::WINOGRAD_MIN_BATCH
-        ),
+    let label = |a: ConvAlgo| match (a, a.for_batch(cfg.batch)) {
+        (ConvAlgo::Winograd(_), ConvAlgo::Im2col) if train => {
+            format!("im2col (winograd from {} images in training)", crate::kernels::conv::WINOGRAD_MIN_BATCH)
+        }
         (ConvAlgo::Winograd(t), _) => format!("winograd {}x{}", t.m(), t.m()),
         (ConvAlgo::Im2col, _) if cfg.precision != PrecisionChoice::F32 => "im2col bf16".to_string(),
         (ConvAlgo::Im2col, _) => "im2col".to_string(),
@@ -269,13 +266,17 @@ pub struct GemmReport {
 /// noisy 2-core Zen 3, the median of five 1024³ products read 105-117 GFLOP/s in runs whose
 /// best read 169-181).
 pub fn gemm_peak(n: usize, iters: usize, threads: usize) -> Result<GemmReport> {
-    if n == 0 || iters == 0 {
-        return Err(Error::Invalid("gemm size and iters must be positive".into()));
+    if n == 0 || iters == 0 || n > 16384 {
+        return Err(Error::Invalid(format!("gemm size must be in 1..=16384 and iters positive (got {n}, {iters})")));
     }
     thread_pool(threads)?.install(|| {
         let a = crate::rng::uniform_vec(n * n, 1);
         let b = crate::rng::uniform_vec(n * n, 2);
         let workers = rayon::current_num_threads();
+        // One product's output per thread: bounded, as threads times the inputs' size.
+        if (n * n * 4).saturating_mul(workers + 2) > 16 << 30 {
+            return Err(Error::Invalid(format!("gemm size {n} on {workers} threads would need over 16 GiB")));
+        }
         let mut c = vec![0.0f32; n * n * workers];
         let product = |c: &mut [f32], t: Threads| matmul(n, n, n, Operand::plain(&a), Operand::plain(&b), c, false, t);
         let best = |run: &mut dyn FnMut()| {
@@ -292,7 +293,7 @@ pub fn gemm_peak(n: usize, iters: usize, threads: usize) -> Result<GemmReport> {
         let each = best(&mut || c.par_chunks_mut(n * n).for_each(|c| product(c, Threads::One)));
         let flop = 2.0 * (n as f64).powi(3);
         let (split_gflops, per_thread_gflops) = (flop / split / 1e9, workers as f64 * flop / each / 1e9);
-        let ms_per_iter = if per_thread_gflops > split_gflops { each } else { split } * 1e3;
+        let ms_per_iter = (if per_thread_gflops > split_gflops { each } else { split }) * 1e3;
         Ok(GemmReport {
             size: n,
             threads,
@@ -322,13 +323,15 @@ pub struct FloorReport {
     pub conv_at_peak_ms: f64,
     /// All the network's FLOPs at that peak (the yardstick), ms.
     pub flops_at_peak_ms: f64,
-    /// `fc_read_ms + conv_at_peak_ms`: no f32 implementation of one image by im2col is faster
-    /// (Winograd can be, by its convolutions' share; nothing in f32 beats `fc_read_ms`).
+    /// `fc_read_ms + conv_at_peak_ms`: an estimate, from this run's best rates on this machine,
+    /// of the least time one f32 image by im2col can take (Winograd can take less by its
+    /// convolutions' share; the weights' reading bounds any f32 implementation). Rates measured
+    /// on a shared host, not hard bounds.
     pub floor_ms: f64,
 }
 
-/// The least time one image of `model` can take here in f32: its fully connected weights read
-/// once at the memory's measured rate (at batch 1 those layers do two FLOPs per 4-byte weight,
+/// An estimate of the least time one image of `model` can take here in f32: its fully connected
+/// weights read once at the memory's measured rate (at batch 1 those layers do two FLOPs per 4-byte weight,
 /// so they are bound by memory, not arithmetic), plus its convolutions' FLOPs at the measured
 /// matrix-multiply peak. The weights are the network's own, initialised (untouched pages would
 /// all map the one zero page and read from the cache); `iters` timed reads after one warm-up.
@@ -359,8 +362,8 @@ pub fn one_image_floor(model: &ModelConfig, iters: usize, threads: usize) -> Res
             .skip(1)
             .fold(f64::INFINITY, f64::min)
     });
-    let read_gbps = bytes as f64 / secs / 1e9;
-    let fc_read_ms = secs * 1e3;
+    // A network without fully connected layers reads nothing.
+    let (read_gbps, fc_read_ms) = if bytes == 0 { (0.0, 0.0) } else { (bytes as f64 / secs / 1e9, secs * 1e3) };
     let conv_at_peak_ms = 2.0 * conv_macs as f64 / peak / 1e6;
     Ok(FloorReport {
         model: model.name.clone(),

@@ -342,8 +342,9 @@ fn activations_backward() {
 
 #[test]
 fn linear_forward_and_backward() {
-    // The second shape splits the products into several row blocks (matmul_row_blocks).
-    for (b, i, o) in [(5, 13, 7), (3, 37, 150)] {
+    // The last two split the products into blocks of 512 rows (matmul_row_blocks): 600
+    // outputs (y and dw), 600 inputs (dx).
+    for (b, i, o) in [(5, 13, 7), (2, 11, 600), (2, 600, 3)] {
         let x = uniform_vec(b * i, 51);
         let w = uniform_vec(o * i, 52);
         let bias = uniform_vec(o, 53);

@@ -229,27 +229,28 @@ pub(crate) fn threads_within_image(batch: usize) -> Threads {
     if batch < rayon::current_num_threads() { Threads::Pool } else { Threads::One }
 }
 
-/// Fewest images for which a Winograd layer's backward pass computes by Winograd: below it the
-/// kernels' transform (redone every step, as the weights change) is not amortised and each
-/// product has too few tiles to run near the matrix-multiply peak. The forward pass computes by
-/// Winograd at any batch: its transformed kernels are kept while the weights stay the same
-/// ([`winograd::KernelCache`]). Measured on the paper net at batch 1 (Zen 3, 2 threads):
-/// conv3-5 took 12.3 ms by Winograd with the transform redone every call, 9.0 ms by im2col;
-/// with it kept, 4.7, 6.1 and 5.0 ms against im2col's 5.4, 7.6 and 8.1 in three alternating
-/// runs.
+/// Fewest images for which a Winograd layer computes by Winograd in training, forward and
+/// backward: the weights change every step, so the kernels' transform is redone every step, and
+/// below this it is not amortised and each product has too few tiles to run near the
+/// matrix-multiply peak. Measured on the paper net at batch 1 (Zen 3, 2 threads): conv3-5 took
+/// 12.3 ms by Winograd, 9.0 ms by im2col. In evaluation the forward pass computes by Winograd at
+/// any batch: its transformed kernels are kept while the weights stay the same
+/// ([`winograd::KernelCache`]); at one image conv3-5 then took 4.7, 6.1 and 5.0 ms against
+/// im2col's 5.4, 7.6 and 8.1 in three alternating runs.
 pub const WINOGRAD_MIN_BATCH: usize = 4;
 
 impl ConvAlgo {
-    /// What a layer resolved to `self` computes its backward pass by for `batch` images
-    /// (im2col below [`WINOGRAD_MIN_BATCH`]).
-    pub fn backward_for_batch(self, batch: usize) -> ConvAlgo {
+    /// What a layer resolved to `self` computes by for `batch` images in training (im2col below
+    /// [`WINOGRAD_MIN_BATCH`]); evaluation takes `self` as it is.
+    pub fn for_batch(self, batch: usize) -> ConvAlgo {
         if batch < WINOGRAD_MIN_BATCH { ConvAlgo::Im2col } else { self }
     }
 }
 
 /// `y = conv(x, w) + b` with the layer's algorithm; im2col's products in `precision` (Winograd's
 /// are f32: its transformed operands are small products that bf16 packing would not pay for);
-/// Winograd's transformed kernels kept in `kernels` for the next call.
+/// Winograd's transformed kernels kept in `kernels` for the next call. `algo` is taken as given
+/// (the layer applies [`ConvAlgo::for_batch`] in training).
 #[allow(clippy::too_many_arguments)]
 pub fn forward_with(
     algo: ConvAlgo,
@@ -327,7 +328,7 @@ pub fn backward_with(
     dx: Option<&mut [f32]>,
     batch: usize,
 ) {
-    match (algo.backward_for_batch(batch), dx) {
+    match (algo.for_batch(batch), dx) {
         (ConvAlgo::Winograd(tile), dx) => {
             winograd::backward_weights(s, x, dy, dw, db, batch, tile);
             if let Some(dx) = dx {

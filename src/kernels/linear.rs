@@ -1,9 +1,9 @@
 //! Fully connected layer: `y [B, O] = x [B, I] · wᵀ + b`, with `w [O, I]` (PyTorch layout).
 //!
 //! Backward: `dw [O, I] = dyᵀ · x`, `db = Σ_b dy`, `dx [B, I] = dy · w`.
-//! These products are large (fc6 is 4096×9216) and tall (`n` = the batch): each is split by row
-//! blocks across the whole thread pool ([`matmul_row_blocks`]), with the weight's dimension as
-//! the rows.
+//! These products are large (fc6 is 4096×9216), and each is split by blocks of its output's
+//! rows across the whole thread pool ([`matmul_row_blocks`]): the weight's outputs for `yᵀ` and
+//! `dw`, its inputs for `dxᵀ`.
 
 use crate::matmul::{Operand, Precision, matmul_row_blocks};
 

@@ -235,11 +235,23 @@ pub fn forward(s: &ConvShape, x: &[f32], w: &[f32], b: &[f32], y: &mut [f32], ba
 /// for conv3-5 of the paper net), which at one image cost as much as the products it saved.
 /// Comparing the weights (8 MB, stopping at the first difference in training) costs a fraction
 /// of that.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Default)]
 pub struct KernelCache {
     tile: Option<Tile>,
     weights: Vec<f32>,
     u: Vec<f32>,
+}
+
+impl std::fmt::Debug for KernelCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "KernelCache {{ tile: {:?}, {} weights, {} transformed }}",
+            self.tile,
+            self.weights.len(),
+            self.u.len()
+        )
+    }
 }
 
 impl KernelCache {

@@ -219,19 +219,22 @@ pub fn matmul_in(
     }
 }
 
-/// Row blocks per thread of [`matmul_row_blocks`]: 4 measured best for the fully connected
-/// layers' products at batch 64 (Zen 3, 2 threads: 8 blocks against 2 and 4 and gemm's own
-/// threading; see its doc).
-const ROW_BLOCKS_PER_THREAD: usize = 4;
+/// Rows of `c` a task of [`matmul_row_blocks`] computes: a fixed number, so that how a product
+/// is cut (and so the order of its sums) does not depend on the number of threads. 512 rows cut
+/// fc6's products at batch 64 in 8 blocks and its data gradient's in 18, which measured best on
+/// 2 threads (see [`matmul_row_blocks`]).
+const ROW_BLOCK: usize = 512;
 
-/// [`matmul_in`] on the whole pool, split by rows of `c` into 4 blocks a thread (multiples of
-/// 16 rows), each block a single-threaded product (one column: [`matmul_in`] on the pool, whose
-/// dot products already share the rows in smaller tasks). For tall products whose `b` is small (the
-/// fully connected layers: `m` = 4096 or 9216 rows, `n` = the batch): each block re-packs only
-/// `b`, and the blocks need no synchronisation but the last join. Measured at batch 64 on fc6's
-/// shapes (Zen 3, 2 threads, GFLOP/s, gemm's own threading → row blocks): `yᵀ = w·xᵀ` 140-146 →
-/// 161-164, `dw = dyᵀ·x` 134-141 → 158-162, `dxᵀ = wᵀ·dyᵀ` 98-106 → 110 (and `dx = dy·w`, the
-/// form this replaced, 56).
+/// [`matmul_in`] on the whole pool, split into blocks of [`ROW_BLOCK`] rows of `c`, each block
+/// a single-threaded product. One column (one image) goes to [`matmul_in`] on the pool instead:
+/// with a plain `a`, its dot products already share the rows in smaller tasks. For tall
+/// products with a small `b` (the fully connected layers' forward pass and data gradient: `m`
+/// = 4096 or 9216 rows, `n` = the batch), each block re-packs only `b`, and the blocks need no
+/// synchronisation but the last join; the weight gradient's `b` is `x` (batch × inputs), packed
+/// once a block, and still measured faster. At batch 64 on fc6's shapes (Zen 3, 2 threads,
+/// GFLOP/s, `gemm`'s own threading → 8-18 row blocks): `yᵀ = w·xᵀ` 140-146 → 161-164,
+/// `dw = dyᵀ·x` 134-141 → 158-162, `dxᵀ = wᵀ·dyᵀ` 98-106 → 110 (and `dx = dy·w`, the form this
+/// replaced, 56).
 #[allow(clippy::too_many_arguments)]
 pub fn matmul_row_blocks(
     precision: Precision,
@@ -245,11 +248,9 @@ pub fn matmul_row_blocks(
 ) {
     assert!(m.checked_mul(n).is_some_and(|mn| c.len() >= mn), "dst too short: {} < {m}x{n}", c.len());
     if n <= 1 {
-        // One column (one image): the row-parallel dot product, 64 rows a task, as before.
         return matmul_in(precision, m, n, k, a, b, c, accumulate, Threads::Pool);
     }
-    let blocks = ROW_BLOCKS_PER_THREAD * rayon::current_num_threads().max(1);
-    let rows = m.div_ceil(blocks).next_multiple_of(16).max(1);
+    let rows = ROW_BLOCK;
     c[..m * n].par_chunks_mut(rows * n).enumerate().for_each(|(i, cb)| {
         let first = i * rows;
         let mb = cb.len() / n;
@@ -336,9 +337,9 @@ mod tests {
 
     #[test]
     fn row_blocks_match_naive() {
-        // 3 threads × 4 blocks of 16-row multiples: several full blocks and a partial last one.
+        // Several blocks of ROW_BLOCK rows and a partial last one, on 3 threads.
         let pool = rayon::ThreadPoolBuilder::new().num_threads(3).build().unwrap();
-        for &(m, n, k) in &[(1, 3, 5), (70, 1, 33), (130, 5, 37), (200, 64, 9)] {
+        for &(m, n, k) in &[(1, 3, 5), (70, 1, 33), (1100, 5, 37), (1500, 64, 9)] {
             for (ta, tb, acc) in (0..8).map(|i| (i & 1 == 1, i & 2 == 2, i & 4 == 4)) {
                 let (a, b, c0) = (uniform_vec(m * k, 6), uniform_vec(k * n, 7), uniform_vec(m * n, 8));
                 let oa = Operand { data: &a, transposed: ta, row_stride: 0 };
@@ -349,6 +350,13 @@ mod tests {
                 let err = crate::tensor::rel_err(&c1, &c2);
                 assert!(err < 1e-5, "{m}x{n}x{k} ta={ta} tb={tb} acc={acc}: {err}");
             }
+            // `a` a slice of a wider matrix (rows 3 elements longer than the product reads).
+            let (a, b) = (uniform_vec(m * (k + 3) + 1, 9), uniform_vec(k * n, 10));
+            let (oa, ob) = (Operand::strided(&a[1..], k + 3), Operand::plain(&b));
+            let (mut c1, mut c2) = (vec![0.0; m * n], vec![0.0; m * n]);
+            pool.install(|| matmul_row_blocks(Precision::F32, m, n, k, oa, ob, &mut c1, false));
+            matmul_naive(m, n, k, oa, ob, &mut c2, false);
+            assert!(crate::tensor::rel_err(&c1, &c2) < 1e-5, "{m}x{n}x{k} strided");
         }
     }
 

@@ -144,8 +144,11 @@ impl Layer {
 
     /// A convolution's algorithm from `--conv`, resolved by its shape (other layers: nothing).
     pub fn set_conv(&mut self, choice: ConvChoice) {
-        if let Layer::Conv { shape, algo, .. } = self {
+        if let Layer::Conv { shape, algo, kernels, .. } = self {
             *algo = choice.resolve(shape);
+            if *algo == ConvAlgo::Im2col {
+                *kernels = KernelCache::default();
+            }
         }
     }
 
@@ -169,7 +172,10 @@ impl Layer {
     pub fn forward(&mut self, x: &[f32], y: &mut [f32], batch: usize, mode: Mode) {
         match self {
             Layer::Conv { shape, params: [w, b], algo, precision, kernels } => {
-                conv::forward_with(*algo, *precision, shape, x, &w.data, &b.data, y, batch, kernels)
+                // Training changes the weights every step: small batches would redo Winograd's
+                // kernel transform for too little work. Evaluation keeps it (`kernels`).
+                let algo = if matches!(mode, Mode::Eval) { *algo } else { algo.for_batch(batch) };
+                conv::forward_with(algo, *precision, shape, x, &w.data, &b.data, y, batch, kernels)
             }
             Layer::Linear { inp, out, params: [w, b], precision } => {
                 linear::forward(x, &w.data, &b.data, y, batch, *inp, *out, *precision)

@@ -70,7 +70,8 @@ pub fn exec(a: Args) -> Result<i32> {
             println!(
                 "{}: fully connected weights {:.0} MB read at {:.1} GB/s ({} threads, best of {}): {:.1} ms; \
                  convolutions {:.2} GFLOP at the {:.0} GFLOP/s matrix-multiply peak: {:.1} ms. \
-                 One image in f32 takes at least the weights' reading here, and by im2col at least {:.1} ms \
+                 By this run's rates, one image in f32 takes at least the weights' reading, and by im2col \
+                 at least {:.1} ms \
                  (all its FLOPs at the peak: {:.1} ms)",
                 r.model,
                 r.fc_weight_bytes as f64 / 1e6,
