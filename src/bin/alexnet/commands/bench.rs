@@ -1,7 +1,7 @@
 //! `alexnet bench`: throughput of the network, the matrix multiply or the data loader.
 
 use crate::common::{CacheDir, Common, model_name};
-use alexnet::bench::{self, BenchConfig, BenchMode, BenchReport};
+use alexnet::bench::{self, BenchConfig, BenchMode, BenchReport, FloorReport, GemmReport, LoaderReport};
 use alexnet::kernels::conv::ConvChoice;
 use alexnet::matmul::PrecisionChoice;
 use alexnet::model::ModelConfig;
@@ -54,38 +54,10 @@ pub fn exec(a: Args) -> Result<i32> {
         bail!("--data and --cache-dir are for --mode loader only");
     }
     match a.mode {
-        BenchMode::Gemm => a.common.emit(&bench::gemm_peak(a.size, a.iters, threads)?, |r| {
-            println!(
-                "gemm {n}x{n}x{n} f32, {} threads, best of {} iterations: peak {:.1} GFLOP/s \
-                 (one product split across the threads {:.1}, one product per thread {:.1})",
-                r.threads,
-                a.iters,
-                r.gflops,
-                r.split_gflops,
-                r.per_thread_gflops,
-                n = r.size
-            )
-        }),
-        BenchMode::Memory => a.common.emit(&bench::one_image_floor(&model, a.iters, threads)?, |r| {
-            println!(
-                "{}: fully connected weights {:.0} MB read at {:.1} GB/s ({} threads, best of {}): {:.1} ms; \
-                 convolutions {:.2} GFLOP at the {:.0} GFLOP/s matrix-multiply peak: {:.1} ms. \
-                 By this run's rates, one image in f32 takes at least the weights' reading, and by im2col \
-                 at least {:.1} ms \
-                 (all its FLOPs at the peak: {:.1} ms)",
-                r.model,
-                r.fc_weight_bytes as f64 / 1e6,
-                r.read_gbps,
-                r.threads,
-                a.iters,
-                r.fc_read_ms,
-                2.0 * r.conv_macs as f64 / 1e9,
-                r.gemm_peak_gflops,
-                r.conv_at_peak_ms,
-                r.floor_ms,
-                r.flops_at_peak_ms
-            )
-        }),
+        BenchMode::Gemm => a.common.emit(&bench::gemm_peak(a.size, a.iters, threads)?, |r| print_gemm(r, a.iters)),
+        BenchMode::Memory => {
+            a.common.emit(&bench::one_image_floor(&model, a.iters, threads)?, |r| print_floor(r, a.iters))
+        }
         BenchMode::Loader => {
             let Some(data) = &a.data else { bail!("--mode loader needs --data (a prepared cache or a folder)") };
             if a.profile {
@@ -99,28 +71,7 @@ pub fn exec(a: Args) -> Result<i32> {
                 (a.iters, a.warmup),
                 (threads, a.loader_threads),
             )?;
-            a.common.emit(&r, |r| {
-                println!(
-                    "loader ({} crops of {}px from {}px, paper augmentation, {} thread{}): {:.0} images/s over {} images \
-                     ({:.0} bytes an image stored)",
-                    r.model,
-                    r.crop,
-                    r.stored,
-                    r.loader_threads,
-                    if r.loader_threads == 1 { "" } else { "s" },
-                    r.images_per_s,
-                    r.images,
-                    r.stored_bytes_per_image
-                );
-                if let (Some(step), Some(ratio)) = (r.step_images_per_s, r.loader_over_step) {
-                    println!(
-                        "training step ({} threads, batch {}): {step:.1} images/s; loader / step = {ratio:.1}{}",
-                        threads,
-                        a.batch,
-                        if ratio < 2.0 { " (below 2: in training the loader may hold the step up)" } else { "" }
-                    );
-                }
-            })
+            a.common.emit(&r, |r| print_loader(r, threads, a.batch))
         }
         BenchMode::Infer | BenchMode::Train => {
             let cfg = BenchConfig {
@@ -135,6 +86,58 @@ pub fn exec(a: Args) -> Result<i32> {
             };
             a.common.emit(&bench::run(&model, &cfg)?, print_report)
         }
+    }
+}
+
+fn print_gemm(r: &GemmReport, iters: usize) {
+    println!(
+        "gemm {n}x{n}x{n} f32, {} threads, best of {iters} iterations: peak {:.1} GFLOP/s \
+         (one product split across the threads {:.1}, one product per thread {:.1})",
+        r.threads,
+        r.gflops,
+        r.split_gflops,
+        r.per_thread_gflops,
+        n = r.size
+    )
+}
+
+fn print_floor(r: &FloorReport, iters: usize) {
+    println!(
+        "{}: fully connected weights {:.0} MB read at {:.1} GB/s ({} threads, best of {iters}): {:.1} ms; \
+         convolutions {:.2} GFLOP at the {:.0} GFLOP/s matrix-multiply peak: {:.1} ms. By this run's rates, \
+         one image in f32 takes at least the weights' reading, and by im2col at least {:.1} ms (all its \
+         FLOPs at the peak: {:.1} ms)",
+        r.model,
+        r.fc_weight_bytes as f64 / 1e6,
+        r.read_gbps,
+        r.threads,
+        r.fc_read_ms,
+        2.0 * r.conv_macs as f64 / 1e9,
+        r.gemm_peak_gflops,
+        r.conv_at_peak_ms,
+        r.floor_ms,
+        r.flops_at_peak_ms
+    )
+}
+
+fn print_loader(r: &LoaderReport, threads: usize, batch: usize) {
+    println!(
+        "loader ({} crops of {}px from {}px, paper augmentation, {} thread{}): {:.0} images/s over {} images \
+         ({:.0} bytes an image stored)",
+        r.model,
+        r.crop,
+        r.stored,
+        r.loader_threads,
+        if r.loader_threads == 1 { "" } else { "s" },
+        r.images_per_s,
+        r.images,
+        r.stored_bytes_per_image
+    );
+    if let (Some(step), Some(ratio)) = (r.step_images_per_s, r.loader_over_step) {
+        println!(
+            "training step ({threads} threads, batch {batch}): {step:.1} images/s; loader / step = {ratio:.1}{}",
+            if ratio < 2.0 { " (below 2: in training the loader may hold the step up)" } else { "" }
+        );
     }
 }
 
