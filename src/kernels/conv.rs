@@ -235,8 +235,9 @@ pub(crate) fn threads_within_image(batch: usize) -> Threads {
 /// matrix-multiply peak. Measured on the paper net at batch 1 (Zen 3, 2 threads): conv3-5 took
 /// 12.3 ms by Winograd, 9.0 ms by im2col. In evaluation the forward pass computes by Winograd at
 /// any batch: its transformed kernels are kept while the weights stay the same
-/// ([`winograd::KernelCache`]); at one image conv3-5 then took 4.7, 6.1 and 5.0 ms against
-/// im2col's 5.4, 7.6 and 8.1 in three alternating runs.
+/// ([`winograd::KernelCache`]); at one image conv3-5 then took a median 6.2 ms against im2col's
+/// 6.8 in ten alternating rounds (per-round ratios 0.85-1.52; the whole image 30.0 against 31.1
+/// ms, inconclusive).
 pub const WINOGRAD_MIN_BATCH: usize = 4;
 
 impl ConvAlgo {
