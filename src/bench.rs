@@ -8,7 +8,7 @@ use crate::data::{Augment, LoaderOptions, TrainInput, permutation};
 use crate::error::{Error, Result};
 use crate::kernels::conv::{ConvAlgo, ConvChoice};
 use crate::matmul::{Operand, PrecisionChoice, Threads, matmul};
-use crate::model::{Mode, ModelConfig, Network};
+use crate::model::{LayerKind, Mode, ModelConfig, Network};
 use crate::optim::{Sgd, SgdConfig};
 use crate::threads::thread_pool;
 use rayon::prelude::*;
@@ -190,8 +190,9 @@ pub fn run(model: &ModelConfig, cfg: &BenchConfig) -> Result<BenchReport> {
             conv: cfg.conv,
             precision: cfg.precision,
             cpu: cpu_info(),
-            gemm_peak_gflops: before,
-            peak_fraction: flops / (ms / 1e3) / 1e9 / before,
+            // Both set below, once the peak has been measured again after the run.
+            gemm_peak_gflops: 0.0,
+            peak_fraction: 0.0,
             ms_per_iter: ms,
             img_per_s: cfg.batch as f64 / (ms / 1e3),
             gflops: flops / (ms / 1e3) / 1e9,
@@ -279,18 +280,8 @@ pub fn gemm_peak(n: usize, iters: usize, threads: usize) -> Result<GemmReport> {
         }
         let mut c = vec![0.0f32; n * n * workers];
         let product = |c: &mut [f32], t: Threads| matmul(n, n, n, Operand::plain(&a), Operand::plain(&b), c, false, t);
-        let best = |run: &mut dyn FnMut()| {
-            (0..iters + 2)
-                .map(|_| {
-                    let t0 = Instant::now();
-                    run();
-                    t0.elapsed().as_secs_f64()
-                })
-                .skip(2)
-                .fold(f64::INFINITY, f64::min)
-        };
-        let split = best(&mut || product(&mut c[..n * n], Threads::Pool));
-        let each = best(&mut || c.par_chunks_mut(n * n).for_each(|c| product(c, Threads::One)));
+        let split = best_seconds(2, iters, &mut || product(&mut c[..n * n], Threads::Pool));
+        let each = best_seconds(2, iters, &mut || c.par_chunks_mut(n * n).for_each(|c| product(c, Threads::One)));
         let flop = 2.0 * (n as f64).powi(3);
         let (split_gflops, per_thread_gflops) = (flop / split / 1e9, workers as f64 * flop / each / 1e9);
         let ms_per_iter = (if per_thread_gflops > split_gflops { each } else { split }) * 1e3;
@@ -341,26 +332,22 @@ pub fn one_image_floor(model: &ModelConfig, iters: usize, threads: usize) -> Res
     }
     let peak = gemm_peak(1024, 5, threads)?.gflops;
     let net = Network::new(model.clone(), 0)?;
-    let is_fc = |name: &str| {
-        net.layers().iter().any(|l| {
-            matches!(l.kind, crate::model::LayerKind::Linear { .. })
-                && name.strip_prefix(l.name.as_str()) == Some(".weight")
+    let weights: Vec<&[f32]> = net
+        .layers()
+        .iter()
+        .filter_map(|l| match &l.kind {
+            LayerKind::Linear { params: [w, _], .. } => net.param(&w.name).map(|p| p.data.as_slice()),
+            _ => None,
         })
-    };
-    let weights: Vec<&[f32]> = net.params().filter(|p| is_fc(&p.name)).map(|p| p.data.as_slice()).collect();
+        .collect();
     let bytes: usize = weights.iter().map(|w| w.len() * 4).sum();
     let conv_macs: usize =
-        net.layers().iter().filter(|l| matches!(l.kind, crate::model::LayerKind::Conv { .. })).map(|l| l.macs).sum();
+        net.layers().iter().filter(|l| matches!(l.kind, LayerKind::Conv { .. })).map(|l| l.macs).sum();
     let secs = thread_pool(threads)?.install(|| {
         let read = || weights.iter().map(|w| w.par_chunks(1 << 16).map(sum_f32).sum::<f32>()).sum::<f32>();
-        (0..iters + 1)
-            .map(|_| {
-                let t0 = Instant::now();
-                std::hint::black_box(read());
-                t0.elapsed().as_secs_f64()
-            })
-            .skip(1)
-            .fold(f64::INFINITY, f64::min)
+        best_seconds(1, iters, &mut || {
+            std::hint::black_box(read());
+        })
     });
     // A network without fully connected layers reads nothing.
     let (read_gbps, fc_read_ms) = if bytes == 0 { (0.0, 0.0) } else { (bytes as f64 / secs / 1e9, secs * 1e3) };
@@ -377,6 +364,18 @@ pub fn one_image_floor(model: &ModelConfig, iters: usize, threads: usize) -> Res
         flops_at_peak_ms: 2.0 * net.summary.macs as f64 / peak / 1e6,
         floor_ms: fc_read_ms + conv_at_peak_ms,
     })
+}
+
+/// Seconds of the fastest of `iters` timed runs of `run`, after `warmup` untimed ones.
+fn best_seconds(warmup: usize, iters: usize, run: &mut dyn FnMut()) -> f64 {
+    (0..warmup + iters)
+        .map(|_| {
+            let t0 = Instant::now();
+            run();
+            t0.elapsed().as_secs_f64()
+        })
+        .skip(warmup)
+        .fold(f64::INFINITY, f64::min)
 }
 
 /// `Σ v` in 16 independent sums (vectorised), to read memory as fast as it streams.

@@ -259,11 +259,7 @@ impl KernelCache {
     fn kernels(&mut self, s: &ConvShape, w: &[f32], tile: Tile) -> &[f32] {
         let same = self.tile == Some(tile)
             && self.weights.len() == w.len()
-            && self
-                .weights
-                .chunks(64)
-                .zip(w.chunks(64))
-                .all(|(a, b)| a.iter().zip(b).all(|(p, q)| p.to_bits() == q.to_bits()));
+            && self.weights.iter().zip(w).all(|(p, q)| p.to_bits() == q.to_bits());
         if !same {
             with_transforms!(tile, s, kernel_transform(s, w, &mut self.u));
             self.weights.clear();

@@ -250,11 +250,9 @@ pub fn matmul_row_blocks(
     if n <= 1 {
         return matmul_in(precision, m, n, k, a, b, c, accumulate, Threads::Pool);
     }
-    let rows = ROW_BLOCK;
-    c[..m * n].par_chunks_mut(rows * n).enumerate().for_each(|(i, cb)| {
-        let first = i * rows;
-        let mb = cb.len() / n;
-        matmul_in(precision, mb, n, k, a.rows_from(m, k, first), b, cb, accumulate, Threads::One);
+    c[..m * n].par_chunks_mut(ROW_BLOCK * n).enumerate().for_each(|(i, cb)| {
+        let rows = a.rows_from(m, k, i * ROW_BLOCK);
+        matmul_in(precision, cb.len() / n, n, k, rows, b, cb, accumulate, Threads::One);
     });
 }
 
