@@ -149,6 +149,69 @@ fn winograd_on_alexnets_own_layers() {
     }
 }
 
+/// FFT convolution against the direct kernels: forward against the f64-accumulated direct
+/// convolution, data and weight gradients against im2col's (themselves held to finite
+/// differences above), relative error at most 1e-4, on AlexNet's 5×5 layers at their real
+/// sizes and on odd shapes (non-square, 3×3 and 7×7 kernels, no padding, groups), on batches
+/// that do and do not fill the 8 lanes, on 1 and 2 threads.
+#[test]
+fn fft_on_alexnets_own_layers_and_odd_shapes() {
+    use alexnet::kernels::fft;
+    let mk = |in_c, (in_h, in_w), out_c, k, pad, groups| ConvShape {
+        in_c,
+        in_h,
+        in_w,
+        out_c,
+        kh: k,
+        kw: k,
+        stride: 1,
+        pad,
+        groups,
+    };
+    let cases = [
+        ("paper conv2", mk(96, (27, 27), 256, 5, 2, 2), vec![2, 9]),
+        ("torchvision conv2", mk(64, (27, 27), 192, 5, 2, 1), vec![1]),
+        ("two groups, 9x9", mk(4, (9, 9), 6, 5, 2, 2), vec![1, 3, 8, 17]),
+        ("non-square 3x3", mk(3, (11, 7), 4, 3, 1, 1), vec![5]),
+        ("7x7 pad 3, N = 32", mk(5, (13, 13), 3, 7, 3, 1), vec![2]),
+        ("5x5 no padding", mk(2, (12, 12), 3, 5, 0, 1), vec![10]),
+        ("three groups, odd map", mk(6, (15, 15), 9, 5, 1, 3), vec![4]),
+    ];
+    for (name, s, batches) in cases {
+        assert!(fft::applies(&s), "{name}");
+        for (batch, threads) in batches.into_iter().flat_map(|b| [(b, 1), (b, 2)]) {
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+            pool.install(|| {
+                let x: Vec<f32> = uniform_vec(batch * s.in_len(), 21).iter().map(|v| v.abs()).collect();
+                let w: Vec<f32> = uniform_vec(s.weight_len(), 22).iter().map(|v| v * 0.02).collect();
+                let bias = uniform_vec(s.out_c, 23);
+                let dy = uniform_vec(batch * s.out_len(), 24);
+                let what = format!("{name} batch {batch} threads {threads}");
+                let mut y = vec![f32::NAN; batch * s.out_len()];
+                fft::forward(&s, &x, &w, &bias, &mut y, batch);
+                let direct = if s.in_c >= 64 {
+                    let mut y2 = vec![0.0; y.len()];
+                    conv::forward(&s, &x, &w, &bias, &mut y2, batch);
+                    y2
+                } else {
+                    conv::forward_naive(&s, &x, &w, &bias, batch)
+                };
+                assert_close(&format!("{what} forward"), &y, &direct, 1e-4);
+                let (mut dw, mut db, mut dx) = (vec![0.0; w.len()], vec![0.0; s.out_c], vec![0.0; x.len()]);
+                conv::backward(&s, &x, &w, &dy, &mut dw, &mut db, Some(&mut dx), batch);
+                let mut spectra = Vec::new();
+                fft::kernel_spectra(&s, &w, &mut spectra);
+                let nan = |k: usize| vec![f32::NAN; k];
+                let (mut dwf, mut dbf, mut dxf) = (nan(w.len()), nan(s.out_c), nan(x.len()));
+                fft::backward(&s, &x, &spectra, &dy, &mut dwf, &mut dbf, Some(&mut dxf), batch);
+                assert_close(&format!("{what} data gradient"), &dxf, &dx, 1e-4);
+                assert_close(&format!("{what} weight gradient"), &dwf, &dw, 1e-4);
+                assert_close(&format!("{what} bias gradient"), &dbf, &db, 1e-5);
+            });
+        }
+    }
+}
+
 /// `--conv auto` picks Winograd where it saves multiplies on wide layers, with the tile that
 /// saves more, and im2col elsewhere.
 #[test]
@@ -509,7 +572,20 @@ fn winograd_calls_in_sequence_match_im2col() {
                 } else {
                     let n = |k: usize| vec![f32::NAN; k];
                     let (mut dw, mut db, mut dx) = (n(w.len()), n(s.out_c), n(x.len()));
-                    conv::backward_with(algo, Precision::F32, s, &x, &w, &dy, &mut dw, &mut db, Some(&mut dx), batch);
+                    let cache = &mut Default::default();
+                    conv::backward_with(
+                        algo,
+                        Precision::F32,
+                        s,
+                        &x,
+                        &w,
+                        &dy,
+                        &mut dw,
+                        &mut db,
+                        Some(&mut dx),
+                        batch,
+                        cache,
+                    );
                     let (mut dw2, mut db2, mut dx2) = (n(w.len()), n(s.out_c), n(x.len()));
                     conv::backward(s, &x, &w, &dy, &mut dw2, &mut db2, Some(&mut dx2), batch);
                     assert_close(&format!("{what} dw"), &dw, &dw2, 1e-4);

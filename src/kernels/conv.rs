@@ -15,6 +15,7 @@
 //! backward pass, accumulates its own `dw`, summed at the end in thread order so the result is
 //! deterministic for a given thread count.
 
+use super::fft;
 use super::winograd::{self, Tile};
 use crate::matmul::{Operand, Precision, Threads, matmul_in};
 use rayon::prelude::*;
@@ -182,6 +183,9 @@ pub enum ConvAlgo {
     /// Winograd F(m×m, r×r) ([`winograd`]): 3×3 and 5×5 stride-1 layers, forward and both
     /// gradients.
     Winograd(Tile),
+    /// FFT convolution ([`fft`]): stride-1 layers on maps up to 64 with padding, forward and
+    /// both gradients.
+    Fft,
 }
 
 /// `--conv auto|im2col|winograd`: the algorithm asked for, resolved per layer by
@@ -198,14 +202,33 @@ pub enum ConvChoice {
     Im2col,
     /// Winograd on every layer it applies to (3×3 and 5×5, stride 1), im2col on the others.
     Winograd,
+    /// FFT on every layer it applies to (stride 1, maps up to 64 with padding), im2col on the
+    /// others.
+    Fft,
 }
 
 impl ConvChoice {
     /// The algorithm for a layer of shape `s`: Winograd's tile is the one with fewer multiplies
     /// for the map (F(2×2) on a tie: less rounding).
     pub fn resolve(self, s: &ConvShape) -> ConvAlgo {
-        if self == ConvChoice::Im2col || !winograd::applies(s) {
-            return ConvAlgo::Im2col;
+        let wide = s.in_c / s.groups >= 16;
+        match self {
+            ConvChoice::Im2col => return ConvAlgo::Im2col,
+            ConvChoice::Fft if fft::applies(s) => return ConvAlgo::Fft,
+            ConvChoice::Fft => return ConvAlgo::Im2col,
+            // FFT where it does at most a third of direct convolution's multiplies, on kernels
+            // of 5×5 and more (3×3 ones save as much by Winograd's F(4×4), in real arithmetic
+            // and cheaper transforms).
+            ConvChoice::Auto
+                if s.kh.min(s.kw) >= 5
+                    && wide
+                    && fft::applies(s)
+                    && 3 * fft::multiplies(s) <= s.kh * s.kw * s.out_h() * s.out_w() =>
+            {
+                return ConvAlgo::Fft;
+            }
+            _ if !winograd::applies(s) => return ConvAlgo::Im2col,
+            _ => {}
         }
         let (oh, ow) = (s.out_h(), s.out_w());
         let r = s.kh;
@@ -217,7 +240,7 @@ impl ConvChoice {
             // im2col (Zen 3, batch 64: forward 433 vs 325 ms, backward 913 vs 715 ms): its
             // per-point products sum over only 48 channels where im2col's sum over 1,200.
             ConvChoice::Auto if r == 5 => ConvAlgo::Im2col,
-            ConvChoice::Auto if !(saves_a_third && s.in_c / s.groups >= 16) => ConvAlgo::Im2col,
+            ConvChoice::Auto if !(saves_a_third && wide) => ConvAlgo::Im2col,
             _ => ConvAlgo::Winograd(tile),
         }
     }
@@ -240,11 +263,29 @@ pub(crate) fn threads_within_image(batch: usize) -> Threads {
 /// ms, inconclusive).
 pub const WINOGRAD_MIN_BATCH: usize = 4;
 
+/// Fewest images for which a layer resolved to FFT computes by it, in training and evaluation:
+/// its transforms run 8 images side by side (one per SIMD lane), and at one image each
+/// point's product is a matrix-vector product over spectra 27 times the kernels' size.
+pub const FFT_MIN_BATCH: usize = 8;
+
 impl ConvAlgo {
     /// What a layer resolved to `self` computes by for `batch` images in training (im2col below
-    /// [`WINOGRAD_MIN_BATCH`]); evaluation takes `self` as it is.
+    /// [`WINOGRAD_MIN_BATCH`] or [`FFT_MIN_BATCH`]).
     pub fn for_batch(self, batch: usize) -> ConvAlgo {
-        if batch < WINOGRAD_MIN_BATCH { ConvAlgo::Im2col } else { self }
+        match self {
+            ConvAlgo::Winograd(_) if batch < WINOGRAD_MIN_BATCH => ConvAlgo::Im2col,
+            ConvAlgo::Fft if batch < FFT_MIN_BATCH => ConvAlgo::Im2col,
+            a => a,
+        }
+    }
+
+    /// What it computes by in evaluation, where Winograd's kernels are kept across calls (at
+    /// any batch) and FFT's too (from [`FFT_MIN_BATCH`]).
+    pub fn for_eval(self, batch: usize) -> ConvAlgo {
+        match self {
+            ConvAlgo::Fft if batch < FFT_MIN_BATCH => ConvAlgo::Im2col,
+            a => a,
+        }
     }
 }
 
@@ -267,6 +308,10 @@ pub fn forward_with(
     match algo {
         ConvAlgo::Im2col => forward_in(precision, s, x, w, b, y, batch),
         ConvAlgo::Winograd(tile) => winograd::forward_cached(s, x, w, b, y, batch, tile, kernels),
+        ConvAlgo::Fft => {
+            let spectra = kernels.get(ConvAlgo::Fft, w, |u| fft::kernel_spectra(s, w, u));
+            fft::forward_with_spectra(s, x, spectra, b, y, batch)
+        }
     }
 }
 
@@ -315,7 +360,7 @@ fn forward_images(
 }
 
 /// Gradients of the convolution with the layer's algorithm (`dw`, `db` overwritten; `dx` too
-/// when asked for).
+/// when asked for); the FFT's kernel spectra from `kernels` (those of the forward pass).
 #[allow(clippy::too_many_arguments)]
 pub fn backward_with(
     algo: ConvAlgo,
@@ -328,8 +373,13 @@ pub fn backward_with(
     db: &mut [f32],
     dx: Option<&mut [f32]>,
     batch: usize,
+    kernels: &mut winograd::KernelCache,
 ) {
     match (algo.for_batch(batch), dx) {
+        (ConvAlgo::Fft, dx) => {
+            let spectra = kernels.get(ConvAlgo::Fft, w, |u| fft::kernel_spectra(s, w, u));
+            fft::backward(s, x, spectra, dy, dw, db, dx.map(|d| &mut d[..batch * s.in_len()]), batch)
+        }
         (ConvAlgo::Winograd(tile), dx) => {
             winograd::backward_weights(s, x, dy, dw, db, batch, tile);
             if let Some(dx) = dx {

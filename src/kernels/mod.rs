@@ -5,6 +5,7 @@
 pub mod act;
 pub mod conv;
 pub mod dropout;
+pub mod fft;
 pub mod linear;
 pub mod loss;
 pub mod lrn;

@@ -237,7 +237,8 @@ pub fn forward(s: &ConvShape, x: &[f32], w: &[f32], b: &[f32], y: &mut [f32], ba
 /// of that.
 #[derive(Clone, Default)]
 pub struct KernelCache {
-    tile: Option<Tile>,
+    /// What `u` holds: Winograd's `U` for a tile, or the FFT's spectra.
+    algo: Option<super::conv::ConvAlgo>,
     weights: Vec<f32>,
     u: Vec<f32>,
 }
@@ -246,8 +247,8 @@ impl std::fmt::Debug for KernelCache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "KernelCache {{ tile: {:?}, {} weights, {} transformed }}",
-            self.tile,
+            "KernelCache {{ algo: {:?}, {} weights, {} transformed }}",
+            self.algo,
             self.weights.len(),
             self.u.len()
         )
@@ -257,14 +258,25 @@ impl std::fmt::Debug for KernelCache {
 impl KernelCache {
     /// `U` for `w` with `tile`, transformed now only if it differs from the last call's.
     fn kernels(&mut self, s: &ConvShape, w: &[f32], tile: Tile) -> &[f32] {
-        let same = self.tile == Some(tile)
+        self.get(super::conv::ConvAlgo::Winograd(tile), w, |u| with_transforms!(tile, s, kernel_transform(s, w, u)))
+    }
+
+    /// What `transform` makes of `w` for `algo`, recomputed only when `algo` or `w` (bit for
+    /// bit) differ from the last call's.
+    pub(crate) fn get(
+        &mut self,
+        algo: super::conv::ConvAlgo,
+        w: &[f32],
+        transform: impl FnOnce(&mut Vec<f32>),
+    ) -> &[f32] {
+        let same = self.algo == Some(algo)
             && self.weights.len() == w.len()
             && self.weights.iter().zip(w).all(|(p, q)| p.to_bits() == q.to_bits());
         if !same {
-            with_transforms!(tile, s, kernel_transform(s, w, &mut self.u));
+            transform(&mut self.u);
             self.weights.clear();
             self.weights.extend_from_slice(w);
-            self.tile = Some(tile);
+            self.algo = Some(algo);
         }
         &self.u
     }

@@ -174,7 +174,7 @@ impl Layer {
             Layer::Conv { shape, params: [w, b], algo, precision, kernels } => {
                 // Training changes the weights every step: small batches would redo Winograd's
                 // kernel transform for too little work. Evaluation keeps it (`kernels`).
-                let algo = if matches!(mode, Mode::Eval) { *algo } else { algo.for_batch(batch) };
+                let algo = if matches!(mode, Mode::Eval) { algo.for_eval(batch) } else { algo.for_batch(batch) };
                 conv::forward_with(algo, *precision, shape, x, &w.data, &b.data, y, batch, kernels)
             }
             Layer::Linear { inp, out, params: [w, b], precision } => {
@@ -204,8 +204,9 @@ impl Layer {
     #[allow(clippy::too_many_arguments)]
     pub fn backward(&mut self, x: &[f32], y: &[f32], dy: &[f32], dx: Option<&mut [f32]>, batch: usize, mode: Mode) {
         match (self, dx) {
-            (Layer::Conv { shape, params: [w, b], algo, precision, .. }, dx) => {
-                conv::backward_with(*algo, *precision, shape, x, &w.data, dy, &mut w.grad, &mut b.grad, dx, batch)
+            (Layer::Conv { shape, params: [w, b], algo, precision, kernels }, dx) => {
+                let (w, dw) = (&w.data, &mut w.grad);
+                conv::backward_with(*algo, *precision, shape, x, w, dy, dw, &mut b.grad, dx, batch, kernels)
             }
             (Layer::Linear { inp, out, params: [w, b], precision }, dx) => {
                 linear::backward(x, &w.data, dy, &mut w.grad, &mut b.grad, dx, batch, *inp, *out, *precision)
