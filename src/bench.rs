@@ -219,10 +219,8 @@ fn layer_profiles(net: &Network, cfg: &BenchConfig) -> Vec<LayerProfile> {
             format!("im2col (winograd from {} images in training)", crate::kernels::conv::WINOGRAD_MIN_BATCH)
         }
         (ConvAlgo::Winograd(t), _) => format!("winograd {}x{}", t.m(), t.m()),
-        (ConvAlgo::Fft, ConvAlgo::Im2col) => {
-            format!("im2col (fft from {} images)", crate::kernels::conv::FFT_MIN_BATCH)
-        }
-        (ConvAlgo::Fft, _) => "fft".to_string(),
+        (ConvAlgo::Fft { min_batch }, ConvAlgo::Im2col) => format!("im2col (fft from {min_batch} images)"),
+        (ConvAlgo::Fft { .. }, _) => "fft".to_string(),
         (ConvAlgo::Im2col, _) if cfg.precision != PrecisionChoice::F32 => "im2col bf16".to_string(),
         (ConvAlgo::Im2col, _) => "im2col".to_string(),
     };

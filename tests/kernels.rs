@@ -231,10 +231,22 @@ fn conv_choice_resolves_by_shape() {
     };
     assert_eq!(ConvChoice::Auto.resolve(&s(256, 13, 3, 1)), ConvAlgo::Winograd(Tile::F4));
     assert_eq!(ConvChoice::Auto.resolve(&s(256, 2, 3, 1)), ConvAlgo::Winograd(Tile::F2));
-    // 5×5 by F(2×2, 5×5) only when asked for: measured slower than im2col on conv2.
-    assert_eq!(ConvChoice::Auto.resolve(&s(48, 27, 5, 1)), ConvAlgo::Im2col);
+    // 5×5 by FFT (conv2), from 8 images; by F(2×2, 5×5) only when asked for: measured slower
+    // than im2col on conv2.
+    let auto_fft = ConvAlgo::Fft { min_batch: conv::FFT_MIN_BATCH };
+    assert_eq!(ConvChoice::Auto.resolve(&s(48, 27, 5, 1)), auto_fft);
     assert_eq!(ConvChoice::Winograd.resolve(&s(48, 27, 5, 1)), ConvAlgo::Winograd(Tile::F2));
-    assert_eq!(ConvChoice::Auto.resolve(&s(48, 27, 7, 1)), ConvAlgo::Im2col);
+    assert_eq!(ConvChoice::Auto.resolve(&s(48, 27, 7, 1)), auto_fft);
+    assert_eq!(
+        (auto_fft.for_batch(7), auto_fft.for_eval(7), auto_fft.for_batch(8)),
+        (ConvAlgo::Im2col, ConvAlgo::Im2col, auto_fft)
+    );
+    // Too few input channels, stride 2, maps beyond 64: not by FFT; asked for, at any batch.
+    assert_eq!(ConvChoice::Auto.resolve(&s(3, 27, 5, 1)), ConvAlgo::Im2col);
+    assert_eq!(ConvChoice::Auto.resolve(&s(48, 61, 5, 1)), ConvAlgo::Im2col);
+    assert_eq!(ConvChoice::Fft.resolve(&s(3, 27, 5, 1)), ConvAlgo::Fft { min_batch: 1 });
+    assert_eq!(ConvChoice::Fft.resolve(&s(3, 27, 5, 2)), ConvAlgo::Im2col);
+    assert_eq!(ConvChoice::Fft.resolve(&s(256, 13, 3, 1)).for_eval(1), ConvAlgo::Fft { min_batch: 1 });
     assert_eq!(ConvChoice::Auto.resolve(&s(256, 13, 3, 2)), ConvAlgo::Im2col);
     assert_eq!(ConvChoice::Auto.resolve(&s(3, 32, 3, 1)), ConvAlgo::Im2col);
     assert_eq!(ConvChoice::Winograd.resolve(&s(3, 32, 3, 1)), ConvAlgo::Winograd(Tile::F4));

@@ -52,8 +52,9 @@ fn tiny_parameter_count() {
     assert_eq!(s.params, 56_554);
 }
 
-/// Both convolution algorithms: im2col everywhere, and Winograd on conv2-5 (5x5 and 3x3, stride 1).
-const CONVS: [ConvChoice; 2] = [ConvChoice::Im2col, ConvChoice::Winograd];
+/// Every convolution algorithm: im2col everywhere, Winograd on conv2-5 (5x5 and 3x3, stride 1),
+/// FFT on conv2-5 (at any batch when asked for).
+const CONVS: [ConvChoice; 3] = [ConvChoice::Im2col, ConvChoice::Winograd, ConvChoice::Fft];
 
 #[test]
 fn tiny_forward_loss_and_every_gradient() {

@@ -184,8 +184,9 @@ pub enum ConvAlgo {
     /// gradients.
     Winograd(Tile),
     /// FFT convolution ([`fft`]): stride-1 layers on maps up to 64 with padding, forward and
-    /// both gradients.
-    Fft,
+    /// both gradients; im2col below `min_batch` images ([`FFT_MIN_BATCH`] when chosen by
+    /// `auto`, 1 when asked for).
+    Fft { min_batch: usize },
 }
 
 /// `--conv auto|im2col|winograd`: the algorithm asked for, resolved per layer by
@@ -214,7 +215,7 @@ impl ConvChoice {
         let wide = s.in_c / s.groups >= 16;
         match self {
             ConvChoice::Im2col => return ConvAlgo::Im2col,
-            ConvChoice::Fft if fft::applies(s) => return ConvAlgo::Fft,
+            ConvChoice::Fft if fft::applies(s) => return ConvAlgo::Fft { min_batch: 1 },
             ConvChoice::Fft => return ConvAlgo::Im2col,
             // FFT where it does at most a third of direct convolution's multiplies, on kernels
             // of 5×5 and more (3×3 ones save as much by Winograd's F(4×4), in real arithmetic
@@ -225,7 +226,7 @@ impl ConvChoice {
                     && fft::applies(s)
                     && 3 * fft::multiplies(s) <= s.kh * s.kw * s.out_h() * s.out_w() =>
             {
-                return ConvAlgo::Fft;
+                return ConvAlgo::Fft { min_batch: FFT_MIN_BATCH };
             }
             _ if !winograd::applies(s) => return ConvAlgo::Im2col,
             _ => {}
@@ -263,27 +264,31 @@ pub(crate) fn threads_within_image(batch: usize) -> Threads {
 /// ms, inconclusive).
 pub const WINOGRAD_MIN_BATCH: usize = 4;
 
-/// Fewest images for which a layer resolved to FFT computes by it, in training and evaluation:
-/// its transforms run 8 images side by side (one per SIMD lane), and at one image each
-/// point's product is a matrix-vector product over spectra 27 times the kernels' size.
+/// Fewest images for which a layer `auto` resolved to FFT computes by it, in training and
+/// evaluation: its transforms run 8 images side by side (one per SIMD lane), and each point's
+/// product reads a block of the kernels' spectra (27 times the kernels' size on conv2) for a
+/// few columns. Measured on the paper's conv2 (Zen 3, 2 threads, ms, FFT against im2col, two
+/// runs each): evaluation at 2 images 13.8-14.6 against 6.6-10.8, at 4 15.5-16.8 against
+/// 13.6-14.1, at 8 20.8-23.4 against 31.0-33.6; training (forward + backward) at 4 60-64
+/// against 36-37, at 8 59-61 against 72-73.
 pub const FFT_MIN_BATCH: usize = 8;
 
 impl ConvAlgo {
     /// What a layer resolved to `self` computes by for `batch` images in training (im2col below
-    /// [`WINOGRAD_MIN_BATCH`] or [`FFT_MIN_BATCH`]).
+    /// [`WINOGRAD_MIN_BATCH`], or FFT's `min_batch`).
     pub fn for_batch(self, batch: usize) -> ConvAlgo {
         match self {
             ConvAlgo::Winograd(_) if batch < WINOGRAD_MIN_BATCH => ConvAlgo::Im2col,
-            ConvAlgo::Fft if batch < FFT_MIN_BATCH => ConvAlgo::Im2col,
+            ConvAlgo::Fft { min_batch } if batch < min_batch => ConvAlgo::Im2col,
             a => a,
         }
     }
 
     /// What it computes by in evaluation, where Winograd's kernels are kept across calls (at
-    /// any batch) and FFT's too (from [`FFT_MIN_BATCH`]).
+    /// any batch) and FFT's too (from its `min_batch`).
     pub fn for_eval(self, batch: usize) -> ConvAlgo {
         match self {
-            ConvAlgo::Fft if batch < FFT_MIN_BATCH => ConvAlgo::Im2col,
+            ConvAlgo::Fft { min_batch } if batch < min_batch => ConvAlgo::Im2col,
             a => a,
         }
     }
@@ -308,8 +313,8 @@ pub fn forward_with(
     match algo {
         ConvAlgo::Im2col => forward_in(precision, s, x, w, b, y, batch),
         ConvAlgo::Winograd(tile) => winograd::forward_cached(s, x, w, b, y, batch, tile, kernels),
-        ConvAlgo::Fft => {
-            let spectra = kernels.get(ConvAlgo::Fft, w, |u| fft::kernel_spectra(s, w, u));
+        ConvAlgo::Fft { .. } => {
+            let spectra = kernels.get(algo, w, |u| fft::kernel_spectra(s, w, u));
             fft::forward_with_spectra(s, x, spectra, b, y, batch)
         }
     }
@@ -376,8 +381,8 @@ pub fn backward_with(
     kernels: &mut winograd::KernelCache,
 ) {
     match (algo.for_batch(batch), dx) {
-        (ConvAlgo::Fft, dx) => {
-            let spectra = kernels.get(ConvAlgo::Fft, w, |u| fft::kernel_spectra(s, w, u));
+        (a @ ConvAlgo::Fft { .. }, dx) => {
+            let spectra = kernels.get(a, w, |u| fft::kernel_spectra(s, w, u));
             fft::backward(s, x, spectra, dy, dw, db, dx.map(|d| &mut d[..batch * s.in_len()]), batch)
         }
         (ConvAlgo::Winograd(tile), dx) => {

@@ -311,6 +311,7 @@ fn with_scratch<R>(f: impl FnOnce(&mut Scratch) -> R) -> R {
 /// to L): for plane (channel) `p`, its spectra's real parts at point ξ of image `i` at
 /// `[p][0][ξ][i]`, the imaginary at `[p][1][ξ][i]`. As a matrix, the planes' rows (p, part)
 /// are `S·Bp` apart: the operand of one point's product is a strided view.
+#[allow(clippy::too_many_arguments)]
 fn spectra_of_planes(
     p: &Plan,
     planes: usize,
@@ -351,7 +352,10 @@ fn spectra_of_planes(
 
 /// The inverse of [`spectra_of_planes`] for spectra laid out `[S][2·planes][Bp]` (a point's
 /// product's output): rows `offset..offset + h`, columns `offset..offset + w` of each plane,
-/// plus `bias[p]`, into `y [batch][planes][h][w]`.
+/// plus `bias[p]`, into `y [batch][planes][h][w]`. One task a plane (channel), over all the
+/// images: its spectra are then two rows of every point, read whole (by image blocks, the
+/// reads were 32 bytes at a stride of 2·planes·Bp floats, and took most of the time). The
+/// planes come out channel-major in `tmp [planes][batch][h][w]`, copied into `y` after.
 #[allow(clippy::too_many_arguments)]
 fn planes_of_spectra(
     p: &Plan,
@@ -361,26 +365,27 @@ fn planes_of_spectra(
     offset: usize,
     spectra: &[f32],
     bias: Option<&[f32]>,
+    tmp: &mut Vec<f32>,
     y: &mut [f32],
 ) {
     let n = p.n;
     let pts = n * (n / 2 + 1);
     let bp = batch.next_multiple_of(L);
-    let image_len = planes * h * w;
-    y[..batch * image_len].par_chunks_mut(L * image_len).enumerate().for_each_init(
+    let plane = h * w;
+    tmp.resize(planes * batch * plane, 0.0);
+    tmp.par_chunks_mut(batch * plane).enumerate().for_each_init(
         || Planes::new(n),
-        |f, (blk, yb)| {
-            let images = yb.len() / image_len;
-            for c in 0..planes {
+        |f, (c, yc)| {
+            let b = bias.map_or(0.0, |b| b[c]);
+            for (blk, yb) in yc.chunks_mut(L * plane).enumerate() {
                 for xi in 0..pts {
                     let at = xi * 2 * planes * bp + 2 * c * bp + blk * L;
                     f.re[xi].copy_from_slice(&spectra[at..at + L]);
                     f.im[xi].copy_from_slice(&spectra[at + bp..at + bp + L]);
                 }
-                let b = bias.map_or(0.0, |b| b[c]);
                 f.inverse(p, offset..offset + h, |row, v| {
-                    for l in 0..images {
-                        let dst = &mut yb[l * image_len + c * h * w + (row - offset) * w..][..w];
+                    for (l, yl) in yb.chunks_mut(plane).enumerate() {
+                        let dst = &mut yl[(row - offset) * w..][..w];
                         for (j, d) in dst.iter_mut().enumerate() {
                             *d = v[offset + j][l] + b;
                         }
@@ -389,6 +394,12 @@ fn planes_of_spectra(
             }
         },
     );
+    let tmp = &tmp[..];
+    y[..batch * planes * plane].par_chunks_mut(planes * plane).enumerate().for_each(|(i, yi)| {
+        for (c, dst) in yi.chunks_mut(plane).enumerate() {
+            dst.copy_from_slice(&tmp[(c * batch + i) * plane..][..plane]);
+        }
+    });
 }
 
 /// `out [S][2·rows_out][Bp]`: at every point, the product of one group's real block
@@ -428,7 +439,7 @@ pub fn forward_with_spectra(s: &ConvShape, x: &[f32], spectra: &[f32], b: &[f32]
     with_scratch(|sc| {
         spectra_of_planes(&p, s.in_c, batch, s.in_len(), (s.in_h, s.in_w), s.pad, x, &mut sc.a);
         point_products(s, (s.out_c, s.in_c), batch, &sc.a, false, spectra, &mut sc.b);
-        planes_of_spectra(&p, s.out_c, batch, (s.out_h(), s.out_w()), 0, &sc.b, Some(b), y);
+        planes_of_spectra(&p, s.out_c, batch, (s.out_h(), s.out_w()), 0, &sc.b, Some(b), &mut sc.c, y);
     });
 }
 
@@ -503,7 +514,7 @@ pub fn backward(
         if let Some(dx) = dx {
             // dX[ξ] = W[ξ]ᵀ · dY[ξ]: the transpose of conj(W)'s real block is W's.
             point_products(s, (s.in_c, s.out_c), batch, &sc.b, true, spectra, &mut sc.a);
-            planes_of_spectra(&p, s.in_c, batch, (s.in_h, s.in_w), s.pad, &sc.a, None, dx);
+            planes_of_spectra(&p, s.in_c, batch, (s.in_h, s.in_w), s.pad, &sc.a, None, &mut sc.c, dx);
         }
     });
 }
