@@ -4,7 +4,7 @@
     PYTHON=~/venv/bin/python python3 scripts/benchmarks.py [--threads 2] [--iters 5] [--rounds 3] [--dry-run]
 
 For each case (model, mode, batch) it runs `alexnet bench --json` with `--conv im2col` and with
-`--conv auto` (Winograd on the 3x3 layers), then scripts/bench_pytorch.py under $PYTHON (a
+`--conv auto` (FFT on conv2 from 8 images, Winograd on the 3x3 layers), then scripts/bench_pytorch.py under $PYTHON (a
 python with torch; PyTorch's columns stay empty without one), one after the other, on an
 otherwise idle machine, and does so `--rounds` times, interleaved: on a shared host whose speed
 drifts by ±20% within minutes, the three runs of one round see the same machine, so each
@@ -147,7 +147,7 @@ def main():
         f"over the run's best, {max(peak):.0f} (above 1: faster than any im2col implementation "
         "can be here).",
         "",
-        "| model, mode, batch | ours, im2col | ours, auto (Winograd) | peak | PyTorch | auto / PyTorch | auto / im2col |",
+        "| model, mode, batch | ours, im2col | ours, auto (FFT + Winograd) | peak | PyTorch | auto / PyTorch | auto / im2col |",
         "|---|---|---|---|---|---|---|",
     ]
     for model, mode, batch, im2col, auto, ref in rows:

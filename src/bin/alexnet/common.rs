@@ -102,7 +102,8 @@ pub struct Weights {
     /// Checkpoint(s); several are an ensemble (softmax averaged).
     #[arg(long, required = true)]
     pub weights: Vec<PathBuf>,
-    /// How the convolutions compute: Winograd on the 3x3 stride-1 layers where it pays (auto),
+    /// How the convolutions compute: auto (FFT on wide 5x5 stride-1 layers from 8 images,
+    /// Winograd on the 3x3 stride-1 layers where it pays, im2col elsewhere), Winograd or FFT
     /// everywhere it applies, or im2col everywhere.
     #[arg(long, value_enum, default_value = "auto")]
     pub conv: alexnet::kernels::conv::ConvChoice,

@@ -24,7 +24,8 @@ pub struct Args {
     /// Also report time, GFLOP/s and algorithm per layer.
     #[arg(long)]
     profile: bool,
-    /// How the convolutions compute: Winograd on the 3x3 stride-1 layers where it pays (auto),
+    /// How the convolutions compute: auto (FFT on wide 5x5 stride-1 layers from 8 images,
+    /// Winograd on the 3x3 stride-1 layers where it pays, im2col elsewhere), Winograd or FFT
     /// everywhere it applies, or im2col everywhere.
     #[arg(long, value_enum, default_value = "auto")]
     conv: ConvChoice,
