@@ -219,6 +219,10 @@ fn layer_profiles(net: &Network, cfg: &BenchConfig) -> Vec<LayerProfile> {
             format!("im2col (winograd from {} images in training)", crate::kernels::conv::WINOGRAD_MIN_BATCH)
         }
         (ConvAlgo::Winograd(t), _) => format!("winograd {}x{}", t.m(), t.m()),
+        (ConvAlgo::Polyphase(_), ConvAlgo::Im2col) if train => {
+            format!("im2col (winograd from {} images in training)", crate::kernels::conv::WINOGRAD_MIN_BATCH)
+        }
+        (ConvAlgo::Polyphase(t), _) => format!("winograd {}x{} over phases", t.m(), t.m()),
         (ConvAlgo::Fft { min_batch }, ConvAlgo::Im2col) => format!("im2col (fft from {min_batch} images)"),
         (ConvAlgo::Fft { .. }, _) => "fft".to_string(),
         (ConvAlgo::Im2col, _) if cfg.precision != PrecisionChoice::F32 => "im2col bf16".to_string(),

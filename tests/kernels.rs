@@ -212,6 +212,67 @@ fn fft_on_alexnets_own_layers_and_odd_shapes() {
     }
 }
 
+/// Strided layers by Winograd over their phases, against the direct kernels: forward against
+/// the direct convolution (im2col's on the full-size layers), every gradient against im2col's,
+/// relative error at most 1e-4; the paper's and torchvision's conv1 at full size, and odd
+/// shapes (non-square, padding, groups, strides 2 and 3).
+#[test]
+fn polyphase_winograd_on_strided_layers() {
+    use alexnet::kernels::polyphase;
+    use alexnet::kernels::winograd::{KernelCache, Tile};
+    let mk = |in_c, (in_h, in_w), out_c, k, stride, pad, groups| ConvShape {
+        in_c,
+        in_h,
+        in_w,
+        out_c,
+        kh: k,
+        kw: k,
+        stride,
+        pad,
+        groups,
+    };
+    let cases = [
+        ("paper conv1", mk(3, (227, 227), 96, 11, 4, 0, 1), 2),
+        ("torchvision conv1", mk(3, (224, 224), 64, 11, 4, 2, 1), 1),
+        ("small conv1", mk(3, (19, 19), 4, 11, 4, 0, 1), 3),
+        ("non-square, padded", mk(2, (17, 15), 6, 11, 4, 2, 1), 5),
+        ("two groups", mk(4, (23, 23), 6, 11, 4, 1, 2), 4),
+        ("5x5 stride 2", mk(3, (15, 15), 4, 5, 2, 2, 1), 3),
+        ("9x9 stride 3", mk(2, (20, 20), 3, 9, 3, 1, 1), 2),
+    ];
+    for (name, s, batch) in cases {
+        assert!(polyphase::applies(&s), "{name}");
+        for (tile, threads) in [(Tile::F2, 1), (Tile::F4, 2), (Tile::F4, 1)] {
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+            pool.install(|| {
+                let x = uniform_vec(batch * s.in_len(), 31);
+                let w: Vec<f32> = uniform_vec(s.weight_len(), 32).iter().map(|v| v * 0.05).collect();
+                let bias = uniform_vec(s.out_c, 33);
+                let dy = uniform_vec(batch * s.out_len(), 34);
+                let what = format!("{name} {tile:?} threads {threads}");
+                let direct = if s.in_h > 100 {
+                    let mut y2 = vec![0.0; batch * s.out_len()];
+                    conv::forward(&s, &x, &w, &bias, &mut y2, batch);
+                    y2
+                } else {
+                    conv::forward_naive(&s, &x, &w, &bias, batch)
+                };
+                let mut y = vec![f32::NAN; direct.len()];
+                polyphase::forward(&s, &x, &w, &bias, &mut y, batch, tile, &mut KernelCache::default());
+                assert_close(&format!("{what} forward"), &y, &direct, 1e-4);
+                let (mut dw, mut db, mut dx) = (vec![0.0; w.len()], vec![0.0; s.out_c], vec![0.0; x.len()]);
+                conv::backward(&s, &x, &w, &dy, &mut dw, &mut db, Some(&mut dx), batch);
+                let nan = |k: usize| vec![f32::NAN; k];
+                let (mut dwp, mut dbp, mut dxp) = (nan(w.len()), nan(s.out_c), nan(x.len()));
+                polyphase::backward(&s, &x, &w, &dy, &mut dwp, &mut dbp, Some(&mut dxp), batch, tile);
+                assert_close(&format!("{what} data gradient"), &dxp, &dx, 1e-4);
+                assert_close(&format!("{what} weight gradient"), &dwp, &dw, 1e-4);
+                assert_close(&format!("{what} bias gradient"), &dbp, &db, 1e-5);
+            });
+        }
+    }
+}
+
 /// `--conv auto` picks Winograd where it saves multiplies on wide layers, with the tile that
 /// saves more, and im2col elsewhere.
 #[test]
@@ -248,10 +309,18 @@ fn conv_choice_resolves_by_shape() {
     assert_eq!(ConvChoice::Fft.resolve(&s(3, 27, 5, 2)), ConvAlgo::Im2col);
     assert_eq!(ConvChoice::Fft.resolve(&s(256, 13, 3, 1)).for_eval(1), ConvAlgo::Fft { min_batch: 1 });
     assert_eq!(ConvChoice::Auto.resolve(&s(256, 13, 3, 2)), ConvAlgo::Im2col);
+    // conv1 (11×11 by 4): Winograd over its 48 phases.
+    let conv1 = ConvShape { in_c: 3, in_h: 227, in_w: 227, out_c: 96, kh: 11, kw: 11, stride: 4, pad: 0, groups: 1 };
+    assert_eq!(ConvChoice::Auto.resolve(&conv1), ConvAlgo::Polyphase(Tile::F4));
+    assert_eq!(ConvChoice::Im2col.resolve(&conv1), ConvAlgo::Im2col);
+    assert_eq!(ConvChoice::Fft.resolve(&conv1), ConvAlgo::Im2col);
     assert_eq!(ConvChoice::Auto.resolve(&s(3, 32, 3, 1)), ConvAlgo::Im2col);
     assert_eq!(ConvChoice::Winograd.resolve(&s(3, 32, 3, 1)), ConvAlgo::Winograd(Tile::F4));
     assert_eq!(ConvChoice::Winograd.resolve(&s(3, 32, 5, 1)), ConvAlgo::Winograd(Tile::F2));
-    assert_eq!(ConvChoice::Winograd.resolve(&s(3, 32, 5, 2)), ConvAlgo::Im2col);
+    // 5×5 by 2: 3×3 kernels over 12 phases, by Winograd when asked for, too narrow for auto.
+    assert_eq!(ConvChoice::Winograd.resolve(&s(3, 32, 5, 2)), ConvAlgo::Polyphase(Tile::F4));
+    assert_eq!(ConvChoice::Auto.resolve(&s(3, 32, 5, 2)), ConvAlgo::Im2col);
+    assert_eq!(ConvChoice::Winograd.resolve(&s(3, 32, 7, 2)), ConvAlgo::Im2col);
     assert_eq!(ConvChoice::Im2col.resolve(&s(256, 13, 3, 1)), ConvAlgo::Im2col);
 }
 

@@ -15,8 +15,8 @@
 //! backward pass, accumulates its own `dw`, summed at the end in thread order so the result is
 //! deterministic for a given thread count.
 
-use super::fft;
 use super::winograd::{self, Tile};
+use super::{fft, polyphase};
 use crate::matmul::{Operand, Precision, Threads, matmul_in};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -183,6 +183,9 @@ pub enum ConvAlgo {
     /// Winograd F(m×m, r×r) ([`winograd`]): 3×3 and 5×5 stride-1 layers, forward and both
     /// gradients.
     Winograd(Tile),
+    /// Winograd over the input's phases ([`polyphase`]): strided layers whose phases' kernels
+    /// are 3×3 (conv1's 11×11 by 4), forward and both gradients.
+    Polyphase(Tile),
     /// FFT convolution ([`fft`]): stride-1 layers on maps up to 64 with padding, forward and
     /// both gradients; im2col below `min_batch` images ([`FFT_MIN_BATCH`] when chosen by
     /// `auto`, 1 when asked for).
@@ -228,6 +231,7 @@ impl ConvChoice {
             {
                 return ConvAlgo::Fft { min_batch: FFT_MIN_BATCH };
             }
+            ConvChoice::Winograd | ConvChoice::Auto if polyphase::applies(s) => return Self::polyphase(self, s),
             _ if !winograd::applies(s) => return ConvAlgo::Im2col,
             _ => {}
         }
@@ -243,6 +247,26 @@ impl ConvChoice {
             ConvChoice::Auto if r == 5 => ConvAlgo::Im2col,
             ConvChoice::Auto if !(saves_a_third && wide) => ConvAlgo::Im2col,
             _ => ConvAlgo::Winograd(tile),
+        }
+    }
+}
+
+impl ConvChoice {
+    /// A strided layer over its phases: the stride-1 layer's choice ([`ConvChoice::resolve`]),
+    /// by `auto` only where it also saves a third of the strided layer's multiplies.
+    fn polyphase(self, s: &ConvShape) -> ConvAlgo {
+        let t = polyphase::phase_shape(s);
+        match self.resolve(&t) {
+            ConvAlgo::Winograd(tile) => {
+                let direct = (s.in_c / s.groups) * s.kh * s.kw * s.out_h() * s.out_w();
+                let ours = (t.in_c / t.groups) * tile.multiplies(t.kh, t.out_h(), t.out_w());
+                if self == ConvChoice::Winograd || 3 * ours <= 2 * direct {
+                    ConvAlgo::Polyphase(tile)
+                } else {
+                    ConvAlgo::Im2col
+                }
+            }
+            _ => ConvAlgo::Im2col,
         }
     }
 }
@@ -278,7 +302,7 @@ impl ConvAlgo {
     /// [`WINOGRAD_MIN_BATCH`], or FFT's `min_batch`).
     pub fn for_batch(self, batch: usize) -> ConvAlgo {
         match self {
-            ConvAlgo::Winograd(_) if batch < WINOGRAD_MIN_BATCH => ConvAlgo::Im2col,
+            ConvAlgo::Winograd(_) | ConvAlgo::Polyphase(_) if batch < WINOGRAD_MIN_BATCH => ConvAlgo::Im2col,
             ConvAlgo::Fft { min_batch } if batch < min_batch => ConvAlgo::Im2col,
             a => a,
         }
@@ -313,6 +337,7 @@ pub fn forward_with(
     match algo {
         ConvAlgo::Im2col => forward_in(precision, s, x, w, b, y, batch),
         ConvAlgo::Winograd(tile) => winograd::forward_cached(s, x, w, b, y, batch, tile, kernels),
+        ConvAlgo::Polyphase(tile) => polyphase::forward(s, x, w, b, y, batch, tile, kernels),
         ConvAlgo::Fft { .. } => {
             let spectra = kernels.get(algo, w, |u| fft::kernel_spectra(s, w, u));
             fft::forward_with_spectra(s, x, spectra, b, y, batch)
@@ -381,6 +406,7 @@ pub fn backward_with(
     kernels: &mut winograd::KernelCache,
 ) {
     match (algo.for_batch(batch), dx) {
+        (ConvAlgo::Polyphase(tile), dx) => polyphase::backward(s, x, w, dy, dw, db, dx, batch, tile),
         (a @ ConvAlgo::Fft { .. }, dx) => {
             let spectra = kernels.get(a, w, |u| fft::kernel_spectra(s, w, u));
             fft::backward(s, x, spectra, dy, dw, db, dx.map(|d| &mut d[..batch * s.in_len()]), batch)

@@ -9,5 +9,6 @@ pub mod fft;
 pub mod linear;
 pub mod loss;
 pub mod lrn;
+pub mod polyphase;
 pub mod pool;
 pub mod winograd;
