@@ -4,7 +4,8 @@
     PYTHON=~/venv/bin/python python3 scripts/benchmarks.py [--threads 2] [--iters 5] [--rounds 3] [--dry-run]
 
 For each case (model, mode, batch) it runs `alexnet bench --json` with `--conv im2col` and with
-`--conv auto` (FFT on conv2 from 8 images, Winograd on the 3x3 layers), then scripts/bench_pytorch.py under $PYTHON (a
+`--conv auto` (FFT on conv2 from 8 images, Winograd on the 3x3 layers), on a CPU with
+AVX512-BF16 also `--conv auto --precision bf16`, then scripts/bench_pytorch.py under $PYTHON (a
 python with torch; PyTorch's columns stay empty without one), one after the other, on an
 otherwise idle machine, and does so `--rounds` times, interleaved: on a shared host whose speed
 drifts by ±20% within minutes, the three runs of one round see the same machine, so each
@@ -40,9 +41,10 @@ def run_json(cmd):
     return json.loads(out.strip().splitlines()[-1])
 
 
-def ours(model, mode, batch, threads, iters, conv):
+def ours(model, mode, batch, threads, iters, conv, precision="f32"):
     return run_json([BIN, "bench", "--model", model, "--mode", mode, "--batch", str(batch),
-                     "--threads", str(threads), "--iters", str(iters), "--conv", conv, "--json"])
+                     "--threads", str(threads), "--iters", str(iters), "--conv", conv,
+                     "--precision", precision, "--json"])
 
 
 def pytorch(py, model, mode, batch, threads, iters, channels_last=False):
@@ -118,16 +120,19 @@ def main():
         cases = [(m, mo, int(b)) for m, mo, b in (c.split(",") for c in a.case)]
         a.dry_run = True
     for model, mode, batch in cases:
-        im2col, auto, ref = [], [], []
+        im2col, auto, bf16, ref = [], [], [], []
         for rnd in range(a.rounds):
             im2col.append(ours(model, mode, batch, a.threads, a.iters, "im2col"))
             auto.append(ours(model, mode, batch, a.threads, a.iters, "auto"))
+            has_bf16 = auto[-1]["cpu"]["avx512_bf16"]
+            bf16.append(ours(model, mode, batch, a.threads, a.iters, "auto", "bf16") if has_bf16 else None)
             ref.append(pytorch_best_layout(py, model, mode, batch, a.threads, a.iters) if tv else None)
             peak += [im2col[-1]["gemm_peak_gflops"], auto[-1]["gemm_peak_gflops"]]
             print(f"{model} {mode} {batch} round {rnd + 1}: im2col {speed(im2col[-1], batch)}, "
-                  f"auto {speed(auto[-1], batch)}, PyTorch {speed(ref[-1], batch)}", file=sys.stderr)
+                  f"auto {speed(auto[-1], batch)}, auto bf16 {speed(bf16[-1], batch)}, "
+                  f"PyTorch {speed(ref[-1], batch)}", file=sys.stderr)
         cpu = auto[-1]["cpu"]
-        rows.append((model, mode, batch, im2col, auto, ref))
+        rows.append((model, mode, batch, im2col, auto, bf16, ref))
     key = f"{cpu['model']} / family {cpu['family']} model {cpu['model_number']}"
     ext = ", ".join(n for n, on in [("AVX2", cpu["avx2"]), ("AVX-512", cpu["avx512f"]),
                                      ("AVX512-BF16", cpu["avx512_bf16"])] if on) or "no AVX2"
@@ -139,7 +144,8 @@ def main():
         f"Measured {datetime.date.today().isoformat()} by `python3 scripts/benchmarks.py --threads "
         f"{a.threads} --iters {a.iters} --rounds {a.rounds}` (each run the median of {a.iters} "
         f"iterations after one warm-up; {a.rounds} interleaved rounds of ours by im2col, ours by "
-        f"auto and PyTorch {tv or '(not installed)'}). img/s, or ms for one image: the median "
+        f"auto, ours by auto with bf16 products (on CPUs with AVX512-BF16) and PyTorch "
+        f"{tv or '(not installed)'}, all f32 but the bf16 column). img/s, or ms for one image: the median "
         "round (the faster of the middle two for an even count). Ratios: the median of the rounds' ratios (their range in brackets). The "
         "matrix-multiply peak (best 1024³ f32 product on "
         f"{a.threads} threads) ranged {min(peak):.0f}-{max(peak):.0f} GFLOP/s over the run's "
@@ -147,16 +153,18 @@ def main():
         f"over the run's best, {max(peak):.0f} (above 1: faster than any im2col implementation "
         "can be here).",
         "",
-        "| model, mode, batch | ours, im2col | ours, auto (FFT + Winograd) | peak | PyTorch | auto / PyTorch | auto / im2col |",
-        "|---|---|---|---|---|---|---|",
+        "| model, mode, batch | ours, im2col | ours, auto (FFT + Winograd) | peak | PyTorch | auto / PyTorch "
+        "| auto / im2col | ours, auto, bf16 | bf16 / f32 |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
-    for model, mode, batch, im2col, auto, ref in rows:
+    for model, mode, batch, im2col, auto, bf16, ref in rows:
         mid_ref = median_run(ref)
         note = f" ({mid_ref['note']})" if mid_ref and mid_ref.get("note") else ""
         frac = median_run(auto)["gflops"] / max(peak)
         lines.append(f"| {model} {mode} {batch} | {speed(median_run(im2col), batch)} | "
                      f"{speed(median_run(auto), batch)} | {frac:.2f} | {speed(mid_ref, batch)}{note} | "
-                     f"{ratio(auto, ref)} | {ratio(auto, im2col)} |")
+                     f"{ratio(auto, ref)} | {ratio(auto, im2col)} | {speed(median_run(bf16), batch)} | "
+                     f"{ratio(bf16, auto)} |")
     lines.append(f"<!-- /cpu: {key} -->")
     section = "\n".join(lines) + "\n"
     if a.dry_run:

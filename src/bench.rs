@@ -7,7 +7,7 @@
 use crate::data::{Augment, LoaderOptions, TrainInput, permutation};
 use crate::error::{Error, Result};
 use crate::kernels::conv::{ConvAlgo, ConvChoice};
-use crate::matmul::{Operand, PrecisionChoice, Threads, matmul};
+use crate::matmul::{Operand, Precision, PrecisionChoice, Threads, matmul_in};
 use crate::model::{LayerKind, Mode, ModelConfig, Network};
 use crate::optim::{Sgd, SgdConfig};
 use crate::threads::thread_pool;
@@ -154,7 +154,7 @@ pub fn run(model: &ModelConfig, cfg: &BenchConfig) -> Result<BenchReport> {
             cfg.mode
         )));
     }
-    let before = gemm_peak(1024, 5, cfg.threads)?.gflops;
+    let before = gemm_peak(1024, 5, cfg.threads, PrecisionChoice::F32)?.gflops;
     let mut report = thread_pool(cfg.threads)?.install(|| -> Result<BenchReport> {
         let mut net = Network::new(model.clone(), 0)?;
         net.set_conv(cfg.conv);
@@ -202,7 +202,7 @@ pub fn run(model: &ModelConfig, cfg: &BenchConfig) -> Result<BenchReport> {
         })
     })?;
     // Measured again after: a host that was busy before the run does not lower the peak.
-    let peak = before.max(gemm_peak(1024, 5, cfg.threads)?.gflops);
+    let peak = before.max(gemm_peak(1024, 5, cfg.threads, PrecisionChoice::F32)?.gflops);
     report.peak_fraction = report.gflops / peak;
     report.gemm_peak_gflops = peak;
     Ok(report)
@@ -225,8 +225,12 @@ fn layer_profiles(net: &Network, cfg: &BenchConfig) -> Vec<LayerProfile> {
         (ConvAlgo::Polyphase(t), _) => format!("winograd {}x{} over phases", t.m(), t.m()),
         (ConvAlgo::Fft { min_batch }, ConvAlgo::Im2col) => format!("im2col (fft from {min_batch} images)"),
         (ConvAlgo::Fft { .. }, _) => "fft".to_string(),
-        (ConvAlgo::Im2col, _) if cfg.precision != PrecisionChoice::F32 => "im2col bf16".to_string(),
         (ConvAlgo::Im2col, _) => "im2col".to_string(),
+    };
+    // Every algorithm's products but FFT's are in the run's precision.
+    let label = |a: ConvAlgo| match label(a) {
+        l if cfg.precision != PrecisionChoice::F32 && l != "fft" => format!("{l} bf16"),
+        l => l,
     };
     net.layers()
         .iter()
@@ -252,6 +256,8 @@ fn layer_profiles(net: &Network, cfg: &BenchConfig) -> Vec<LayerProfile> {
 pub struct GemmReport {
     pub size: usize,
     pub threads: usize,
+    /// `f32`, or `bf16` (operands rounded to bf16, sums in f32: `--precision bf16`).
+    pub precision: &'static str,
     /// Time of the fastest iteration of the faster way, for `threads` products' worth of work
     /// when that way is one product per thread.
     pub ms_per_iter: f64,
@@ -265,14 +271,16 @@ pub struct GemmReport {
     pub per_thread_gflops: f64,
 }
 
-/// The machine's f32 matrix-multiply peak as the `gemm` crate reaches it on `threads` threads:
+/// The machine's matrix-multiply peak in `precision` (f32: as the `gemm` crate reaches it; bf16:
+/// our `vdpbf16ps` GEMM, packing included) on `threads` threads:
 /// `n×n·n×n` products, the best of `iters` timed iterations (after two warm-ups) of each of
 /// the two ways of using the cores ([`GemmReport`]), the faster way taken. The best iteration,
 /// not the median: noise on a shared host only slows a run, so the fastest is the closest to
 /// what the machine can do, and fractions of it are not flattered by a slow measurement (on the
 /// noisy 2-core Zen 3, the median of five 1024³ products read 105-117 GFLOP/s in runs whose
 /// best read 169-181).
-pub fn gemm_peak(n: usize, iters: usize, threads: usize) -> Result<GemmReport> {
+pub fn gemm_peak(n: usize, iters: usize, threads: usize, precision: PrecisionChoice) -> Result<GemmReport> {
+    let p = precision.resolve()?;
     if n == 0 || iters == 0 || n > 16384 {
         return Err(Error::Invalid(format!("gemm size must be in 1..=16384 and iters positive (got {n}, {iters})")));
     }
@@ -285,7 +293,8 @@ pub fn gemm_peak(n: usize, iters: usize, threads: usize) -> Result<GemmReport> {
             return Err(Error::Invalid(format!("gemm size {n} on {workers} threads would need over 16 GiB")));
         }
         let mut c = vec![0.0f32; n * n * workers];
-        let product = |c: &mut [f32], t: Threads| matmul(n, n, n, Operand::plain(&a), Operand::plain(&b), c, false, t);
+        let product =
+            |c: &mut [f32], t: Threads| matmul_in(p, n, n, n, Operand::plain(&a), Operand::plain(&b), c, false, t);
         let split = best_seconds(2, iters, &mut || product(&mut c[..n * n], Threads::Pool));
         let each = best_seconds(2, iters, &mut || c.par_chunks_mut(n * n).for_each(|c| product(c, Threads::One)));
         let flop = 2.0 * (n as f64).powi(3);
@@ -294,6 +303,7 @@ pub fn gemm_peak(n: usize, iters: usize, threads: usize) -> Result<GemmReport> {
         Ok(GemmReport {
             size: n,
             threads,
+            precision: if p == Precision::F32 { "f32" } else { "bf16" },
             ms_per_iter,
             gflops: split_gflops.max(per_thread_gflops),
             split_gflops,
@@ -336,7 +346,7 @@ pub fn one_image_floor(model: &ModelConfig, iters: usize, threads: usize) -> Res
     if iters == 0 {
         return Err(Error::Invalid("iters must be positive".into()));
     }
-    let peak = gemm_peak(1024, 5, threads)?.gflops;
+    let peak = gemm_peak(1024, 5, threads, PrecisionChoice::F32)?.gflops;
     let net = Network::new(model.clone(), 0)?;
     let weights: Vec<&[f32]> = net
         .layers()

@@ -134,13 +134,13 @@ fn winograd_on_alexnets_own_layers() {
                 for tile in [Tile::F2, Tile::F4].into_iter().filter(|t| t.fits(s.kh)) {
                     let what = format!("{name} {tile:?} batch {batch} threads {threads}");
                     let mut y = vec![f32::NAN; direct.len()];
-                    winograd::forward(&s, &x, &w, &bias, &mut y, batch, tile);
+                    winograd::forward(&s, &x, &w, &bias, &mut y, batch, tile, Precision::F32);
                     assert_close(&format!("{what} forward"), &y, &direct, 1e-4);
                     let mut dxw = vec![f32::NAN; dx.len()];
-                    winograd::backward_data(&s, &w, &dy, &mut dxw, batch, tile);
+                    winograd::backward_data(&s, &w, &dy, &mut dxw, batch, tile, Precision::F32);
                     assert_close(&format!("{what} data gradient"), &dxw, &dx, 1e-4);
                     let (mut dww, mut dbw) = (vec![f32::NAN; w.len()], vec![f32::NAN; s.out_c]);
-                    winograd::backward_weights(&s, &x, &dy, &mut dww, &mut dbw, batch, tile);
+                    winograd::backward_weights(&s, &x, &dy, &mut dww, &mut dbw, batch, tile, Precision::F32);
                     assert_close(&format!("{what} weight gradient"), &dww, &dw, 1e-4);
                     assert_close(&format!("{what} bias gradient"), &dbw, &db, 1e-5);
                 }
@@ -258,13 +258,13 @@ fn polyphase_winograd_on_strided_layers() {
                     conv::forward_naive(&s, &x, &w, &bias, batch)
                 };
                 let mut y = vec![f32::NAN; direct.len()];
-                polyphase::forward(&s, &x, &w, &bias, &mut y, batch, tile, &mut KernelCache::default());
+                polyphase::forward(&s, &x, &w, &bias, &mut y, batch, tile, Precision::F32, &mut KernelCache::default());
                 assert_close(&format!("{what} forward"), &y, &direct, 1e-4);
                 let (mut dw, mut db, mut dx) = (vec![0.0; w.len()], vec![0.0; s.out_c], vec![0.0; x.len()]);
                 conv::backward(&s, &x, &w, &dy, &mut dw, &mut db, Some(&mut dx), batch);
                 let nan = |k: usize| vec![f32::NAN; k];
                 let (mut dwp, mut dbp, mut dxp) = (nan(w.len()), nan(s.out_c), nan(x.len()));
-                polyphase::backward(&s, &x, &w, &dy, &mut dwp, &mut dbp, Some(&mut dxp), batch, tile);
+                polyphase::backward(&s, &x, &w, &dy, &mut dwp, &mut dbp, Some(&mut dxp), batch, tile, Precision::F32);
                 assert_close(&format!("{what} data gradient"), &dxp, &dx, 1e-4);
                 assert_close(&format!("{what} weight gradient"), &dwp, &dw, 1e-4);
                 assert_close(&format!("{what} bias gradient"), &dbp, &db, 1e-5);
@@ -322,6 +322,14 @@ fn conv_choice_resolves_by_shape() {
     assert_eq!(ConvChoice::Auto.resolve(&s(3, 32, 5, 2)), ConvAlgo::Im2col);
     assert_eq!(ConvChoice::Winograd.resolve(&s(3, 32, 7, 2)), ConvAlgo::Im2col);
     assert_eq!(ConvChoice::Im2col.resolve(&s(256, 13, 3, 1)), ConvAlgo::Im2col);
+    // bf16 products: F(2×2) tiles (less rounding), conv1 by im2col unless Winograd is asked
+    // for, FFT and f32 as before.
+    let bf16 = Precision::Bf16(alexnet::matmul::Bf16Kernel::Emulated);
+    assert_eq!(ConvChoice::Auto.resolve_in(&s(256, 13, 3, 1), bf16), ConvAlgo::Winograd(Tile::F2));
+    assert_eq!(ConvChoice::Auto.resolve_in(&conv1, bf16), ConvAlgo::Im2col);
+    assert_eq!(ConvChoice::Winograd.resolve_in(&conv1, bf16), ConvAlgo::Polyphase(Tile::F2));
+    assert_eq!(ConvChoice::Auto.resolve_in(&s(48, 27, 5, 1), bf16), auto_fft);
+    assert_eq!(ConvChoice::Auto.resolve_in(&conv1, Precision::F32), ConvAlgo::Polyphase(Tile::F4));
 }
 
 fn maxpool_naive(s: &PoolShape, x: &[f32], planes: usize) -> Vec<f32> {
@@ -706,6 +714,57 @@ fn winograd_kernel_cache_follows_the_weights() {
             conv::forward_with(ConvAlgo::Winograd(tile), Precision::F32, &s, &x, &w, &bias, &mut a, batch, &mut cache);
             conv::forward(&s, &x, &w, &bias, &mut b, batch);
             assert_close(&format!("{what}, batch {batch}"), &a, &b, 1e-4);
+        }
+    }
+}
+
+/// Winograd's products in bf16 (`--precision bf16`, which takes F(2x2) tiles): the transformed
+/// operands are rounded, so the error is bf16's grown by the transforms; it must stay within 2x
+/// bf16 im2col's. Forward, both gradients, on 3x3 layers (conv3-5's shape at a quarter of the
+/// channels, one and two groups) and conv1 over its phases. (F(4x4) measured 5-11x.)
+#[test]
+fn bf16_winograd_error_stays_near_im2col() {
+    use alexnet::kernels::conv::ConvAlgo;
+    use alexnet::kernels::winograd::{KernelCache, Tile};
+    use alexnet::matmul::Bf16Kernel;
+    let mut kernels = vec![Bf16Kernel::Emulated];
+    if Bf16Kernel::native_available() {
+        kernels.push(Bf16Kernel::Native);
+    }
+    let c3 = |groups| ConvShape { in_c: 64, in_h: 13, in_w: 13, out_c: 96, kh: 3, kw: 3, stride: 1, pad: 1, groups };
+    let c1 = ConvShape { in_c: 3, in_h: 67, in_w: 67, out_c: 24, kh: 11, kw: 11, stride: 4, pad: 0, groups: 1 };
+    let cases = [
+        (c3(1), ConvAlgo::Winograd(Tile::F2)),
+        (c3(2), ConvAlgo::Winograd(Tile::F2)),
+        (c1, ConvAlgo::Polyphase(Tile::F2)),
+    ];
+    let batch = 4;
+    for (s, algo) in cases {
+        let x: Vec<f32> = uniform_vec(batch * s.in_len(), 81).iter().map(|v| v.abs()).collect();
+        let w: Vec<f32> = uniform_vec(s.weight_len(), 82).iter().map(|v| v * 0.02).collect();
+        let bias = uniform_vec(s.out_c, 83);
+        let dy = uniform_vec(batch * s.out_len(), 84);
+        let run = |algo: ConvAlgo, p: Precision| {
+            let mut cache = KernelCache::default();
+            let mut y = vec![0.0; batch * s.out_len()];
+            conv::forward_with(algo, p, &s, &x, &w, &bias, &mut y, batch, &mut cache);
+            let (mut dw, mut db, mut dx) = (vec![0.0; w.len()], vec![0.0; s.out_c], vec![0.0; x.len()]);
+            conv::backward_with(algo, p, &s, &x, &w, &dy, &mut dw, &mut db, Some(&mut dx), batch, &mut cache);
+            [y, dw, dx]
+        };
+        let exact = run(ConvAlgo::Im2col, Precision::F32);
+        for &kernel in &kernels {
+            let p = Precision::Bf16(kernel);
+            let (ours, im2col) = (run(algo, p), run(ConvAlgo::Im2col, p));
+            for (i, what) in ["forward", "weight gradient", "data gradient"].iter().enumerate() {
+                let err = alexnet::tensor::rel_err(&ours[i], &exact[i]);
+                let base = alexnet::tensor::rel_err(&im2col[i], &exact[i]);
+                eprintln!("{algo:?} {kernel:?} groups {} {what}: {err:.2e} (im2col bf16 {base:.2e})", s.groups);
+                assert!(
+                    err > 1e-5 && err < 2.0 * base,
+                    "{algo:?} {kernel:?} {what}: {err} against im2col bf16's {base}"
+                );
+            }
         }
     }
 }

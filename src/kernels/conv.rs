@@ -252,6 +252,28 @@ impl ConvChoice {
 }
 
 impl ConvChoice {
+    /// [`ConvChoice::resolve`] for products in `precision`. With bf16 products Winograd takes
+    /// F(2×2) tiles: the transformed operands are rounded to bf16, and F(4×4)'s transforms grow
+    /// that error (measured against f32 on conv3's shape: forward 3.1e-3, weight gradient
+    /// 1.3e-2, data gradient 2.5e-2 relative, against bf16 im2col's 5.9e-4, 2.2e-3, 2.3e-3;
+    /// F(2×2): 7.1e-4, 3.1e-3, 4.0e-3) for 5% more speed on the paper net. And `auto` takes
+    /// im2col where f32 would compute over phases: on the paper's conv1 bf16 im2col measured
+    /// faster than polyphase Winograd (AMD EPYC family 25 model 17, Zen 4, AVX512-BF16, batch 64
+    /// training, forward + backward: 174 ms against 205 in bf16 and 228 in f32). FFT stays
+    /// (its products stay f32: in bf16 they measured no faster, 177 against 174 ms on conv2;
+    /// bf16 im2col took 321).
+    pub fn resolve_in(self, s: &ConvShape, precision: Precision) -> ConvAlgo {
+        if precision == Precision::F32 {
+            return self.resolve(s);
+        }
+        match self.resolve(s) {
+            ConvAlgo::Polyphase(_) if self == ConvChoice::Auto => ConvAlgo::Im2col,
+            ConvAlgo::Polyphase(_) => ConvAlgo::Polyphase(Tile::F2),
+            ConvAlgo::Winograd(_) => ConvAlgo::Winograd(Tile::F2),
+            a => a,
+        }
+    }
+
     /// A strided layer over its phases: the stride-1 layer's choice ([`ConvChoice::resolve`]),
     /// by `auto` only where it also saves a third of the strided layer's multiplies.
     fn polyphase(self, s: &ConvShape) -> ConvAlgo {
@@ -318,9 +340,9 @@ impl ConvAlgo {
     }
 }
 
-/// `y = conv(x, w) + b` with the layer's algorithm; im2col's products in `precision` (Winograd's
-/// are f32: its transformed operands are small products that bf16 packing would not pay for);
-/// Winograd's transformed kernels kept in `kernels` for the next call. `algo` is taken as given
+/// `y = conv(x, w) + b` with the layer's algorithm; im2col's and Winograd's products in
+/// `precision` (FFT's are f32: see [`ConvChoice::resolve_in`]); Winograd's and FFT's
+/// transformed kernels kept in `kernels` for the next call. `algo` is taken as given
 /// (the layer applies [`ConvAlgo::for_batch`] in training).
 #[allow(clippy::too_many_arguments)]
 pub fn forward_with(
@@ -336,8 +358,8 @@ pub fn forward_with(
 ) {
     match algo {
         ConvAlgo::Im2col => forward_in(precision, s, x, w, b, y, batch),
-        ConvAlgo::Winograd(tile) => winograd::forward_cached(s, x, w, b, y, batch, tile, kernels),
-        ConvAlgo::Polyphase(tile) => polyphase::forward(s, x, w, b, y, batch, tile, kernels),
+        ConvAlgo::Winograd(tile) => winograd::forward_cached(s, x, w, b, y, batch, tile, precision, kernels),
+        ConvAlgo::Polyphase(tile) => polyphase::forward(s, x, w, b, y, batch, tile, precision, kernels),
         ConvAlgo::Fft { .. } => {
             let spectra = kernels.get(algo, w, |u| fft::kernel_spectra(s, w, u));
             fft::forward_with_spectra(s, x, spectra, b, y, batch)
@@ -406,15 +428,15 @@ pub fn backward_with(
     kernels: &mut winograd::KernelCache,
 ) {
     match (algo.for_batch(batch), dx) {
-        (ConvAlgo::Polyphase(tile), dx) => polyphase::backward(s, x, w, dy, dw, db, dx, batch, tile),
+        (ConvAlgo::Polyphase(tile), dx) => polyphase::backward(s, x, w, dy, dw, db, dx, batch, tile, precision),
         (a @ ConvAlgo::Fft { .. }, dx) => {
             let spectra = kernels.get(a, w, |u| fft::kernel_spectra(s, w, u));
             fft::backward(s, x, spectra, dy, dw, db, dx.map(|d| &mut d[..batch * s.in_len()]), batch)
         }
         (ConvAlgo::Winograd(tile), dx) => {
-            winograd::backward_weights(s, x, dy, dw, db, batch, tile);
+            winograd::backward_weights(s, x, dy, dw, db, batch, tile, precision);
             if let Some(dx) = dx {
-                winograd::backward_data(s, w, dy, &mut dx[..batch * s.in_len()], batch, tile);
+                winograd::backward_data(s, w, dy, &mut dx[..batch * s.in_len()], batch, tile, precision);
             }
         }
         (ConvAlgo::Im2col, dx) => backward_in(precision, s, x, w, dy, dw, db, dx, batch),

@@ -19,6 +19,7 @@
 
 use super::conv::ConvShape;
 use super::winograd::{self, KernelCache, Tile};
+use crate::matmul::Precision;
 use rayon::prelude::*;
 
 /// The stride-1 convolution over the phases of `s`.
@@ -151,13 +152,14 @@ pub fn forward(
     y: &mut [f32],
     batch: usize,
     tile: Tile,
+    precision: Precision,
     cache: &mut KernelCache,
 ) {
     let t = phase_shape(s);
     let wp = phase_kernels(s, w);
     with_phases(|xp| {
         phases(s, x, batch, xp);
-        winograd::forward_cached(&t, xp, &wp, b, y, batch, tile, cache);
+        winograd::forward_cached(&t, xp, &wp, b, y, batch, tile, precision, cache);
     });
 }
 
@@ -173,16 +175,17 @@ pub fn backward(
     dx: Option<&mut [f32]>,
     batch: usize,
     tile: Tile,
+    precision: Precision,
 ) {
     let t = phase_shape(s);
     let mut dwp = vec![0.0f32; t.weight_len()];
     with_phases(|xp| {
         phases(s, x, batch, xp);
-        winograd::backward_weights(&t, xp, dy, &mut dwp, db, batch, tile);
+        winograd::backward_weights(&t, xp, dy, &mut dwp, db, batch, tile, precision);
         gather_kernels(s, &dwp, dw);
         if let Some(dx) = dx {
             let wp = phase_kernels(s, w);
-            winograd::backward_data(&t, &wp, dy, &mut xp[..batch * t.in_len()], batch, tile);
+            winograd::backward_data(&t, &wp, dy, &mut xp[..batch * t.in_len()], batch, tile, precision);
             scatter_phases(s, xp, dx, batch);
         }
     });

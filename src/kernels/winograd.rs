@@ -24,7 +24,7 @@
 //! contiguous block and the products read strided slices; `M [α²][M/G][T]`.
 
 use super::conv::{ConvShape, image_chunks, threads_within_image};
-use crate::matmul::{Operand, Threads, matmul};
+use crate::matmul::{Operand, Precision, Threads, matmul_in};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
@@ -221,10 +221,19 @@ const TARGET_TILES: usize = 256;
 
 /// `y = conv(x, w) + b` for a batch, as [`super::conv::forward`], for shapes where [`applies`].
 #[allow(clippy::too_many_arguments)]
-pub fn forward(s: &ConvShape, x: &[f32], w: &[f32], b: &[f32], y: &mut [f32], batch: usize, tile: Tile) {
+pub fn forward(
+    s: &ConvShape,
+    x: &[f32],
+    w: &[f32],
+    b: &[f32],
+    y: &mut [f32],
+    batch: usize,
+    tile: Tile,
+    precision: Precision,
+) {
     let mut u = with_scratch(|scratch| std::mem::take(&mut scratch.u));
     with_transforms!(tile, s, kernel_transform(s, w, &mut u));
-    with_transforms!(tile, s, forward_with(s, x, &u, b, y, batch));
+    with_transforms!(tile, s, forward_with(s, x, &u, b, y, batch, precision));
     with_scratch(|scratch| scratch.u = u);
 }
 
@@ -292,15 +301,25 @@ pub fn forward_cached(
     y: &mut [f32],
     batch: usize,
     tile: Tile,
+    precision: Precision,
     cache: &mut KernelCache,
 ) {
     let u = cache.kernels(s, w, tile);
-    with_transforms!(tile, s, forward_with(s, x, u, b, y, batch))
+    with_transforms!(tile, s, forward_with(s, x, u, b, y, batch, precision))
 }
 
 /// `dx = ∂L/∂x` from `dy` (overwritten), as [`super::conv::backward`]'s, for shapes where
 /// [`applies`]: the convolution of `dy` with the transposed, rotated kernels, padded by `2 - pad`.
-pub fn backward_data(s: &ConvShape, w: &[f32], dy: &[f32], dx: &mut [f32], batch: usize, tile: Tile) {
+#[allow(clippy::too_many_arguments)]
+pub fn backward_data(
+    s: &ConvShape,
+    w: &[f32],
+    dy: &[f32],
+    dx: &mut [f32],
+    batch: usize,
+    tile: Tile,
+    precision: Precision,
+) {
     let (cg, mg) = (s.in_c / s.groups, s.m_group());
     // w' [C, M/G, 3, 3]: output channel c of group g reads the group's M/G channels of dy.
     let (r, rr) = (s.kh, s.kh * s.kw);
@@ -329,7 +348,7 @@ pub fn backward_data(s: &ConvShape, w: &[f32], dy: &[f32], dx: &mut [f32], batch
     };
     debug_assert_eq!((t.out_h(), t.out_w()), (s.in_h, s.in_w));
     let zero = vec![0.0f32; s.in_c];
-    forward(&t, dy, &wt, &zero, dx, batch, tile);
+    forward(&t, dy, &wt, &zero, dx, batch, tile, precision);
 }
 
 /// Tile `t` of a block (tiles numbered image by image, row by row): `(image, row, column)`.
@@ -344,6 +363,7 @@ fn tiles_of(s: &ConvShape, m: usize) -> (usize, usize) {
 }
 
 /// The forward pass with the kernels already transformed into `u` ([`kernel_transform`]).
+#[allow(clippy::too_many_arguments)]
 fn forward_with<const M: usize, const R: usize, const A: usize>(
     t: &Transforms<M, R, A>,
     s: &ConvShape,
@@ -352,6 +372,7 @@ fn forward_with<const M: usize, const R: usize, const A: usize>(
     b: &[f32],
     y: &mut [f32],
     batch: usize,
+    precision: Precision,
 ) {
     assert!(applies(s) && R == s.kh, "Winograd F(m, {R}) on {s:?}");
     assert_eq!(u.len(), s.out_c * A * A * (s.in_c / s.groups), "transformed kernels of {s:?}");
@@ -365,7 +386,7 @@ fn forward_with<const M: usize, const R: usize, const A: usize>(
         y.par_chunks_mut(per * ol).zip(x.par_chunks(per * il)).for_each(|(ys, xs)| {
             with_scratch(|scratch| {
                 for (yb, xb) in ys.chunks_mut(block * ol).zip(xs.chunks(block * il)) {
-                    block_forward(t, s, u, xb, b, yb, scratch, false);
+                    block_forward(t, s, u, xb, b, yb, scratch, false, precision);
                 }
             })
         });
@@ -373,7 +394,7 @@ fn forward_with<const M: usize, const R: usize, const A: usize>(
         // Fewer images than threads (one-image latency): each block's work split across them.
         with_scratch(|scratch| {
             for (yb, xb) in y.chunks_mut(block * ol).zip(x.chunks(block * il)) {
-                block_forward(t, s, u, xb, b, yb, scratch, true);
+                block_forward(t, s, u, xb, b, yb, scratch, true, precision);
             }
         });
     }
@@ -451,6 +472,7 @@ fn block_forward<const M: usize, const R: usize, const A: usize>(
     y: &mut [f32],
     scratch: &mut Scratch,
     parallel: bool,
+    precision: Precision,
 ) {
     let (cg, mg) = (s.in_c / s.groups, s.m_group());
     let (il, ol) = (s.in_len(), s.out_len());
@@ -467,7 +489,7 @@ fn block_forward<const M: usize, const R: usize, const A: usize>(
         each_chunk(&mut scratch.m, mg * tiles, parallel, |xi, mx| {
             let a = Operand::strided(&ug[xi * cg..], A * A * cg);
             let bv = Operand::strided(&v[xi * tiles..], A * A * tiles);
-            matmul(mg, tiles, cg, a, bv, mx, false, Threads::One);
+            matmul_in(precision, mg, tiles, cg, a, bv, mx, false, Threads::One);
         });
         output_transform(t, s, &scratch.m, b, g, &mut y[..images * ol], parallel);
     }
@@ -574,8 +596,9 @@ pub fn backward_weights(
     db: &mut [f32],
     batch: usize,
     tile: Tile,
+    precision: Precision,
 ) {
-    with_transforms!(tile, s, backward_weights_with(s, x, dy, dw, db, batch))
+    with_transforms!(tile, s, backward_weights_with(s, x, dy, dw, db, batch, precision))
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -587,6 +610,7 @@ fn backward_weights_with<const M: usize, const R: usize, const A: usize>(
     dw: &mut [f32],
     db: &mut [f32],
     batch: usize,
+    precision: Precision,
 ) {
     assert!(applies(s) && R == s.kh, "Winograd F(m, {R}) on {s:?}");
     let (cg, mg) = (s.in_c / s.groups, s.m_group());
@@ -600,7 +624,7 @@ fn backward_weights_with<const M: usize, const R: usize, const A: usize>(
         with_scratch(|scratch| {
             let mut du = vec![0.0f32; s.groups * A * A * mg * cg];
             for (xb, dyb) in xs.chunks(block * il).zip(dys.chunks(block * ol)) {
-                block_weights(t, s, xb, dyb, &mut du, scratch, parallel);
+                block_weights(t, s, xb, dyb, &mut du, scratch, parallel, precision);
             }
             du
         })
@@ -650,6 +674,7 @@ fn block_weights<const M: usize, const R: usize, const A: usize>(
     du: &mut [f32],
     scratch: &mut Scratch,
     parallel: bool,
+    precision: Precision,
 ) {
     let (cg, mg) = (s.in_c / s.groups, s.m_group());
     let (il, ol) = (s.in_len(), s.out_len());
@@ -687,7 +712,7 @@ fn block_weights<const M: usize, const R: usize, const A: usize>(
         each_chunk(dug, mg * cg, parallel, |xi, d| {
             let a = Operand::strided(&dm[xi * tiles..], A * A * tiles);
             let b = Operand::strided_t(&v[xi * tiles..], A * A * tiles);
-            matmul(mg, cg, tiles, a, b, d, true, Threads::One);
+            matmul_in(precision, mg, cg, tiles, a, b, d, true, Threads::One);
         });
     }
 }
@@ -751,7 +776,7 @@ mod tests {
             let w = uniform_vec(s.weight_len(), 2);
             let b = uniform_vec(s.out_c, 3);
             let mut y = vec![f32::NAN; batch * s.out_len()];
-            forward(&s, &x, &w, &b, &mut y, batch, tile);
+            forward(&s, &x, &w, &b, &mut y, batch, tile, Precision::F32);
             let r = conv::forward_naive(&s, &x, &w, &b, batch);
             let err = crate::tensor::rel_err(&y, &r);
             assert!(err < 1e-5, "{tile:?} {s:?} batch {batch}: {err}");
@@ -768,12 +793,12 @@ mod tests {
             let (mut dw, mut db, mut dx) = (vec![0.0; w.len()], vec![0.0; s.out_c], vec![0.0; x.len()]);
             conv::backward(&s, &x, &w, &dy, &mut dw, &mut db, Some(&mut dx), batch);
             let (mut dww, mut dbw) = (vec![f32::NAN; w.len()], vec![f32::NAN; s.out_c]);
-            backward_weights(&s, &x, &dy, &mut dww, &mut dbw, batch, tile);
+            backward_weights(&s, &x, &dy, &mut dww, &mut dbw, batch, tile, Precision::F32);
             let err = crate::tensor::rel_err(&dww, &dw);
             assert!(err < 1e-5, "{tile:?} {s:?}: dw {err}");
             assert!(crate::tensor::rel_err(&dbw, &db) < 1e-6, "{tile:?} {s:?}: db");
             let mut dxw = vec![f32::NAN; x.len()];
-            backward_data(&s, &w, &dy, &mut dxw, batch, tile);
+            backward_data(&s, &w, &dy, &mut dxw, batch, tile, Precision::F32);
             let err = crate::tensor::rel_err(&dxw, &dx);
             assert!(err < 1e-5, "{tile:?} {s:?}: dx {err}");
         }

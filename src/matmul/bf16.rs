@@ -106,24 +106,60 @@ fn pair(lo: f32, hi: f32) -> u32 {
 /// Packs the `rows×k` view `op` (row `i`, column `p`) into panels of `width` rows:
 /// `out[(panel·kp + pair)·width + r] = (op[i, 2·pair], op[i, 2·pair+1])` for `i = panel·width + r`,
 /// zero beyond the view. A is packed by rows, B by its columns (the view of `Bᵀ`).
-fn pack(op: Operand<'_>, rows: usize, k: usize, width: usize, threads: Threads) -> Vec<u32> {
+fn pack(op: Operand<'_>, rows: usize, k: usize, width: usize, threads: Threads, out: &mut Vec<u32>) {
     let (kp, panels) = (k.div_ceil(2), rows.div_ceil(width));
-    let mut out = vec![0u32; panels * kp * width];
+    out.clear();
+    out.resize(panels * kp * width, 0);
     let (rs, cs) = op.steps(rows, k);
     let d = op.data;
-    let fill = |(panel, dst): (usize, &mut [u32])| {
-        let (i0, w) = (panel * width, width.min(rows - panel * width));
+    // Panels packed together by one task: with the rows side by side in memory (rs = 1), at
+    // least 64 of them, so each line read is whole cache lines (A's 6-row panels of a
+    // transposed weight one at a time read 24 bytes a line, a page apart: 8x slower on fc6).
+    let group = if rs == 1 { 512usize.div_ceil(width) } else { 1 };
+    let fill = |(g, dst): (usize, &mut [u32])| {
+        let i0 = g * group * width;
         if rs == 1 {
-            // The panel's rows side by side in memory (B stored k×n, A stored transposed):
-            // two lines of `w` elements make a line of pairs; the loop vectorises.
-            for (q, out) in dst.chunks_exact_mut(width).enumerate() {
-                let line = |p: usize| (p < k).then(|| &d[i0 + p * cs..][..w]);
+            // Two lines of the group's rows make a line of pairs (the loop vectorises), cut
+            // into the group's panels.
+            let wg = (group * width).min(rows - i0);
+            let line = |p: usize| (p < k).then(|| &d[i0 + p * cs..][..wg]);
+            let mut pairs = vec![0u32; wg];
+            for q in 0..kp {
                 match (line(2 * q), line(2 * q + 1)) {
                     (Some(l0), Some(l1)) => {
-                        out.iter_mut().zip(l0.iter().zip(l1)).for_each(|(o, (&x, &y))| *o = pair(x, y))
+                        pairs.iter_mut().zip(l0.iter().zip(l1)).for_each(|(o, (&x, &y))| *o = pair(x, y))
                     }
-                    (Some(l0), None) => out.iter_mut().zip(l0).for_each(|(o, &x)| *o = pair(x, 0.0)),
+                    (Some(l0), None) => pairs.iter_mut().zip(l0).for_each(|(o, &x)| *o = pair(x, 0.0)),
                     _ => unreachable!("pair {q} of {k}"),
+                }
+                for (panel, src) in dst.chunks_exact_mut(kp * width).zip(pairs.chunks(width)) {
+                    panel[q * width..][..src.len()].copy_from_slice(src);
+                }
+            }
+            return;
+        }
+        let w = width.min(rows - i0);
+        if cs == 1 {
+            // Each row's pairs lie side by side (A stored by rows, B stored transposed: the
+            // fully connected weights, Winograd's kernels): round a run of a row into pairs
+            // (the loop vectorises), then spread the run across the panel's lanes, a block of
+            // RUN pairs at a time so the block being written stays in L1.
+            const RUN: usize = 64;
+            let mut run = [0u32; RUN];
+            for q0 in (0..kp).step_by(RUN) {
+                let nq = RUN.min(kp - q0);
+                // Pairs with both elements in the row (all but the last when k is odd).
+                let full = nq.min(k / 2 - q0);
+                for r in 0..w {
+                    let row = &d[(i0 + r) * rs..];
+                    let src = &row[2 * q0..][..2 * full];
+                    run[..full].iter_mut().zip(src.chunks_exact(2)).for_each(|(o, p)| *o = pair(p[0], p[1]));
+                    if full < nq {
+                        run[full] = pair(row[2 * (q0 + full)], 0.0);
+                    }
+                    for (q, &v) in run[..nq].iter().enumerate() {
+                        dst[(q0 + q) * width + r] = v;
+                    }
                 }
             }
         } else {
@@ -137,12 +173,17 @@ fn pack(op: Operand<'_>, rows: usize, k: usize, width: usize, threads: Threads) 
         }
     };
     // k > 0 (the caller returns before), so the chunks are not empty.
-    let chunks = out.chunks_mut(kp * width);
+    let chunks = out.chunks_mut(group * kp * width);
     match threads {
         Threads::Pool => chunks.collect::<Vec<_>>().into_par_iter().enumerate().for_each(fill),
         Threads::One => chunks.enumerate().for_each(fill),
     }
-    out
+}
+
+thread_local! {
+    /// A thread's buffers for the packed A and B (taken during a product, so a nested product on
+    /// the same thread allocates its own).
+    static PACKS: std::cell::RefCell<(Vec<u32>, Vec<u32>)> = const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
 }
 
 /// The transposed view of an operand (`cols×rows` of the same storage), so B's columns can be
@@ -166,31 +207,46 @@ pub(super) fn matmul(
     threads: Threads,
 ) {
     let kp = k.div_ceil(2);
-    let apack = pack(a, m, k, MR, threads);
-    let bpack = pack(transposed(b), n, k, NR, threads);
+    // The packed operands' buffers are kept per thread: fresh ones cost a page fault per 4 KiB
+    // (fc6's 75 MB of packed weights, twice a step).
+    let (mut apack, mut bpack) = PACKS.with(|p| std::mem::take(&mut *p.borrow_mut()));
+    pack(a, m, k, MR, threads, &mut apack);
+    pack(transposed(b), n, k, NR, threads, &mut bpack);
     let tasks = if threads == Threads::Pool { 4 * rayon::current_num_threads().max(1) } else { 1 };
     // Rows per task: whole panels, at most MC, enough tasks to share among threads.
     let rows = (m.div_ceil(tasks).div_ceil(MR) * MR).clamp(MR, MC);
     let task = |(t, block): (usize, &mut [f32])| {
         let (r0, nrows) = (t * rows, block.len() / n);
         let mut tile = [0.0f32; MR * NR];
+        let (ipanels, jpanels) = (r0 / MR..(r0 + nrows).div_ceil(MR), 0..n.div_ceil(NR));
         for pc in (0..kp).step_by(KC) {
             let kc = KC.min(kp - pc);
             let first = pc == 0 && !accumulate;
-            for jp in 0..n.div_ceil(NR) {
+            let mut one = |ip: usize, jp: usize| {
                 let bp = &bpack[(jp * kp + pc) * NR..][..kc * NR];
                 let (j0, cols) = (jp * NR, NR.min(n - jp * NR));
-                for ip in r0 / MR..(r0 + nrows).div_ceil(MR) {
-                    kernel.run(kc, &apack[(ip * kp + pc) * MR..][..kc * MR], bp, &mut tile);
-                    for r in 0..MR.min(r0 + nrows - ip * MR) {
-                        let dst = &mut block[(ip * MR + r - r0) * n + j0..][..cols];
-                        let src = &tile[r * NR..][..cols];
-                        if first {
-                            dst.copy_from_slice(src);
-                        } else {
-                            dst.iter_mut().zip(src).for_each(|(d, s)| *d += s);
-                        }
+                kernel.run(kc, &apack[(ip * kp + pc) * MR..][..kc * MR], bp, &mut tile);
+                for r in 0..MR.min(r0 + nrows - ip * MR) {
+                    let dst = &mut block[(ip * MR + r - r0) * n + j0..][..cols];
+                    let src = &tile[r * NR..][..cols];
+                    if first {
+                        dst.copy_from_slice(src);
+                    } else {
+                        dst.iter_mut().zip(src).for_each(|(d, s)| *d += s);
                     }
+                }
+            };
+            if kp <= KC {
+                // One pass: the output's traffic dominates (k small, as in a fully connected
+                // layer's weight gradient): fill C row panel by row panel, each written once
+                // and in order.
+                for ip in ipanels.clone() {
+                    jpanels.clone().for_each(|jp| one(ip, jp));
+                }
+            } else {
+                // A B panel's pass stays in L1 while the task's A panels go by.
+                for jp in jpanels.clone() {
+                    ipanels.clone().for_each(|ip| one(ip, jp));
                 }
             }
         }
@@ -200,6 +256,7 @@ pub(super) fn matmul(
         Threads::Pool => blocks.collect::<Vec<_>>().into_par_iter().enumerate().for_each(task),
         Threads::One => blocks.enumerate().for_each(task),
     }
+    PACKS.with(|p| *p.borrow_mut() = (apack, bpack));
 }
 
 /// The micro-kernel in portable code: what `vdpbf16ps` computes per lane, the high pair's

@@ -56,11 +56,13 @@ pub enum Mode {
 /// One layer with what it needs at run time.
 #[derive(Clone, Debug)]
 pub enum Layer {
-    /// `[weight, bias]`; `algo` resolved from `--conv` for this shape; im2col's products in
-    /// `precision`; `kernels`: Winograd's transform of the weights, redone when they change.
+    /// `[weight, bias]`; `algo` resolved from `choice` (`--conv`) for this shape and
+    /// `precision`; the products in `precision` (FFT's excepted); `kernels`: Winograd's or
+    /// FFT's transform of the weights, redone when they change.
     Conv {
         shape: ConvShape,
         params: [Param; 2],
+        choice: ConvChoice,
         algo: ConvAlgo,
         precision: Precision,
         kernels: KernelCache,
@@ -107,9 +109,10 @@ impl Layer {
         let [c, h, w] = info.input;
         match &info.kind {
             LayerKind::Conv { shape, params } => {
-                let algo = ConvChoice::default().resolve(shape);
+                let (choice, precision) = (ConvChoice::default(), Precision::F32);
+                let algo = choice.resolve_in(shape, precision);
                 let params = params.each_ref().map(Param::new);
-                Layer::Conv { shape: *shape, params, algo, precision: Precision::F32, kernels: KernelCache::default() }
+                Layer::Conv { shape: *shape, params, choice, algo, precision, kernels: KernelCache::default() }
             }
             LayerKind::Linear { inp, out, params } => {
                 let params = params.each_ref().map(Param::new);
@@ -142,20 +145,29 @@ impl Layer {
         }
     }
 
-    /// A convolution's algorithm from `--conv`, resolved by its shape (other layers: nothing).
-    pub fn set_conv(&mut self, choice: ConvChoice) {
-        if let Layer::Conv { shape, algo, kernels, .. } = self {
-            *algo = choice.resolve(shape);
+    /// A convolution's algorithm from `--conv`, resolved by its shape and precision (other
+    /// layers: nothing).
+    pub fn set_conv(&mut self, to: ConvChoice) {
+        if let Layer::Conv { shape, choice, algo, precision, kernels, .. } = self {
+            *choice = to;
+            *algo = to.resolve_in(shape, *precision);
             if *algo == ConvAlgo::Im2col {
                 *kernels = KernelCache::default();
             }
         }
     }
 
-    /// The precision of a convolution's or linear layer's products (others: nothing).
+    /// The precision of a convolution's or linear layer's products (others: nothing); a
+    /// convolution's algorithm is resolved again for it.
     pub fn set_precision(&mut self, p: Precision) {
-        if let Layer::Conv { precision, .. } | Layer::Linear { precision, .. } = self {
-            *precision = p;
+        match self {
+            Layer::Conv { choice, precision, .. } => {
+                *precision = p;
+                let choice = *choice;
+                self.set_conv(choice);
+            }
+            Layer::Linear { precision, .. } => *precision = p,
+            _ => {}
         }
     }
 
@@ -171,7 +183,7 @@ impl Layer {
     /// `y = f(x)` for `batch` images; `x` and `y` hold exactly one batch.
     pub fn forward(&mut self, x: &[f32], y: &mut [f32], batch: usize, mode: Mode) {
         match self {
-            Layer::Conv { shape, params: [w, b], algo, precision, kernels } => {
+            Layer::Conv { shape, params: [w, b], algo, precision, kernels, .. } => {
                 // Training changes the weights every step: small batches would redo Winograd's
                 // kernel transform for too little work. Evaluation keeps it (`kernels`).
                 let algo = if matches!(mode, Mode::Eval) { algo.for_eval(batch) } else { algo.for_batch(batch) };
@@ -204,7 +216,7 @@ impl Layer {
     #[allow(clippy::too_many_arguments)]
     pub fn backward(&mut self, x: &[f32], y: &[f32], dy: &[f32], dx: Option<&mut [f32]>, batch: usize, mode: Mode) {
         match (self, dx) {
-            (Layer::Conv { shape, params: [w, b], algo, precision, kernels }, dx) => {
+            (Layer::Conv { shape, params: [w, b], algo, precision, kernels, .. }, dx) => {
                 let (w, dw) = (&w.data, &mut w.grad);
                 conv::backward_with(*algo, *precision, shape, x, w, dy, dw, &mut b.grad, dx, batch, kernels)
             }

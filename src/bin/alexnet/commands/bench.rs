@@ -55,7 +55,9 @@ pub fn exec(a: Args) -> Result<i32> {
         bail!("--data and --cache-dir are for --mode loader only");
     }
     match a.mode {
-        BenchMode::Gemm => a.common.emit(&bench::gemm_peak(a.size, a.iters, threads)?, |r| print_gemm(r, a.iters)),
+        BenchMode::Gemm => {
+            a.common.emit(&bench::gemm_peak(a.size, a.iters, threads, a.precision)?, |r| print_gemm(r, a.iters))
+        }
         BenchMode::Memory => {
             a.common.emit(&bench::one_image_floor(&model, a.iters, threads)?, |r| print_floor(r, a.iters))
         }
@@ -92,8 +94,9 @@ pub fn exec(a: Args) -> Result<i32> {
 
 fn print_gemm(r: &GemmReport, iters: usize) {
     println!(
-        "gemm {n}x{n}x{n} f32, {} threads, best of {iters} iterations: peak {:.1} GFLOP/s \
+        "gemm {n}x{n}x{n} {}, {} threads, best of {iters} iterations: peak {:.1} GFLOP/s \
          (one product split across the threads {:.1}, one product per thread {:.1})",
+        r.precision,
         r.threads,
         r.gflops,
         r.split_gflops,
