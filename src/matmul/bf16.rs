@@ -236,18 +236,9 @@ pub(super) fn matmul(
                     }
                 }
             };
-            if kp <= KC {
-                // One pass: the output's traffic dominates (k small, as in a fully connected
-                // layer's weight gradient): fill C row panel by row panel, each written once
-                // and in order.
-                for ip in ipanels.clone() {
-                    jpanels.clone().for_each(|jp| one(ip, jp));
-                }
-            } else {
-                // A B panel's pass stays in L1 while the task's A panels go by.
-                for jp in jpanels.clone() {
-                    ipanels.clone().for_each(|ip| one(ip, jp));
-                }
+            // A B panel's pass stays in L1 while the task's A panels go by.
+            for jp in jpanels.clone() {
+                ipanels.clone().for_each(|ip| one(ip, jp));
             }
         }
     };
