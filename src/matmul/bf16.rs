@@ -111,65 +111,18 @@ fn pack(op: Operand<'_>, rows: usize, k: usize, width: usize, threads: Threads, 
     out.clear();
     out.resize(panels * kp * width, 0);
     let (rs, cs) = op.steps(rows, k);
-    let d = op.data;
     // Panels packed together by one task: with the rows side by side in memory (rs = 1), at
-    // least 64 of them, so each line read is whole cache lines (A's 6-row panels of a
-    // transposed weight one at a time read 24 bytes a line, a page apart: 8x slower on fc6).
+    // least 512 of them, so that every line read is 2 KiB and a page's translation serves 512
+    // elements (A's 6-row panels of a transposed weight one at a time read 24 bytes a line, a
+    // page apart: fc6's data gradient spent 11 ms packing a block of 512 rows, now 2-3).
     let group = if rs == 1 { 512usize.div_ceil(width) } else { 1 };
     let fill = |(g, dst): (usize, &mut [u32])| {
         let i0 = g * group * width;
-        if rs == 1 {
-            // Two lines of the group's rows make a line of pairs (the loop vectorises), cut
-            // into the group's panels.
-            let wg = (group * width).min(rows - i0);
-            let line = |p: usize| (p < k).then(|| &d[i0 + p * cs..][..wg]);
-            let mut pairs = vec![0u32; wg];
-            for q in 0..kp {
-                match (line(2 * q), line(2 * q + 1)) {
-                    (Some(l0), Some(l1)) => {
-                        pairs.iter_mut().zip(l0.iter().zip(l1)).for_each(|(o, (&x, &y))| *o = pair(x, y))
-                    }
-                    (Some(l0), None) => pairs.iter_mut().zip(l0).for_each(|(o, &x)| *o = pair(x, 0.0)),
-                    _ => unreachable!("pair {q} of {k}"),
-                }
-                for (panel, src) in dst.chunks_exact_mut(kp * width).zip(pairs.chunks(width)) {
-                    panel[q * width..][..src.len()].copy_from_slice(src);
-                }
-            }
-            return;
-        }
-        let w = width.min(rows - i0);
-        if cs == 1 {
-            // Each row's pairs lie side by side (A stored by rows, B stored transposed: the
-            // fully connected weights, Winograd's kernels): round a run of a row into pairs
-            // (the loop vectorises), then spread the run across the panel's lanes, a block of
-            // RUN pairs at a time so the block being written stays in L1.
-            const RUN: usize = 64;
-            let mut run = [0u32; RUN];
-            for q0 in (0..kp).step_by(RUN) {
-                let nq = RUN.min(kp - q0);
-                // Pairs with both elements in the row (all but the last when k is odd).
-                let full = nq.min(k / 2 - q0);
-                for r in 0..w {
-                    let row = &d[(i0 + r) * rs..];
-                    let src = &row[2 * q0..][..2 * full];
-                    run[..full].iter_mut().zip(src.chunks_exact(2)).for_each(|(o, p)| *o = pair(p[0], p[1]));
-                    if full < nq {
-                        run[full] = pair(row[2 * (q0 + full)], 0.0);
-                    }
-                    for (q, &v) in run[..nq].iter().enumerate() {
-                        dst[(q0 + q) * width + r] = v;
-                    }
-                }
-            }
-        } else {
-            for r in 0..w {
-                let base = (i0 + r) * rs;
-                let at = |p: usize| if p < k { d[base + p * cs] } else { 0.0 };
-                for q in 0..kp {
-                    dst[q * width + r] = pair(at(2 * q), at(2 * q + 1));
-                }
-            }
+        let view = Packing { d: op.data, rs, cs, k, kp, width, i0 };
+        match (rs, cs) {
+            (1, _) => view.lines((group * width).min(rows - i0), dst),
+            (_, 1) => view.rows(width.min(rows - i0), dst),
+            _ => view.strided(width.min(rows - i0), dst),
         }
     };
     // k > 0 (the caller returns before), so the chunks are not empty.
@@ -177,6 +130,77 @@ fn pack(op: Operand<'_>, rows: usize, k: usize, width: usize, threads: Threads, 
     match threads {
         Threads::Pool => chunks.collect::<Vec<_>>().into_par_iter().enumerate().for_each(fill),
         Threads::One => chunks.enumerate().for_each(fill),
+    }
+}
+
+/// One task of [`pack`]: the operand's data and steps, `k` and its `kp` pairs, the panels'
+/// width and the first row the task packs.
+struct Packing<'a> {
+    d: &'a [f32],
+    rs: usize,
+    cs: usize,
+    k: usize,
+    kp: usize,
+    width: usize,
+    i0: usize,
+}
+
+impl Packing<'_> {
+    /// Rows side by side in memory (`rs = 1`: B stored `k×n`, A stored transposed): two lines
+    /// of the task's `wg` rows make a line of pairs (the loop vectorises), cut into its panels.
+    fn lines(&self, wg: usize, dst: &mut [u32]) {
+        let (d, k, width) = (self.d, self.k, self.width);
+        let line = |p: usize| (p < k).then(|| &d[self.i0 + p * self.cs..][..wg]);
+        let mut pairs = vec![0u32; wg];
+        for q in 0..self.kp {
+            match (line(2 * q), line(2 * q + 1)) {
+                (Some(l0), Some(l1)) => {
+                    pairs.iter_mut().zip(l0.iter().zip(l1)).for_each(|(o, (&x, &y))| *o = pair(x, y))
+                }
+                (Some(l0), None) => pairs.iter_mut().zip(l0).for_each(|(o, &x)| *o = pair(x, 0.0)),
+                _ => unreachable!("pair {q} of {k}"),
+            }
+            for (panel, src) in dst.chunks_exact_mut(self.kp * width).zip(pairs.chunks(width)) {
+                panel[q * width..][..src.len()].copy_from_slice(src);
+            }
+        }
+    }
+
+    /// Each row's pairs side by side (`cs = 1`: A stored by rows, B stored transposed, as the
+    /// fully connected weights and Winograd's kernels are): a run of a row rounded into pairs
+    /// (the loop vectorises), then spread across the panel's lanes, RUN pairs at a time so
+    /// the block being written stays in L1.
+    fn rows(&self, w: usize, dst: &mut [u32]) {
+        const RUN: usize = 64;
+        let (k, width) = (self.k, self.width);
+        let mut run = [0u32; RUN];
+        for q0 in (0..self.kp).step_by(RUN) {
+            let nq = RUN.min(self.kp - q0);
+            // Pairs with both elements in the row (all but the last when k is odd).
+            let full = nq.min(k / 2 - q0);
+            for r in 0..w {
+                let row = &self.d[(self.i0 + r) * self.rs..];
+                let src = &row[2 * q0..][..2 * full];
+                run[..full].iter_mut().zip(src.chunks_exact(2)).for_each(|(o, p)| *o = pair(p[0], p[1]));
+                if full < nq {
+                    run[full] = pair(row[2 * (q0 + full)], 0.0);
+                }
+                for (q, &v) in run[..nq].iter().enumerate() {
+                    dst[(q0 + q) * width + r] = v;
+                }
+            }
+        }
+    }
+
+    /// Any other strides, element by element.
+    fn strided(&self, w: usize, dst: &mut [u32]) {
+        for r in 0..w {
+            let base = (self.i0 + r) * self.rs;
+            let at = |p: usize| if p < self.k { self.d[base + p * self.cs] } else { 0.0 };
+            for q in 0..self.kp {
+                dst[q * self.width + r] = pair(at(2 * q), at(2 * q + 1));
+            }
+        }
     }
 }
 

@@ -392,10 +392,20 @@ mod tests {
     }
 
     /// The bf16 kernels against the naive product of bf16-rounded operands, over shapes with
-    /// partial panels, odd `k`, several `KC` passes, every transpose, strides and accumulation.
+    /// partial panels, odd `k`, several `KC` passes, several packing groups, every transpose,
+    /// strides and accumulation.
     fn bf16_matches_rounded_naive(kernel: Bf16Kernel) {
         use bf16::{KC, MR, NR, round_bf16};
-        let shapes = [(2, 2, 1), (MR + 1, NR + 3, 7), (2 * MR, 2 * NR, 2 * KC), (13, 70, 2 * KC * 2 + 5), (40, 5, 300)];
+        // The last two: more than one task's group of panels when packed from side-by-side rows.
+        let shapes = [
+            (2, 2, 1),
+            (MR + 1, NR + 3, 7),
+            (2 * MR, 2 * NR, 2 * KC),
+            (13, 70, 2 * KC * 2 + 5),
+            (40, 5, 300),
+            (87 * MR + 1, 3, 5),
+            (7, 8 * NR + 5, 9),
+        ];
         for &(m, n, k) in &shapes {
             for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
                 let (a, b, c0) = (uniform_vec(m * k, 1), uniform_vec(k * n, 2), uniform_vec(m * n, 3));
