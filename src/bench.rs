@@ -7,7 +7,7 @@
 use crate::data::{Augment, LoaderOptions, TrainInput, permutation};
 use crate::error::{Error, Result};
 use crate::kernels::conv::{ConvAlgo, ConvChoice};
-use crate::matmul::{Operand, Precision, PrecisionChoice, Threads, matmul_in};
+use crate::matmul::{Operand, PrecisionChoice, Threads, matmul_in};
 use crate::model::{LayerKind, Mode, ModelConfig, Network};
 use crate::optim::{Sgd, SgdConfig};
 use crate::threads::thread_pool;
@@ -114,8 +114,9 @@ pub struct BenchReport {
     /// This run's matrix-multiply peak on the same threads ([`gemm_peak`] of 1024³ f32 products,
     /// measured before and after the network, the higher taken), GFLOP/s.
     pub gemm_peak_gflops: f64,
-    /// `gflops / gemm_peak_gflops`, FLOPs counted as direct convolution does them: above 1 is
-    /// faster than any im2col implementation could be on this machine.
+    /// `gflops / gemm_peak_gflops`, FLOPs counted as direct convolution does them: in f32, above
+    /// 1 is faster than any f32 im2col implementation could be on this machine (bf16 runs are
+    /// measured against the f32 peak too, so that the two compare).
     pub peak_fraction: f64,
     pub ms_per_iter: f64,
     pub img_per_s: f64,
@@ -256,7 +257,7 @@ fn layer_profiles(net: &Network, cfg: &BenchConfig) -> Vec<LayerProfile> {
 pub struct GemmReport {
     pub size: usize,
     pub threads: usize,
-    /// `f32`, or `bf16` (operands rounded to bf16, sums in f32: `--precision bf16`).
+    /// `f32`, `bf16` or `bf16-emulated` (operands rounded to bf16, sums in f32: `--precision`).
     pub precision: &'static str,
     /// Time of the fastest iteration of the faster way, for `threads` products' worth of work
     /// when that way is one product per thread.
@@ -303,7 +304,11 @@ pub fn gemm_peak(n: usize, iters: usize, threads: usize, precision: PrecisionCho
         Ok(GemmReport {
             size: n,
             threads,
-            precision: if p == Precision::F32 { "f32" } else { "bf16" },
+            precision: match precision {
+                PrecisionChoice::F32 => "f32",
+                PrecisionChoice::Bf16 => "bf16",
+                PrecisionChoice::Bf16Emulated => "bf16-emulated",
+            },
             ms_per_iter,
             gflops: split_gflops.max(per_thread_gflops),
             split_gflops,

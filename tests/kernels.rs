@@ -330,6 +330,10 @@ fn conv_choice_resolves_by_shape() {
     assert_eq!(ConvChoice::Winograd.resolve_in(&conv1, bf16), ConvAlgo::Polyphase(Tile::F2));
     assert_eq!(ConvChoice::Auto.resolve_in(&s(48, 27, 5, 1), bf16), auto_fft);
     assert_eq!(ConvChoice::Auto.resolve_in(&conv1, Precision::F32), ConvAlgo::Polyphase(Tile::F4));
+    // A 3×3 map: F(4×4) saves a third of the multiplies there, F(2×2) does not (64 against 81).
+    assert_eq!(ConvChoice::Auto.resolve_in(&s(256, 3, 3, 1), Precision::F32), ConvAlgo::Winograd(Tile::F4));
+    assert_eq!(ConvChoice::Auto.resolve_in(&s(256, 3, 3, 1), bf16), ConvAlgo::Im2col);
+    assert_eq!(ConvChoice::Winograd.resolve_in(&s(256, 3, 3, 1), bf16), ConvAlgo::Winograd(Tile::F2));
 }
 
 fn maxpool_naive(s: &PoolShape, x: &[f32], planes: usize) -> Vec<f32> {
@@ -740,6 +744,8 @@ fn bf16_winograd_error_stays_near_im2col() {
     ];
     let batch = 4;
     for (s, algo) in cases {
+        // Both passes by the algorithm at this batch (training's im2col below its minimum).
+        assert_eq!(algo.for_batch(batch), algo);
         let x: Vec<f32> = uniform_vec(batch * s.in_len(), 81).iter().map(|v| v.abs()).collect();
         let w: Vec<f32> = uniform_vec(s.weight_len(), 82).iter().map(|v| v * 0.02).collect();
         let bias = uniform_vec(s.out_c, 83);

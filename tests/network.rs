@@ -265,3 +265,41 @@ fn lrn_with_a_nonpositive_base_or_non_finite_values_is_refused() {
     }
     plan(&ModelConfig::variant("cifar").unwrap()).unwrap();
 }
+
+/// `--conv` and `--precision` set in either order give each convolution the same algorithm:
+/// the layer keeps its choice and resolves it again for the precision (paper net: conv1 over
+/// phases in f32, by im2col in bf16; conv3-5 F(4x4) in f32, F(2x2) in bf16; conv2 by FFT).
+#[test]
+fn conv_algorithms_follow_the_precision_in_either_order() {
+    use alexnet::kernels::conv::{ConvAlgo, ConvChoice};
+    use alexnet::kernels::winograd::Tile;
+    use alexnet::matmul::{Bf16Kernel, Precision};
+    let bf16 = Precision::Bf16(Bf16Kernel::Emulated);
+    let algos = |net: &Network| net.conv_algos().into_iter().map(|(_, a)| a).collect::<Vec<_>>();
+    let fft = ConvAlgo::Fft { min_batch: alexnet::kernels::conv::FFT_MIN_BATCH };
+    let f32_algos = [
+        ConvAlgo::Polyphase(Tile::F4),
+        fft,
+        ConvAlgo::Winograd(Tile::F4),
+        ConvAlgo::Winograd(Tile::F4),
+        ConvAlgo::Winograd(Tile::F4),
+    ];
+    let bf16_algos = [
+        ConvAlgo::Im2col,
+        fft,
+        ConvAlgo::Winograd(Tile::F2),
+        ConvAlgo::Winograd(Tile::F2),
+        ConvAlgo::Winograd(Tile::F2),
+    ];
+    let mut net = Network::new(ModelConfig::variant("paper").unwrap(), 0).unwrap();
+    assert_eq!(algos(&net), f32_algos);
+    net.set_precision(bf16);
+    assert_eq!(algos(&net), bf16_algos);
+    net.set_conv(ConvChoice::Auto);
+    assert_eq!(algos(&net), bf16_algos);
+    net.set_conv(ConvChoice::Im2col);
+    assert_eq!(algos(&net), [ConvAlgo::Im2col; 5]);
+    net.set_conv(ConvChoice::Auto);
+    net.set_precision(Precision::F32);
+    assert_eq!(algos(&net), f32_algos);
+}

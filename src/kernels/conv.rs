@@ -192,8 +192,8 @@ pub enum ConvAlgo {
     Fft { min_batch: usize },
 }
 
-/// `--conv auto|im2col|winograd`: the algorithm asked for, resolved per layer by
-/// [`ConvChoice::resolve`].
+/// `--conv auto|im2col|winograd|fft`: the algorithm asked for, resolved per layer by
+/// [`ConvChoice::resolve_in`] (its shape and the precision of its products).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 #[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
@@ -269,6 +269,15 @@ impl ConvChoice {
         match self.resolve(s) {
             ConvAlgo::Polyphase(_) if self == ConvChoice::Auto => ConvAlgo::Im2col,
             ConvAlgo::Polyphase(_) => ConvAlgo::Polyphase(Tile::F2),
+            // `auto`'s rule again with F(2×2)'s count: on small maps it can fail where F(4×4)'s
+            // passed.
+            ConvAlgo::Winograd(_)
+                if self == ConvChoice::Auto
+                    && 3 * Tile::F2.multiplies(s.kh, s.out_h(), s.out_w())
+                        > 2 * s.kh * s.kw * s.out_h() * s.out_w() =>
+            {
+                ConvAlgo::Im2col
+            }
             ConvAlgo::Winograd(_) => ConvAlgo::Winograd(Tile::F2),
             a => a,
         }

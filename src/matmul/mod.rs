@@ -177,7 +177,9 @@ pub fn matmul_in(
     }
     // A product with one row or one column (a fully connected layer at batch 1) stays f32: it
     // reads each element of the larger operand once, and packing them into bf16 first would
-    // triple that traffic (the paper net at batch 1 took 42.6 ms so against 19.8 in f32).
+    // triple that traffic (the paper net at batch 1 took 42.6 ms so against 19.8 in f32). So
+    // does any such piece of a larger product (a last row block of one row, a Winograd point
+    // with one tile), whatever the layer's label says.
     if let Precision::Bf16(kernel) = precision
         && m > 1
         && n > 1
@@ -442,6 +444,11 @@ mod tests {
             Threads::One,
         );
         matmul(5, 1, 9, Operand::plain(&a1), Operand::plain(&b1), &mut c2, false, Threads::One);
+        assert_eq!(c1, c2);
+        // One row too.
+        let (mut c1, mut c2) = (vec![0.0; 5], vec![0.0; 5]);
+        matmul_in(Precision::Bf16(kernel), 1, 5, 9, Operand::plain(&b1), Operand::t(&a1), &mut c1, false, Threads::One);
+        matmul(1, 5, 9, Operand::plain(&b1), Operand::t(&a1), &mut c2, false, Threads::One);
         assert_eq!(c1, c2);
         // A strided slice, as Winograd's products read theirs.
         let (a, b) = (uniform_vec(5 * 9, 4), uniform_vec(4 * 11, 5));
