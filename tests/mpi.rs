@@ -13,9 +13,13 @@ fn scratch(name: &str) -> PathBuf {
     d
 }
 
-/// Two classes of the embedded CIFAR images, `per_class` each, in a folder of its own.
+/// Two classes of the embedded CIFAR images, `per_class` each, in a folder of its own (one per
+/// call: tests run in parallel, and two of them asking for the same count had one test's
+/// `scratch` delete the folder the other was filling).
 fn folder(per_class: usize) -> PathBuf {
-    let root = scratch(&format!("data-{per_class}"));
+    static CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let root = scratch(&format!("data-{per_class}-{call}"));
     let val = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("data/cifar10-mini/val");
     for c in ["cat", "dog"] {
         std::fs::create_dir_all(root.join(c)).unwrap();
