@@ -11,18 +11,22 @@ use alexnet::matmul::Precision;
 use alexnet::rng::uniform_vec;
 use common::{assert_close, numeric_grad};
 
+/// A layer with `k×k` kernels on `in_c` planes of `in_h×in_w`.
+fn conv_shape(
+    in_c: usize,
+    (in_h, in_w): (usize, usize),
+    out_c: usize,
+    k: usize,
+    stride: usize,
+    pad: usize,
+    groups: usize,
+) -> ConvShape {
+    ConvShape { in_c, in_h, in_w, out_c, kh: k, kw: k, stride, pad, groups }
+}
+
 fn conv_cases() -> Vec<ConvShape> {
-    let mk = |in_c, in_h, in_w, out_c, k, stride, pad, groups| ConvShape {
-        in_c,
-        in_h,
-        in_w,
-        out_c,
-        kh: k,
-        kw: k,
-        stride,
-        pad,
-        groups,
-    };
+    let mk =
+        |in_c, in_h, in_w, out_c, k, stride, pad, groups| conv_shape(in_c, (in_h, in_w), out_c, k, stride, pad, groups);
     vec![
         mk(3, 19, 19, 4, 11, 4, 0, 1), // conv1-like, stride 4
         mk(3, 17, 15, 6, 11, 4, 2, 1), // torchvision conv1: stride 4 with padding, non-square
@@ -220,17 +224,7 @@ fn fft_on_alexnets_own_layers_and_odd_shapes() {
 fn polyphase_winograd_on_strided_layers() {
     use alexnet::kernels::polyphase;
     use alexnet::kernels::winograd::{KernelCache, Tile};
-    let mk = |in_c, (in_h, in_w), out_c, k, stride, pad, groups| ConvShape {
-        in_c,
-        in_h,
-        in_w,
-        out_c,
-        kh: k,
-        kw: k,
-        stride,
-        pad,
-        groups,
-    };
+    let mk = conv_shape;
     let cases = [
         ("paper conv1", mk(3, (227, 227), 96, 11, 4, 0, 1), 2),
         ("torchvision conv1", mk(3, (224, 224), 64, 11, 4, 2, 1), 1),

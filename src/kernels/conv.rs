@@ -160,13 +160,12 @@ thread_local! {
 /// buffer each call cost the paper net ~1 ms an image at batch 1 (12 MB of new pages a forward
 /// pass, zeroed by the kernel at first touch); a nested call finds it empty and allocates.
 fn with_col<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
-    let mut col = COL.with(|c| c.take());
-    if col.len() < len {
-        col.resize(len, 0.0);
-    }
-    let r = f(&mut col[..len]);
-    COL.with(|c| c.replace(col));
-    r
+    crate::threads::with_taken(&COL, |col| {
+        if col.len() < len {
+            col.resize(len, 0.0);
+        }
+        f(&mut col[..len])
+    })
 }
 
 /// Splits `batch` images into one contiguous run per rayon thread.

@@ -301,10 +301,7 @@ thread_local! {
 }
 
 fn with_scratch<R>(f: impl FnOnce(&mut Scratch) -> R) -> R {
-    let mut scratch = SCRATCH.with(|s| s.take());
-    let r = f(&mut scratch);
-    SCRATCH.with(|s| s.replace(scratch));
-    r
+    crate::threads::with_taken(&SCRATCH, f)
 }
 
 /// A batch's planes in the frequency domain, `[planes][2][S][Bp]` (`Bp` the batch rounded up

@@ -70,22 +70,27 @@ fn phases(s: &ConvShape, x: &[f32], batch: usize, out: &mut Vec<f32>) {
     });
 }
 
-/// The phases' kernels `w' [M][C·S²][K'][K']` of `w [M][C/G][K][K]`.
-fn phase_kernels(s: &ConvShape, w: &[f32]) -> Vec<f32> {
+/// Each tap of `w [M][C/G][K][K]` with the index it takes in the phases' kernels
+/// `w' [M][C·S²][K'][K']`: tap `(ki, kj) = (S·a + p, S·b + q)` of channel `c` is tap `(a, b)` of
+/// phase channel `c·S² + p·S + q` (the other taps of `w'` are zero).
+fn phase_taps(s: &ConvShape) -> impl Iterator<Item = (usize, usize)> {
     let t = phase_shape(s);
     let st = s.stride;
     let (cg, tcg) = (s.in_c / s.groups, t.in_c / t.groups);
-    let mut out = vec![0.0f32; t.weight_len()];
-    for m in 0..s.out_c {
-        for c in 0..cg {
-            for ki in 0..s.kh {
-                for kj in 0..s.kw {
-                    let (a, p, b, q) = (ki / st, ki % st, kj / st, kj % st);
-                    let ch = c * st * st + p * st + q;
-                    out[((m * tcg + ch) * t.kh + a) * t.kw + b] = w[((m * cg + c) * s.kh + ki) * s.kw + kj];
-                }
-            }
-        }
+    (0..s.out_c * cg * s.kh * s.kw).map(move |i| {
+        let (mc, ki, kj) = (i / (s.kh * s.kw), i / s.kw % s.kh, i % s.kw);
+        let (m, c) = (mc / cg, mc % cg);
+        let (a, p, b, q) = (ki / st, ki % st, kj / st, kj % st);
+        let ch = c * st * st + p * st + q;
+        (i, ((m * tcg + ch) * t.kh + a) * t.kw + b)
+    })
+}
+
+/// The phases' kernels `w' [M][C·S²][K'][K']` of `w [M][C/G][K][K]`.
+fn phase_kernels(s: &ConvShape, w: &[f32]) -> Vec<f32> {
+    let mut out = vec![0.0f32; phase_shape(s).weight_len()];
+    for (tap, phase_tap) in phase_taps(s) {
+        out[phase_tap] = w[tap];
     }
     out
 }
@@ -93,19 +98,8 @@ fn phase_kernels(s: &ConvShape, w: &[f32]) -> Vec<f32> {
 /// `dw [M][C/G][K][K]` from the phases' kernels' gradient `dw'`: the adjoint of
 /// [`phase_kernels`] (each tap is one sub-kernel tap).
 fn gather_kernels(s: &ConvShape, dwp: &[f32], dw: &mut [f32]) {
-    let t = phase_shape(s);
-    let st = s.stride;
-    let (cg, tcg) = (s.in_c / s.groups, t.in_c / t.groups);
-    for m in 0..s.out_c {
-        for c in 0..cg {
-            for ki in 0..s.kh {
-                for kj in 0..s.kw {
-                    let (a, p, b, q) = (ki / st, ki % st, kj / st, kj % st);
-                    let ch = c * st * st + p * st + q;
-                    dw[((m * cg + c) * s.kh + ki) * s.kw + kj] = dwp[((m * tcg + ch) * t.kh + a) * t.kw + b];
-                }
-            }
-        }
+    for (tap, phase_tap) in phase_taps(s) {
+        dw[tap] = dwp[phase_tap];
     }
 }
 
@@ -135,10 +129,7 @@ thread_local! {
 }
 
 fn with_phases<R>(f: impl FnOnce(&mut Vec<f32>) -> R) -> R {
-    let mut v = PHASES.with(|p| p.take());
-    let r = f(&mut v);
-    PHASES.with(|p| p.replace(v));
-    r
+    crate::threads::with_taken(&PHASES, f)
 }
 
 /// `y = conv(x, w) + b` for a batch by Winograd over the phases, for shapes where [`applies`];

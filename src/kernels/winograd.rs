@@ -445,10 +445,7 @@ thread_local! {
 /// megabytes of `U`, `V` and `M` are allocated (and their pages touched) once per thread, not
 /// once per call; a nested call would find it empty and allocate its own.
 fn with_scratch<R>(f: impl FnOnce(&mut Scratch) -> R) -> R {
-    let mut scratch = SCRATCH.with(|s| s.take());
-    let r = f(&mut scratch);
-    SCRATCH.with(|s| s.replace(scratch));
-    r
+    crate::threads::with_taken(&SCRATCH, f)
 }
 
 /// Runs `f` over `chunks` of `data`, on all threads or on this one.

@@ -227,45 +227,43 @@ pub(super) fn matmul(
     let kp = k.div_ceil(2);
     // The packed operands' buffers are kept per thread: fresh ones cost a page fault per 4 KiB
     // (fc6's 75 MB of packed weights, twice a step).
-    let (mut apack, mut bpack) = PACKS.with(|p| std::mem::take(&mut *p.borrow_mut()));
-    pack(a, m, k, MR, threads, &mut apack);
-    pack(transposed(b), n, k, NR, threads, &mut bpack);
-    let tasks = if threads == Threads::Pool { 4 * rayon::current_num_threads().max(1) } else { 1 };
-    // Rows per task: whole panels, at most MC, enough tasks to share among threads.
-    let rows = (m.div_ceil(tasks).div_ceil(MR) * MR).clamp(MR, MC);
-    let task = |(t, block): (usize, &mut [f32])| {
-        let (r0, nrows) = (t * rows, block.len() / n);
-        let mut tile = [0.0f32; MR * NR];
-        let (ipanels, jpanels) = (r0 / MR..(r0 + nrows).div_ceil(MR), 0..n.div_ceil(NR));
-        for pc in (0..kp).step_by(KC) {
-            let kc = KC.min(kp - pc);
-            let first = pc == 0 && !accumulate;
-            let mut one = |ip: usize, jp: usize| {
-                let bp = &bpack[(jp * kp + pc) * NR..][..kc * NR];
-                let (j0, cols) = (jp * NR, NR.min(n - jp * NR));
-                kernel.run(kc, &apack[(ip * kp + pc) * MR..][..kc * MR], bp, &mut tile);
-                for r in 0..MR.min(r0 + nrows - ip * MR) {
-                    let dst = &mut block[(ip * MR + r - r0) * n + j0..][..cols];
-                    let src = &tile[r * NR..][..cols];
-                    if first {
-                        dst.copy_from_slice(src);
-                    } else {
-                        dst.iter_mut().zip(src).for_each(|(d, s)| *d += s);
+    crate::threads::with_taken(&PACKS, |(apack, bpack)| {
+        pack(a, m, k, MR, threads, apack);
+        pack(transposed(b), n, k, NR, threads, bpack);
+        let tasks = if threads == Threads::Pool { 4 * rayon::current_num_threads().max(1) } else { 1 };
+        // Rows per task: whole panels, at most MC, enough tasks to share among threads.
+        let rows = (m.div_ceil(tasks).div_ceil(MR) * MR).clamp(MR, MC);
+        let task = |(t, block): (usize, &mut [f32])| {
+            let (r0, nrows) = (t * rows, block.len() / n);
+            let mut tile = [0.0f32; MR * NR];
+            for pc in (0..kp).step_by(KC) {
+                let kc = KC.min(kp - pc);
+                let first = pc == 0 && !accumulate;
+                // A B panel's pass stays in L1 while the task's A panels go by.
+                for jp in 0..n.div_ceil(NR) {
+                    let bp = &bpack[(jp * kp + pc) * NR..][..kc * NR];
+                    let (j0, cols) = (jp * NR, NR.min(n - jp * NR));
+                    for ip in r0 / MR..(r0 + nrows).div_ceil(MR) {
+                        kernel.run(kc, &apack[(ip * kp + pc) * MR..][..kc * MR], bp, &mut tile);
+                        for r in 0..MR.min(r0 + nrows - ip * MR) {
+                            let dst = &mut block[(ip * MR + r - r0) * n + j0..][..cols];
+                            let src = &tile[r * NR..][..cols];
+                            if first {
+                                dst.copy_from_slice(src);
+                            } else {
+                                dst.iter_mut().zip(src).for_each(|(d, s)| *d += s);
+                            }
+                        }
                     }
                 }
-            };
-            // A B panel's pass stays in L1 while the task's A panels go by.
-            for jp in jpanels.clone() {
-                ipanels.clone().for_each(|ip| one(ip, jp));
             }
+        };
+        let blocks = c[..m * n].chunks_mut(rows * n);
+        match threads {
+            Threads::Pool => blocks.collect::<Vec<_>>().into_par_iter().enumerate().for_each(task),
+            Threads::One => blocks.enumerate().for_each(task),
         }
-    };
-    let blocks = c[..m * n].chunks_mut(rows * n);
-    match threads {
-        Threads::Pool => blocks.collect::<Vec<_>>().into_par_iter().enumerate().for_each(task),
-        Threads::One => blocks.enumerate().for_each(task),
-    }
-    PACKS.with(|p| *p.borrow_mut() = (apack, bpack));
+    })
 }
 
 /// The micro-kernel in portable code: what `vdpbf16ps` computes per lane, the high pair's
