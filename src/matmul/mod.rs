@@ -273,9 +273,23 @@ const GEMV_ROWS: usize = 64;
 #[allow(clippy::too_many_arguments)]
 fn gemv(k: usize, a: &[f32], lda: usize, x: &[f32], c: &mut [f32], accumulate: bool, threads: Threads) {
     let block = |(bi, cs): (usize, &mut [f32])| {
-        for (r, ci) in cs.iter_mut().enumerate() {
-            let d = dot(&a[(bi * GEMV_ROWS + r) * lda..][..k], x);
-            *ci = if accumulate { *ci + d } else { d };
+        let row = |r: usize| &a[(bi * GEMV_ROWS + r) * lda..][..k];
+        let mut quads = cs.chunks_mut(4);
+        let mut r = 0;
+        for cq in quads.by_ref() {
+            let d = if cq.len() == 4 {
+                dot4([row(r), row(r + 1), row(r + 2), row(r + 3)], x)
+            } else {
+                let mut d = [0.0; 4];
+                for (i, v) in d.iter_mut().take(cq.len()).enumerate() {
+                    *v = dot(row(r + i), x);
+                }
+                d
+            };
+            for (ci, di) in cq.iter_mut().zip(d) {
+                *ci = if accumulate { *ci + di } else { di };
+            }
+            r += 4;
         }
     };
     match threads {
@@ -295,6 +309,28 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
         }
     }
     acc.iter().sum::<f32>() + tail
+}
+
+/// [`dot`] of four rows with one `b`: each element of `b` loaded once for four rows.
+fn dot4(a: [&[f32]; 4], b: &[f32]) -> [f32; 4] {
+    let k = b.len();
+    let body = k / 16 * 16;
+    let mut acc = [[0.0f32; 16]; 4];
+    let [a0, a1, a2, a3] = a.map(|r| r[..body].chunks_exact(16));
+    for ((((y, x0), x1), x2), x3) in b[..body].chunks_exact(16).zip(a0).zip(a1).zip(a2).zip(a3) {
+        for j in 0..16 {
+            acc[0][j] = x0[j].mul_add(y[j], acc[0][j]);
+            acc[1][j] = x1[j].mul_add(y[j], acc[1][j]);
+            acc[2][j] = x2[j].mul_add(y[j], acc[2][j]);
+            acc[3][j] = x3[j].mul_add(y[j], acc[3][j]);
+        }
+    }
+    let mut out = [0.0f32; 4];
+    for ((o, acc), a) in out.iter_mut().zip(&acc).zip(&a) {
+        let tail: f32 = a[body..k].iter().zip(&b[body..k]).map(|(x, y)| x * y).sum();
+        *o = acc.iter().sum::<f32>() + tail;
+    }
+    out
 }
 
 /// Naive triple loop with the same contract as [`matmul`]; the reference the tests compare to.
