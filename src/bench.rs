@@ -213,16 +213,17 @@ pub fn run(model: &ModelConfig, cfg: &BenchConfig) -> Result<BenchReport> {
 fn layer_profiles(net: &Network, cfg: &BenchConfig) -> Vec<LayerProfile> {
     let Some(prof) = &net.profile else { return Vec::new() };
     let algos = net.conv_algos();
-    // What the layer's algorithm does at this batch: in training, [`ConvAlgo::for_batch`].
+    // What the layer's algorithm does at this batch: [`ConvAlgo::for_batch`] in training,
+    // [`ConvAlgo::for_eval`] in evaluation.
     let train = cfg.mode == BenchMode::Train;
-    let label = |a: ConvAlgo| match (a, a.for_batch(cfg.batch)) {
-        (ConvAlgo::Winograd(_), ConvAlgo::Im2col) if train => {
-            format!("im2col (winograd from {} images in training)", crate::kernels::conv::WINOGRAD_MIN_BATCH)
+    let precision = cfg.precision.resolve().unwrap_or_default();
+    let at_batch = |a: ConvAlgo| if train { a.for_batch(cfg.batch) } else { a.for_eval(cfg.batch, precision) };
+    let when = if train { "in training" } else { "in bf16 evaluation" };
+    let label = |a: ConvAlgo| match (a, at_batch(a)) {
+        (ConvAlgo::Winograd(_) | ConvAlgo::Polyphase(_), ConvAlgo::Im2col) => {
+            format!("im2col (winograd from {} images {when})", crate::kernels::conv::WINOGRAD_MIN_BATCH)
         }
         (ConvAlgo::Winograd(t), _) => format!("winograd {}x{}", t.m(), t.m()),
-        (ConvAlgo::Polyphase(_), ConvAlgo::Im2col) if train => {
-            format!("im2col (winograd from {} images in training)", crate::kernels::conv::WINOGRAD_MIN_BATCH)
-        }
         (ConvAlgo::Polyphase(t), _) => format!("winograd {}x{} over phases", t.m(), t.m()),
         (ConvAlgo::Fft { min_batch }, ConvAlgo::Im2col) => format!("im2col (fft from {min_batch} images)"),
         (ConvAlgo::Fft { .. }, _) => "fft".to_string(),

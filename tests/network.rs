@@ -303,3 +303,26 @@ fn conv_algorithms_follow_the_precision_in_either_order() {
     net.set_precision(Precision::F32);
     assert_eq!(algos(&net), f32_algos);
 }
+
+/// One image evaluated with bf16 products reads the fully connected weights in bf16, rounded
+/// once and kept: the output agrees with the same image in a batch of two (the weights
+/// rounded at every product), and a weight changed through `params_mut` is seen at once.
+#[test]
+fn one_image_bf16_keeps_rounded_fc_weights_until_they_change() {
+    use alexnet::matmul::{Bf16Kernel, Precision};
+    let mut net = Network::new(every_layer_config(), 3).unwrap();
+    net.set_precision(Precision::Bf16(Bf16Kernel::Emulated));
+    let n = net.input_len();
+    let x = alexnet::rng::uniform_vec(2 * n, 4);
+    let one = |net: &mut Network| net.forward(&x[..n], 1, Mode::Eval).to_vec();
+    let first = one(&mut net);
+    let pair = net.forward(&x, 2, Mode::Eval).to_vec();
+    assert_close("one image against a batch of two", &first, &pair[..first.len()], 1e-4);
+    assert_eq!(one(&mut net), first, "the kept weights give the same output again");
+    let last = net.params_mut().filter(|p| !p.is_bias).last().unwrap();
+    last.data.iter_mut().for_each(|w| *w *= 2.0);
+    let changed = one(&mut net);
+    let pair = net.forward(&x, 2, Mode::Eval).to_vec();
+    assert_ne!(changed, first, "the changed weights are used");
+    assert_close("after the change", &changed, &pair[..changed.len()], 1e-4);
+}

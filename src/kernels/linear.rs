@@ -32,6 +32,13 @@ pub fn forward(
     }
 }
 
+/// [`forward`] of one image with the weight already in bf16 (`wb`, [`crate::matmul::round_rows`]):
+/// the products of [`Precision::Bf16`] at half f32's weight traffic.
+pub fn forward_one_bf16(x: &[f32], wb: &[u16], b: &[f32], y: &mut [f32], inp: usize, out: usize) {
+    crate::matmul::gemv_bf16(out, inp, wb, &x[..inp], &mut y[..out]);
+    y[..out].iter_mut().zip(b).for_each(|(v, &bias)| *v += bias);
+}
+
 /// `dw`, `db` overwritten; `dx` (when asked for) overwritten; the products in `precision`.
 ///
 /// `dx` is computed as `dxᵀ = wᵀ · dyᵀ` and transposed, for the reason of [`forward`]: `dy · w`

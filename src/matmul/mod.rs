@@ -298,6 +298,61 @@ fn gemv(k: usize, a: &[f32], lda: usize, x: &[f32], c: &mut [f32], accumulate: b
     }
 }
 
+/// `c[m] = A[m×k] · x[k]` with `A` held in bf16 (row-major, rows `k` apart) and `x` rounded to
+/// bf16: products of bf16 operands (exact in f32) summed in f32, the contract of
+/// [`Precision::Bf16`], on any x86-64 (a bf16 widens to f32 by a shift). A fully connected layer
+/// at one image is bound by reading its weights: kept in bf16 ([`round_rows`]), they are half
+/// the bytes of f32's.
+pub fn gemv_bf16(m: usize, k: usize, a: &[u16], x: &[f32], c: &mut [f32]) {
+    assert!(m.checked_mul(k).is_some_and(|mk| a.len() >= mk), "lhs too short: {} for {m}x{k}", a.len());
+    assert!(x.len() >= k && c.len() >= m, "x or c too short for {m}x{k}");
+    let x: Vec<f32> = x[..k].iter().map(|&v| bf16::round_bf16(v)).collect();
+    c[..m].par_chunks_mut(GEMV_ROWS).enumerate().for_each(|(bi, cs)| {
+        let row = |r: usize| &a[(bi * GEMV_ROWS + r) * k..][..k];
+        for (q, cq) in cs.chunks_mut(4).enumerate() {
+            let r = 4 * q;
+            if cq.len() == 4 {
+                cq.copy_from_slice(&dot4_bf16([row(r), row(r + 1), row(r + 2), row(r + 3)], &x));
+            } else {
+                for (i, ci) in cq.iter_mut().enumerate() {
+                    *ci = row(r + i).iter().zip(&x).map(|(&w, &v)| bf16::from_bf16(w) * v).sum();
+                }
+            }
+        }
+    });
+}
+
+/// `A` rounded to bf16, row-major as it was: the weights [`gemv_bf16`] reads.
+pub fn round_rows(a: &[f32]) -> Vec<u16> {
+    let mut out = vec![0u16; a.len()];
+    out.par_chunks_mut(1 << 16).zip(a.par_chunks(1 << 16)).for_each(|(o, a)| {
+        o.iter_mut().zip(a).for_each(|(o, &v)| *o = bf16::to_bf16(v));
+    });
+    out
+}
+
+/// [`dot4`] with the rows in bf16.
+fn dot4_bf16(a: [&[u16]; 4], b: &[f32]) -> [f32; 4] {
+    let k = b.len();
+    let body = k / 16 * 16;
+    let mut acc = [[0.0f32; 16]; 4];
+    let [a0, a1, a2, a3] = a.map(|r| r[..body].chunks_exact(16));
+    for ((((y, x0), x1), x2), x3) in b[..body].chunks_exact(16).zip(a0).zip(a1).zip(a2).zip(a3) {
+        for j in 0..16 {
+            acc[0][j] = bf16::from_bf16(x0[j]).mul_add(y[j], acc[0][j]);
+            acc[1][j] = bf16::from_bf16(x1[j]).mul_add(y[j], acc[1][j]);
+            acc[2][j] = bf16::from_bf16(x2[j]).mul_add(y[j], acc[2][j]);
+            acc[3][j] = bf16::from_bf16(x3[j]).mul_add(y[j], acc[3][j]);
+        }
+    }
+    let mut out = [0.0f32; 4];
+    for ((o, acc), a) in out.iter_mut().zip(&acc).zip(&a) {
+        let tail: f32 = a[body..k].iter().zip(&b[body..k]).map(|(&x, y)| bf16::from_bf16(x) * y).sum();
+        *o = acc.iter().sum::<f32>() + tail;
+    }
+    out
+}
+
 /// `Σ a_i·b_i` in 16 interleaved f32 sums (two AVX2 vectors; the compiler vectorises them).
 fn dot(a: &[f32], b: &[f32]) -> f32 {
     let mut acc = [0.0f32; 16];
@@ -399,6 +454,22 @@ mod tests {
             pool.install(|| matmul_row_blocks(Precision::F32, m, n, k, oa, ob, &mut c1, false));
             matmul_naive(m, n, k, oa, ob, &mut c2, false);
             assert!(crate::tensor::rel_err(&c1, &c2) < 1e-5, "{m}x{n}x{k} strided");
+        }
+    }
+
+    #[test]
+    fn bf16_gemv_matches_rounded_naive() {
+        // Rows past a whole group of four and past a multiple of 16 columns, several row blocks.
+        for &(m, k) in &[(1, 1), (7, 37), (130, 300), (2 * GEMV_ROWS + 3, 64)] {
+            let (a, x) = (uniform_vec(m * k, 11), uniform_vec(k, 12));
+            let rounded = |v: &[f32]| v.iter().map(|&v| bf16::round_bf16(v)).collect::<Vec<_>>();
+            let mut want = vec![0.0; m];
+            matmul_naive(m, 1, k, Operand::plain(&rounded(&a)), Operand::plain(&rounded(&x)), &mut want, false);
+            let mut got = vec![f32::NAN; m];
+            gemv_bf16(m, k, &round_rows(&a), &x, &mut got);
+            // The products are exact; only the f32 sums' order differs from the naive f64 ones.
+            let err = crate::tensor::rel_err(&got, &want);
+            assert!(err < 1e-5, "{m}x{k}: {err}");
         }
     }
 

@@ -67,12 +67,15 @@ pub enum Layer {
         precision: Precision,
         kernels: KernelCache,
     },
-    /// `[weight, bias]`; the products in `precision`.
+    /// `[weight, bias]`; the products in `precision`; `bf16_weight`: the weight rounded to
+    /// bf16 for one-image evaluation in bf16 (half the bytes to read), made at the first such
+    /// call and dropped whenever the parameters are lent mutably ([`Layer::params_mut`]).
     Linear {
         inp: usize,
         out: usize,
         params: [Param; 2],
         precision: Precision,
+        bf16_weight: Vec<u16>,
     },
     Relu,
     Tanh,
@@ -116,7 +119,7 @@ impl Layer {
             }
             LayerKind::Linear { inp, out, params } => {
                 let params = params.each_ref().map(Param::new);
-                Layer::Linear { inp: *inp, out: *out, params, precision: Precision::F32 }
+                Layer::Linear { inp: *inp, out: *out, params, precision: Precision::F32, bf16_weight: Vec::new() }
             }
             LayerKind::Relu => Layer::Relu,
             LayerKind::Tanh => Layer::Tanh,
@@ -138,9 +141,14 @@ impl Layer {
         }
     }
 
+    /// Weight and bias, to change: what is derived from them and kept is dropped.
     pub fn params_mut(&mut self) -> &mut [Param] {
         match self {
-            Layer::Conv { params, .. } | Layer::Linear { params, .. } => params,
+            Layer::Conv { params, .. } => params,
+            Layer::Linear { params, bf16_weight, .. } => {
+                *bf16_weight = Vec::new();
+                params
+            }
             _ => &mut [],
         }
     }
@@ -166,7 +174,10 @@ impl Layer {
                 let choice = *choice;
                 self.set_conv(choice);
             }
-            Layer::Linear { precision, .. } => *precision = p,
+            Layer::Linear { precision, bf16_weight, .. } => {
+                *precision = p;
+                *bf16_weight = Vec::new();
+            }
             _ => {}
         }
     }
@@ -186,10 +197,20 @@ impl Layer {
             Layer::Conv { shape, params: [w, b], algo, precision, kernels, .. } => {
                 // Training changes the weights every step: small batches would redo Winograd's
                 // kernel transform for too little work. Evaluation keeps it (`kernels`).
-                let algo = if matches!(mode, Mode::Eval) { algo.for_eval(batch) } else { algo.for_batch(batch) };
+                let algo =
+                    if matches!(mode, Mode::Eval) { algo.for_eval(batch, *precision) } else { algo.for_batch(batch) };
                 conv::forward_with(algo, *precision, shape, x, &w.data, &b.data, y, batch, kernels)
             }
-            Layer::Linear { inp, out, params: [w, b], precision } => {
+            // One image in evaluation is bound by reading the weight: in bf16 it reads half.
+            Layer::Linear { inp, out, params: [w, b], precision: Precision::Bf16(_), bf16_weight }
+                if batch == 1 && matches!(mode, Mode::Eval) =>
+            {
+                if bf16_weight.is_empty() {
+                    *bf16_weight = crate::matmul::round_rows(&w.data);
+                }
+                linear::forward_one_bf16(x, bf16_weight, &b.data, y, *inp, *out)
+            }
+            Layer::Linear { inp, out, params: [w, b], precision, .. } => {
                 linear::forward(x, &w.data, &b.data, y, batch, *inp, *out, *precision)
             }
             Layer::Relu => act::relu_forward(x, y),
@@ -220,7 +241,7 @@ impl Layer {
                 let (w, dw) = (&w.data, &mut w.grad);
                 conv::backward_with(*algo, *precision, shape, x, w, dy, dw, &mut b.grad, dx, batch, kernels)
             }
-            (Layer::Linear { inp, out, params: [w, b], precision }, dx) => {
+            (Layer::Linear { inp, out, params: [w, b], precision, .. }, dx) => {
                 linear::backward(x, &w.data, dy, &mut w.grad, &mut b.grad, dx, batch, *inp, *out, *precision)
             }
             (_, None) => {}
