@@ -394,6 +394,74 @@ fn maxpool_ties_go_to_the_first_maximum_and_nan_propagates() {
     assert!(y[0].is_nan());
 }
 
+/// Each window's winner as PyTorch's CPU kernel picks it, scanning in row-major order and
+/// taking a value that is greater or NaN: the first maximum, or the last NaN;
+/// `(value, index in the plane)` per output.
+fn maxpool_naive_arg(s: &PoolShape, x: &[f32], planes: usize) -> Vec<(u32, u32)> {
+    let (oh, ow, plane) = (s.out_h(), s.out_w(), s.in_h * s.in_w);
+    let mut out = Vec::new();
+    for p in 0..planes {
+        for i in 0..oh {
+            for j in 0..ow {
+                let mut best: Option<(f32, usize)> = None;
+                for a in 0..s.kernel {
+                    for b in 0..s.kernel {
+                        let (yy, xx) = ((i * s.stride + a).checked_sub(s.pad), (j * s.stride + b).checked_sub(s.pad));
+                        let (Some(yy), Some(xx)) = (yy, xx) else { continue };
+                        if yy >= s.in_h || xx >= s.in_w {
+                            continue;
+                        }
+                        let v = x[p * plane + yy * s.in_w + xx];
+                        let wins = match best {
+                            None => true,
+                            Some((m, _)) => v.is_nan() || v > m,
+                        };
+                        if wins {
+                            best = Some((v, yy * s.in_w + xx));
+                        }
+                    }
+                }
+                let (v, at) = best.unwrap();
+                out.push((v.to_bits(), at as u32));
+            }
+        }
+    }
+    out
+}
+
+/// ReLU-like planes (a third zeros, many ties) with a few NaNs, on widths whose outputs fill
+/// whole vectors, end in a partial one, or are fewer than one: values and winners as PyTorch's.
+#[test]
+fn maxpool_winners_on_ties_and_nans_at_every_width() {
+    let nan_first = |m: f32| if m.is_nan() { f32::NAN } else { m };
+    for (h, w, k, st, pad) in [
+        (20, 17, 3, 2, 0),
+        (27, 27, 3, 2, 0),
+        (9, 55, 3, 2, 0),
+        (6, 13, 3, 2, 0),
+        (7, 30, 2, 2, 0),
+        (5, 40, 3, 1, 0),
+        (8, 21, 3, 3, 0),
+        (9, 31, 3, 2, 1),
+    ] {
+        let s = PoolShape { c: 2, in_h: h, in_w: w, kernel: k, stride: st, pad };
+        let planes = 3 * s.c;
+        let mut x: Vec<f32> = uniform_vec(planes * h * w, 21).iter().map(|&v| (v * 4.0).round().max(0.0)).collect();
+        for i in (0..x.len()).step_by(37) {
+            x[i] = f32::NAN;
+        }
+        let mut y = vec![0.0; planes * s.out_h() * s.out_w()];
+        let mut arg = vec![0u32; y.len()];
+        pool::max_forward(&s, &x, &mut y, &mut arg, planes);
+        let got: Vec<(u32, u32)> = y.iter().zip(&arg).map(|(&v, &a)| (nan_first(v).to_bits(), a)).collect();
+        let want: Vec<(u32, u32)> = maxpool_naive_arg(&s, &x, planes)
+            .into_iter()
+            .map(|(v, a)| (nan_first(f32::from_bits(v)).to_bits(), a))
+            .collect();
+        assert_eq!(got, want, "{s:?}");
+    }
+}
+
 #[test]
 fn adaptive_avg_pool_forward_and_backward() {
     for (ih, iw, oh, ow) in [(6, 6, 6, 6), (13, 13, 6, 6), (5, 7, 3, 2), (2, 2, 6, 6)] {

@@ -74,36 +74,116 @@ pub fn max_forward(s: &PoolShape, x: &[f32], y: &mut [f32], argmax: &mut [u32], 
         .for_each(|((ys, args), xs)| {
             let mut hmax = vec![0.0f32; ih * ow];
             let mut harg = vec![0u32; ih * ow];
+            // Windows inside the row (no padding), V or more, take the vectorised path over the
+            // row's phases.
+            let phased = pad == 0 && ow >= V;
+            let mut phases = vec![0.0f32; st * iw.div_ceil(st)];
             for ((yp, ap), xp) in ys.chunks_mut(op).zip(args.chunks_mut(op)).zip(xs.chunks(ip)) {
                 // Column pass: each output column's maximum over its window, in registers.
                 for r in 0..ih {
                     let row = &xp[r * iw..(r + 1) * iw];
                     let (hm, ha) = (&mut hmax[r * ow..(r + 1) * ow], &mut harg[r * ow..(r + 1) * ow]);
-                    for ((h, a), &(lo, hi)) in hm.iter_mut().zip(ha.iter_mut()).zip(&cols) {
+                    if phased {
+                        row_max_phased(row, k, st, &mut phases, hm, ha);
+                    }
+                    for ((h, a), &(lo, hi)) in
+                        hm.iter_mut().zip(ha.iter_mut()).zip(&cols).skip(if phased { ow } else { 0 })
+                    {
                         let (mut best, mut arg) = (row[lo], lo as u32);
                         for (c, &v) in row[lo + 1..hi].iter().enumerate() {
                             take_max(v, (lo + 1 + c) as u32, &mut best, &mut arg);
                         }
                         *h = best;
-                        *a = (r * iw) as u32 + arg;
+                        *a = arg;
                     }
+                    ha.iter_mut().for_each(|a| *a += (r * iw) as u32);
                 }
                 // Row pass.
                 for i in 0..oh {
                     let y0 = (i * st) as isize - pad as isize;
                     let (lo, hi) = (y0.max(0) as usize, ((y0 + k as isize) as usize).min(ih));
                     let (yr, ar) = (&mut yp[i * ow..(i + 1) * ow], &mut ap[i * ow..(i + 1) * ow]);
-                    yr.copy_from_slice(&hmax[lo * ow..(lo + 1) * ow]);
-                    ar.copy_from_slice(&harg[lo * ow..(lo + 1) * ow]);
-                    for r in lo + 1..hi {
-                        let (hm, ha) = (&hmax[r * ow..(r + 1) * ow], &harg[r * ow..(r + 1) * ow]);
-                        for (((yv, av), &h), &hi) in yr.iter_mut().zip(ar.iter_mut()).zip(hm).zip(ha) {
-                            take_max(h, hi, yv, av);
+                    // V columns at a time in registers (vectorised); below V columns, one by one.
+                    let (rows, rargs) = (&hmax[lo * ow..hi * ow], &harg[lo * ow..hi * ow]);
+                    for j0 in vector_starts(ow) {
+                        let mut best: [f32; V] = rows[j0..j0 + V].try_into().expect("V values");
+                        let mut arg: [u32; V] = rargs[j0..j0 + V].try_into().expect("V values");
+                        for r in 1..hi - lo {
+                            let h: &[f32; V] = rows[r * ow + j0..][..V].try_into().expect("V values");
+                            let ha: &[u32; V] = rargs[r * ow + j0..][..V].try_into().expect("V values");
+                            take_max_v(h, ha, &mut best, &mut arg);
                         }
+                        yr[j0..j0 + V].copy_from_slice(&best);
+                        ar[j0..j0 + V].copy_from_slice(&arg);
+                    }
+                    for j in 0..if ow < V { ow } else { 0 } {
+                        let (mut best, mut arg) = (rows[j], rargs[j]);
+                        for r in 1..hi - lo {
+                            take_max(rows[r * ow + j], rargs[r * ow + j], &mut best, &mut arg);
+                        }
+                        (yr[j], ar[j]) = (best, arg);
                     }
                 }
             }
         });
+}
+
+/// Outputs a vector step of the passes computes.
+const V: usize = 8;
+
+/// [`take_max`] lane by lane on V values (a few vector instructions).
+#[inline(always)]
+fn take_max_v(v: &[f32; V], vi: &[u32; V], best: &mut [f32; V], arg: &mut [u32; V]) {
+    for l in 0..V {
+        // As masks: branch-free whether or not the compiler vectorises.
+        let win = (u32::from((v[l] > best[l]) | v[l].is_nan())).wrapping_neg();
+        best[l] = f32::from_bits((v[l].to_bits() & win) | (best[l].to_bits() & !win));
+        arg[l] = (vi[l] & win) | (arg[l] & !win);
+    }
+}
+
+/// Where the vector steps over `n >= V` outputs start: every V, the last one ending at `n`
+/// (overlapping its predecessor: outputs computed twice come out the same); none below V.
+fn vector_starts(n: usize) -> impl Iterator<Item = usize> {
+    let steps = if n < V { 0 } else { n.div_ceil(V) };
+    (0..steps).map(move |c| (c * V).min(n - V))
+}
+
+/// The column pass of one row, `hm.len() >= V` output columns (windows inside the row): `hm[j]`
+/// the maximum of `row[j·S .. j·S + K]` by [`take_max`]'s rule (the first on ties, the last
+/// NaN), `ha[j]` its column. Value by value, each window is a chain of
+/// dependent selects; split into its `S` phases (`phase p` = `row[p], row[p + S]...`), tap `t` of
+/// windows `j..j + V` is the contiguous run `phase[t % S][j + t/S ..]`, and V windows go at once.
+fn row_max_phased(row: &[f32], k: usize, st: usize, phases: &mut [f32], hm: &mut [f32], ha: &mut [u32]) {
+    let pl = row.len().div_ceil(st);
+    if st == 2 {
+        // Written pairwise so that the compiler de-interleaves by vector shuffles.
+        let (even, odd) = phases.split_at_mut(pl);
+        for ((e, o), pair) in even.iter_mut().zip(odd.iter_mut()).zip(row.chunks_exact(2)) {
+            (*e, *o) = (pair[0], pair[1]);
+        }
+        if row.len() % 2 == 1 {
+            even[pl - 1] = row[row.len() - 1];
+        }
+    } else {
+        for (i, &v) in row.iter().enumerate() {
+            phases[(i % st) * pl + i / st] = v;
+        }
+    }
+    for j0 in vector_starts(hm.len()) {
+        let mut best: [f32; V] = phases[j0..j0 + V].try_into().expect("V values");
+        let mut arg = [0u32; V];
+        for t in 1..k {
+            let tap: &[f32; V] = phases[(t % st) * pl + t / st + j0..][..V].try_into().expect("V values");
+            take_max_v(tap, &[t as u32; V], &mut best, &mut arg);
+        }
+        for (l, ((h, a), (&b, &t))) in
+            hm[j0..j0 + V].iter_mut().zip(&mut ha[j0..j0 + V]).zip(best.iter().zip(&arg)).enumerate()
+        {
+            *h = b;
+            *a = ((j0 + l) * st) as u32 + t;
+        }
+    }
 }
 
 /// Max-pool backward: `dx` (overwritten) gets each `dy` at its window's arg-max.
