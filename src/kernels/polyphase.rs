@@ -63,11 +63,22 @@ fn phases(s: &ConvShape, x: &[f32], batch: usize, out: &mut Vec<f32>) {
                 continue;
             };
             let src_row = &src[r * s.in_w..(r + 1) * s.in_w];
-            for (j, v) in row.iter_mut().enumerate() {
-                *v = (st * j + q).checked_sub(s.pad).and_then(|col| src_row.get(col)).copied().unwrap_or(0.0);
+            // Columns j whose padded column S·j + q is in the row: [lo, hi); zero outside.
+            let (lo, hi) = (valid_range(s.pad, st, q, 0), valid_range(s.pad, st, q, s.in_w).min(row.len()));
+            let lo = lo.min(hi);
+            row[..lo].fill(0.0);
+            row[hi..].fill(0.0);
+            for (j, v) in (lo..hi).zip(&mut row[lo..hi]) {
+                *v = src_row[st * j + q - s.pad];
             }
         }
     });
+}
+
+/// The first `j` with `S·j + q >= pad + col` (for `col` 0: the first column inside the row; for
+/// the row's width: the first past it).
+fn valid_range(pad: usize, st: usize, q: usize, col: usize) -> usize {
+    (pad + col).saturating_sub(q).div_ceil(st)
 }
 
 /// Each tap of `w [M][C/G][K][K]` with the index it takes in the phases' kernels
