@@ -312,6 +312,7 @@ fn conv_choice_resolves_by_shape() {
     assert_eq!(conv3.for_eval(conv::WINOGRAD_MIN_BATCH, bf16), conv3);
     // conv1 (11×11 by 4): Winograd over its 48 phases.
     let conv1 = ConvShape { in_c: 3, in_h: 227, in_w: 227, out_c: 96, kh: 11, kw: 11, stride: 4, pad: 0, groups: 1 };
+    assert_eq!(ConvChoice::Winograd.resolve_in(&conv1, bf16).for_eval(1, bf16), ConvAlgo::Im2col);
     assert_eq!(ConvChoice::Auto.resolve(&conv1), ConvAlgo::Polyphase(Tile::F4));
     assert_eq!(ConvChoice::Im2col.resolve(&conv1), ConvAlgo::Im2col);
     assert_eq!(ConvChoice::Fft.resolve(&conv1), ConvAlgo::Im2col);
@@ -442,13 +443,19 @@ fn maxpool_winners_on_ties_and_nans_at_every_width() {
         (7, 30, 2, 2, 0),
         (5, 40, 3, 1, 0),
         (8, 21, 3, 3, 0),
+        (8, 27, 3, 3, 0),
         (9, 31, 3, 2, 1),
     ] {
         let s = PoolShape { c: 2, in_h: h, in_w: w, kernel: k, stride: st, pad };
         let planes = 3 * s.c;
         let mut x: Vec<f32> = uniform_vec(planes * h * w, 21).iter().map(|&v| (v * 4.0).round().max(0.0)).collect();
+        // Single NaNs, and pairs side by side and one row apart (two in a window: the last wins).
         for i in (0..x.len()).step_by(37) {
             x[i] = f32::NAN;
+        }
+        for i in (5..x.len() - w - 1).step_by(53) {
+            x[i + 1] = f32::NAN;
+            x[i + w] = f32::NAN;
         }
         let mut y = vec![0.0; planes * s.out_h() * s.out_w()];
         let mut arg = vec![0u32; y.len()];

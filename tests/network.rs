@@ -319,6 +319,10 @@ fn one_image_bf16_keeps_rounded_fc_weights_until_they_change() {
     let pair = net.forward(&x, 2, Mode::Eval).to_vec();
     assert_close("one image against a batch of two", &first, &pair[..first.len()], 1e-4);
     assert_eq!(one(&mut net), first, "the kept weights give the same output again");
+    // And the bf16 path was taken: f32 products give other values (by ~1e-3, bf16's rounding).
+    net.set_precision(Precision::F32);
+    assert_ne!(one(&mut net), first, "bf16 differs from f32");
+    net.set_precision(Precision::Bf16(Bf16Kernel::Emulated));
     let last = net.params_mut().filter(|p| !p.is_bias).last().unwrap();
     last.data.iter_mut().for_each(|w| *w *= 2.0);
     let changed = one(&mut net);

@@ -344,7 +344,9 @@ impl ConvAlgo {
     /// training: below, its bf16 products repack the f32 transformed kernels at every call, for
     /// a few tiles each. Measured on the paper's conv3-5 (AMD EPYC family 25 model 17, Zen 4,
     /// 2 threads, evaluation, ms, Winograd against im2col): 1 image 4.3 against 3.35, 2 images
-    /// 6.8 against 5.7, 4 images 10.7 against 11.0, 8 images 19.9 against 21.7.
+    /// 6.8 against 5.7, 4 images 10.7 against 11.0, 8 images 19.9 against 21.7. The same rule
+    /// sends a layer over phases (`--conv winograd` on conv1; `auto` takes im2col there in bf16
+    /// anyway) to im2col: its products are Winograd's.
     pub fn for_eval(self, batch: usize, precision: Precision) -> ConvAlgo {
         match self {
             ConvAlgo::Fft { min_batch } if batch < min_batch => ConvAlgo::Im2col,

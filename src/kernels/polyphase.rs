@@ -64,7 +64,7 @@ fn phases(s: &ConvShape, x: &[f32], batch: usize, out: &mut Vec<f32>) {
             };
             let src_row = &src[r * s.in_w..(r + 1) * s.in_w];
             // Columns j whose padded column S·j + q is in the row: [lo, hi); zero outside.
-            let (lo, hi) = (valid_range(s.pad, st, q, 0), valid_range(s.pad, st, q, s.in_w).min(row.len()));
+            let (lo, hi) = (first_at(s.pad, st, q, 0), first_at(s.pad, st, q, s.in_w).min(row.len()));
             let lo = lo.min(hi);
             row[..lo].fill(0.0);
             row[hi..].fill(0.0);
@@ -77,7 +77,7 @@ fn phases(s: &ConvShape, x: &[f32], batch: usize, out: &mut Vec<f32>) {
 
 /// The first `j` with `S·j + q >= pad + col` (for `col` 0: the first column inside the row; for
 /// the row's width: the first past it).
-fn valid_range(pad: usize, st: usize, q: usize, col: usize) -> usize {
+fn first_at(pad: usize, st: usize, q: usize, col: usize) -> usize {
     (pad + col).saturating_sub(q).div_ceil(st)
 }
 

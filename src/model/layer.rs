@@ -141,7 +141,8 @@ impl Layer {
         }
     }
 
-    /// Weight and bias, to change: what is derived from them and kept is dropped.
+    /// Weight and bias, to change: a linear layer's bf16 copy of its weight is dropped (a
+    /// convolution's transformed kernels are not: `KernelCache` compares the weights at each use).
     pub fn params_mut(&mut self) -> &mut [Param] {
         match self {
             Layer::Conv { params, .. } => params,
