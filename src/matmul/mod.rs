@@ -189,7 +189,7 @@ pub fn matmul_in(
     }
     if n == 1 && !a.transposed && b.steps(k, 1).0 == 1 {
         let lda = a.steps(m, k).0;
-        return gemv(k, a.data, lda, &b.data[..k], &mut c[..m], accumulate, threads);
+        return gemv(k, a.data, lda, &b.data[..k], &mut c[..m], accumulate, threads, |v| v);
     }
     let (a_rs, a_cs) = a.strides(m, k);
     let (b_rs, b_cs) = b.strides(k, n);
@@ -270,27 +270,35 @@ const GEMV_ROWS: usize = 64;
 
 /// `c[m] (+)= A[m×k] · x[k]`, A's rows `lda` apart: a product with one column (a fully connected
 /// layer at batch 1) reads each weight once and is bound by memory, not arithmetic; the `gemm`
-/// crate's packing only adds traffic. Row blocks are shared across the pool.
+/// crate's packing only adds traffic. Row blocks are shared across the pool; `A`'s elements are
+/// f32 or anything `widen` turns into one exactly (bf16 for [`gemv_bf16`]).
 #[allow(clippy::too_many_arguments)]
-fn gemv(k: usize, a: &[f32], lda: usize, x: &[f32], c: &mut [f32], accumulate: bool, threads: Threads) {
+fn gemv<T: Copy + Sync>(
+    k: usize,
+    a: &[T],
+    lda: usize,
+    x: &[f32],
+    c: &mut [f32],
+    accumulate: bool,
+    threads: Threads,
+    widen: impl Fn(T) -> f32 + Copy + Sync,
+) {
     let block = |(bi, cs): (usize, &mut [f32])| {
         let row = |r: usize| &a[(bi * GEMV_ROWS + r) * lda..][..k];
-        let mut quads = cs.chunks_mut(4);
-        let mut r = 0;
-        for cq in quads.by_ref() {
+        for (q, cq) in cs.chunks_mut(4).enumerate() {
+            let r = 4 * q;
             let d = if cq.len() == 4 {
-                dot4([row(r), row(r + 1), row(r + 2), row(r + 3)], x)
+                dot4([row(r), row(r + 1), row(r + 2), row(r + 3)], x, widen)
             } else {
                 let mut d = [0.0; 4];
                 for (i, v) in d.iter_mut().take(cq.len()).enumerate() {
-                    *v = dot(row(r + i), x);
+                    *v = dot(row(r + i), x, widen);
                 }
                 d
             };
             for (ci, di) in cq.iter_mut().zip(d) {
                 *ci = if accumulate { *ci + di } else { di };
             }
-            r += 4;
         }
     };
     match threads {
@@ -308,19 +316,7 @@ pub fn gemv_bf16(m: usize, k: usize, a: &[u16], x: &[f32], c: &mut [f32]) {
     assert!(m.checked_mul(k).is_some_and(|mk| a.len() >= mk), "lhs too short: {} for {m}x{k}", a.len());
     assert!(x.len() >= k && c.len() >= m, "x or c too short for {m}x{k}");
     let x: Vec<f32> = x[..k].iter().map(|&v| bf16::round_bf16(v)).collect();
-    c[..m].par_chunks_mut(GEMV_ROWS).enumerate().for_each(|(bi, cs)| {
-        let row = |r: usize| &a[(bi * GEMV_ROWS + r) * k..][..k];
-        for (q, cq) in cs.chunks_mut(4).enumerate() {
-            let r = 4 * q;
-            if cq.len() == 4 {
-                cq.copy_from_slice(&dot4_bf16([row(r), row(r + 1), row(r + 2), row(r + 3)], &x));
-            } else {
-                for (i, ci) in cq.iter_mut().enumerate() {
-                    *ci = row(r + i).iter().zip(&x).map(|(&w, &v)| bf16::from_bf16(w) * v).sum();
-                }
-            }
-        }
-    });
+    gemv(k, a, k, &x, &mut c[..m], false, Threads::Pool, bf16::from_bf16);
 }
 
 /// `A` rounded to bf16, row-major as it was: the weights [`gemv_bf16`] reads.
@@ -332,58 +328,38 @@ pub fn round_rows(a: &[f32]) -> Vec<u16> {
     out
 }
 
-/// [`dot4`] with the rows in bf16.
-fn dot4_bf16(a: [&[u16]; 4], b: &[f32]) -> [f32; 4] {
-    let k = b.len();
-    let body = k / 16 * 16;
-    let mut acc = [[0.0f32; 16]; 4];
-    let [a0, a1, a2, a3] = a.map(|r| r[..body].chunks_exact(16));
-    for ((((y, x0), x1), x2), x3) in b[..body].chunks_exact(16).zip(a0).zip(a1).zip(a2).zip(a3) {
-        for j in 0..16 {
-            acc[0][j] = bf16::from_bf16(x0[j]).mul_add(y[j], acc[0][j]);
-            acc[1][j] = bf16::from_bf16(x1[j]).mul_add(y[j], acc[1][j]);
-            acc[2][j] = bf16::from_bf16(x2[j]).mul_add(y[j], acc[2][j]);
-            acc[3][j] = bf16::from_bf16(x3[j]).mul_add(y[j], acc[3][j]);
-        }
-    }
-    let mut out = [0.0f32; 4];
-    for ((o, acc), a) in out.iter_mut().zip(&acc).zip(&a) {
-        let tail: f32 = a[body..k].iter().zip(&b[body..k]).map(|(&x, y)| bf16::from_bf16(x) * y).sum();
-        *o = acc.iter().sum::<f32>() + tail;
-    }
-    out
-}
-
-/// `Σ a_i·b_i` in 16 interleaved f32 sums (two AVX2 vectors; the compiler vectorises them).
-fn dot(a: &[f32], b: &[f32]) -> f32 {
+/// `Σ widen(a_i)·b_i` in 16 interleaved f32 sums (two AVX2 vectors; the compiler vectorises them).
+#[inline(always)]
+fn dot<T: Copy>(a: &[T], b: &[f32], widen: impl Fn(T) -> f32) -> f32 {
     let mut acc = [0.0f32; 16];
     let (ac, bc) = (a.chunks_exact(16), b.chunks_exact(16));
-    let tail: f32 = ac.remainder().iter().zip(bc.remainder()).map(|(x, y)| x * y).sum();
+    let tail: f32 = ac.remainder().iter().zip(bc.remainder()).map(|(&x, y)| widen(x) * y).sum();
     for (x, y) in ac.zip(bc) {
         for j in 0..16 {
-            acc[j] = x[j].mul_add(y[j], acc[j]);
+            acc[j] = widen(x[j]).mul_add(y[j], acc[j]);
         }
     }
     acc.iter().sum::<f32>() + tail
 }
 
 /// [`dot`] of four rows with one `b`: each element of `b` loaded once for four rows.
-fn dot4(a: [&[f32]; 4], b: &[f32]) -> [f32; 4] {
+#[inline(always)]
+fn dot4<T: Copy>(a: [&[T]; 4], b: &[f32], widen: impl Fn(T) -> f32) -> [f32; 4] {
     let k = b.len();
     let body = k / 16 * 16;
     let mut acc = [[0.0f32; 16]; 4];
     let [a0, a1, a2, a3] = a.map(|r| r[..body].chunks_exact(16));
     for ((((y, x0), x1), x2), x3) in b[..body].chunks_exact(16).zip(a0).zip(a1).zip(a2).zip(a3) {
         for j in 0..16 {
-            acc[0][j] = x0[j].mul_add(y[j], acc[0][j]);
-            acc[1][j] = x1[j].mul_add(y[j], acc[1][j]);
-            acc[2][j] = x2[j].mul_add(y[j], acc[2][j]);
-            acc[3][j] = x3[j].mul_add(y[j], acc[3][j]);
+            acc[0][j] = widen(x0[j]).mul_add(y[j], acc[0][j]);
+            acc[1][j] = widen(x1[j]).mul_add(y[j], acc[1][j]);
+            acc[2][j] = widen(x2[j]).mul_add(y[j], acc[2][j]);
+            acc[3][j] = widen(x3[j]).mul_add(y[j], acc[3][j]);
         }
     }
     let mut out = [0.0f32; 4];
     for ((o, acc), a) in out.iter_mut().zip(&acc).zip(&a) {
-        let tail: f32 = a[body..k].iter().zip(&b[body..k]).map(|(x, y)| x * y).sum();
+        let tail: f32 = a[body..k].iter().zip(&b[body..k]).map(|(&x, y)| widen(x) * y).sum();
         *o = acc.iter().sum::<f32>() + tail;
     }
     out
