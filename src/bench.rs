@@ -7,7 +7,7 @@
 use crate::data::{Augment, LoaderOptions, TrainInput, permutation};
 use crate::error::{Error, Result};
 use crate::kernels::conv::{ConvAlgo, ConvChoice};
-use crate::matmul::{Operand, PrecisionChoice, Threads, matmul_in};
+use crate::matmul::{Operand, Precision, PrecisionChoice, Threads, matmul_in};
 use crate::model::{LayerKind, Mode, ModelConfig, Network};
 use crate::optim::{Sgd, SgdConfig};
 use crate::threads::thread_pool;
@@ -159,7 +159,8 @@ pub fn run(model: &ModelConfig, cfg: &BenchConfig) -> Result<BenchReport> {
     let mut report = thread_pool(cfg.threads)?.install(|| -> Result<BenchReport> {
         let mut net = Network::new(model.clone(), 0)?;
         net.set_conv(cfg.conv);
-        net.set_precision(cfg.precision.resolve()?);
+        let precision = cfg.precision.resolve()?;
+        net.set_precision(precision);
         let classes = net.classes();
         let x = crate::rng::uniform_vec(cfg.batch * net.input_len(), 1);
         let labels: Vec<usize> = (0..cfg.batch).map(|i| i % classes).collect();
@@ -182,7 +183,7 @@ pub fn run(model: &ModelConfig, cfg: &BenchConfig) -> Result<BenchReport> {
         let ms = median(&times);
         let passes = if cfg.mode == BenchMode::Train { 3.0 } else { 1.0 };
         let flops = 2.0 * net.summary.macs as f64 * cfg.batch as f64 * passes;
-        let layers = layer_profiles(&net, cfg);
+        let layers = layer_profiles(&net, cfg, precision);
         Ok(BenchReport {
             model: model.name.clone(),
             mode: cfg.mode,
@@ -210,13 +211,12 @@ pub fn run(model: &ModelConfig, cfg: &BenchConfig) -> Result<BenchReport> {
 }
 
 /// Time, GFLOP/s and algorithm of each layer, from the network's profile (empty without one).
-fn layer_profiles(net: &Network, cfg: &BenchConfig) -> Vec<LayerProfile> {
+fn layer_profiles(net: &Network, cfg: &BenchConfig, precision: Precision) -> Vec<LayerProfile> {
     let Some(prof) = &net.profile else { return Vec::new() };
     let algos = net.conv_algos();
     // What the layer's algorithm does at this batch: [`ConvAlgo::for_batch`] in training,
     // [`ConvAlgo::for_eval`] in evaluation.
     let train = cfg.mode == BenchMode::Train;
-    let precision = cfg.precision.resolve().unwrap_or_default();
     let at_batch = |a: ConvAlgo| if train { a.for_batch(cfg.batch) } else { a.for_eval(cfg.batch, precision) };
     let when = if train { "in training" } else { "in bf16 evaluation" };
     let label = |a: ConvAlgo| match (a, at_batch(a)) {
