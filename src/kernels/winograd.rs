@@ -69,9 +69,9 @@ pub fn applies(s: &ConvShape) -> bool {
 macro_rules! with_transforms {
     ($tile:expr, $s:expr, $f:ident($($arg:expr),*)) => {
         match ($tile, $s.kh) {
-            (Tile::F2, 3) => $f(&F2, $($arg),*),
-            (Tile::F4, 3) => $f(&F4, $($arg),*),
-            (Tile::F2, 5) => $f(&F2R5, $($arg),*),
+            (Tile::F2, 3) => $f(PointsF2, $($arg),*),
+            (Tile::F4, 3) => $f(PointsF4, $($arg),*),
+            (Tile::F2, 5) => $f(PointsF2R5, $($arg),*),
             (tile, r) => panic!("no Winograd transforms for {tile:?} with {r}x{r} kernels"),
         }
     };
@@ -110,6 +110,32 @@ const fn transpose<const R: usize, const C: usize>(m: [[f32; C]; R]) -> [[f32; R
         i += 1;
     }
     out
+}
+
+/// A tile's transforms as a type: each kernel below is compiled for one set of constants, so
+/// that the zero coefficients are skipped and the ±1 ones folded at compile time (through a
+/// reference the coefficients were loaded and tested for zero at run time: most of the
+/// transforms' time).
+trait Points<const M: usize, const R: usize, const A: usize>: Copy + Send + Sync {
+    const T: Transforms<M, R, A>;
+}
+
+#[derive(Clone, Copy)]
+struct PointsF2;
+impl Points<2, 3, 4> for PointsF2 {
+    const T: Transforms<2, 3, 4> = F2;
+}
+
+#[derive(Clone, Copy)]
+struct PointsF4;
+impl Points<4, 3, 6> for PointsF4 {
+    const T: Transforms<4, 3, 6> = F4;
+}
+
+#[derive(Clone, Copy)]
+struct PointsF2R5;
+impl Points<2, 5, 6> for PointsF2R5 {
+    const T: Transforms<2, 5, 6> = F2R5;
 }
 
 /// Points 0, 1, -1 and ∞.
@@ -169,50 +195,79 @@ const L: usize = 8;
 /// An `R×C` matrix of L tiles side by side: element (i, j) of tile `lane` is `[i][j][lane]`.
 type Lanes<const R: usize, const C: usize> = [[[f32; L]; C]; R];
 
-/// `l [R, K] · r [K, C]` for `r` a tile per lane; zero coefficients skipped.
+/// `out = l [R, K] · r [K, C]` for `r` a tile per lane; zero coefficients skipped. Written in
+/// place, each element summed in a register and stored once: returning these kilobyte arrays by
+/// value cost a `memcpy` call per product and zeroing them a `memset` (together ~20% of a
+/// Winograd forward pass, perf on conv3-5 at batch 64).
 #[inline(always)]
 fn lanes_mul<const R: usize, const K: usize, const C: usize>(
     l: &[[f32; K]; R],
-    r: &[[[f32; L]; C]; K],
-) -> [[[f32; L]; C]; R] {
-    let mut out = [[[0.0f32; L]; C]; R];
+    r: &Lanes<K, C>,
+    out: &mut Lanes<R, C>,
+) {
     for i in 0..R {
-        for p in 0..K {
-            let coef = l[i][p];
-            if coef == 0.0 {
-                continue;
-            }
-            for j in 0..C {
+        for j in 0..C {
+            let mut acc = [0.0f32; L];
+            for p in 0..K {
+                let coef = l[i][p];
+                if coef == 0.0 {
+                    continue;
+                }
                 for lane in 0..L {
-                    out[i][j][lane] += coef * r[p][j][lane];
+                    acc[lane] += coef * r[p][j][lane];
                 }
             }
+            out[i][j] = acc;
         }
     }
-    out
 }
 
-/// `l · r` for `l [R, K]` a tile per lane and `r [K, C]`; zero coefficients skipped.
+/// `l · r` for `l [R, K]` a tile per lane and `r [K, C]`, zero coefficients skipped; element
+/// `(i, j)` handed to `emit(i, j, lanes)` as soon as it is summed (the same sums, in the same
+/// order, as [`lanes_mul`]'s).
 #[inline(always)]
 fn lanes_mul_r<const R: usize, const K: usize, const C: usize>(
-    l: &[[[f32; L]; K]; R],
+    l: &Lanes<R, K>,
     r: &[[f32; C]; K],
-) -> [[[f32; L]; C]; R] {
-    let mut out = [[[0.0f32; L]; C]; R];
-    for p in 0..K {
+    mut emit: impl FnMut(usize, usize, &[f32; L]),
+) {
+    for i in 0..R {
         for j in 0..C {
-            let coef = r[p][j];
-            if coef == 0.0 {
-                continue;
-            }
-            for i in 0..R {
+            let mut acc = [0.0f32; L];
+            for p in 0..K {
+                let coef = r[p][j];
+                if coef == 0.0 {
+                    continue;
+                }
                 for lane in 0..L {
-                    out[i][j][lane] += coef * l[i][p][lane];
+                    acc[lane] += coef * l[i][p][lane];
                 }
             }
+            emit(i, j, &acc);
         }
     }
-    out
+}
+
+/// `dst[..n] = lanes[..n]`, as one vector store when `n == L` (all but a block's last group): a
+/// copy of a run-time length is a call to `memcpy`, and those 32-byte calls took ~15% of a
+/// forward pass (perf, conv3-5 at batch 64).
+#[inline(always)]
+fn store_lanes(dst: &mut [f32], lanes: &[f32; L], n: usize) {
+    if n == L {
+        dst[..L].copy_from_slice(lanes);
+    } else {
+        dst[..n].copy_from_slice(&lanes[..n]);
+    }
+}
+
+/// `lanes[..n] = src[..n]`, [`store_lanes`]'s converse.
+#[inline(always)]
+fn load_lanes(lanes: &mut [f32; L], src: &[f32], n: usize) {
+    if n == L {
+        lanes.copy_from_slice(&src[..L]);
+    } else {
+        lanes[..n].copy_from_slice(&src[..n]);
+    }
 }
 
 /// Rows or images processed together: enough tiles that each product's `T` keeps the matrix
@@ -396,8 +451,12 @@ impl Grid {
         plane: impl Fn(usize) -> &'a [f32],
         dst: &mut Vec<f32>,
     ) {
-        dst.resize(self.images * ph * pw, 0.0);
-        for (img, d) in dst.chunks_mut(ph * pw).enumerate() {
+        // L values of slack past the last plane, zero: [`gather`] reads whole vectors of L from a
+        // tile row's start, past a narrower tile's last column.
+        let len = self.images * ph * pw;
+        dst.resize(len + L, 0.0);
+        dst[len..].fill(0.0);
+        for (img, d) in dst[..len].chunks_mut(ph * pw).enumerate() {
             let src = plane(img);
             for (r, row) in d.chunks_mut(pw).enumerate() {
                 match r.checked_sub(pad).filter(|&iy| iy < h) {
@@ -423,11 +482,32 @@ impl Grid {
     }
 }
 
-/// Lanes of `H×W` tiles, tile `lane` at `offsets[lane]` of `planes` (rows `stride` apart);
-/// lanes past `offsets` zero.
+/// `d` = lanes of `H×W` tiles, tile `lane` at `offsets[lane]` of `planes` (rows `stride` apart);
+/// lanes past `offsets` zero. With AVX and a whole group of L tiles, each tile row is loaded as
+/// one vector per tile (reading up to `L - W` values past it: [`Grid::pad`]'s slack) and the L×L
+/// block transposed in registers; value by value, the gather took a quarter of the input
+/// transform's time.
 #[inline(always)]
-fn gather<const H: usize, const W: usize>(planes: &[f32], offsets: &[usize], stride: usize) -> Lanes<H, W> {
-    let mut d = [[[0.0f32; L]; W]; H];
+fn gather<const H: usize, const W: usize>(planes: &[f32], offsets: &[usize], stride: usize, d: &mut Lanes<H, W>) {
+    #[cfg(all(target_arch = "x86_64", target_feature = "avx"))]
+    if offsets.len() == L && W <= L {
+        use std::arch::x86_64::{__m256, _mm256_loadu_ps, _mm256_storeu_ps};
+        for (i, row) in d.iter_mut().enumerate() {
+            let rows: [__m256; L] = std::array::from_fn(|lane| {
+                let src: &[f32; L] = planes[offsets[lane] + i * stride..][..L].try_into().expect("L values");
+                // SAFETY: `src` holds the L values read.
+                unsafe { _mm256_loadu_ps(src.as_ptr()) }
+            });
+            for (v, column) in row.iter_mut().zip(transpose8(rows)) {
+                // SAFETY: `v` holds the L values written.
+                unsafe { _mm256_storeu_ps(v.as_mut_ptr(), column) };
+            }
+        }
+        return;
+    }
+    if offsets.len() < L {
+        *d = [[[0.0; L]; W]; H];
+    }
     for (lane, &o) in offsets.iter().enumerate().take(L) {
         for (i, row) in d.iter_mut().enumerate() {
             let src: &[f32; W] = planes[o + i * stride..][..W].try_into().expect("W values");
@@ -436,7 +516,47 @@ fn gather<const H: usize, const W: usize>(planes: &[f32], offsets: &[usize], str
             }
         }
     }
-    d
+}
+
+/// The transpose of an 8×8 block held as 8 row vectors: column j out as vector j.
+#[cfg(all(target_arch = "x86_64", target_feature = "avx"))]
+#[inline(always)]
+fn transpose8(r: [std::arch::x86_64::__m256; 8]) -> [std::arch::x86_64::__m256; 8] {
+    use std::arch::x86_64::*;
+    // Pairs of rows interleaved, then pairs of pairs, then the 128-bit halves swapped across.
+    // SAFETY: register-only AVX instructions, which this build targets (the cfg above).
+    unsafe {
+        let t = [
+            _mm256_unpacklo_ps(r[0], r[1]),
+            _mm256_unpackhi_ps(r[0], r[1]),
+            _mm256_unpacklo_ps(r[2], r[3]),
+            _mm256_unpackhi_ps(r[2], r[3]),
+            _mm256_unpacklo_ps(r[4], r[5]),
+            _mm256_unpackhi_ps(r[4], r[5]),
+            _mm256_unpacklo_ps(r[6], r[7]),
+            _mm256_unpackhi_ps(r[6], r[7]),
+        ];
+        let u = [
+            _mm256_shuffle_ps::<0x44>(t[0], t[2]),
+            _mm256_shuffle_ps::<0xEE>(t[0], t[2]),
+            _mm256_shuffle_ps::<0x44>(t[1], t[3]),
+            _mm256_shuffle_ps::<0xEE>(t[1], t[3]),
+            _mm256_shuffle_ps::<0x44>(t[4], t[6]),
+            _mm256_shuffle_ps::<0xEE>(t[4], t[6]),
+            _mm256_shuffle_ps::<0x44>(t[5], t[7]),
+            _mm256_shuffle_ps::<0xEE>(t[5], t[7]),
+        ];
+        [
+            _mm256_permute2f128_ps::<0x20>(u[0], u[4]),
+            _mm256_permute2f128_ps::<0x20>(u[1], u[5]),
+            _mm256_permute2f128_ps::<0x20>(u[2], u[6]),
+            _mm256_permute2f128_ps::<0x20>(u[3], u[7]),
+            _mm256_permute2f128_ps::<0x31>(u[0], u[4]),
+            _mm256_permute2f128_ps::<0x31>(u[1], u[5]),
+            _mm256_permute2f128_ps::<0x31>(u[2], u[6]),
+            _mm256_permute2f128_ps::<0x31>(u[3], u[7]),
+        ]
+    }
 }
 
 /// [`gather`]'s inverse for output tiles: lane `lane` of `out`, plus `bias`, to `offsets[lane]`.
@@ -473,8 +593,8 @@ fn tiles_of(s: &ConvShape, m: usize) -> (usize, usize) {
 
 /// The forward pass with the kernels already transformed into `u` ([`kernel_transform`]).
 #[allow(clippy::too_many_arguments)]
-fn forward_with<const M: usize, const R: usize, const A: usize>(
-    t: &Transforms<M, R, A>,
+fn forward_with<const M: usize, const R: usize, const A: usize, P: Points<M, R, A>>(
+    t: P,
     s: &ConvShape,
     x: &[f32],
     u: &[f32],
@@ -510,8 +630,8 @@ fn forward_with<const M: usize, const R: usize, const A: usize>(
 }
 
 /// `U [G][M/G][α²][C/G]` into `u`: every kernel transformed, `G g Gᵀ`, L input channels at a time.
-fn kernel_transform<const M: usize, const R: usize, const A: usize>(
-    t: &Transforms<M, R, A>,
+fn kernel_transform<const M: usize, const R: usize, const A: usize, P: Points<M, R, A>>(
+    _: P,
     s: &ConvShape,
     w: &[f32],
     u: &mut Vec<f32>,
@@ -529,10 +649,9 @@ fn kernel_transform<const M: usize, const R: usize, const A: usize>(
                     v[lane] = k[i];
                 }
             }
-            let tg = lanes_mul_r(&lanes_mul(&t.g, &gk), &t.gt);
-            for (xi, v) in tg.iter().flatten().enumerate() {
-                uo[xi * cg + c0..][..n].copy_from_slice(&v[..n]);
-            }
+            let mut gg = [[[0.0f32; L]; R]; A];
+            lanes_mul(&P::T.g, &gk, &mut gg);
+            lanes_mul_r(&gg, &P::T.gt, |i, j, v| store_lanes(&mut uo[(i * A + j) * cg + c0..], v, n));
         }
     });
 }
@@ -569,8 +688,8 @@ fn each_chunk(data: &mut [f32], chunk: usize, parallel: bool, f: impl Fn(usize, 
 /// One block of images `x [n, C, H, W]` into `y [n, M, OH, OW]`, group by group: transform the
 /// input tiles, α² products, transform back and add the bias.
 #[allow(clippy::too_many_arguments)]
-fn block_forward<const M: usize, const R: usize, const A: usize>(
-    t: &Transforms<M, R, A>,
+fn block_forward<const M: usize, const R: usize, const A: usize, P: Points<M, R, A>>(
+    t: P,
     s: &ConvShape,
     u: &[f32],
     x: &[f32],
@@ -605,8 +724,8 @@ fn block_forward<const M: usize, const R: usize, const A: usize>(
 /// time, output channel by channel (`m` holds `M [α²][M/G][T]`), each channel's tiles whole in
 /// padded planes first.
 #[allow(clippy::too_many_arguments)]
-fn output_transform<const M: usize, const R: usize, const A: usize>(
-    t: &Transforms<M, R, A>,
+fn output_transform<const M: usize, const R: usize, const A: usize, P: Points<M, R, A>>(
+    _: P,
     s: &ConvShape,
     mm: &[f32],
     b: &[f32],
@@ -622,13 +741,18 @@ fn output_transform<const M: usize, const R: usize, const A: usize>(
     let channel = |m: usize, q: &mut Vec<f32>| {
         q.resize(images * qplane, 0.0);
         let bias = b[g * mg + m];
+        let (mut p, mut ap, mut out) = ([[[0.0f32; L]; A]; A], [[[0.0f32; L]; A]; M], [[[0.0f32; L]; M]; M]);
         for t0 in (0..tiles).step_by(L) {
             let offsets = &grid.output[t0..tiles.min(t0 + L)];
-            let mut p = [[[0.0f32; L]; A]; A];
-            for (xi, v) in p.iter_mut().flatten().enumerate() {
-                v[..offsets.len()].copy_from_slice(&mm[(xi * mg + m) * tiles + t0..][..offsets.len()]);
+            if offsets.len() < L {
+                p = [[[0.0; L]; A]; A];
             }
-            scatter(&lanes_mul_r(&lanes_mul(&t.at, &p), &t.a), q, offsets, grid.qw, bias);
+            for (xi, v) in p.iter_mut().flatten().enumerate() {
+                load_lanes(v, &mm[(xi * mg + m) * tiles + t0..], offsets.len());
+            }
+            lanes_mul(&P::T.at, &p, &mut ap);
+            lanes_mul_r(&ap, &P::T.a, |i, j, v| out[i][j] = *v);
+            scatter(&out, q, offsets, grid.qw, bias);
         }
     };
     // Image `img`'s plane of `q`, clipped to the map.
@@ -661,8 +785,8 @@ fn output_transform<const M: usize, const R: usize, const A: usize>(
 
 /// `V [C/G][α²][T]` of group `g` of the images `x`: input channel c's tiles of every image, L
 /// tiles at a time (`v` holds exactly C/G·α²·T values).
-fn input_transform<const M: usize, const R: usize, const A: usize>(
-    t: &Transforms<M, R, A>,
+fn input_transform<const M: usize, const R: usize, const A: usize, P: Points<M, R, A>>(
+    _: P,
     s: &ConvShape,
     x: &[f32],
     g: usize,
@@ -675,13 +799,12 @@ fn input_transform<const M: usize, const R: usize, const A: usize>(
     each_chunk(v, A * A * tiles, parallel, |c, vc| {
         with_planes(|padded| {
             grid.pad_input(s, |img| &x[img * il + (g * cg + c) * plane..][..plane], padded);
+            let (mut d, mut bd) = ([[[0.0f32; L]; A]; A], [[[0.0f32; L]; A]; A]);
             for t0 in (0..tiles).step_by(L) {
                 let offsets = &grid.input[t0..tiles.min(t0 + L)];
-                let d = gather::<A, A>(padded, offsets, grid.pw);
-                let tv = lanes_mul_r(&lanes_mul(&t.bt, &d), &t.b);
-                for (xi, v) in tv.iter().flatten().enumerate() {
-                    vc[xi * tiles + t0..][..offsets.len()].copy_from_slice(&v[..offsets.len()]);
-                }
+                gather(padded, offsets, grid.pw, &mut d);
+                lanes_mul(&P::T.bt, &d, &mut bd);
+                lanes_mul_r(&bd, &P::T.b, |i, j, v| store_lanes(&mut vc[(i * A + j) * tiles + t0..], v, offsets.len()));
             }
         })
     });
@@ -705,8 +828,8 @@ pub fn backward_weights(
 }
 
 #[allow(clippy::too_many_arguments)]
-fn backward_weights_with<const M: usize, const R: usize, const A: usize>(
-    t: &Transforms<M, R, A>,
+fn backward_weights_with<const M: usize, const R: usize, const A: usize, P: Points<M, R, A>>(
+    t: P,
     s: &ConvShape,
     x: &[f32],
     dy: &[f32],
@@ -747,16 +870,16 @@ fn backward_weights_with<const M: usize, const R: usize, const A: usize>(
         let (g, m) = (o / mg, o % mg);
         for c0 in (0..cg).step_by(L) {
             let n = L.min(cg - c0);
-            let mut p = [[[0.0f32; L]; A]; A];
+            let (mut p, mut gp) = ([[[0.0f32; L]; A]; A], [[[0.0f32; L]; A]; R]);
             for (xi, v) in p.iter_mut().flatten().enumerate() {
-                v[..n].copy_from_slice(&du[((g * A * A + xi) * mg + m) * cg + c0..][..n]);
+                load_lanes(v, &du[((g * A * A + xi) * mg + m) * cg + c0..], n);
             }
-            let r = lanes_mul_r(&lanes_mul(&t.gt, &p), &t.g);
-            for lane in 0..n {
-                for (k, v) in r.iter().flatten().enumerate() {
-                    dwo[(c0 + lane) * R * R + k] = v[lane];
+            lanes_mul(&P::T.gt, &p, &mut gp);
+            lanes_mul_r(&gp, &P::T.g, |i, j, v| {
+                for (lane, &x) in v.iter().enumerate().take(n) {
+                    dwo[(c0 + lane) * R * R + i * R + j] = x;
                 }
-            }
+            });
         }
     });
     db.fill(0.0);
@@ -769,8 +892,8 @@ fn backward_weights_with<const M: usize, const R: usize, const A: usize>(
 
 /// One block of images: adds its share of `∂L/∂U [G][α²][M/G][C/G]` to `du`.
 #[allow(clippy::too_many_arguments)]
-fn block_weights<const M: usize, const R: usize, const A: usize>(
-    t: &Transforms<M, R, A>,
+fn block_weights<const M: usize, const R: usize, const A: usize, P: Points<M, R, A>>(
+    t: P,
     s: &ConvShape,
     x: &[f32],
     dy: &[f32],
@@ -792,13 +915,14 @@ fn block_weights<const M: usize, const R: usize, const A: usize>(
         each_chunk(&mut scratch.m, A * A * tiles, parallel, |m, dm| {
             with_planes(|padded| {
                 grid.pad_output(s, |img| &dy[img * ol + (g * mg + m) * plane..][..plane], padded);
+                let (mut d, mut ad) = ([[[0.0f32; L]; M]; M], [[[0.0f32; L]; M]; A]);
                 for t0 in (0..tiles).step_by(L) {
                     let offsets = &grid.output[t0..tiles.min(t0 + L)];
-                    let d = gather::<M, M>(padded, offsets, grid.qw);
-                    let p = lanes_mul_r(&lanes_mul(&t.a, &d), &t.at);
-                    for (xi, v) in p.iter().flatten().enumerate() {
-                        dm[xi * tiles + t0..][..offsets.len()].copy_from_slice(&v[..offsets.len()]);
-                    }
+                    gather(padded, offsets, grid.qw, &mut d);
+                    lanes_mul(&P::T.a, &d, &mut ad);
+                    lanes_mul_r(&ad, &P::T.at, |i, j, v| {
+                        store_lanes(&mut dm[(i * A + j) * tiles + t0..], v, offsets.len())
+                    });
                 }
             })
         });
