@@ -114,7 +114,7 @@ const fn transpose<const R: usize, const C: usize>(m: [[f32; C]; R]) -> [[f32; R
 
 /// A tile's transforms as a type: each kernel below is compiled for one set of constants, so
 /// that the zero coefficients are skipped and the ±1 ones folded at compile time (through a
-/// reference the coefficients were loaded and tested for zero at run time: most of the
+/// reference the coefficients were loaded and tested for zero at run time: a third of the
 /// transforms' time).
 trait Points<const M: usize, const R: usize, const A: usize>: Copy + Send + Sync {
     const T: Transforms<M, R, A>;
@@ -196,28 +196,22 @@ const L: usize = 8;
 type Lanes<const R: usize, const C: usize> = [[[f32; L]; C]; R];
 
 /// `out = l [R, K] · r [K, C]` for `r` a tile per lane; zero coefficients skipped. Written in
-/// place, each element summed in a register and stored once: returning these kilobyte arrays by
-/// value cost a `memcpy` call per product and zeroing them a `memset` (together ~20% of a
-/// Winograd forward pass, perf on conv3-5 at batch 64).
+/// place, each element summed in a register and stored once (returned by value, these kilobyte
+/// arrays were zeroed and copied by `memset` and `memcpy` calls).
 #[inline(always)]
-fn lanes_mul<const R: usize, const K: usize, const C: usize>(
-    l: &[[f32; K]; R],
-    r: &Lanes<K, C>,
-    out: &mut Lanes<R, C>,
-) {
-    for i in 0..R {
-        for j in 0..C {
+fn lanes_mul<const R: usize, const K: usize, const C: usize>(l: &[[f32; K]; R], r: &Lanes<K, C>, out: &mut Lanes<R, C>) {
+    for (li, oi) in l.iter().zip(out.iter_mut()) {
+        for (j, o) in oi.iter_mut().enumerate() {
             let mut acc = [0.0f32; L];
-            for p in 0..K {
-                let coef = l[i][p];
+            for (&coef, rp) in li.iter().zip(r) {
                 if coef == 0.0 {
                     continue;
                 }
-                for lane in 0..L {
-                    acc[lane] += coef * r[p][j][lane];
+                for (a, &x) in acc.iter_mut().zip(&rp[j]) {
+                    *a += coef * x;
                 }
             }
-            out[i][j] = acc;
+            *o = acc;
         }
     }
 }
@@ -231,16 +225,16 @@ fn lanes_mul_r<const R: usize, const K: usize, const C: usize>(
     r: &[[f32; C]; K],
     mut emit: impl FnMut(usize, usize, &[f32; L]),
 ) {
-    for i in 0..R {
+    for (i, li) in l.iter().enumerate() {
         for j in 0..C {
             let mut acc = [0.0f32; L];
-            for p in 0..K {
-                let coef = r[p][j];
+            for (rp, lp) in r.iter().zip(li) {
+                let coef = rp[j];
                 if coef == 0.0 {
                     continue;
                 }
-                for lane in 0..L {
-                    acc[lane] += coef * l[i][p][lane];
+                for (a, &x) in acc.iter_mut().zip(lp) {
+                    *a += coef * x;
                 }
             }
             emit(i, j, &acc);
@@ -248,9 +242,8 @@ fn lanes_mul_r<const R: usize, const K: usize, const C: usize>(
     }
 }
 
-/// `dst[..n] = lanes[..n]`, as one vector store when `n == L` (all but a block's last group): a
-/// copy of a run-time length is a call to `memcpy`, and those 32-byte calls took ~15% of a
-/// forward pass (perf, conv3-5 at batch 64).
+/// `dst[..n] = lanes[..n]`, as one vector store when `n == L` (all but a block's last group; a
+/// copy of a run-time length is a call to `memcpy`).
 #[inline(always)]
 fn store_lanes(dst: &mut [f32], lanes: &[f32; L], n: usize) {
     if n == L {
@@ -485,7 +478,7 @@ impl Grid {
 /// `d` = lanes of `H×W` tiles, tile `lane` at `offsets[lane]` of `planes` (rows `stride` apart);
 /// lanes past `offsets` zero. With AVX and a whole group of L tiles, each tile row is loaded as
 /// one vector per tile (reading up to `L - W` values past it: [`Grid::pad`]'s slack) and the L×L
-/// block transposed in registers; value by value, the gather took a quarter of the input
+/// block transposed in registers; value by value, the gather took a fifth of the input
 /// transform's time.
 #[inline(always)]
 fn gather<const H: usize, const W: usize>(planes: &[f32], offsets: &[usize], stride: usize, d: &mut Lanes<H, W>) {
