@@ -1017,7 +1017,14 @@ mod tests {
 
     #[test]
     fn both_gradients_match_im2col() {
-        let shapes = [(shape(8, 13, 6, 1, 2), 3), (shape(4, 6, 4, 0, 1), 1), (shape(6, 5, 3, 2, 3), 2)];
+        // The last: 12 input channels and 18+ tiles, so that whole 8×8 blocks and ragged edges
+        // both go through `transpose_points` (and whole groups of 8 tiles through `gather`).
+        let shapes = [
+            (shape(8, 13, 6, 1, 2), 3),
+            (shape(4, 6, 4, 0, 1), 1),
+            (shape(6, 5, 3, 2, 3), 2),
+            (shape(12, 9, 10, 1, 1), 2),
+        ];
         for (tile, s, batch) in cases(&shapes) {
             let x = uniform_vec(batch * s.in_len(), 7);
             let w = uniform_vec(s.weight_len(), 8);
