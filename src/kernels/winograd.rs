@@ -199,7 +199,11 @@ type Lanes<const R: usize, const C: usize> = [[[f32; L]; C]; R];
 /// place, each element summed in a register and stored once (returned by value, these kilobyte
 /// arrays were zeroed and copied by `memset` and `memcpy` calls).
 #[inline(always)]
-fn lanes_mul<const R: usize, const K: usize, const C: usize>(l: &[[f32; K]; R], r: &Lanes<K, C>, out: &mut Lanes<R, C>) {
+fn lanes_mul<const R: usize, const K: usize, const C: usize>(
+    l: &[[f32; K]; R],
+    r: &Lanes<K, C>,
+    out: &mut Lanes<R, C>,
+) {
     for (li, oi) in l.iter().zip(out.iter_mut()) {
         for (j, o) in oi.iter_mut().enumerate() {
             let mut acc = [0.0f32; L];
