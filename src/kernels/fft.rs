@@ -34,7 +34,7 @@
 //! 1e-4 of the direct kernels, on the paper's layer sizes.
 
 use super::conv::ConvShape;
-use crate::matmul::{Operand, Threads, matmul};
+use crate::matmul::{Operand, Threads, matmul, transpose};
 use rayon::prelude::*;
 use std::f64::consts::PI;
 
@@ -482,13 +482,15 @@ pub fn backward(
         let pairs = mg * cg;
         sc.c.resize(pts * 2 * s.groups * pairs, 0.0);
         let (a, b) = (&sc.a, &sc.b);
-        sc.c.par_chunks_mut(2 * s.groups * pairs).enumerate().for_each_init(Vec::new, |prod, (xi, o)| {
-            prod.resize(4 * pairs, 0.0);
+        let init = || (vec![0.0f32; 4 * pairs], vec![0.0f32; bp * 2 * cg]);
+        sc.c.par_chunks_mut(2 * s.groups * pairs).enumerate().for_each_init(init, |(prod, xt), (xi, o)| {
             let (re, im) = o.split_at_mut(s.groups * pairs);
             for g in 0..s.groups {
                 let d = Operand::strided(&b[(2 * g * mg * pts + xi) * bp..], pts * bp);
-                let xt = Operand::strided_t(&a[(2 * g * cg * pts + xi) * bp..], pts * bp);
-                matmul(2 * mg, 2 * cg, bp, d, xt, prod, false, Threads::One);
+                // Xᵀ [Bp, 2C/G] laid out first: both operands hold the images contiguous, and
+                // the matrix multiply would otherwise transpose X value by value in its packing.
+                transpose(&a[(2 * g * cg * pts + xi) * bp..], pts * bp, 2 * cg, bp, xt);
+                matmul(2 * mg, 2 * cg, bp, d, Operand::plain(xt), prod, false, Threads::One);
                 let w2 = 2 * cg;
                 for m in 0..mg {
                     let (top, bottom) = prod[2 * m * w2..(2 * m + 2) * w2].split_at(w2);

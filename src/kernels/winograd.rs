@@ -495,7 +495,7 @@ fn gather<const H: usize, const W: usize>(planes: &[f32], offsets: &[usize], str
                 // SAFETY: `src` holds the L values read.
                 unsafe { _mm256_loadu_ps(src.as_ptr()) }
             });
-            for (v, column) in row.iter_mut().zip(transpose8(rows)) {
+            for (v, column) in row.iter_mut().zip(crate::matmul::transpose8(rows)) {
                 // SAFETY: `v` holds the L values written.
                 unsafe { _mm256_storeu_ps(v.as_mut_ptr(), column) };
             }
@@ -512,47 +512,6 @@ fn gather<const H: usize, const W: usize>(planes: &[f32], offsets: &[usize], str
                 v[lane] = x;
             }
         }
-    }
-}
-
-/// The transpose of an 8×8 block held as 8 row vectors: column j out as vector j.
-#[cfg(all(target_arch = "x86_64", target_feature = "avx"))]
-#[inline(always)]
-fn transpose8(r: [std::arch::x86_64::__m256; 8]) -> [std::arch::x86_64::__m256; 8] {
-    use std::arch::x86_64::*;
-    // Pairs of rows interleaved, then pairs of pairs, then the 128-bit halves swapped across.
-    // SAFETY: register-only AVX instructions, which this build targets (the cfg above).
-    unsafe {
-        let t = [
-            _mm256_unpacklo_ps(r[0], r[1]),
-            _mm256_unpackhi_ps(r[0], r[1]),
-            _mm256_unpacklo_ps(r[2], r[3]),
-            _mm256_unpackhi_ps(r[2], r[3]),
-            _mm256_unpacklo_ps(r[4], r[5]),
-            _mm256_unpackhi_ps(r[4], r[5]),
-            _mm256_unpacklo_ps(r[6], r[7]),
-            _mm256_unpackhi_ps(r[6], r[7]),
-        ];
-        let u = [
-            _mm256_shuffle_ps::<0x44>(t[0], t[2]),
-            _mm256_shuffle_ps::<0xEE>(t[0], t[2]),
-            _mm256_shuffle_ps::<0x44>(t[1], t[3]),
-            _mm256_shuffle_ps::<0xEE>(t[1], t[3]),
-            _mm256_shuffle_ps::<0x44>(t[4], t[6]),
-            _mm256_shuffle_ps::<0xEE>(t[4], t[6]),
-            _mm256_shuffle_ps::<0x44>(t[5], t[7]),
-            _mm256_shuffle_ps::<0xEE>(t[5], t[7]),
-        ];
-        [
-            _mm256_permute2f128_ps::<0x20>(u[0], u[4]),
-            _mm256_permute2f128_ps::<0x20>(u[1], u[5]),
-            _mm256_permute2f128_ps::<0x20>(u[2], u[6]),
-            _mm256_permute2f128_ps::<0x20>(u[3], u[7]),
-            _mm256_permute2f128_ps::<0x31>(u[0], u[4]),
-            _mm256_permute2f128_ps::<0x31>(u[1], u[5]),
-            _mm256_permute2f128_ps::<0x31>(u[2], u[6]),
-            _mm256_permute2f128_ps::<0x31>(u[3], u[7]),
-        ]
     }
 }
 
@@ -937,41 +896,17 @@ fn block_weights<const M: usize, const R: usize, const A: usize, P: Points<M, R,
     }
 }
 
-/// `vt [points][T][C]` = `v [C][points][T]`, each point's `C×T` block transposed, L×L at a time.
+/// `vt [points][T][C]` = `v [C][points][T]`, each point's `C×T` block transposed
+/// ([`transpose`]).
 ///
 /// The weight gradient's products `dY'[ξ] · V[ξ]ᵀ` sum over the tiles, which both operands hold
 /// contiguous; the matrix multiply wants one of them contiguous along its other side, and
 /// transposing `V` there (in its packing, value by value) took a quarter of the weight gradient's
-/// time (perf, conv3-5 at batch 64). Done here 8×8 blocks at a time in registers.
+/// time (perf, conv3-5 at batch 64).
 fn transpose_points(v: &[f32], vt: &mut Vec<f32>, c: usize, points: usize, tiles: usize, parallel: bool) {
     vt.resize(points * tiles * c, 0.0);
     each_chunk(vt, tiles * c, parallel, |xi, dst| {
-        let src = &v[xi * tiles..];
-        let row = points * tiles;
-        for c0 in (0..c).step_by(L) {
-            for t0 in (0..tiles).step_by(L) {
-                #[cfg(all(target_arch = "x86_64", target_feature = "avx"))]
-                if c0 + L <= c && t0 + L <= tiles {
-                    use std::arch::x86_64::{__m256, _mm256_loadu_ps, _mm256_storeu_ps};
-                    let rows: [__m256; L] = std::array::from_fn(|i| {
-                        let r: &[f32; L] = src[(c0 + i) * row + t0..][..L].try_into().expect("L values");
-                        // SAFETY: `r` holds the L values read.
-                        unsafe { _mm256_loadu_ps(r.as_ptr()) }
-                    });
-                    for (j, column) in transpose8(rows).into_iter().enumerate() {
-                        let d: &mut [f32; L] = (&mut dst[(t0 + j) * c + c0..][..L]).try_into().expect("L values");
-                        // SAFETY: `d` holds the L values written.
-                        unsafe { _mm256_storeu_ps(d.as_mut_ptr(), column) };
-                    }
-                    continue;
-                }
-                for ci in c0..c.min(c0 + L) {
-                    for t in t0..tiles.min(t0 + L) {
-                        dst[t * c + ci] = src[ci * row + t];
-                    }
-                }
-            }
-        }
+        crate::matmul::transpose(&v[xi * tiles..], points * tiles, c, tiles, dst)
     });
 }
 
