@@ -246,24 +246,28 @@ fn lanes_mul_r<const R: usize, const K: usize, const C: usize>(
     }
 }
 
-/// `dst[..n] = lanes[..n]`, as one vector store when `n == L` (all but a block's last group; a
-/// copy of a run-time length is a call to `memcpy`).
+/// `dst[..n] = lanes[..n]`, as one vector store when `n == L` (all but a block's last group).
+/// The two cases are written differently on purpose: as two copies of different lengths, they
+/// were merged into one `memcpy` call of a run-time length.
 #[inline(always)]
 fn store_lanes(dst: &mut [f32], lanes: &[f32; L], n: usize) {
     if n == L {
-        dst[..L].copy_from_slice(lanes);
+        let d: &mut [f32; L] = (&mut dst[..L]).try_into().expect("L values");
+        *d = *lanes;
     } else {
-        dst[..n].copy_from_slice(&lanes[..n]);
+        for (d, &v) in dst[..n].iter_mut().zip(lanes) {
+            *d = v;
+        }
     }
 }
 
-/// `lanes[..n] = src[..n]`, [`store_lanes`]'s converse.
+/// `lanes = src[..n]`, zero past `n`: [`store_lanes`]'s converse.
 #[inline(always)]
 fn load_lanes(lanes: &mut [f32; L], src: &[f32], n: usize) {
     if n == L {
-        lanes.copy_from_slice(&src[..L]);
+        *lanes = *<&[f32; L]>::try_from(&src[..L]).expect("L values");
     } else {
-        lanes[..n].copy_from_slice(&src[..n]);
+        *lanes = std::array::from_fn(|i| if i < n { src[i] } else { 0.0 });
     }
 }
 
@@ -702,9 +706,6 @@ fn output_transform<const M: usize, const R: usize, const A: usize, P: Points<M,
         let (mut p, mut ap, mut out) = ([[[0.0f32; L]; A]; A], [[[0.0f32; L]; A]; M], [[[0.0f32; L]; M]; M]);
         for t0 in (0..tiles).step_by(L) {
             let offsets = &grid.output[t0..tiles.min(t0 + L)];
-            if offsets.len() < L {
-                p = [[[0.0; L]; A]; A];
-            }
             for (xi, v) in p.iter_mut().flatten().enumerate() {
                 load_lanes(v, &mm[(xi * mg + m) * tiles + t0..], offsets.len());
             }
