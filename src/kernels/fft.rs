@@ -482,8 +482,10 @@ pub fn backward(
         let pairs = mg * cg;
         sc.c.resize(pts * 2 * s.groups * pairs, 0.0);
         let (a, b) = (&sc.a, &sc.b);
-        let init = || (vec![0.0f32; 4 * pairs], vec![0.0f32; bp * 2 * cg]);
+        let init = || (Vec::new(), Vec::new());
         sc.c.par_chunks_mut(2 * s.groups * pairs).enumerate().for_each_init(init, |(prod, xt), (xi, o)| {
+            prod.resize(4 * pairs, 0.0);
+            xt.resize(bp * 2 * cg, 0.0);
             let (re, im) = o.split_at_mut(s.groups * pairs);
             for g in 0..s.groups {
                 let d = Operand::strided(&b[(2 * g * mg * pts + xi) * bp..], pts * bp);

@@ -9,8 +9,9 @@
 //! `V = Bᵀ d B` for every input tile (T tiles of all the images in a block). F(2×2, 3×3) takes
 //! 16 multiplies for 4 outputs where direct convolution takes 36 (2.25× fewer), F(4×4, 3×3) 36
 //! for 16 (4× fewer), F(2×2, 5×5) 36 for 4 where direct takes 100 (2.8× fewer), less the tiles'
-//! overhang past the map's edge. The transforms cost a few
-//! percent of the products; rounding grows with the tile (F(4×4) keeps ~1e-6 relative error in
+//! overhang past the map's edge. The transforms are not free: at AlexNet's sizes they take
+//! about a quarter of a forward pass to the products' three fifths (perf, conv3-5 at batch 64,
+//! Zen 4); rounding grows with the tile (F(4×4) keeps ~1e-6 relative error in
 //! f32 on AlexNet's layers, measured by the tests against the direct kernels).
 //!
 //! The data gradient of a stride-1 convolution is itself one: `dx = conv(dy, w')` with
@@ -114,8 +115,8 @@ const fn transpose<const R: usize, const C: usize>(m: [[f32; C]; R]) -> [[f32; R
 
 /// A tile's transforms as a type: each kernel below is compiled for one set of constants, so
 /// that the zero coefficients are skipped and the ±1 ones folded at compile time (through a
-/// reference the coefficients were loaded and tested for zero at run time: a third of the
-/// transforms' time).
+/// reference the coefficients were loaded and tested for zero at run time: about a quarter of
+/// the input transform's time, perf annotate on conv3-5 at batch 64).
 trait Points<const M: usize, const R: usize, const A: usize>: Copy + Send + Sync {
     const T: Transforms<M, R, A>;
 }
@@ -221,8 +222,8 @@ fn lanes_mul<const R: usize, const K: usize, const C: usize>(
 }
 
 /// `l · r` for `l [R, K]` a tile per lane and `r [K, C]`, zero coefficients skipped; element
-/// `(i, j)` handed to `emit(i, j, lanes)` as soon as it is summed (the same sums, in the same
-/// order, as [`lanes_mul`]'s).
+/// `(i, j)` handed to `emit(i, j, lanes)` as soon as it is summed, each element's terms added
+/// in order of `p` from 0.0, as [`lanes_mul`] adds its.
 #[inline(always)]
 fn lanes_mul_r<const R: usize, const K: usize, const C: usize>(
     l: &Lanes<R, K>,
@@ -487,7 +488,7 @@ impl Grid {
 /// lanes past `offsets` zero. With AVX and a whole group of L tiles, each tile row is loaded as
 /// one vector per tile (reading up to `L - W` values past it: [`Grid::pad`]'s slack) and the L×L
 /// block transposed in registers; value by value, the gather took a fifth of the input
-/// transform's time.
+/// transform's time (perf annotate, conv3-5 at batch 64).
 #[inline(always)]
 fn gather<const H: usize, const W: usize>(planes: &[f32], offsets: &[usize], stride: usize, d: &mut Lanes<H, W>) {
     #[cfg(all(target_arch = "x86_64", target_feature = "avx"))]
@@ -496,16 +497,27 @@ fn gather<const H: usize, const W: usize>(planes: &[f32], offsets: &[usize], str
         for (i, row) in d.iter_mut().enumerate() {
             let rows: [__m256; L] = std::array::from_fn(|lane| {
                 let src: &[f32; L] = planes[offsets[lane] + i * stride..][..L].try_into().expect("L values");
-                // SAFETY: `src` holds the L values read.
+                // SAFETY: `src` holds the L values read; this build targets AVX (the cfg above).
                 unsafe { _mm256_loadu_ps(src.as_ptr()) }
             });
             for (v, column) in row.iter_mut().zip(crate::matmul::transpose8(rows)) {
-                // SAFETY: `v` holds the L values written.
+                // SAFETY: `v` holds the L values written; AVX as above.
                 unsafe { _mm256_storeu_ps(v.as_mut_ptr(), column) };
             }
         }
         return;
     }
+    gather_by_value(planes, offsets, stride, d);
+}
+
+/// [`gather`] value by value: without AVX, and for a block's last, partial group.
+#[inline(always)]
+fn gather_by_value<const H: usize, const W: usize>(
+    planes: &[f32],
+    offsets: &[usize],
+    stride: usize,
+    d: &mut Lanes<H, W>,
+) {
     if offsets.len() < L {
         *d = [[[0.0; L]; W]; H];
     }
@@ -898,7 +910,7 @@ fn block_weights<const M: usize, const R: usize, const A: usize, P: Points<M, R,
 }
 
 /// `vt [points][T][C]` = `v [C][points][T]`, each point's `C×T` block transposed
-/// ([`transpose`]).
+/// ([`crate::matmul::transpose`]).
 ///
 /// The weight gradient's products `dY'[ξ] · V[ξ]ᵀ` sum over the tiles, which both operands hold
 /// contiguous; the matrix multiply wants one of them contiguous along its other side, and
@@ -955,10 +967,29 @@ mod tests {
         }
     }
 
+    /// The vector gather (whole groups, reading into the planes' slack) against the value by
+    /// value one, which a build without AVX takes everywhere.
+    #[test]
+    fn gather_matches_value_by_value() {
+        let planes = uniform_vec(3 * 10 * 10 + L, 4);
+        // Tiles anywhere in three 10×10 planes, the last reading into the slack.
+        let offsets: Vec<usize> = (0..L).map(|t| if t == L - 1 { 244 } else { t * 29 % 240 }).collect();
+        for n in [L, 5] {
+            let (mut d, mut r) = ([[[f32::NAN; L]; 6]; 6], [[[f32::NAN; L]; 6]; 6]);
+            gather(&planes, &offsets[..n], 10, &mut d);
+            gather_by_value(&planes, &offsets[..n], 10, &mut r);
+            assert_eq!(d, r, "{n} tiles");
+            let (mut d4, mut r4) = ([[[f32::NAN; L]; 4]; 4], [[[f32::NAN; L]; 4]; 4]);
+            gather(&planes, &offsets[..n], 10, &mut d4);
+            gather_by_value(&planes, &offsets[..n], 10, &mut r4);
+            assert_eq!(d4, r4, "{n} tiles, 4x4");
+        }
+    }
+
     #[test]
     fn both_gradients_match_im2col() {
-        // The last: 12 input channels and 18+ tiles, so that whole 8×8 blocks and ragged edges
-        // both go through `transpose_points` (and whole groups of 8 tiles through `gather`).
+        // The last: 12 input channels and 9 or more tiles a block, so that whole 8×8 blocks and
+        // ragged edges both go through `transpose_points`.
         let shapes = [
             (shape(8, 13, 6, 1, 2), 3),
             (shape(4, 6, 4, 0, 1), 1),

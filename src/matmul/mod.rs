@@ -239,7 +239,8 @@ pub fn matmul_in(
 pub fn transpose(src: &[f32], stride: usize, rows: usize, cols: usize, dst: &mut [f32]) {
     const B: usize = 8;
     assert!(dst.len() >= rows * cols, "transpose: dst {} < {rows}x{cols}", dst.len());
-    assert!(rows == 0 || cols == 0 || src.len() >= (rows - 1) * stride + cols, "transpose: src too short");
+    let reach = (rows.max(1) - 1).checked_mul(stride).and_then(|r| r.checked_add(cols));
+    assert!(rows == 0 || cols == 0 || reach.is_some_and(|r| src.len() >= r), "transpose: src too short");
     for i0 in (0..rows).step_by(B) {
         for j0 in (0..cols).step_by(B) {
             #[cfg(all(target_arch = "x86_64", target_feature = "avx"))]
@@ -247,12 +248,12 @@ pub fn transpose(src: &[f32], stride: usize, rows: usize, cols: usize, dst: &mut
                 use std::arch::x86_64::{__m256, _mm256_loadu_ps, _mm256_storeu_ps};
                 let block: [__m256; B] = std::array::from_fn(|i| {
                     let r: &[f32; B] = src[(i0 + i) * stride + j0..][..B].try_into().expect("8 values");
-                    // SAFETY: `r` holds the 8 values read.
+                    // SAFETY: `r` holds the 8 values read; this build targets AVX (the cfg above).
                     unsafe { _mm256_loadu_ps(r.as_ptr()) }
                 });
                 for (j, column) in transpose8(block).into_iter().enumerate() {
                     let d: &mut [f32; B] = (&mut dst[(j0 + j) * rows + i0..][..B]).try_into().expect("8 values");
-                    // SAFETY: `d` holds the 8 values written.
+                    // SAFETY: `d` holds the 8 values written; AVX as above.
                     unsafe { _mm256_storeu_ps(d.as_mut_ptr(), column) };
                 }
                 continue;
