@@ -770,15 +770,32 @@ fn input_transform<const M: usize, const R: usize, const A: usize, P: Points<M, 
     each_chunk(v, A * A * tiles, parallel, |c, vc| {
         with_planes(|padded| {
             grid.pad_input(s, |img| &x[img * il + (g * cg + c) * plane..][..plane], padded);
-            let (mut d, mut bd) = ([[[0.0f32; L]; A]; A], [[[0.0f32; L]; A]; A]);
-            for t0 in (0..tiles).step_by(L) {
-                let offsets = &grid.input[t0..tiles.min(t0 + L)];
-                gather(padded, offsets, grid.pw, &mut d);
-                lanes_mul(&P::T.bt, &d, &mut bd);
-                lanes_mul_r(&bd, &P::T.b, |i, j, v| store_lanes(&mut vc[(i * A + j) * tiles + t0..], v, offsets.len()));
-            }
+            transform_tiles(padded, &grid.input, grid.pw, &P::T.bt, &P::T.b, vc);
         })
     });
+}
+
+/// One channel's tiles transformed, L at a time: tile `t` of `H×W` values at `offsets[t]` of
+/// `padded` (rows `stride` apart) to `l · d · r`, its point `(i, j)` at `dst[(i·α + j)·T + t]`
+/// (T = `offsets.len()`). The input transform (`Bᵀ d B` of input tiles) and the weight
+/// gradient's transform of `dY` (`A dY Aᵀ` of output tiles) are both this.
+#[inline(always)]
+fn transform_tiles<const H: usize, const W: usize, const A: usize>(
+    padded: &[f32],
+    offsets: &[usize],
+    stride: usize,
+    l: &[[f32; H]; A],
+    r: &[[f32; A]; W],
+    dst: &mut [f32],
+) {
+    let tiles = offsets.len();
+    let (mut d, mut ld) = ([[[0.0f32; L]; W]; H], [[[0.0f32; L]; W]; A]);
+    for t0 in (0..tiles).step_by(L) {
+        let group = &offsets[t0..tiles.min(t0 + L)];
+        gather(padded, group, stride, &mut d);
+        lanes_mul(l, &d, &mut ld);
+        lanes_mul_r(&ld, r, |i, j, v| store_lanes(&mut dst[(i * A + j) * tiles + t0..], v, group.len()));
+    }
 }
 
 /// `∂L/∂w` and `∂L/∂b` (overwritten) from `x` and `dy`, for shapes where [`applies`]. With
@@ -886,15 +903,7 @@ fn block_weights<const M: usize, const R: usize, const A: usize, P: Points<M, R,
         each_chunk(&mut scratch.m, A * A * tiles, parallel, |m, dm| {
             with_planes(|padded| {
                 grid.pad_output(s, |img| &dy[img * ol + (g * mg + m) * plane..][..plane], padded);
-                let (mut d, mut ad) = ([[[0.0f32; L]; M]; M], [[[0.0f32; L]; M]; A]);
-                for t0 in (0..tiles).step_by(L) {
-                    let offsets = &grid.output[t0..tiles.min(t0 + L)];
-                    gather(padded, offsets, grid.qw, &mut d);
-                    lanes_mul(&P::T.a, &d, &mut ad);
-                    lanes_mul_r(&ad, &P::T.at, |i, j, v| {
-                        store_lanes(&mut dm[(i * A + j) * tiles + t0..], v, offsets.len())
-                    });
-                }
+                transform_tiles(padded, &grid.output, grid.qw, &P::T.a, &P::T.at, dm);
             })
         });
         // ∂L/∂U[ξ] += dY'[ξ] [M/G, T] · V[ξ]ᵀ [T, C/G], with V[ξ]ᵀ laid out first.
