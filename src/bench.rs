@@ -58,6 +58,10 @@ pub struct LayerProfile {
     pub forward_gflops: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub backward_gflops: Option<f64>,
+    /// Cores busy on average during the forward (the process's CPU time / wall time; out of
+    /// the run's threads): below the thread count, a layer leaves cores idle.
+    pub forward_busy: f64,
+    pub backward_busy: f64,
 }
 
 /// The processor a figure was measured on: its name and the vector extensions the kernels
@@ -241,6 +245,7 @@ fn layer_profiles(net: &Network, cfg: &BenchConfig, precision: Precision) -> Vec
             let calls = t.calls.max(1) as f64;
             let (f, b) = (t.forward_s / calls, t.backward_s / calls);
             let fl = 2.0 * l.macs as f64 * cfg.batch as f64;
+            let busy = |cpu: f64, wall: f64| if wall > 0.0 { cpu / wall } else { 0.0 };
             let rate = |secs: f64, mult: f64| (l.macs > 0 && secs > 0.0).then(|| mult * fl / secs / 1e9);
             LayerProfile {
                 name: l.name.clone(),
@@ -249,6 +254,8 @@ fn layer_profiles(net: &Network, cfg: &BenchConfig, precision: Precision) -> Vec
                 backward_ms: b * 1e3,
                 forward_gflops: rate(f, 1.0),
                 backward_gflops: if cfg.mode == BenchMode::Train { rate(b, 2.0) } else { None },
+                forward_busy: busy(t.forward_cpu_s, t.forward_s),
+                backward_busy: busy(t.backward_cpu_s, t.backward_s),
             }
         })
         .collect()
@@ -366,7 +373,8 @@ pub fn one_image_floor(model: &ModelConfig, iters: usize, threads: usize) -> Res
     let conv_macs: usize =
         net.layers().iter().filter(|l| matches!(l.kind, LayerKind::Conv { .. })).map(|l| l.macs).sum();
     let secs = thread_pool(threads)?.install(|| {
-        let read = || weights.iter().map(|w| w.par_chunks(1 << 16).map(sum_f32).sum::<f32>()).sum::<f32>();
+        let read =
+            || weights.iter().map(|w| w.par_chunks(1 << 16).map(crate::tensor::sum_f32).sum::<f32>()).sum::<f32>();
         best_seconds(1, iters, &mut || {
             std::hint::black_box(read());
         })
@@ -398,19 +406,6 @@ fn best_seconds(warmup: usize, iters: usize, run: &mut dyn FnMut()) -> f64 {
         })
         .skip(warmup)
         .fold(f64::INFINITY, f64::min)
-}
-
-/// `Σ v` in 16 independent sums (vectorised), to read memory as fast as it streams.
-fn sum_f32(v: &[f32]) -> f32 {
-    let mut acc = [0.0f32; 16];
-    let chunks = v.chunks_exact(16);
-    let tail: f32 = chunks.remainder().iter().sum();
-    for c in chunks {
-        for (a, x) in acc.iter_mut().zip(c) {
-            *a += x;
-        }
-    }
-    acc.iter().sum::<f32>() + tail
 }
 
 #[derive(Clone, Debug, Serialize)]

@@ -168,6 +168,20 @@ fn with_col<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
     })
 }
 
+/// `db [M] = Σ dy [B, M, plane]` over images and pixels: a convolution's bias gradient, the
+/// channels shared across the pool, each plane summed in 16 lanes ([`crate::tensor::sum_f32`]),
+/// the images in order. Serial and one value at a time, as Winograd's and the FFT's backward
+/// did, it took ~15 ms of conv1's backward at batch 64 (18.6M values at an add's latency each)
+/// with the other core idle. (im2col's backward sums its own per-chunk partials, in the order
+/// tests/pinned.rs pins.)
+pub(crate) fn bias_gradient(dy: &[f32], batch: usize, plane: usize, db: &mut [f32]) {
+    let ol = db.len() * plane;
+    assert!(dy.len() >= batch * ol, "dy holds {} values, not {batch} images of {ol}", dy.len());
+    db.par_iter_mut().enumerate().for_each(|(m, d)| {
+        *d = (0..batch).map(|i| crate::tensor::sum_f32(&dy[i * ol + m * plane..][..plane])).sum();
+    });
+}
+
 /// Splits `batch` images into one contiguous run per rayon thread.
 pub(crate) fn image_chunks(batch: usize) -> usize {
     batch.div_ceil(rayon::current_num_threads().max(1)).max(1)

@@ -467,12 +467,7 @@ pub fn backward(
     let bp = batch.next_multiple_of(L);
     let (mg, cg) = (s.m_group(), s.in_c / s.groups);
     let (ol, on) = (s.out_len(), s.n());
-    db.fill(0.0);
-    for dyi in dy[..batch * ol].chunks(ol) {
-        for (m, row) in dyi.chunks(on).enumerate() {
-            db[m] += row.iter().sum::<f32>();
-        }
-    }
+    super::conv::bias_gradient(dy, batch, on, &mut db[..s.out_c]);
     with_scratch(|sc| {
         // dY's spectra [M][2][S][Bp], X's [C][2][S][Bp].
         spectra_of_planes(&p, s.out_c, batch, ol, (s.out_h(), s.out_w()), 0, dy, &mut sc.b);

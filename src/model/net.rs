@@ -11,13 +11,17 @@ use super::layer::{Layer, Mode, Param};
 use super::plan::{LayerInfo, LayerKind, Summary, plan};
 use crate::kernels::loss::{in_top_k, softmax_cross_entropy};
 use crate::optim::Sgd;
+use crate::threads::process_cpu_seconds;
 use std::time::Instant;
 
-/// Per-layer wall time accumulated while profiling is on.
+/// Per-layer wall time, and the process's CPU time over the same intervals
+/// ([`crate::threads::process_cpu_seconds`]), accumulated while profiling is on.
 #[derive(Clone, Debug, Default)]
 pub struct LayerTime {
     pub forward_s: f64,
     pub backward_s: f64,
+    pub forward_cpu_s: f64,
+    pub backward_cpu_s: f64,
     pub calls: usize,
 }
 
@@ -189,13 +193,14 @@ impl Network {
         self.mode = mode;
         self.acts[0][..x.len()].copy_from_slice(x);
         for (i, info) in self.summary.layers.iter().enumerate() {
-            let t0 = Instant::now();
+            let (t0, c0) = (Instant::now(), self.profile.as_ref().map_or(0.0, |_| process_cpu_seconds()));
             let (lo, hi) = self.acts.split_at_mut(i + 1);
             let (x, y) = (&lo[i][..info.in_len() * batch], &mut hi[0][..info.out_len() * batch]);
             self.layers[i].forward(x, y, batch, mode);
             if let Some(p) = &mut self.profile {
                 p.resize(self.layers.len(), LayerTime::default());
                 p[i].forward_s += t0.elapsed().as_secs_f64();
+                p[i].forward_cpu_s += process_cpu_seconds() - c0;
                 p[i].calls += 1;
             }
         }
@@ -218,7 +223,7 @@ impl Network {
         assert_eq!(dlogits.len(), batch * self.classes(), "dlogits size");
         self.grad_a[..dlogits.len()].copy_from_slice(dlogits);
         for (i, info) in self.summary.layers.iter().enumerate().rev() {
-            let t0 = Instant::now();
+            let (t0, c0) = (Instant::now(), self.profile.as_ref().map_or(0.0, |_| process_cpu_seconds()));
             let (il, ol) = (info.in_len() * batch, info.out_len() * batch);
             let dx = (i > 0 || input_grad).then_some(&mut self.grad_b[..il]);
             let (x, y) = (&self.acts[i][..il], &self.acts[i + 1][..ol]);
@@ -226,6 +231,7 @@ impl Network {
             std::mem::swap(&mut self.grad_a, &mut self.grad_b);
             if let Some(p) = &mut self.profile {
                 p[i].backward_s += t0.elapsed().as_secs_f64();
+                p[i].backward_cpu_s += process_cpu_seconds() - c0;
             }
             let params = self.layers[i].params();
             if !params.is_empty() {

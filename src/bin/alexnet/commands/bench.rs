@@ -178,16 +178,23 @@ fn print_report(r: &BenchReport) {
     if r.layers.is_empty() {
         return;
     }
-    println!("{:<9} {:>10} {:>10} {:>10} {:>10}  algorithm", "layer", "fwd ms", "fwd GF/s", "bwd ms", "bwd GF/s");
+    // "busy": cores busy on average over the layer's pass (CPU time / wall time).
+    println!(
+        "{:<9} {:>10} {:>10} {:>6} {:>10} {:>10} {:>6}  algorithm",
+        "layer", "fwd ms", "fwd GF/s", "busy", "bwd ms", "bwd GF/s", "busy"
+    );
     let gf = |g: Option<f64>| g.map_or("-".to_string(), |g| format!("{g:.1}"));
+    let busy = |ms: f64, b: f64| if ms > 0.0 { format!("{b:.2}") } else { "-".to_string() };
     for l in &r.layers {
         println!(
-            "{:<9} {:>10.2} {:>10} {:>10.2} {:>10}  {}",
+            "{:<9} {:>10.2} {:>10} {:>6} {:>10.2} {:>10} {:>6}  {}",
             l.name,
             l.forward_ms,
             gf(l.forward_gflops),
+            busy(l.forward_ms, l.forward_busy),
             l.backward_ms,
             gf(l.backward_gflops),
+            busy(l.backward_ms, l.backward_busy),
             l.algo.as_deref().unwrap_or("")
         );
     }
