@@ -7,7 +7,7 @@
 use crate::data::{Augment, LoaderOptions, TrainInput, permutation};
 use crate::error::{Error, Result};
 use crate::kernels::conv::{ConvAlgo, ConvChoice};
-use crate::matmul::{Operand, Precision, PrecisionChoice, Threads, matmul_in};
+use crate::matmul::{Operand, PrecisionChoice, Threads, matmul_in};
 use crate::model::{LayerKind, Mode, ModelConfig, Network};
 use crate::optim::{Sgd, SgdConfig};
 use crate::threads::thread_pool;
@@ -187,7 +187,7 @@ pub fn run(model: &ModelConfig, cfg: &BenchConfig) -> Result<BenchReport> {
         let ms = median(&times);
         let passes = if cfg.mode == BenchMode::Train { 3.0 } else { 1.0 };
         let flops = 2.0 * net.summary.macs as f64 * cfg.batch as f64 * passes;
-        let layers = layer_profiles(&net, cfg, precision);
+        let layers = layer_profiles(&net, cfg);
         Ok(BenchReport {
             model: model.name.clone(),
             mode: cfg.mode,
@@ -215,26 +215,29 @@ pub fn run(model: &ModelConfig, cfg: &BenchConfig) -> Result<BenchReport> {
 }
 
 /// Time, GFLOP/s and algorithm of each layer, from the network's profile (empty without one).
-fn layer_profiles(net: &Network, cfg: &BenchConfig, precision: Precision) -> Vec<LayerProfile> {
+fn layer_profiles(net: &Network, cfg: &BenchConfig) -> Vec<LayerProfile> {
     let Some(prof) = &net.profile else { return Vec::new() };
-    let algos = net.conv_algos();
-    // What the layer's algorithm does at this batch: [`ConvAlgo::for_batch`] in training,
+    // What each layer's algorithm does at this batch: [`ConvAlgo::for_batch`] in training,
     // [`ConvAlgo::for_eval`] in evaluation.
     let train = cfg.mode == BenchMode::Train;
-    let at_batch = |a: ConvAlgo| if train { a.for_batch(cfg.batch) } else { a.for_eval(cfg.batch, precision) };
+    let mode = if train { Mode::Train { seed: 0, step: 0, first_image: 0 } } else { Mode::Eval };
+    let algos = net.conv_algos(cfg.batch, mode);
     let when = if train { "in training" } else { "in bf16 evaluation" };
-    let label = |a: ConvAlgo| match (a, at_batch(a)) {
+    let label = |a: ConvAlgo, at: ConvAlgo| match (a, at) {
         (ConvAlgo::Winograd(_) | ConvAlgo::Polyphase(_), ConvAlgo::Im2col) => {
             format!("im2col (winograd from {} images {when})", crate::kernels::conv::WINOGRAD_MIN_BATCH)
         }
         (ConvAlgo::Winograd(t), _) => format!("winograd {}x{}", t.m(), t.m()),
         (ConvAlgo::Polyphase(t), _) => format!("winograd {}x{} over phases", t.m(), t.m()),
-        (ConvAlgo::Fft { min_batch }, ConvAlgo::Im2col) => format!("im2col (fft from {min_batch} images)"),
+        (ConvAlgo::Fft { min_batch }, ConvAlgo::Winograd(t)) => {
+            format!("winograd {}x{} (fft from {min_batch} images)", t.m(), t.m())
+        }
+        (ConvAlgo::Fft { min_batch }, _) if at != a => format!("im2col (fft from {min_batch} images)"),
         (ConvAlgo::Fft { .. }, _) => "fft".to_string(),
         (ConvAlgo::Im2col, _) => "im2col".to_string(),
     };
     // Every algorithm's products but FFT's are in the run's precision.
-    let label = |a: ConvAlgo| match label(a) {
+    let label = |a: ConvAlgo, at: ConvAlgo| match label(a, at) {
         l if cfg.precision != PrecisionChoice::F32 && l != "fft" => format!("{l} bf16"),
         l => l,
     };
@@ -249,7 +252,7 @@ fn layer_profiles(net: &Network, cfg: &BenchConfig, precision: Precision) -> Vec
             let rate = |secs: f64, mult: f64| (l.macs > 0 && secs > 0.0).then(|| mult * fl / secs / 1e9);
             LayerProfile {
                 name: l.name.clone(),
-                algo: algos.iter().find(|(n, _)| *n == l.name).map(|(_, a)| label(*a)),
+                algo: algos.iter().find(|(n, _, _)| *n == l.name).map(|(_, a, at)| label(*a, *at)),
                 forward_ms: f * 1e3,
                 backward_ms: b * 1e3,
                 forward_gflops: rate(f, 1.0),

@@ -286,33 +286,42 @@ fn conv_choice_resolves_by_shape() {
     };
     assert_eq!(ConvChoice::Auto.resolve(&s(256, 13, 3, 1)), ConvAlgo::Winograd(Tile::F4));
     assert_eq!(ConvChoice::Auto.resolve(&s(256, 2, 3, 1)), ConvAlgo::Winograd(Tile::F2));
-    // 5×5 by FFT (conv2), from 8 images; by F(2×2, 5×5) only when asked for: measured slower
-    // than im2col on conv2.
+    // 5×5 by FFT (conv2), from 8 images; in training by F(2×2, 5×5) only when asked for:
+    // measured slower than im2col on conv2. Evaluation below 8 images: F(2×2, 5×5) in f32 (its
+    // kernels kept), im2col with bf16 products and where Winograd does not apply (7×7).
     let auto_fft = ConvAlgo::Fft { min_batch: conv::FFT_MIN_BATCH };
-    assert_eq!(ConvChoice::Auto.resolve(&s(48, 27, 5, 1)), auto_fft);
-    assert_eq!(ConvChoice::Winograd.resolve(&s(48, 27, 5, 1)), ConvAlgo::Winograd(Tile::F2));
-    assert_eq!(ConvChoice::Auto.resolve(&s(48, 27, 7, 1)), auto_fft);
+    let (conv2, seven) = (s(48, 27, 5, 1), s(48, 27, 7, 1));
+    assert_eq!(ConvChoice::Auto.resolve(&conv2), auto_fft);
+    assert_eq!(ConvChoice::Winograd.resolve(&conv2), ConvAlgo::Winograd(Tile::F2));
+    assert_eq!(ConvChoice::Auto.resolve(&seven), auto_fft);
     assert_eq!(
-        (auto_fft.for_batch(7), auto_fft.for_eval(7, Precision::F32), auto_fft.for_batch(8)),
-        (ConvAlgo::Im2col, ConvAlgo::Im2col, auto_fft)
+        (auto_fft.for_batch(7), auto_fft.for_eval(&conv2, 7, Precision::F32), auto_fft.for_batch(8)),
+        (ConvAlgo::Im2col, ConvAlgo::Winograd(Tile::F2), auto_fft)
     );
+    assert_eq!(auto_fft.for_eval(&conv2, 8, Precision::F32), auto_fft);
+    assert_eq!(auto_fft.for_eval(&seven, 1, Precision::F32), ConvAlgo::Im2col);
     // Too few input channels, stride 2, maps beyond 64: not by FFT; asked for, at any batch.
     assert_eq!(ConvChoice::Auto.resolve(&s(3, 27, 5, 1)), ConvAlgo::Im2col);
     assert_eq!(ConvChoice::Auto.resolve(&s(48, 61, 5, 1)), ConvAlgo::Im2col);
     assert_eq!(ConvChoice::Fft.resolve(&s(3, 27, 5, 1)), ConvAlgo::Fft { min_batch: 1 });
     assert_eq!(ConvChoice::Fft.resolve(&s(3, 27, 5, 2)), ConvAlgo::Im2col);
-    assert_eq!(ConvChoice::Fft.resolve(&s(256, 13, 3, 1)).for_eval(1, Precision::F32), ConvAlgo::Fft { min_batch: 1 });
+    assert_eq!(
+        ConvChoice::Fft.resolve(&s(256, 13, 3, 1)).for_eval(&s(256, 13, 3, 1), 1, Precision::F32),
+        ConvAlgo::Fft { min_batch: 1 }
+    );
     assert_eq!(ConvChoice::Auto.resolve(&s(256, 13, 3, 2)), ConvAlgo::Im2col);
     // In evaluation Winograd runs at any batch in f32 (its kernels kept), from
     // WINOGRAD_MIN_BATCH images with bf16 products, as in training.
     let conv3 = ConvChoice::Auto.resolve(&s(256, 13, 3, 1));
     let bf16 = Precision::Bf16(alexnet::matmul::Bf16Kernel::Emulated);
-    assert_eq!(conv3.for_eval(1, Precision::F32), conv3);
-    assert_eq!(conv3.for_eval(conv::WINOGRAD_MIN_BATCH - 1, bf16), ConvAlgo::Im2col);
-    assert_eq!(conv3.for_eval(conv::WINOGRAD_MIN_BATCH, bf16), conv3);
+    let c3 = s(256, 13, 3, 1);
+    assert_eq!(conv3.for_eval(&c3, 1, Precision::F32), conv3);
+    assert_eq!(conv3.for_eval(&c3, conv::WINOGRAD_MIN_BATCH - 1, bf16), ConvAlgo::Im2col);
+    assert_eq!(conv3.for_eval(&c3, conv::WINOGRAD_MIN_BATCH, bf16), conv3);
+    assert_eq!(auto_fft.for_eval(&conv2, 1, bf16), ConvAlgo::Im2col);
     // conv1 (11×11 by 4): Winograd over its 48 phases.
     let conv1 = ConvShape { in_c: 3, in_h: 227, in_w: 227, out_c: 96, kh: 11, kw: 11, stride: 4, pad: 0, groups: 1 };
-    assert_eq!(ConvChoice::Winograd.resolve_in(&conv1, bf16).for_eval(1, bf16), ConvAlgo::Im2col);
+    assert_eq!(ConvChoice::Winograd.resolve_in(&conv1, bf16).for_eval(&conv1, 1, bf16), ConvAlgo::Im2col);
     assert_eq!(ConvChoice::Auto.resolve(&conv1), ConvAlgo::Polyphase(Tile::F4));
     assert_eq!(ConvChoice::Im2col.resolve(&conv1), ConvAlgo::Im2col);
     assert_eq!(ConvChoice::Fft.resolve(&conv1), ConvAlgo::Im2col);

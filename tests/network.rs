@@ -275,7 +275,7 @@ fn conv_algorithms_follow_the_precision_in_either_order() {
     use alexnet::kernels::winograd::Tile;
     use alexnet::matmul::{Bf16Kernel, Precision};
     let bf16 = Precision::Bf16(Bf16Kernel::Emulated);
-    let algos = |net: &Network| net.conv_algos().into_iter().map(|(_, a)| a).collect::<Vec<_>>();
+    let algos = |net: &Network| net.conv_algos(1, Mode::Eval).into_iter().map(|(_, a, _)| a).collect::<Vec<_>>();
     let fft = ConvAlgo::Fft { min_batch: alexnet::kernels::conv::FFT_MIN_BATCH };
     let f32_algos = [
         ConvAlgo::Polyphase(Tile::F4),

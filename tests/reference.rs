@@ -157,7 +157,8 @@ fn formula_logits(variant: &str, fixture: &str, keep_dropout: bool) {
     let n = 2 * net.input_len();
     let x: Vec<f32> = (0..n).map(|j| 2.0 * alexnet::rng::u24(1000, j as u64) - 1.0).collect();
     let fx = Fixture::load(fixture);
-    for conv in CONVS {
+    // And `auto`, which at 2 images in evaluation takes F(2×2, 5×5) for the FFT's conv2.
+    for conv in CONVS.into_iter().chain([ConvChoice::Auto]) {
         net.set_conv(conv);
         let logits = net.forward(&x, 2, Mode::Eval).to_vec();
         assert_close(&format!("{variant} formula logits, {conv:?}"), &logits, &fx.f32("logits"), TOL);

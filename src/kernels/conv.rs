@@ -361,9 +361,22 @@ impl ConvAlgo {
     /// 6.8 against 5.7, 4 images 10.7 against 11.0, 8 images 19.9 against 21.7. The same rule
     /// sends a layer over phases (`--conv winograd` on conv1; `auto` takes im2col there in bf16
     /// anyway) to im2col: its products are Winograd's.
-    pub fn for_eval(self, batch: usize, precision: Precision) -> ConvAlgo {
+    ///
+    /// An FFT layer (shape `s`) below its `min_batch` computes by Winograd in f32 where that
+    /// applies (conv2's 5×5: F(2×2)), its kernels kept as FFT's are, and by im2col otherwise.
+    /// Measured on the paper's conv2 (AMD EPYC family 25 model 17, Zen 4, 2 threads,
+    /// evaluation, caches flushed before each call, least of 57 calls, ms, F(2×2, 5×5) against
+    /// im2col, two runs): 1 image 1.9-3.2 against 2.9-4.9, 3 images 7.0-7.2 against 9.2-9.4,
+    /// 4 6.9-7.0 against 9.3-9.4, 6 10.2 against 13.8-13.9; against FFT at 8 images 13.4-13.9
+    /// against 13.5-15.0, at 16 26.5-29.4 against 17.5-17.7. (In training F(2×2, 5×5)
+    /// transforms the kernels at every step and measured slower than im2col: see
+    /// [`ConvChoice::resolve`].)
+    pub fn for_eval(self, s: &ConvShape, batch: usize, precision: Precision) -> ConvAlgo {
         match self {
-            ConvAlgo::Fft { min_batch } if batch < min_batch => ConvAlgo::Im2col,
+            ConvAlgo::Fft { min_batch } if batch < min_batch => match ConvChoice::Winograd.resolve(s) {
+                w @ ConvAlgo::Winograd(_) if precision == Precision::F32 => w,
+                _ => ConvAlgo::Im2col,
+            },
             ConvAlgo::Winograd(_) | ConvAlgo::Polyphase(_)
                 if precision != Precision::F32 && batch < WINOGRAD_MIN_BATCH =>
             {

@@ -133,6 +133,17 @@ impl Layer {
         }
     }
 
+    /// A convolution's algorithm as resolved for its shape and precision, and what it computes
+    /// by for `batch` images in `mode` (others: nothing).
+    pub fn conv_algo(&self, batch: usize, mode: Mode) -> Option<(ConvAlgo, ConvAlgo)> {
+        match self {
+            Layer::Conv { shape, algo, precision, .. } => {
+                Some((*algo, conv_algo_at(*algo, shape, *precision, batch, mode)))
+            }
+            _ => None,
+        }
+    }
+
     /// Weight and bias, for conv and linear layers.
     pub fn params(&self) -> &[Param] {
         match self {
@@ -196,10 +207,7 @@ impl Layer {
     pub fn forward(&mut self, x: &[f32], y: &mut [f32], batch: usize, mode: Mode) {
         match self {
             Layer::Conv { shape, params: [w, b], algo, precision, kernels, .. } => {
-                // Training changes the weights every step: small batches would redo Winograd's
-                // kernel transform for too little work. Evaluation keeps it (`kernels`).
-                let algo =
-                    if matches!(mode, Mode::Eval) { algo.for_eval(batch, *precision) } else { algo.for_batch(batch) };
+                let algo = conv_algo_at(*algo, shape, *precision, batch, mode);
                 conv::forward_with(algo, *precision, shape, x, &w.data, &b.data, y, batch, kernels)
             }
             // One image in evaluation is bound by reading the weight: in bf16 it reads half.
@@ -259,5 +267,16 @@ impl Layer {
                 Mode::Eval => dropout::backward(None, dropout::factors(*p, *form).1, dy, dx),
             },
         }
+    }
+}
+
+/// What a convolution resolved to `algo` computes by for `batch` images in `mode`. Training
+/// changes the weights every step: small batches would redo Winograd's kernel transform for too
+/// little work ([`ConvAlgo::for_batch`]). Evaluation keeps the transformed kernels
+/// ([`ConvAlgo::for_eval`]).
+fn conv_algo_at(algo: ConvAlgo, s: &ConvShape, precision: Precision, batch: usize, mode: Mode) -> ConvAlgo {
+    match mode {
+        Mode::Eval => algo.for_eval(s, batch, precision),
+        Mode::Train { .. } => algo.for_batch(batch),
     }
 }

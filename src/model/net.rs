@@ -98,14 +98,17 @@ impl Network {
         self.layers.iter_mut().for_each(|l| l.set_precision(p))
     }
 
-    /// Each convolution's name and algorithm, in order (for `bench --profile`).
-    pub fn conv_algos(&self) -> Vec<(String, crate::kernels::conv::ConvAlgo)> {
+    /// Each convolution's name, algorithm as resolved for its shape and precision, and what it
+    /// computes by for `batch` images in `mode` ([`Layer::conv_algo`]), in order (for
+    /// `bench --profile`).
+    pub fn conv_algos(
+        &self,
+        batch: usize,
+        mode: Mode,
+    ) -> Vec<(String, crate::kernels::conv::ConvAlgo, crate::kernels::conv::ConvAlgo)> {
         let convs = self.summary.layers.iter().filter(|l| matches!(l.kind, LayerKind::Conv { .. }));
-        let algos = self.layers.iter().filter_map(|l| match l {
-            Layer::Conv { algo, .. } => Some(*algo),
-            _ => None,
-        });
-        convs.map(|l| l.name.clone()).zip(algos).collect()
+        let algos = self.layers.iter().filter_map(|l| l.conv_algo(batch, mode));
+        convs.zip(algos).map(|(l, (algo, at))| (l.name.clone(), algo, at)).collect()
     }
 
     /// Every parameter, in order: each layer's weight, then its bias.

@@ -25,8 +25,9 @@ pub struct Args {
     #[arg(long)]
     profile: bool,
     /// How the convolutions compute: auto (FFT on wide 5x5 stride-1 layers from 8 images,
-    /// Winograd on the 3x3 stride-1 layers where it pays, im2col elsewhere), Winograd or FFT
-    /// everywhere it applies, or im2col everywhere.
+    /// below that Winograd F(2x2) in f32 evaluation and im2col otherwise; Winograd on the 3x3
+    /// stride-1 layers where it pays; im2col elsewhere), Winograd or FFT everywhere it
+    /// applies, or im2col everywhere.
     #[arg(long, value_enum, default_value = "auto")]
     conv: ConvChoice,
     /// The precision of the products: f32, or bf16 operands with f32 sums (CPUs with
