@@ -115,7 +115,14 @@ impl Layer {
                 let (choice, precision) = (ConvChoice::default(), Precision::F32);
                 let algo = choice.resolve_in(shape, precision);
                 let params = params.each_ref().map(Param::new);
-                Layer::Conv { shape: *shape, params, choice, algo, precision, kernels: KernelCache::default() }
+                Layer::Conv {
+                    shape: *shape,
+                    params,
+                    choice,
+                    algo,
+                    precision,
+                    kernels: KernelCache::invalidated_by_owner(),
+                }
             }
             LayerKind::Linear { inp, out, params } => {
                 let params = params.each_ref().map(Param::new);
@@ -152,11 +159,15 @@ impl Layer {
         }
     }
 
-    /// Weight and bias, to change: a linear layer's bf16 copy of its weight is dropped (a
-    /// convolution's transformed kernels are not: `KernelCache` compares the weights at each use).
+    /// Weight and bias, to change: a linear layer's bf16 copy of its weight is dropped, a
+    /// convolution's transformed kernels invalidated (its [`KernelCache`] trusts this to be the
+    /// only way its weights change).
     pub fn params_mut(&mut self) -> &mut [Param] {
         match self {
-            Layer::Conv { params, .. } => params,
+            Layer::Conv { params, kernels, .. } => {
+                kernels.invalidate();
+                params
+            }
             Layer::Linear { params, bf16_weight, .. } => {
                 *bf16_weight = Vec::new();
                 params
@@ -172,7 +183,7 @@ impl Layer {
             *choice = to;
             *algo = to.resolve_in(shape, *precision);
             if *algo == ConvAlgo::Im2col {
-                *kernels = KernelCache::default();
+                *kernels = KernelCache::invalidated_by_owner();
             }
         }
     }
