@@ -58,10 +58,13 @@ pub struct LayerProfile {
     pub forward_gflops: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub backward_gflops: Option<f64>,
-    /// Cores busy on average during the forward (the process's CPU time / wall time; out of
-    /// the run's threads): below the thread count, a layer leaves cores idle.
-    pub forward_busy: f64,
-    pub backward_busy: f64,
+    /// Cores busy on average during the forward and the backward pass (the process's CPU time
+    /// over wall time, out of the run's threads; absent where the CPU clock is unavailable,
+    /// and the backward's in inference): below the thread count, a layer leaves cores idle.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub forward_cores_busy: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub backward_cores_busy: Option<f64>,
 }
 
 /// The processor a figure was measured on: its name and the vector extensions the kernels
@@ -248,7 +251,7 @@ fn layer_profiles(net: &Network, cfg: &BenchConfig) -> Vec<LayerProfile> {
             let calls = t.calls.max(1) as f64;
             let (f, b) = (t.forward_s / calls, t.backward_s / calls);
             let fl = 2.0 * l.macs as f64 * cfg.batch as f64;
-            let busy = |cpu: f64, wall: f64| if wall > 0.0 { cpu / wall } else { 0.0 };
+            let busy = |cpu: f64, wall: f64| (wall > 0.0 && cpu.is_finite()).then(|| cpu / wall);
             let rate = |secs: f64, mult: f64| (l.macs > 0 && secs > 0.0).then(|| mult * fl / secs / 1e9);
             LayerProfile {
                 name: l.name.clone(),
@@ -257,8 +260,8 @@ fn layer_profiles(net: &Network, cfg: &BenchConfig) -> Vec<LayerProfile> {
                 backward_ms: b * 1e3,
                 forward_gflops: rate(f, 1.0),
                 backward_gflops: if cfg.mode == BenchMode::Train { rate(b, 2.0) } else { None },
-                forward_busy: busy(t.forward_cpu_s, t.forward_s),
-                backward_busy: busy(t.backward_cpu_s, t.backward_s),
+                forward_cores_busy: busy(t.forward_cpu_s, t.forward_s),
+                backward_cores_busy: busy(t.backward_cpu_s, t.backward_s),
             }
         })
         .collect()

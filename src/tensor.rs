@@ -28,7 +28,6 @@ impl NamedTensor {
     }
 }
 
-/// f32 values as little-endian bytes (safetensors' F32 layout).
 /// `Σ v` in 16 independent sums, added together at the end: vectorised, so it reads memory as
 /// fast as it streams. (`iter().sum()` adds one value at a time, each add waiting for the last:
 /// ~4 cycles a value.)
@@ -44,6 +43,7 @@ pub fn sum_f32(v: &[f32]) -> f32 {
     acc.iter().sum::<f32>() + tail
 }
 
+/// f32 values as little-endian bytes (safetensors' F32 layout).
 pub fn f32_to_le_bytes(v: &[f32]) -> Vec<u8> {
     v.iter().flat_map(|x| x.to_le_bytes()).collect()
 }

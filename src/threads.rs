@@ -19,18 +19,15 @@ pub fn with_taken<T: Default, R>(
     r
 }
 
-/// CPU seconds this process has used so far, all its threads together: over an interval, this
-/// divided by the wall time is how many cores were busy (a profile's measure of how well a layer
-/// shares its work). Rayon's workers spin briefly before they sleep, and that counts as busy.
-pub fn process_cpu_seconds() -> f64 {
+/// CPU seconds this process has used so far, all its threads together (`None` where the clock
+/// is unavailable): over an interval, this divided by the wall time is how many cores were busy
+/// (a profile's measure of how well a layer shares its work). Rayon's workers spin briefly
+/// before they sleep, and that counts as busy.
+pub fn process_cpu_seconds() -> Option<f64> {
     let mut t = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-    // SAFETY: `t` is a valid, writable timespec; CLOCK_PROCESS_CPUTIME_ID is always supported
-    // on Linux (elsewhere a failure reads as zero and the profile shows no busy figure).
+    // SAFETY: `t` is a valid, writable timespec that the call only writes.
     let rc = unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut t) };
-    if rc != 0 {
-        return 0.0;
-    }
-    t.tv_sec as f64 + t.tv_nsec as f64 * 1e-9
+    (rc == 0).then_some(t.tv_sec as f64 + t.tv_nsec as f64 * 1e-9)
 }
 
 /// A pool of `threads` workers (the `--threads` of every command).

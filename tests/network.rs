@@ -304,27 +304,29 @@ fn conv_algorithms_follow_the_precision_in_either_order() {
     assert_eq!(algos(&net), f32_algos);
 }
 
-/// A convolution's transformed kernels (Winograd's, over phases, F(2x2, 5x5) for the FFT's
-/// conv2 at one image) are kept across evaluations and invalidated whenever the layer lends its
-/// weights mutably: after every convolution's weights change through `params_mut`, one image by
-/// `auto` agrees with im2col on the new weights (with kernels kept from before, every layer
-/// would compute with the old ones).
+/// A convolution's transformed kernels (Winograd's, over phases; conv2's FFT spectra from 8
+/// images and its F(2x2, 5x5) kernels below) are kept across evaluations and invalidated
+/// whenever the layer lends its weights mutably: after every convolution's weights change
+/// through `params_mut`, 1 and 8 images by `auto` agree with im2col on the new weights (with
+/// kernels kept from before, every layer would compute with the old ones).
 #[test]
 fn kept_conv_kernels_follow_weight_changes() {
     use alexnet::kernels::conv::ConvChoice;
     let mut net = Network::new(ModelConfig::variant("paper").unwrap(), 5).unwrap();
     let n = net.input_len();
-    let x = alexnet::rng::uniform_vec(n, 6);
-    let before = net.forward(&x, 1, Mode::Eval).to_vec();
-    assert_eq!(net.forward(&x, 1, Mode::Eval), &before[..], "kept kernels give the same output again");
+    let x = alexnet::rng::uniform_vec(8 * n, 6);
+    let eval = |net: &mut Network| [1, 8].map(|b| net.forward(&x[..b * n], b, Mode::Eval).to_vec());
+    let before = eval(&mut net);
     for p in net.params_mut().filter(|p| p.shape.len() == 4) {
         p.data.iter_mut().for_each(|w| *w *= -1.5);
     }
-    let after = net.forward(&x, 1, Mode::Eval).to_vec();
+    let after = eval(&mut net);
     net.set_conv(ConvChoice::Im2col);
-    let im2col = net.forward(&x, 1, Mode::Eval).to_vec();
-    assert_ne!(after, before, "the change moves the logits");
-    assert_close("auto after the change against im2col", &after, &im2col, 1e-4);
+    let im2col = eval(&mut net);
+    for (i, batch) in [1, 8].into_iter().enumerate() {
+        assert_ne!(after[i], before[i], "the change moves the logits of {batch} images");
+        assert_close(&format!("auto after the change against im2col, {batch} images"), &after[i], &im2col[i], 1e-4);
+    }
 }
 
 /// One image evaluated with bf16 products reads the fully connected weights in bf16, rounded

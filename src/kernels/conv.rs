@@ -200,8 +200,9 @@ pub enum ConvAlgo {
     /// are 3×3 (conv1's 11×11 by 4), forward and both gradients.
     Polyphase(Tile),
     /// FFT convolution ([`fft`]): stride-1 layers on maps up to 64 with padding, forward and
-    /// both gradients; im2col below `min_batch` images ([`FFT_MIN_BATCH`] when chosen by
-    /// `auto`, 1 when asked for).
+    /// both gradients, from `min_batch` images ([`FFT_MIN_BATCH`] when chosen by `auto`, 1 when
+    /// asked for); below, im2col in training and Winograd where it applies in f32 evaluation
+    /// ([`ConvAlgo::for_eval`]).
     Fft { min_batch: usize },
 }
 

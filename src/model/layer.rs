@@ -58,7 +58,11 @@ pub enum Mode {
 pub enum Layer {
     /// `[weight, bias]`; `algo` resolved from `choice` (`--conv`) for this shape and
     /// `precision`; the products in `precision` (FFT's excepted); `kernels`: Winograd's or
-    /// FFT's transform of the weights, redone when they change.
+    /// FFT's transform of the weights for `algo`, and `kernels_below` for what an FFT layer
+    /// computes by below its minimum batch in evaluation (F(2×2, 5×5)): two caches, so that
+    /// batches on either side of that minimum (a server's) do not redo each other's transform.
+    /// Both are invalidated by [`Layer::params_mut`] and by nothing else: the weights must only
+    /// be changed through it.
     Conv {
         shape: ConvShape,
         params: [Param; 2],
@@ -66,6 +70,7 @@ pub enum Layer {
         algo: ConvAlgo,
         precision: Precision,
         kernels: KernelCache,
+        kernels_below: KernelCache,
     },
     /// `[weight, bias]`; the products in `precision`; `bf16_weight`: the weight rounded to
     /// bf16 for one-image evaluation in bf16 (half the bytes to read), made at the first such
@@ -122,6 +127,7 @@ impl Layer {
                     algo,
                     precision,
                     kernels: KernelCache::invalidated_by_owner(),
+                    kernels_below: KernelCache::invalidated_by_owner(),
                 }
             }
             LayerKind::Linear { inp, out, params } => {
@@ -140,8 +146,9 @@ impl Layer {
         }
     }
 
-    /// A convolution's algorithm as resolved for its shape and precision, and what it computes
-    /// by for `batch` images in `mode` (others: nothing).
+    /// A convolution's algorithm as resolved for its shape and precision, and what its forward
+    /// pass computes by for `batch` images in `mode` (others: nothing). (The backward computes
+    /// by [`ConvAlgo::for_batch`] in either mode: see [`conv::backward_with`].)
     pub fn conv_algo(&self, batch: usize, mode: Mode) -> Option<(ConvAlgo, ConvAlgo)> {
         match self {
             Layer::Conv { shape, algo, precision, .. } => {
@@ -164,8 +171,9 @@ impl Layer {
     /// only way its weights change).
     pub fn params_mut(&mut self) -> &mut [Param] {
         match self {
-            Layer::Conv { params, kernels, .. } => {
+            Layer::Conv { params, kernels, kernels_below, .. } => {
                 kernels.invalidate();
+                kernels_below.invalidate();
                 params
             }
             Layer::Linear { params, bf16_weight, .. } => {
@@ -179,11 +187,14 @@ impl Layer {
     /// A convolution's algorithm from `--conv`, resolved by its shape and precision (other
     /// layers: nothing).
     pub fn set_conv(&mut self, to: ConvChoice) {
-        if let Layer::Conv { shape, choice, algo, precision, kernels, .. } = self {
+        if let Layer::Conv { shape, choice, algo, precision, kernels, kernels_below, .. } = self {
             *choice = to;
             *algo = to.resolve_in(shape, *precision);
             if *algo == ConvAlgo::Im2col {
                 *kernels = KernelCache::invalidated_by_owner();
+            }
+            if !matches!(algo, ConvAlgo::Fft { .. }) {
+                *kernels_below = KernelCache::invalidated_by_owner();
             }
         }
     }
@@ -217,8 +228,9 @@ impl Layer {
     /// `y = f(x)` for `batch` images; `x` and `y` hold exactly one batch.
     pub fn forward(&mut self, x: &[f32], y: &mut [f32], batch: usize, mode: Mode) {
         match self {
-            Layer::Conv { shape, params: [w, b], algo, precision, kernels, .. } => {
-                let algo = conv_algo_at(*algo, shape, *precision, batch, mode);
+            Layer::Conv { shape, params: [w, b], algo: resolved, precision, kernels, kernels_below, .. } => {
+                let algo = conv_algo_at(*resolved, shape, *precision, batch, mode);
+                let kernels = if algo == *resolved { kernels } else { kernels_below };
                 conv::forward_with(algo, *precision, shape, x, &w.data, &b.data, y, batch, kernels)
             }
             // One image in evaluation is bound by reading the weight: in bf16 it reads half.
@@ -281,7 +293,8 @@ impl Layer {
     }
 }
 
-/// What a convolution resolved to `algo` computes by for `batch` images in `mode`. Training
+/// What a convolution resolved to `algo` computes its forward pass by for `batch` images in
+/// `mode`: the one rule [`Layer::forward`] and [`Layer::conv_algo`] share. Training
 /// changes the weights every step: small batches would redo Winograd's kernel transform for too
 /// little work ([`ConvAlgo::for_batch`]). Evaluation keeps the transformed kernels
 /// ([`ConvAlgo::for_eval`]).

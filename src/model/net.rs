@@ -15,7 +15,8 @@ use crate::threads::process_cpu_seconds;
 use std::time::Instant;
 
 /// Per-layer wall time, and the process's CPU time over the same intervals
-/// ([`crate::threads::process_cpu_seconds`]), accumulated while profiling is on.
+/// ([`crate::threads::process_cpu_seconds`]; NaN where that clock is unavailable), accumulated
+/// while profiling is on.
 #[derive(Clone, Debug, Default)]
 pub struct LayerTime {
     pub forward_s: f64,
@@ -23,6 +24,15 @@ pub struct LayerTime {
     pub forward_cpu_s: f64,
     pub backward_cpu_s: f64,
     pub calls: usize,
+}
+
+/// The process's CPU seconds since `start` ([`process_cpu_seconds`]), NaN when either reading
+/// is missing.
+fn cpu_seconds_since(start: Option<f64>) -> f64 {
+    match (start, process_cpu_seconds()) {
+        (Some(a), Some(b)) => b - a,
+        _ => f64::NAN,
+    }
 }
 
 /// The batch's mean softmax cross-entropy and top-1 hits from its `logits [B, classes]`, with
@@ -196,14 +206,14 @@ impl Network {
         self.mode = mode;
         self.acts[0][..x.len()].copy_from_slice(x);
         for (i, info) in self.summary.layers.iter().enumerate() {
-            let (t0, c0) = (Instant::now(), self.profile.as_ref().map_or(0.0, |_| process_cpu_seconds()));
+            let (t0, c0) = (Instant::now(), self.profile.as_ref().and_then(|_| process_cpu_seconds()));
             let (lo, hi) = self.acts.split_at_mut(i + 1);
             let (x, y) = (&lo[i][..info.in_len() * batch], &mut hi[0][..info.out_len() * batch]);
             self.layers[i].forward(x, y, batch, mode);
             if let Some(p) = &mut self.profile {
                 p.resize(self.layers.len(), LayerTime::default());
                 p[i].forward_s += t0.elapsed().as_secs_f64();
-                p[i].forward_cpu_s += process_cpu_seconds() - c0;
+                p[i].forward_cpu_s += cpu_seconds_since(c0);
                 p[i].calls += 1;
             }
         }
@@ -226,7 +236,7 @@ impl Network {
         assert_eq!(dlogits.len(), batch * self.classes(), "dlogits size");
         self.grad_a[..dlogits.len()].copy_from_slice(dlogits);
         for (i, info) in self.summary.layers.iter().enumerate().rev() {
-            let (t0, c0) = (Instant::now(), self.profile.as_ref().map_or(0.0, |_| process_cpu_seconds()));
+            let (t0, c0) = (Instant::now(), self.profile.as_ref().and_then(|_| process_cpu_seconds()));
             let (il, ol) = (info.in_len() * batch, info.out_len() * batch);
             let dx = (i > 0 || input_grad).then_some(&mut self.grad_b[..il]);
             let (x, y) = (&self.acts[i][..il], &self.acts[i + 1][..ol]);
@@ -234,7 +244,7 @@ impl Network {
             std::mem::swap(&mut self.grad_a, &mut self.grad_b);
             if let Some(p) = &mut self.profile {
                 p[i].backward_s += t0.elapsed().as_secs_f64();
-                p[i].backward_cpu_s += process_cpu_seconds() - c0;
+                p[i].backward_cpu_s += cpu_seconds_since(c0);
             }
             let params = self.layers[i].params();
             if !params.is_empty() {

@@ -185,17 +185,17 @@ fn print_report(r: &BenchReport) {
         "layer", "fwd ms", "fwd GF/s", "busy", "bwd ms", "bwd GF/s", "busy"
     );
     let gf = |g: Option<f64>| g.map_or("-".to_string(), |g| format!("{g:.1}"));
-    let busy = |ms: f64, b: f64| if ms > 0.0 { format!("{b:.2}") } else { "-".to_string() };
+    let busy = |b: Option<f64>| b.map_or("-".to_string(), |b| format!("{b:.2}"));
     for l in &r.layers {
         println!(
             "{:<9} {:>10.2} {:>10} {:>6} {:>10.2} {:>10} {:>6}  {}",
             l.name,
             l.forward_ms,
             gf(l.forward_gflops),
-            busy(l.forward_ms, l.forward_busy),
+            busy(l.forward_cores_busy),
             l.backward_ms,
             gf(l.backward_gflops),
-            busy(l.backward_ms, l.backward_busy),
+            busy(l.backward_cores_busy),
             l.algo.as_deref().unwrap_or("")
         );
     }

@@ -160,8 +160,9 @@ pub struct Args {
     #[arg(long)]
     val_ten_crop: bool,
     /// How the convolutions compute (default auto: FFT on wide 5x5 stride-1 layers from 8
-    /// images, Winograd on the 3x3 stride-1 layers where it pays, im2col elsewhere). A speed
-    /// setting: a resumed run may change it.
+    /// images, below that im2col, or Winograd F(2x2) in f32 validation; Winograd on the 3x3
+    /// stride-1 layers where it pays; im2col elsewhere). A speed setting: a resumed run may
+    /// change it.
     #[arg(long, value_enum)]
     conv: Option<alexnet::kernels::conv::ConvChoice>,
     /// The precision of the layers' products (default f32): bf16 rounds their operands and sums
