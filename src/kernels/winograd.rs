@@ -343,6 +343,13 @@ impl KernelCache {
         self.algo = None;
     }
 
+    /// Whether the cache holds `algo`'s transform and will use it without looking at the weights
+    /// (a cache its owner invalidates): a caller that derives the weights it would pass (conv1's
+    /// phase kernels) can skip deriving them.
+    pub(crate) fn holds_without_weights(&self, algo: super::conv::ConvAlgo) -> bool {
+        self.owner_invalidates && self.algo == Some(algo)
+    }
+
     /// `U` for `w` with `tile`, transformed now only if it differs from the last call's.
     fn kernels(&mut self, s: &ConvShape, w: &[f32], tile: Tile) -> &[f32] {
         self.get(super::conv::ConvAlgo::Winograd(tile), w, |u| with_transforms!(tile, s, kernel_transform(s, w, u)))
@@ -373,7 +380,9 @@ impl KernelCache {
     }
 }
 
-/// [`forward`] with the kernels' transform kept in `cache` across calls ([`KernelCache`]).
+/// [`forward`] with the kernels' transform kept in `cache` across calls ([`KernelCache`]). `w`
+/// is read only to compare or transform: when [`KernelCache::holds_without_weights`], it may be
+/// empty.
 #[allow(clippy::too_many_arguments)]
 pub fn forward_cached(
     s: &ConvShape,
