@@ -214,7 +214,8 @@ pub enum ConvAlgo {
 pub enum ConvChoice {
     /// Winograd on 3×3 layers where it saves at least a third of the multiplies and the layer
     /// has 16 or more input channels a group (fewer, and its transforms cost more than they
-    /// save); im2col elsewhere, 5×5 layers included (see [`ConvChoice::resolve`]).
+    /// save); FFT on wide 5×5 layers from 8 images (below: im2col, or F(2×2, 5×5) in f32
+    /// evaluation, [`ConvAlgo::for_eval`]); im2col elsewhere (see [`ConvChoice::resolve`]).
     #[default]
     Auto,
     Im2col,
