@@ -431,15 +431,15 @@ fn past_max_queue_requests_get_503_with_retry_after() {
     // One upload in progress holds the only place...
     let mut first = raw(s.addr, head(jpeg.len(), "/v1/predict", "Connection: close\r\n").as_bytes());
     first.write_all(&jpeg[..10]).unwrap();
-    // (Until the server has admitted it, another request may still get in: retry until 503.)
+    // Once the server has admitted it (its gauge says so: probing before then could take the
+    // place first and get the upload refused instead)...
     let t = Instant::now();
-    let mut r = loop {
-        let r = agent().post(&s.url("/v1/predict")).header("Content-Type", "image/jpeg").send(&jpeg[..]).unwrap();
-        if r.status().as_u16() != 200 || t.elapsed() > Duration::from_secs(10) {
-            break r;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    while in_progress(&s) != 1 {
+        assert!(t.elapsed() < Duration::from_secs(2), "the upload was not admitted");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // ...the next request is refused.
+    let mut r = agent().post(&s.url("/v1/predict")).header("Content-Type", "image/jpeg").send(&jpeg[..]).unwrap();
     let retry = r.headers().get("retry-after").map(|v| v.to_str().unwrap().to_string());
     assert_eq!((r.status().as_u16(), retry.as_deref()), (503, Some("1")));
     assert!(error_of(&r.body_mut().read_json().unwrap()).contains("--max-queue"));
@@ -447,6 +447,14 @@ fn past_max_queue_requests_get_503_with_retry_after() {
     first.write_all(&jpeg[10..]).unwrap();
     assert_eq!(parse(&read_all(&mut first)).0, 200);
     assert_eq!(post(&agent(), &s, "/v1/predict", Some("image/jpeg"), &jpeg).0, 200);
+    assert_eq!(in_progress(&s), 0);
+}
+
+/// `alexnet_predictions_in_progress` from /metrics.
+fn in_progress(s: &Server) -> i64 {
+    let metrics = String::from_utf8(get(&agent(), s, "/metrics").1).unwrap();
+    let line = metrics.lines().find_map(|l| l.strip_prefix("alexnet_predictions_in_progress "));
+    line.and_then(|v| v.parse().ok()).unwrap_or_else(|| panic!("no predictions_in_progress in\n{metrics}"))
 }
 
 #[test]

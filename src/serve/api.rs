@@ -139,6 +139,7 @@ async fn predict(State(s): State<Arc<AppState>>, req: Request) -> Result<Json<Pr
             format!("{} requests are already in progress (--max-queue); retry", s.config.batch.max_queue),
         ));
     };
+    let _in_progress = s.metrics.admitted();
     let query = Query::<PredictQuery>::try_from_uri(req.uri())
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("bad query: {e}")))?;
     let k = query.top.unwrap_or(5);

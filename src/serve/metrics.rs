@@ -1,5 +1,6 @@
 //! `/metrics` in Prometheus' text format: requests by route and status, request latency,
-//! batch sizes, forward-pass time, images classified and their recent rate, queue depth.
+//! batch sizes, forward-pass time, images classified and their recent rate, queue depth,
+//! predictions in progress.
 
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
@@ -27,6 +28,7 @@ pub struct ServeMetrics {
     images: Counter,
     rate: Gauge<f64, AtomicU64>,
     queue: Gauge,
+    in_progress: Gauge,
     /// (when, images) of the forward passes in the last [`RATE_WINDOW`].
     recent: Mutex<VecDeque<(Instant, usize)>>,
     started: Instant,
@@ -48,6 +50,7 @@ impl ServeMetrics {
         let images = Counter::default();
         let rate = Gauge::<f64, AtomicU64>::default();
         let queue = Gauge::default();
+        let in_progress = Gauge::default();
         registry.register("http_requests", "HTTP requests answered, by route and status", requests.clone());
         registry.register("http_request_duration_seconds", "Time from request to response, by route", latency.clone());
         registry.register("batch_size", "Images in each forward pass", batch_size.clone());
@@ -55,14 +58,25 @@ impl ServeMetrics {
         registry.register("images", "Images classified", images.clone());
         registry.register("images_per_second", "Images classified per second over the last 10 s", rate.clone());
         registry.register("queue_depth", "Requests waiting for a forward pass", queue.clone());
+        registry.register(
+            "predictions_in_progress",
+            "Predictions admitted and not yet answered (at most --max-queue)",
+            in_progress.clone(),
+        );
         let (recent, started) = (Mutex::new(VecDeque::new()), Instant::now());
-        Self { registry, requests, latency, batch_size, forward, images, rate, queue, recent, started }
+        Self { registry, requests, latency, batch_size, forward, images, rate, queue, in_progress, recent, started }
     }
 
     /// One answered request on `route` (a route pattern, never a raw path: bounded labels).
     pub fn request(&self, route: &str, status: u16, took: Duration) {
         self.requests.get_or_create(&vec![("route", route.to_string()), ("code", status.to_string())]).inc();
         self.latency.get_or_create(&vec![("route", route.to_string())]).observe(took.as_secs_f64());
+    }
+
+    /// One prediction admitted: counted in progress until the guard is dropped.
+    pub fn admitted(&self) -> InProgress {
+        self.in_progress.inc();
+        InProgress(self.in_progress.clone())
     }
 
     pub fn queued(&self) {
@@ -97,6 +111,16 @@ impl ServeMetrics {
         // Writing into a String cannot fail.
         let _ = encode(&mut out, &self.registry);
         out
+    }
+}
+
+/// A prediction counted in `predictions_in_progress`; dropping it (answered, refused or the
+/// client gone) takes it off.
+pub struct InProgress(Gauge);
+
+impl Drop for InProgress {
+    fn drop(&mut self) {
+        self.0.dec();
     }
 }
 
