@@ -67,6 +67,7 @@ pub mod bench;
 pub mod serve;
 pub mod error;
 pub mod threads;
+pub mod hugepages;
 pub mod files;
 
 pub use checkpoint::Checkpoint;

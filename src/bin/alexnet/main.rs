@@ -7,6 +7,11 @@ mod common;
 use clap::{Parser, Subcommand};
 use commands::*;
 
+/// Large blocks (weights, activations, gradients) in 2 MiB pages where Linux gives them on
+/// request: reading the fc weights ~15% faster (see `alexnet::hugepages`).
+#[global_allocator]
+static GLOBAL: alexnet::hugepages::HugePageAlloc = alexnet::hugepages::HugePageAlloc;
+
 #[derive(Parser)]
 #[command(name = "alexnet", version, about = "AlexNet (Krizhevsky et al. 2012) on the CPU: train, evaluate, classify")]
 struct Cli {
