@@ -135,7 +135,7 @@ fn winograd_on_alexnets_own_layers() {
                 let dy = uniform_vec(batch * s.out_len(), 14);
                 let (mut dw, mut db, mut dx) = (vec![0.0; w.len()], vec![0.0; s.out_c], vec![0.0; x.len()]);
                 conv::backward(&s, &x, &w, &dy, &mut dw, &mut db, Some(&mut dx), batch);
-                for tile in [Tile::F2, Tile::F4].into_iter().filter(|t| t.fits(s.kh)) {
+                for tile in [Tile::F2, Tile::F4, Tile::F5].into_iter().filter(|t| t.fits(s.kh)) {
                     let what = format!("{name} {tile:?} batch {batch} threads {threads}");
                     let mut y = vec![f32::NAN; direct.len()];
                     winograd::forward(&s, &x, &w, &bias, &mut y, batch, tile, Precision::F32);
@@ -236,7 +236,7 @@ fn polyphase_winograd_on_strided_layers() {
     ];
     for (name, s, batch) in cases {
         assert!(polyphase::applies(&s), "{name}");
-        for (tile, threads) in [(Tile::F2, 1), (Tile::F4, 2), (Tile::F4, 1)] {
+        for (tile, threads) in [(Tile::F2, 1), (Tile::F4, 2), (Tile::F4, 1), (Tile::F5, 2)] {
             let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
             pool.install(|| {
                 let x = uniform_vec(batch * s.in_len(), 31);
@@ -284,7 +284,25 @@ fn conv_choice_resolves_by_shape() {
         pad: k / 2,
         groups: 1,
     };
-    assert_eq!(ConvChoice::Auto.resolve(&s(256, 13, 3, 1)), ConvAlgo::Winograd(Tile::F4));
+    // 13×13 (conv3-5): F(5×5), 3 tiles a side (F(4×4) takes 4); from 8 images a thread,
+    // F(4×4) below, in both modes. Maps that F(4×4) tiles better (8×8, 16×16), or fewer than 64
+    // input channels a group: F(4×4).
+    let f5 = ConvChoice::Auto.resolve(&s(256, 13, 3, 1));
+    assert_eq!(f5, ConvAlgo::Winograd(Tile::F5));
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
+    pool.install(|| {
+        let c3 = s(256, 13, 3, 1);
+        let below = 2 * (conv::F5_MIN_IMAGES_A_THREAD - 1);
+        for (batch, want) in
+            [(64, f5), (below + 1, f5), (below, ConvAlgo::Winograd(Tile::F4)), (1, ConvAlgo::Winograd(Tile::F4))]
+        {
+            assert_eq!(f5.for_batch(batch.max(conv::WINOGRAD_MIN_BATCH)), want, "{batch}");
+            assert_eq!(f5.for_eval(&c3, batch, Precision::F32), want, "{batch}");
+        }
+    });
+    assert_eq!(ConvChoice::Auto.resolve(&s(256, 8, 3, 1)), ConvAlgo::Winograd(Tile::F4));
+    assert_eq!(ConvChoice::Auto.resolve(&s(256, 16, 3, 1)), ConvAlgo::Winograd(Tile::F4));
+    assert_eq!(ConvChoice::Winograd.resolve(&s(48, 13, 3, 1)), ConvAlgo::Winograd(Tile::F4));
     assert_eq!(ConvChoice::Auto.resolve(&s(256, 2, 3, 1)), ConvAlgo::Winograd(Tile::F2));
     // 5×5 by FFT (conv2), from 8 images; in training by F(2×2, 5×5) only when asked for:
     // measured slower than im2col on conv2. Evaluation below 8 images: F(2×2, 5×5) in f32 (its
@@ -315,9 +333,9 @@ fn conv_choice_resolves_by_shape() {
     let conv3 = ConvChoice::Auto.resolve(&s(256, 13, 3, 1));
     let bf16 = Precision::Bf16(alexnet::matmul::Bf16Kernel::Emulated);
     let c3 = s(256, 13, 3, 1);
-    assert_eq!(conv3.for_eval(&c3, 1, Precision::F32), conv3);
+    assert_eq!(conv3.for_eval(&c3, 1, Precision::F32), ConvAlgo::Winograd(Tile::F4));
     assert_eq!(conv3.for_eval(&c3, conv::WINOGRAD_MIN_BATCH - 1, bf16), ConvAlgo::Im2col);
-    assert_eq!(conv3.for_eval(&c3, conv::WINOGRAD_MIN_BATCH, bf16), conv3);
+    assert_eq!(conv3.for_eval(&c3, conv::WINOGRAD_MIN_BATCH, bf16), ConvAlgo::Winograd(Tile::F4));
     assert_eq!(auto_fft.for_eval(&conv2, 1, bf16), ConvAlgo::Im2col);
     // conv1 (11×11 by 4): Winograd over its 48 phases.
     let conv1 = ConvShape { in_c: 3, in_h: 227, in_w: 227, out_c: 96, kh: 11, kw: 11, stride: 4, pad: 0, groups: 1 };

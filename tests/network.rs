@@ -268,7 +268,8 @@ fn lrn_with_a_nonpositive_base_or_non_finite_values_is_refused() {
 
 /// `--conv` and `--precision` set in either order give each convolution the same algorithm:
 /// the layer keeps its choice and resolves it again for the precision (paper net: conv1 over
-/// phases in f32, by im2col in bf16; conv3-5 F(4x4) in f32, F(2x2) in bf16; conv2 by FFT).
+/// phases in f32, by im2col in bf16; conv3-5 F(5x5) in f32 (F(4x4) at one image), F(2x2) in
+/// bf16; conv2 by FFT).
 #[test]
 fn conv_algorithms_follow_the_precision_in_either_order() {
     use alexnet::kernels::conv::{ConvAlgo, ConvChoice};
@@ -280,9 +281,9 @@ fn conv_algorithms_follow_the_precision_in_either_order() {
     let f32_algos = [
         ConvAlgo::Polyphase(Tile::F4),
         fft,
-        ConvAlgo::Winograd(Tile::F4),
-        ConvAlgo::Winograd(Tile::F4),
-        ConvAlgo::Winograd(Tile::F4),
+        ConvAlgo::Winograd(Tile::F5),
+        ConvAlgo::Winograd(Tile::F5),
+        ConvAlgo::Winograd(Tile::F5),
     ];
     let bf16_algos = [
         ConvAlgo::Im2col,

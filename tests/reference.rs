@@ -2,10 +2,11 @@
 //! Tolerance: relative error ||ours − ref|| / ||ref|| ≤ 1e-4.
 
 mod common;
-use alexnet::kernels::conv::ConvChoice;
+use alexnet::kernels::conv::{ConvAlgo, ConvChoice};
 use alexnet::kernels::loss::softmax_cross_entropy;
 use alexnet::kernels::lrn::{self, LrnParams};
 use alexnet::kernels::pool::{self, PoolShape};
+use alexnet::kernels::winograd::Tile;
 use alexnet::model::config::{AlexNetWidths, LayerSpec, paper_topology};
 use alexnet::model::{ModelConfig, Network};
 use alexnet::optim::{Sgd, SgdConfig, SgdForm};
@@ -163,6 +164,18 @@ fn formula_logits(variant: &str, fixture: &str, keep_dropout: bool) {
         let logits = net.forward(&x, 2, Mode::Eval).to_vec();
         assert_close(&format!("{variant} formula logits, {conv:?}"), &logits, &fx.f32("logits"), TOL);
     }
+    // And at 16 images on two threads (the two, eight times), where `auto` takes FFT on conv2 and
+    // F(5×5, 3×3) on conv3-5.
+    net.set_conv(ConvChoice::Auto);
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
+    pool.install(|| {
+        let at: Vec<_> = net.conv_algos(16, Mode::Eval).into_iter().map(|(_, _, at)| at).collect();
+        assert!(at[2..].iter().all(|a| *a == ConvAlgo::Winograd(Tile::F5)), "{at:?}");
+        let x16: Vec<f32> = x.iter().copied().cycle().take(8 * n).collect();
+        let logits = net.forward(&x16, 16, Mode::Eval).to_vec();
+        let want: Vec<f32> = fx.f32("logits").into_iter().cycle().take(logits.len()).collect();
+        assert_close(&format!("{variant} formula logits, auto at 16 images"), &logits, &want, TOL);
+    });
 }
 
 #[test]

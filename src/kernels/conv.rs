@@ -228,7 +228,7 @@ pub enum ConvChoice {
 
 impl ConvChoice {
     /// The algorithm for a layer of shape `s`: Winograd's tile is the one with fewer multiplies
-    /// for the map (F(2×2) on a tie: less rounding).
+    /// for the map (the smaller tile on a tie: less rounding).
     pub fn resolve(self, s: &ConvShape) -> ConvAlgo {
         let wide = s.in_c / s.groups >= 16;
         match self {
@@ -252,7 +252,13 @@ impl ConvChoice {
         }
         let (oh, ow) = (s.out_h(), s.out_w());
         let r = s.kh;
-        let tiles = [Tile::F2, Tile::F4].into_iter().filter(|t| t.fits(r));
+        // F(5×5) only on 64 or more input channels a group: its 7×7 input transform takes up to 6
+        // terms a row to F(4×4)'s 4, and on fewer channels that outweighs the products it saves
+        // (the paper's conv1 over phases, 48 channels: 108-118 against 103-106 ms forward and backward,
+        // Zen 4, batch 64; conv3-5, 192-256 channels: 5-18% faster).
+        let tiles = [Tile::F2, Tile::F4, Tile::F5]
+            .into_iter()
+            .filter(|t| t.fits(r) && (*t != Tile::F5 || s.in_c / s.groups >= 64));
         let tile = tiles.min_by_key(|t| t.multiplies(r, oh, ow)).unwrap_or(Tile::F2);
         let saves_a_third = 3 * tile.multiplies(r, oh, ow) <= 2 * r * r * oh * ow;
         match self {
@@ -334,6 +340,15 @@ pub(crate) fn threads_within_image(batch: usize) -> Threads {
 /// ms, inconclusive).
 pub const WINOGRAD_MIN_BATCH: usize = 4;
 
+/// Fewest images a thread for which a layer resolved to F(5×5, 3×3) computes by it, in training
+/// and evaluation; below, by F(4×4). On a 13×13 map F(5×5) makes 9 tiles an image to F(4×4)'s 16,
+/// so a thread's block of fewer images gives each of its 49 products too few tiles to run near
+/// the matrix-multiply peak. Measured on the paper's conv3-5 in evaluation (AMD EPYC family 25
+/// model 17, Zen 4, 2 threads, ms, F(4×4) against F(5×5), two runs each): 2 images 5.6-6.1
+/// against 8.5-9.7, 4 7.8-9.4 against 9.8-10.3, 8 16.5-18.2 against 17.0-17.6, 16 33.6-38.0
+/// against 27.8-31.4, 32 66.5-69.2 against 58.4-63.0.
+pub const F5_MIN_IMAGES_A_THREAD: usize = 8;
+
 /// Fewest images for which a layer `auto` resolved to FFT computes by it, in training and
 /// evaluation: its transforms run 8 images side by side (one per SIMD lane), and each point's
 /// product reads a block of the kernels' spectra (27 times the kernels' size on conv2) for a
@@ -350,6 +365,16 @@ impl ConvAlgo {
         match self {
             ConvAlgo::Winograd(_) | ConvAlgo::Polyphase(_) if batch < WINOGRAD_MIN_BATCH => ConvAlgo::Im2col,
             ConvAlgo::Fft { min_batch } if batch < min_batch => ConvAlgo::Im2col,
+            a => a.tile_for(batch),
+        }
+    }
+
+    /// F(5×5) as F(4×4) below [`F5_MIN_IMAGES_A_THREAD`] images a thread; anything else as it is.
+    fn tile_for(self, batch: usize) -> ConvAlgo {
+        let few = image_chunks(batch) < F5_MIN_IMAGES_A_THREAD;
+        match self {
+            ConvAlgo::Winograd(Tile::F5) if few => ConvAlgo::Winograd(Tile::F4),
+            ConvAlgo::Polyphase(Tile::F5) if few => ConvAlgo::Polyphase(Tile::F4),
             a => a,
         }
     }
@@ -363,6 +388,8 @@ impl ConvAlgo {
     /// 6.8 against 5.7, 4 images 10.7 against 11.0, 8 images 19.9 against 21.7. The same rule
     /// sends a layer over phases (`--conv winograd` on conv1; `auto` takes im2col there in bf16
     /// anyway) to im2col: its products are Winograd's.
+    ///
+    /// F(5×5) computes by F(4×4) below [`F5_MIN_IMAGES_A_THREAD`] images a thread, in either mode.
     ///
     /// An FFT layer (shape `s`) below its `min_batch` computes by Winograd in f32 where that
     /// applies (conv2's 5×5: F(2×2)), its kernels kept as FFT's are, and by im2col otherwise.
@@ -384,7 +411,7 @@ impl ConvAlgo {
             {
                 ConvAlgo::Im2col
             }
-            a => a,
+            a => a.tile_for(batch),
         }
     }
 }

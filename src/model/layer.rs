@@ -10,7 +10,7 @@ use crate::kernels::conv::{ConvAlgo, ConvChoice, ConvShape};
 use crate::kernels::dropout::DropoutMode;
 use crate::kernels::lrn::LrnParams;
 use crate::kernels::pool::PoolShape;
-use crate::kernels::winograd::KernelCache;
+use crate::kernels::winograd::{KernelCache, Tile};
 use crate::kernels::{act, conv, dropout, linear, lrn, pool};
 use crate::matmul::Precision;
 
@@ -59,8 +59,9 @@ pub enum Layer {
     /// `[weight, bias]`; `algo` resolved from `choice` (`--conv`) for this shape and
     /// `precision`; the products in `precision` (FFT's excepted); `kernels`: Winograd's or
     /// FFT's transform of the weights for `algo`, and `kernels_below` for what an FFT layer
-    /// computes by below its minimum batch in evaluation (F(2×2, 5×5)): two caches, so that
-    /// batches on either side of that minimum (a server's) do not redo each other's transform.
+    /// computes by below its minimum batch in evaluation (F(2×2, 5×5)), or an F(5×5) layer below
+    /// its (F(4×4)): two caches, so that batches on either side of that minimum (a server's) do
+    /// not redo each other's transform.
     /// Both are invalidated by [`Layer::params_mut`] and by nothing else: the weights must only
     /// be changed through it.
     Conv {
@@ -193,7 +194,7 @@ impl Layer {
             if *algo == ConvAlgo::Im2col {
                 *kernels = KernelCache::invalidated_by_owner();
             }
-            if !matches!(algo, ConvAlgo::Fft { .. }) {
+            if !matches!(algo, ConvAlgo::Fft { .. } | ConvAlgo::Winograd(Tile::F5) | ConvAlgo::Polyphase(Tile::F5)) {
                 *kernels_below = KernelCache::invalidated_by_owner();
             }
         }
