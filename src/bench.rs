@@ -6,7 +6,7 @@
 
 use crate::data::{Augment, LoaderOptions, TrainInput, permutation};
 use crate::error::{Error, Result};
-use crate::kernels::conv::{ConvAlgo, ConvChoice};
+use crate::kernels::conv::{ConvAlgo, ConvChoice, F5_MIN_IMAGES_A_THREAD};
 use crate::matmul::{Operand, PrecisionChoice, Threads, matmul_in};
 use crate::model::{LayerKind, Mode, ModelConfig, Network};
 use crate::optim::{Sgd, SgdConfig};
@@ -229,6 +229,21 @@ fn layer_profiles(net: &Network, cfg: &BenchConfig) -> Vec<LayerProfile> {
     let label = |a: ConvAlgo, at: ConvAlgo| match (a, at) {
         (ConvAlgo::Winograd(_) | ConvAlgo::Polyphase(_), ConvAlgo::Im2col) => {
             format!("im2col (winograd from {} images {when})", crate::kernels::conv::WINOGRAD_MIN_BATCH)
+        }
+        // The tile used at this batch (F(5x5) computes by F(4x4) below 8 images a thread).
+        (ConvAlgo::Winograd(r), ConvAlgo::Winograd(t)) if r != t => {
+            format!(
+                "winograd {}x{} ({}x{} from {} images a thread)",
+                t.m(),
+                t.m(),
+                r.m(),
+                r.m(),
+                F5_MIN_IMAGES_A_THREAD
+            )
+        }
+        (ConvAlgo::Polyphase(r), ConvAlgo::Polyphase(t)) if r != t => {
+            let from = F5_MIN_IMAGES_A_THREAD;
+            format!("winograd {}x{} over phases ({}x{} from {from} images a thread)", t.m(), t.m(), r.m(), r.m())
         }
         (ConvAlgo::Winograd(t), _) => format!("winograd {}x{}", t.m(), t.m()),
         (ConvAlgo::Polyphase(t), _) => format!("winograd {}x{} over phases", t.m(), t.m()),

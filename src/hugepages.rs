@@ -4,14 +4,17 @@
 //! and a training step streams several hundred MB of activations and gradients. In 4 KiB pages
 //! that is ~57,000 pages for the weights alone, more than the TLB holds, so the reads also walk
 //! page tables. Most Linux systems ship transparent huge pages in `madvise` mode (Debian, Ubuntu):
-//! a process gets 2 MiB pages only where it asks. Measured on a Zen 4 EPYC (2 cores,
-//! `bench --mode memory`): 33 GB/s reading the fc weights in 4 KiB pages, 38 GB/s in 2 MiB pages;
-//! a training step at batch 64 ~3-9% faster.
+//! a process gets 2 MiB pages only where it asks. Measured on a Zen 4 EPYC (2 cores, the same
+//! binary with the kernel's setting flipped between `never` and `madvise`): `bench --mode memory`
+//! read the fc weights at 30.5-32.7 GB/s in 4 KiB pages, 34.4-34.7 in 2 MiB pages; the paper net's
+//! training step at batch 64 took a median 940 ms against 980 (4%).
 //!
 //! How: every block of at least [`THRESHOLD`] bytes gets `madvise(MADV_HUGEPAGE)` over the whole
-//! 2 MiB-aligned pages inside it, right after allocation, before its pages are touched. Memory the
-//! allocator reuses already faulted in keeps its pages (the kernel's khugepaged may merge them
-//! later). Where transparent huge pages are off (`never`) or on for all memory (`always`) the call
+//! 2 MiB-aligned pages inside it, right after allocation: before its pages are touched when the
+//! block comes fresh from the kernel (as the largest do), after when the allocator reuses memory
+//! already faulted in (`calloc` from an arena clears it first; `realloc` may copy first), which
+//! keeps its small pages (the kernel's khugepaged may merge them later). Each call takes the
+//! process's memory-map lock briefly: one call per large allocation. Where transparent huge pages are off (`never`) or on for all memory (`always`) the call
 //! changes nothing; off Linux it is not made. No allocator crate does only this (jemalloc and
 //! mimalloc replace the allocator wholesale), hence these few lines.
 //!

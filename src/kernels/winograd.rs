@@ -8,8 +8,8 @@
 //! `M[ξ] [M/G, T] = U[ξ] [M/G, C/G] · V[ξ] [C/G, T]`, with `U = G g Gᵀ` for every kernel and
 //! `V = Bᵀ d B` for every input tile (T tiles of all the images in a block). F(2×2, 3×3) takes
 //! 16 multiplies for 4 outputs where direct convolution takes 36 (2.25× fewer), F(4×4, 3×3) 36
-//! for 16 (4× fewer), F(5×5, 3×3) 49 for 25 (3.67× fewer, but its tiles fit 13×13 maps better:
-//! 23% fewer multiplies than F(4×4) on conv3-5), F(2×2, 5×5) 36 for 4 where direct takes 100
+//! for 16 (4× fewer), F(5×5, 3×3) 49 for 25 (4.59× fewer; on a 13×13 map, with the tiles'
+//! overhang, 3.45× against F(4×4)'s 2.64×: 23% fewer multiplies on conv3-5), F(2×2, 5×5) 36 for 4 where direct takes 100
 //! (2.8× fewer), less the tiles' overhang past the map's edge. The transforms are not free: at AlexNet's sizes they take
 //! about a quarter of a forward pass to the products' three fifths (perf, conv3-5 at batch 64,
 //! Zen 4); rounding grows with the tile (F(4×4) keeps ~1e-6 relative error in
@@ -37,9 +37,9 @@ pub enum Tile {
     F2,
     /// F(4×4, 3×3): 6×6 transformed tiles, 4× fewer multiplies.
     F4,
-    /// F(5×5, 3×3): 7×7 transformed tiles, 3.67× fewer multiplies; on 13×13 maps (conv3-5) and
-    /// conv1's 55×55 phases its tiles fit the map better (3 a side, 1.33× overhang, against
-    /// F(4×4)'s 4 a side and 1.51×), which makes 23% fewer multiplies on conv3-5.
+    /// F(5×5, 3×3): 7×7 transformed tiles, 4.59× fewer multiplies; on 13×13 maps (conv3-5) its
+    /// tiles fit the map better (3 a side, 1.33× overhang, against F(4×4)'s 4 a side and 1.51×),
+    /// which makes 23% fewer multiplies there than F(4×4).
     F5,
 }
 
