@@ -153,6 +153,40 @@ fn winograd_on_alexnets_own_layers() {
     }
 }
 
+/// Winograd at training batches, where each thread's run of images is cut into several blocks
+/// (F(5×5)'s 9 tiles an image: 31 images a thread make blocks of 16 and 15, 144 and 135 tiles,
+/// the second ending in a ragged group of lanes): every tile against im2col, forward and both
+/// gradients, on a 13×13 map with few channels so that it stays quick.
+#[test]
+fn winograd_in_several_blocks_a_thread() {
+    use alexnet::kernels::winograd::{self, Tile};
+    let s = ConvShape { in_c: 8, in_h: 13, in_w: 13, out_c: 6, kh: 3, kw: 3, stride: 1, pad: 1, groups: 2 };
+    let batch = 62;
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
+    pool.install(|| {
+        let x: Vec<f32> = uniform_vec(batch * s.in_len(), 41).iter().map(|v| v.abs()).collect();
+        let w: Vec<f32> = uniform_vec(s.weight_len(), 42).iter().map(|v| v * 0.1).collect();
+        let bias = uniform_vec(s.out_c, 43);
+        let dy = uniform_vec(batch * s.out_len(), 44);
+        let mut y = vec![0.0; batch * s.out_len()];
+        conv::forward(&s, &x, &w, &bias, &mut y, batch);
+        let (mut dw, mut db, mut dx) = (vec![0.0; w.len()], vec![0.0; s.out_c], vec![0.0; x.len()]);
+        conv::backward(&s, &x, &w, &dy, &mut dw, &mut db, Some(&mut dx), batch);
+        for tile in [Tile::F4, Tile::F5] {
+            let mut yw = vec![f32::NAN; y.len()];
+            winograd::forward(&s, &x, &w, &bias, &mut yw, batch, tile, Precision::F32);
+            assert_close(&format!("{tile:?} forward"), &yw, &y, 1e-5);
+            let mut dxw = vec![f32::NAN; dx.len()];
+            winograd::backward_data(&s, &w, &dy, &mut dxw, batch, tile, Precision::F32);
+            assert_close(&format!("{tile:?} data gradient"), &dxw, &dx, 1e-5);
+            let (mut dww, mut dbw) = (vec![f32::NAN; w.len()], vec![f32::NAN; s.out_c]);
+            winograd::backward_weights(&s, &x, &dy, &mut dww, &mut dbw, batch, tile, Precision::F32);
+            assert_close(&format!("{tile:?} weight gradient"), &dww, &dw, 1e-5);
+            assert_close(&format!("{tile:?} bias gradient"), &dbw, &db, 1e-5);
+        }
+    });
+}
+
 /// FFT convolution against the direct kernels: forward against the f64-accumulated direct
 /// convolution, data and weight gradients against im2col's (themselves held to finite
 /// differences above), relative error at most 1e-4, on AlexNet's 5×5 layers at their real
