@@ -230,23 +230,19 @@ fn layer_profiles(net: &Network, cfg: &BenchConfig) -> Vec<LayerProfile> {
         (ConvAlgo::Winograd(_) | ConvAlgo::Polyphase(_), ConvAlgo::Im2col) => {
             format!("im2col (winograd from {} images {when})", crate::kernels::conv::WINOGRAD_MIN_BATCH)
         }
-        // The tile used at this batch (F(5x5) computes by F(4x4) below 8 images a thread).
-        (ConvAlgo::Winograd(r), ConvAlgo::Winograd(t)) if r != t => {
-            format!(
-                "winograd {}x{} ({}x{} from {} images a thread)",
-                t.m(),
-                t.m(),
-                r.m(),
-                r.m(),
-                F5_MIN_IMAGES_A_THREAD
-            )
-        }
-        (ConvAlgo::Polyphase(r), ConvAlgo::Polyphase(t)) if r != t => {
+        // The tile used at this batch, and the resolved one when they differ (F(5x5) computes by
+        // F(4x4) below 8 images a thread).
+        (ConvAlgo::Winograd(r) | ConvAlgo::Polyphase(r), at) => {
+            let t = match at {
+                ConvAlgo::Winograd(t) | ConvAlgo::Polyphase(t) => t,
+                _ => r,
+            };
+            let phases = if matches!(a, ConvAlgo::Polyphase(_)) { " over phases" } else { "" };
             let from = F5_MIN_IMAGES_A_THREAD;
-            format!("winograd {}x{} over phases ({}x{} from {from} images a thread)", t.m(), t.m(), r.m(), r.m())
+            let below =
+                if r == t { String::new() } else { format!(" ({}x{} from {from} images a thread)", r.m(), r.m()) };
+            format!("winograd {}x{}{phases}{below}", t.m(), t.m())
         }
-        (ConvAlgo::Winograd(t), _) => format!("winograd {}x{}", t.m(), t.m()),
-        (ConvAlgo::Polyphase(t), _) => format!("winograd {}x{} over phases", t.m(), t.m()),
         (ConvAlgo::Fft { min_batch }, ConvAlgo::Winograd(t)) => {
             format!("winograd {}x{} (fft from {min_batch} images)", t.m(), t.m())
         }

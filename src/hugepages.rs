@@ -14,8 +14,9 @@
 //! block comes fresh from the kernel (as the largest do), after when the allocator reuses memory
 //! already faulted in (`calloc` from an arena clears it first; `realloc` may copy first), which
 //! keeps its small pages (the kernel's khugepaged may merge them later). Each call takes the
-//! process's memory-map lock briefly: one call per large allocation. Where transparent huge pages are off (`never`) or on for all memory (`always`) the call
-//! changes nothing; off Linux it is not made. No allocator crate does only this (jemalloc and
+//! process's memory-map lock briefly: one call per large allocation. Where transparent huge
+//! pages are off (`never`) or on for all memory (`always`) the call changes nothing; off Linux
+//! it is not made. No allocator crate does only this (jemalloc and
 //! mimalloc replace the allocator wholesale), hence these few lines.
 //!
 //! The library never installs it; the `alexnet` binary does:

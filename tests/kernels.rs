@@ -102,7 +102,7 @@ fn conv_backward_does_not_depend_on_batch_split_beyond_rounding() {
 /// 2 threads (batch < threads takes the one-image path that splits each block's work).
 #[test]
 fn winograd_on_alexnets_own_layers() {
-    use alexnet::kernels::winograd::{self, Tile};
+    use alexnet::kernels::winograd::Tile;
     let mk = |in_c, hw, out_c, groups| ConvShape {
         in_c,
         in_h: hw,
@@ -137,16 +137,9 @@ fn winograd_on_alexnets_own_layers() {
                 conv::backward(&s, &x, &w, &dy, &mut dw, &mut db, Some(&mut dx), batch);
                 for tile in [Tile::F2, Tile::F4, Tile::F5].into_iter().filter(|t| t.fits(s.kh)) {
                     let what = format!("{name} {tile:?} batch {batch} threads {threads}");
-                    let mut y = vec![f32::NAN; direct.len()];
-                    winograd::forward(&s, &x, &w, &bias, &mut y, batch, tile, Precision::F32);
-                    assert_close(&format!("{what} forward"), &y, &direct, 1e-4);
-                    let mut dxw = vec![f32::NAN; dx.len()];
-                    winograd::backward_data(&s, &w, &dy, &mut dxw, batch, tile, Precision::F32);
-                    assert_close(&format!("{what} data gradient"), &dxw, &dx, 1e-4);
-                    let (mut dww, mut dbw) = (vec![f32::NAN; w.len()], vec![f32::NAN; s.out_c]);
-                    winograd::backward_weights(&s, &x, &dy, &mut dww, &mut dbw, batch, tile, Precision::F32);
-                    assert_close(&format!("{what} weight gradient"), &dww, &dw, 1e-4);
-                    assert_close(&format!("{what} bias gradient"), &dbw, &db, 1e-5);
+                    let inputs = (&x[..], &w[..], &bias[..], &dy[..]);
+                    let want = (&direct[..], &dx[..], &dw[..], &db[..]);
+                    assert_winograd_matches(&what, &s, inputs, want, batch, tile, 1e-4);
                 }
             });
         }
@@ -159,7 +152,7 @@ fn winograd_on_alexnets_own_layers() {
 /// gradients, on a 13×13 map with few channels so that it stays quick.
 #[test]
 fn winograd_in_several_blocks_a_thread() {
-    use alexnet::kernels::winograd::{self, Tile};
+    use alexnet::kernels::winograd::Tile;
     let s = ConvShape { in_c: 8, in_h: 13, in_w: 13, out_c: 6, kh: 3, kw: 3, stride: 1, pad: 1, groups: 2 };
     let batch = 62;
     let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
@@ -173,18 +166,37 @@ fn winograd_in_several_blocks_a_thread() {
         let (mut dw, mut db, mut dx) = (vec![0.0; w.len()], vec![0.0; s.out_c], vec![0.0; x.len()]);
         conv::backward(&s, &x, &w, &dy, &mut dw, &mut db, Some(&mut dx), batch);
         for tile in [Tile::F4, Tile::F5] {
-            let mut yw = vec![f32::NAN; y.len()];
-            winograd::forward(&s, &x, &w, &bias, &mut yw, batch, tile, Precision::F32);
-            assert_close(&format!("{tile:?} forward"), &yw, &y, 1e-5);
-            let mut dxw = vec![f32::NAN; dx.len()];
-            winograd::backward_data(&s, &w, &dy, &mut dxw, batch, tile, Precision::F32);
-            assert_close(&format!("{tile:?} data gradient"), &dxw, &dx, 1e-5);
-            let (mut dww, mut dbw) = (vec![f32::NAN; w.len()], vec![f32::NAN; s.out_c]);
-            winograd::backward_weights(&s, &x, &dy, &mut dww, &mut dbw, batch, tile, Precision::F32);
-            assert_close(&format!("{tile:?} weight gradient"), &dww, &dw, 1e-5);
-            assert_close(&format!("{tile:?} bias gradient"), &dbw, &db, 1e-5);
+            let inputs = (&x[..], &w[..], &bias[..], &dy[..]);
+            assert_winograd_matches(&format!("{tile:?}"), &s, inputs, (&y, &dx, &dw, &db), batch, tile, 1e-5);
         }
     });
+}
+
+/// Four slices: the inputs `(x, w, bias, dy)` or the references `(y, dx, dw, db)` of a convolution.
+type Four<'a> = (&'a [f32], &'a [f32], &'a [f32], &'a [f32]);
+
+/// Winograd's forward and both gradients by `tile` from `(x, w, bias, dy)` against the reference
+/// `(y, dx, dw, db)`: relative error at most `tol`, the bias gradient's at most 1e-5.
+fn assert_winograd_matches(
+    what: &str,
+    s: &ConvShape,
+    (x, w, bias, dy): Four<'_>,
+    (y, dx, dw, db): Four<'_>,
+    batch: usize,
+    tile: alexnet::kernels::winograd::Tile,
+    tol: f64,
+) {
+    use alexnet::kernels::winograd;
+    let mut yw = vec![f32::NAN; y.len()];
+    winograd::forward(s, x, w, bias, &mut yw, batch, tile, Precision::F32);
+    assert_close(&format!("{what} forward"), &yw, y, tol);
+    let mut dxw = vec![f32::NAN; dx.len()];
+    winograd::backward_data(s, w, dy, &mut dxw, batch, tile, Precision::F32);
+    assert_close(&format!("{what} data gradient"), &dxw, dx, tol);
+    let (mut dww, mut dbw) = (vec![f32::NAN; w.len()], vec![f32::NAN; s.out_c]);
+    winograd::backward_weights(s, x, dy, &mut dww, &mut dbw, batch, tile, Precision::F32);
+    assert_close(&format!("{what} weight gradient"), &dww, dw, tol);
+    assert_close(&format!("{what} bias gradient"), &dbw, db, 1e-5);
 }
 
 /// FFT convolution against the direct kernels: forward against the f64-accumulated direct

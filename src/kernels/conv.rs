@@ -254,8 +254,8 @@ impl ConvChoice {
         let r = s.kh;
         // F(5×5) only on 64 or more input channels a group: its 7×7 input transform takes up to 6
         // terms a row to F(4×4)'s 4, and on fewer channels that outweighs the products it saves
-        // (the paper's conv1 over phases, 48 channels: 108-118 against 103-106 ms forward and backward,
-        // Zen 4, batch 64; conv3-5, 192-256 channels: 5-18% faster).
+        // (the paper's conv1 over phases, 48 channels: 108-118 against 103-106 ms forward and
+        // backward, Zen 4, batch 64; conv3-5, 192-256 channels: 5-18% faster).
         let tiles = [Tile::F2, Tile::F4, Tile::F5]
             .into_iter()
             .filter(|t| t.fits(r) && (*t != Tile::F5 || s.in_c / s.groups >= 64));

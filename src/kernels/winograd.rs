@@ -9,9 +9,10 @@
 //! `V = Bᵀ d B` for every input tile (T tiles of all the images in a block). F(2×2, 3×3) takes
 //! 16 multiplies for 4 outputs where direct convolution takes 36 (2.25× fewer), F(4×4, 3×3) 36
 //! for 16 (4× fewer), F(5×5, 3×3) 49 for 25 (4.59× fewer; on a 13×13 map, with the tiles'
-//! overhang, 3.45× against F(4×4)'s 2.64×: 23% fewer multiplies on conv3-5), F(2×2, 5×5) 36 for 4 where direct takes 100
-//! (2.8× fewer), less the tiles' overhang past the map's edge. The transforms are not free: at AlexNet's sizes they take
-//! about a quarter of a forward pass to the products' three fifths (perf, conv3-5 at batch 64,
+//! overhang, 3.45× against F(4×4)'s 2.64×: 23% fewer multiplies on conv3-5), F(2×2, 5×5) 36 for
+//! 4 where direct takes 100 (2.8× fewer), less the tiles' overhang past the map's edge. The
+//! transforms are not free: at AlexNet's sizes they take about a quarter of a forward pass to
+//! the products' three fifths (perf, conv3-5 at batch 64,
 //! Zen 4); rounding grows with the tile (F(4×4) keeps ~1e-6 relative error in
 //! f32 on AlexNet's layers, measured by the tests against the direct kernels).
 //!

@@ -10,7 +10,7 @@ use crate::kernels::conv::{ConvAlgo, ConvChoice, ConvShape};
 use crate::kernels::dropout::DropoutMode;
 use crate::kernels::lrn::LrnParams;
 use crate::kernels::pool::PoolShape;
-use crate::kernels::winograd::{KernelCache, Tile};
+use crate::kernels::winograd::KernelCache;
 use crate::kernels::{act, conv, dropout, linear, lrn, pool};
 use crate::matmul::Precision;
 
@@ -191,12 +191,10 @@ impl Layer {
         if let Layer::Conv { shape, choice, algo, precision, kernels, kernels_below, .. } = self {
             *choice = to;
             *algo = to.resolve_in(shape, *precision);
-            if *algo == ConvAlgo::Im2col {
-                *kernels = KernelCache::invalidated_by_owner();
-            }
-            if !matches!(algo, ConvAlgo::Fft { .. } | ConvAlgo::Winograd(Tile::F5) | ConvAlgo::Polyphase(Tile::F5)) {
-                *kernels_below = KernelCache::invalidated_by_owner();
-            }
+            // Both caches dropped with their memory: whatever the layer now computes by is
+            // transformed again at its next forward (a setting, not a per-step call).
+            *kernels = KernelCache::invalidated_by_owner();
+            *kernels_below = KernelCache::invalidated_by_owner();
         }
     }
 
